@@ -1,0 +1,169 @@
+"""Settings: read once from the environment, validated, frozen.
+
+Every name here is also in ``local.settings.json.example`` and in ``infra/`` (a test keeps
+the three in step). The first Microsoft settings carry the names the original polling
+connector used, so its operators find them again.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+from shared.errors import ConfigurationError
+
+# Queue names are part of the product's contract with its consumers, not settings.
+NOTIFICATION_QUEUE = "graph-notifications"
+MAIL_EVENT_QUEUE = "mail-events"
+ACCOUNTS_TABLE = "accounts"
+SUBSCRIPTIONS_TABLE = "subscriptions"
+AUTHFLOWS_TABLE = "authflows"
+
+# Every setting the code reads, with its default (None: required).
+SETTING_DEFAULTS: dict[str, str | None] = {
+    "AzureWebJobsStorage": None,
+    "FUNCTIONS_WORKER_RUNTIME": "python",
+    "MICROSOFT_CLIENT_ID": None,
+    "MICROSOFT_CLIENT_SECRET": None,
+    "MICROSOFT_TENANT_ID": "common",
+    "MICROSOFT_AUTHORITY_HOST": "https://login.microsoftonline.com",
+    "GRAPH_API_ENDPOINT": "https://graph.microsoft.com/v1.0",
+    "KEY_VAULT_URL": None,
+    "PUBLIC_BASE_URL": None,
+    "CLIENT_STATE_KEY": None,
+    "RENEWAL_SCHEDULE": "0 */15 * * * *",
+    "RENEWAL_WINDOW_MINUTES": "1440",
+    "CATCHUP_AFTER_MINUTES": "360",
+    "GRAPH_SCOPES": "User.Read Mail.Read",
+    "MAIL_ACTIONS_ENABLED": "false",
+    "POST_CONNECT_REDIRECT_URL": "",
+    "EMIT_HISTORY_ON_CONNECT": "false",
+}
+
+# MSAL adds these itself and raises ValueError when they are passed (GRAPH_NOTES "Tokens").
+_RESERVED_SCOPES = {"openid", "profile", "offline_access"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    storage_connection: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    tenant_id: str
+    authority_host: str
+    graph_endpoint: str
+    key_vault_url: str
+    public_base_url: str
+    client_state_key: bytes = field(repr=False)
+    renewal_schedule: str
+    renewal_window_minutes: int
+    catchup_after_minutes: int
+    scopes: tuple[str, ...]
+    mail_actions_enabled: bool
+    post_connect_redirect_url: str
+    emit_history_on_connect: bool
+
+    @property
+    def authority(self) -> str:
+        return f"{self.authority_host}/{self.tenant_id}"
+
+    @property
+    def redirect_uri(self) -> str:
+        return f"{self.public_base_url}/api/auth/callback"
+
+    @property
+    def notification_url(self) -> str:
+        return f"{self.public_base_url}/api/notifications"
+
+    @property
+    def lifecycle_notification_url(self) -> str:
+        return f"{self.public_base_url}/api/lifecycle"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        return _parse(os.environ if env is None else env)
+
+
+def _get(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name)
+    if value is None or value.strip() == "":
+        default = SETTING_DEFAULTS[name]
+        if default is None:
+            raise ConfigurationError(f"setting {name} is required but not set")
+        return default
+    return value.strip()
+
+
+def _url(env: Mapping[str, str], name: str, *, https_only: bool = False) -> str:
+    value = _get(env, name).rstrip("/")
+    parsed = urlparse(value)
+    allowed = ("https",) if https_only else ("https", "http")
+    if parsed.scheme not in allowed or not parsed.netloc:
+        raise ConfigurationError(f"setting {name} must be an {' or '.join(allowed)} URL, got {value!r}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, minimum: int) -> int:
+    raw = _get(env, name)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"setting {name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigurationError(f"setting {name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = _get(env, name).lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"setting {name} must be true or false, got {raw!r}")
+
+
+def _storage(env: Mapping[str, str]) -> str:
+    # In Azure the app reaches storage by identity: AzureWebJobsStorage__accountName.
+    account = env.get("AzureWebJobsStorage__accountName", "").strip()
+    if account and not env.get("AzureWebJobsStorage", "").strip():
+        return f"identity:{account}"
+    return _get(env, "AzureWebJobsStorage")
+
+
+def _parse(env: Mapping[str, str]) -> Settings:
+    key = _get(env, "CLIENT_STATE_KEY")
+    if len(key) < 32:
+        raise ConfigurationError("setting CLIENT_STATE_KEY must be at least 32 characters long")
+    scopes = tuple(s for s in _get(env, "GRAPH_SCOPES").replace(",", " ").split() if s)
+    reserved = _RESERVED_SCOPES.intersection(s.lower() for s in scopes)
+    if reserved:
+        raise ConfigurationError(
+            f"setting GRAPH_SCOPES must not contain {', '.join(sorted(reserved))}: MSAL adds them itself"
+        )
+    mail_actions = _bool(env, "MAIL_ACTIONS_ENABLED")
+    if mail_actions and "Mail.ReadWrite" not in scopes:
+        scopes = tuple(s for s in scopes if s != "Mail.Read") + ("Mail.ReadWrite",)
+    post_connect = env.get("POST_CONNECT_REDIRECT_URL", "").strip()
+    if post_connect:
+        post_connect = _url(env, "POST_CONNECT_REDIRECT_URL")
+    return Settings(
+        storage_connection=_storage(env),
+        client_id=_get(env, "MICROSOFT_CLIENT_ID"),
+        client_secret=_get(env, "MICROSOFT_CLIENT_SECRET"),
+        tenant_id=_get(env, "MICROSOFT_TENANT_ID"),
+        authority_host=_url(env, "MICROSOFT_AUTHORITY_HOST", https_only=True),
+        graph_endpoint=_url(env, "GRAPH_API_ENDPOINT", https_only=True),
+        key_vault_url=_url(env, "KEY_VAULT_URL", https_only=True),
+        public_base_url=_url(env, "PUBLIC_BASE_URL"),
+        client_state_key=key.encode("utf-8"),
+        renewal_schedule=_get(env, "RENEWAL_SCHEDULE"),
+        renewal_window_minutes=_int(env, "RENEWAL_WINDOW_MINUTES", 1),
+        catchup_after_minutes=_int(env, "CATCHUP_AFTER_MINUTES", 1),
+        scopes=scopes,
+        mail_actions_enabled=mail_actions,
+        post_connect_redirect_url=post_connect,
+        emit_history_on_connect=_bool(env, "EMIT_HISTORY_ON_CONNECT"),
+    )

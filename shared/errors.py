@@ -1,0 +1,107 @@
+"""The connector's one exception hierarchy.
+
+    ConnectorError                      every error the core raises on purpose
+    ├── ConfigurationError              a setting is missing or malformed (fails at start)
+    ├── InvalidInputError               a caller sent something we cannot accept (-> 4xx)
+    │   ├── PayloadTooLargeError        ... because it is too big (-> 413)
+    │   └── AuthFlowError               unknown, expired or reused OAuth state; an error
+    │                                   returned by Microsoft on the callback (-> 400 page)
+    ├── NotFoundError                   the account / subscription / secret does not exist
+    ├── ConcurrencyError                an ETag did not match: somebody else wrote first
+    ├── ReauthRequiredError             the account's refresh token is dead (invalid_grant)
+    ├── UpstreamError                   a dependency (Graph, identity, storage) failed
+    │   ├── ThrottledError              429/503 with the Retry-After to honour
+    │   ├── GraphError                  an OData error from Graph (status, code, message)
+    │   │   └── DeltaTokenExpiredError  410 Gone / syncStateNotFound: start a full sync
+    │   └── IdentityError               the token endpoint refused us for another reason
+    └── PersistenceError                a queue / table write failed for good
+
+HTTP status codes are chosen only in ``functions/``; nothing here knows about HTTP
+responses. Messages never contain a token, an authorization code, a clientState or a
+secret: they are logged and may be shown to operators.
+"""
+
+from __future__ import annotations
+
+
+class ConnectorError(Exception):
+    """Base class of every error the connector raises deliberately."""
+
+
+class ConfigurationError(ConnectorError):
+    """A setting is missing or malformed; the message names the setting."""
+
+
+class InvalidInputError(ConnectorError):
+    """Input from a caller (Graph, a browser, an operator) was rejected; says why."""
+
+
+class PayloadTooLargeError(InvalidInputError):
+    """The request body is over the accepted size."""
+
+
+class AuthFlowError(InvalidInputError):
+    """The OAuth callback cannot complete: bad state, or Microsoft returned an error."""
+
+    def __init__(self, message: str, *, error: str = "invalid_request", description: str = "") -> None:
+        super().__init__(message)
+        self.error = error
+        self.description = description
+
+
+class NotFoundError(ConnectorError):
+    """The thing asked for does not exist."""
+
+
+class ConcurrencyError(ConnectorError):
+    """An optimistic-concurrency write lost: the entity changed since it was read."""
+
+
+class ReauthRequiredError(ConnectorError):
+    """The account must sign in again (refresh token revoked or expired)."""
+
+    def __init__(self, account_id: str, reason: str = "invalid_grant") -> None:
+        super().__init__(f"account {account_id} must sign in again ({reason})")
+        self.account_id = account_id
+        self.reason = reason
+
+
+class UpstreamError(ConnectorError):
+    """A dependency failed; ``transient`` says whether a retry may help."""
+
+    transient: bool = True
+
+
+class ThrottledError(UpstreamError):
+    """The dependency asked us to slow down for ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class GraphError(UpstreamError):
+    """Graph answered with an OData error."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"Graph {status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.transient = status >= 500 or status in (408, 429)
+
+
+class DeltaTokenExpiredError(GraphError):
+    """The stored deltaLink is no longer valid; a full sync must start again."""
+
+
+class IdentityError(UpstreamError):
+    """The identity platform refused a token request (other than invalid_grant)."""
+
+    def __init__(self, error: str, description: str = "") -> None:
+        super().__init__(f"identity platform error {error}")
+        self.error = error
+        self.description = description
+
+
+class PersistenceError(ConnectorError):
+    """A write to storage failed and the data could not be kept."""
