@@ -1,0 +1,9 @@
+"""The Functions app: creates it and registers one blueprint per trigger family."""
+
+import azure.functions as func
+
+from functions import health, notifications
+
+app = func.FunctionApp()
+for blueprint in (health.bp, notifications.bp):
+    app.register_functions(blueprint)

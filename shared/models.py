@@ -1,0 +1,83 @@
+"""The connector's domain records: accounts, subscriptions, pending OAuth flows.
+
+Plain dataclasses; the table adapter maps them to entities and back. ``etag`` is the
+storage version seen when the record was read: writes that can race pass it back
+(optimistic concurrency, DESIGN.md "State").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class AccountStatus(enum.StrEnum):
+    ACTIVE = "active"
+    REAUTH_REQUIRED = "reauth_required"
+    DISCONNECTED = "disconnected"
+    ERROR = "error"
+
+
+class ClientKind(enum.StrEnum):
+    """Which kind of client redeemed the account's refresh token.
+
+    Device code is a public-client flow: the platform refuses a client secret when such a
+    refresh token is redeemed, so the account remembers which kind must refresh it.
+    """
+
+    CONFIDENTIAL = "confidential"
+    PUBLIC = "public"
+
+
+class SubscriptionStatus(enum.StrEnum):
+    ACTIVE = "active"
+    REMOVED = "removed"
+    FAILED = "failed"
+
+
+def account_id_for(object_id: str, tenant_id: str) -> str:
+    """The account's id: MSAL's ``home_account_id`` (``{oid}.{tid}``), stable across reconnects."""
+    return f"{object_id}.{tenant_id}"
+
+
+@dataclass
+class Account:
+    account_id: str
+    tenant_id: str
+    user_id: str  # the user's object id (oid)
+    user_principal_name: str
+    display_name: str = ""
+    status: AccountStatus = AccountStatus.ACTIVE
+    scopes: tuple[str, ...] = ()
+    client_kind: ClientKind = ClientKind.CONFIDENTIAL
+    delta_link: str | None = None
+    last_sync_at: dt.datetime | None = None
+    last_notification_at: dt.datetime | None = None
+    last_error: str | None = None
+    connected_at: dt.datetime | None = None
+    etag: str | None = field(default=None, compare=False)
+
+
+@dataclass
+class Subscription:
+    subscription_id: str
+    account_id: str
+    resource: str
+    change_type: str
+    expires_at: dt.datetime
+    status: SubscriptionStatus = SubscriptionStatus.ACTIVE
+    last_renewed_at: dt.datetime | None = None
+    last_reauthorized_at: dt.datetime | None = None
+    etag: str | None = field(default=None, compare=False)
+
+
+@dataclass
+class PendingAuthFlow:
+    """An MSAL auth-code flow dict waiting for its callback, keyed by its ``state``."""
+
+    state: str
+    flow: dict[str, Any]
+    expires_at: dt.datetime
+    client_kind: ClientKind = ClientKind.CONFIDENTIAL

@@ -1,0 +1,160 @@
+"""Ports: what the core needs from the outside world, as small Protocols.
+
+Real adapters live in ``shared/adapters/`` (Table Storage, Queue Storage, Key Vault,
+Graph over requests, the identity platform through MSAL). Unit tests pass fakes built
+on the same Protocols through ``shared.bootstrap``; integration tests run the real
+adapters against Azurite and the devstack emulators.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
+
+from dataclasses import dataclass, field
+
+from shared.models import Account, PendingAuthFlow, Subscription
+
+
+class Clock(Protocol):
+    def now(self) -> dt.datetime:
+        """The current time, timezone-aware UTC."""
+        ...
+
+
+class AccountStore(Protocol):
+    """Table ``accounts``: one entity per connected account."""
+
+    def get(self, account_id: str) -> Account | None: ...
+
+    def save(self, account: Account) -> Account:
+        """Insert or replace. With ``account.etag`` set, the write happens only if the stored
+        entity still has that ETag (else ``ConcurrencyError``); without it, only if no
+        entity exists yet (else ``ConcurrencyError``). Returns the account with its new ETag."""
+        ...
+
+    def page(self, *, size: int = 100, continuation: str | None = None) -> tuple[list[Account], str | None]:
+        """One page of accounts and the continuation token of the next one (None at the end)."""
+        ...
+
+
+class SubscriptionStore(Protocol):
+    """Table ``subscriptions`` (+ an expiry index: no full scan to find expiring ones)."""
+
+    def get(self, account_id: str, subscription_id: str) -> Subscription | None: ...
+
+    def save(self, subscription: Subscription) -> Subscription:
+        """Same ETag rules as ``AccountStore.save``; keeps the expiry index in step."""
+        ...
+
+    def delete(self, account_id: str, subscription_id: str) -> None:
+        """Idempotent."""
+        ...
+
+    def for_account(self, account_id: str) -> list[Subscription]: ...
+
+    def expiring_before(self, when: dt.datetime) -> Iterator[Subscription]:
+        """Subscriptions whose expiry is before ``when`` (expired ones included)."""
+        ...
+
+
+class AuthFlowStore(Protocol):
+    """Table ``authflows``: pending OAuth flows by state, single use."""
+
+    def put(self, flow: PendingAuthFlow) -> None: ...
+
+    def take(self, state: str) -> PendingAuthFlow | None:
+        """Remove and return the flow; None when unknown or already taken (even by a
+        concurrent caller: exactly one taker wins)."""
+        ...
+
+
+class SecretStore(Protocol):
+    """Key Vault secrets (names: 1-127 letters, digits and dashes)."""
+
+    def get(self, name: str) -> str | None:
+        """The latest version's value, None when there is no such (live) secret."""
+        ...
+
+    def set(self, name: str, value: str) -> None:
+        """Write a new version; a soft-deleted secret of that name is recovered first."""
+        ...
+
+    def delete(self, name: str) -> None:
+        """Delete (soft delete where the vault has it); idempotent."""
+        ...
+
+
+class QueueSender(Protocol):
+    def send(self, queue: str, messages: Sequence[str]) -> None:
+        """Put each message on the queue (base64, as the Functions host reads them)."""
+        ...
+
+
+class HealthProbe(Protocol):
+    def check(self) -> None:
+        """Raise if the dependency cannot be reached."""
+        ...
+
+
+JsonObject = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class GraphAuth:
+    """An access token for one account's mailbox. ``account_id`` lets the Graph adapter keep
+    to Outlook's 4 concurrent requests per app per mailbox (GRAPH_NOTES "Throttling")."""
+
+    account_id: str
+    access_token: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class DeltaPage:
+    """One page of a mail delta round: changed items, then either a nextLink or a deltaLink."""
+
+    items: list[JsonObject]
+    next_link: str | None = None
+    delta_link: str | None = None
+
+
+class TokenProvider(Protocol):
+    """Gives "a Graph token for account X": MSAL silent acquisition from the account's
+    token cache in Key Vault, with an in-process cache of access tokens."""
+
+    def graph_auth(self, account: Account) -> GraphAuth:
+        """Raises ``ReauthRequiredError`` when the refresh token is dead."""
+        ...
+
+
+class GraphApi(Protocol):
+    """Microsoft Graph, as the connector uses it. One client, one retry policy: 429/503 are
+    retried after ``Retry-After`` a bounded number of times, then ``ThrottledError``; OData
+    errors become ``GraphError`` (404 -> ``NotFoundError``, 410 -> ``DeltaTokenExpiredError``)."""
+
+    def get_me(self, auth: GraphAuth) -> JsonObject: ...
+
+    def create_subscription(
+        self,
+        auth: GraphAuth,
+        *,
+        resource: str,
+        change_type: str,
+        notification_url: str,
+        lifecycle_notification_url: str,
+        expires_at: dt.datetime,
+        client_state: str,
+    ) -> JsonObject: ...
+
+    def renew_subscription(self, auth: GraphAuth, subscription_id: str, expires_at: dt.datetime) -> JsonObject: ...
+
+    def reauthorize_subscription(self, auth: GraphAuth, subscription_id: str) -> None: ...
+
+    def delete_subscription(self, auth: GraphAuth, subscription_id: str) -> None:
+        """Idempotent: an already-gone subscription is not an error."""
+        ...
+
+    def delta_page(self, auth: GraphAuth, link: str | None, *, folder: str = "inbox") -> DeltaPage:
+        """``link`` None starts a new round for ``folder``; otherwise a nextLink or deltaLink."""
+        ...
