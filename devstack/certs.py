@@ -45,7 +45,7 @@ def ensure_ca(cert_dir: Path = DEFAULT_CERT_DIR) -> tuple[Path, Path]:
         return ca_file, key_file
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "m365-connector devstack local CA")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -92,7 +92,7 @@ def ensure_server_certificate(name: str, cert_dir: Path = DEFAULT_CERT_DIR) -> S
     ca_cert = x509.load_pem_x509_certificate(ca_file.read_bytes())
     ca_key = serialization.load_pem_private_key(ca_key_file.read_bytes(), password=None)
     key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} (devstack)")]))

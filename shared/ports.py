@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
-
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from shared.models import Account, PendingAuthFlow, Subscription
 

@@ -1,0 +1,1 @@
+"""Adapters: the only modules that talk to the network or a cloud SDK (imported lazily)."""

@@ -1,0 +1,234 @@
+"""Microsoft Graph over ``requests``: the one Graph client and its one retry policy.
+
+- 429 and 503 carry ``Retry-After`` (GRAPH_NOTES "Throttling"): wait that long, or back off
+  exponentially when it is missing, a bounded number of times, then ``ThrottledError``
+  so the caller (a queue message, the renewal run) retries later instead of blocking.
+- Outlook allows 4 concurrent requests per app per mailbox: a semaphore per account keeps
+  this process under it.
+- OData errors become ``GraphError``; 404 becomes ``NotFoundError``; a dead delta token
+  (410 Gone, or ``syncStateNotFound`` / ``resyncRequired``) ``DeltaTokenExpiredError``.
+Nothing here logs a token or a request URL's query (deltaLinks carry state tokens).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import requests
+
+from shared.errors import (
+    DeltaTokenExpiredError,
+    GraphError,
+    NotFoundError,
+    ThrottledError,
+    UpstreamError,
+)
+from shared.ports import DeltaPage, GraphAuth, JsonObject
+
+log = logging.getLogger(__name__)
+
+MAILBOX_CONCURRENCY = 4
+DELTA_PAGE_SIZE = 50
+# What an event needs of a message; everything else stays in the mailbox.
+MESSAGE_FIELDS = (
+    "id,subject,from,sender,toRecipients,receivedDateTime,sentDateTime,isRead,"
+    "parentFolderId,conversationId,internetMessageId,hasAttachments,importance,"
+    "categories,bodyPreview,changeKey,webLink"
+)
+_DELTA_EXPIRED_CODES = {"syncStateNotFound", "resyncRequired", "SyncStateNotFound"}
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 4
+    max_wait_seconds: float = 20.0
+    base_backoff_seconds: float = 0.5
+
+    def wait_for(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.max_wait_seconds)
+        return min(self.base_backoff_seconds * (2**attempt) * (0.5 + random.random()), self.max_wait_seconds)
+
+
+def _iso(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f0Z")
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    raw = response.headers.get("Retry-After")
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        return None
+
+
+def _odata_error(response: requests.Response) -> tuple[str, str]:
+    try:
+        error = response.json().get("error", {})
+        return str(error.get("code", "unknown")), str(error.get("message", ""))[:300]
+    except ValueError:
+        return "unknown", response.reason or ""
+
+
+class RequestsGraphApi:
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        session: requests.Session | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float = 15.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._endpoint = endpoint.rstrip("/")
+        self._session = session or self._new_session()
+        self._retry = retry or RetryPolicy()
+        self._timeout = timeout
+        self._sleep = sleep
+        self._mailbox_slots: dict[str, threading.BoundedSemaphore] = {}
+        self._slots_lock = threading.Lock()
+
+    @staticmethod
+    def _new_session() -> requests.Session:
+        session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=64)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        return session
+
+    def _slot(self, account_id: str) -> threading.BoundedSemaphore:
+        with self._slots_lock:
+            slot = self._mailbox_slots.get(account_id)
+            if slot is None:
+                slot = self._mailbox_slots[account_id] = threading.BoundedSemaphore(MAILBOX_CONCURRENCY)
+            return slot
+
+    def _url(self, path_or_link: str) -> str:
+        if path_or_link.startswith(("https://", "http://")):
+            return path_or_link
+        return f"{self._endpoint}{path_or_link}"
+
+    def _call(
+        self,
+        auth: GraphAuth,
+        method: str,
+        path_or_link: str,
+        *,
+        json_body: JsonObject | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> requests.Response:
+        url = self._url(path_or_link)
+        request_headers = {"Authorization": f"Bearer {auth.access_token}", **(headers or {})}
+        for attempt in range(self._retry.max_attempts):
+            try:
+                with self._slot(auth.account_id):
+                    response = self._session.request(
+                        method, url, json=json_body, headers=request_headers, timeout=self._timeout
+                    )
+            except requests.RequestException as exc:
+                if attempt + 1 >= self._retry.max_attempts:
+                    raise UpstreamError(f"Graph unreachable: {type(exc).__name__}") from exc
+                self._sleep(self._retry.wait_for(attempt, None))
+                continue
+            if response.status_code not in (429, 503):
+                return response
+            retry_after = _retry_after(response)
+            if attempt + 1 >= self._retry.max_attempts:
+                raise ThrottledError(
+                    f"Graph answered {response.status_code} {method} for account {auth.account_id}",
+                    retry_after if retry_after is not None else self._retry.wait_for(attempt, None),
+                )
+            log.info(
+                "graph: %s for account %s, retrying in %.1fs",
+                response.status_code, auth.account_id, self._retry.wait_for(attempt, retry_after),
+            )
+            self._sleep(self._retry.wait_for(attempt, retry_after))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _raise_for(response: requests.Response, *, delta: bool = False) -> None:
+        if response.status_code < 400:
+            return
+        code, message = _odata_error(response)
+        if response.status_code == 404:
+            raise NotFoundError(f"Graph 404 {code}: {message}")
+        if delta and (response.status_code == 410 or code in _DELTA_EXPIRED_CODES):
+            raise DeltaTokenExpiredError(response.status_code, code, message)
+        raise GraphError(response.status_code, code, message)
+
+    def _json(self, response: requests.Response) -> JsonObject:
+        self._raise_for(response)
+        try:
+            body = response.json()
+        except ValueError:
+            raise GraphError(response.status_code, "invalidJson", "Graph answered with a body that is not JSON") from None
+        if not isinstance(body, dict):
+            raise GraphError(response.status_code, "invalidJson", "Graph answered with a JSON value that is not an object")
+        return body
+
+    # --- the GraphApi port --------------------------------------------------------------
+
+    def get_me(self, auth: GraphAuth) -> JsonObject:
+        return self._json(self._call(auth, "GET", "/me?$select=id,displayName,userPrincipalName,mail"))
+
+    def create_subscription(
+        self,
+        auth: GraphAuth,
+        *,
+        resource: str,
+        change_type: str,
+        notification_url: str,
+        lifecycle_notification_url: str,
+        expires_at: dt.datetime,
+        client_state: str,
+    ) -> JsonObject:
+        body = {
+            "changeType": change_type,
+            "notificationUrl": notification_url,
+            "lifecycleNotificationUrl": lifecycle_notification_url,
+            "resource": resource,
+            "expirationDateTime": _iso(expires_at),
+            "clientState": client_state,
+            "latestSupportedTlsVersion": "v1_2",
+        }
+        return self._json(self._call(auth, "POST", "/subscriptions", json_body=body))
+
+    def renew_subscription(self, auth: GraphAuth, subscription_id: str, expires_at: dt.datetime) -> JsonObject:
+        path = f"/subscriptions/{quote(subscription_id, safe='')}"
+        return self._json(self._call(auth, "PATCH", path, json_body={"expirationDateTime": _iso(expires_at)}))
+
+    def reauthorize_subscription(self, auth: GraphAuth, subscription_id: str) -> None:
+        path = f"/subscriptions/{quote(subscription_id, safe='')}/reauthorize"
+        self._raise_for(self._call(auth, "POST", path))
+
+    def delete_subscription(self, auth: GraphAuth, subscription_id: str) -> None:
+        response = self._call(auth, "DELETE", f"/subscriptions/{quote(subscription_id, safe='')}")
+        if response.status_code == 404:
+            return  # already gone: normal (GRAPH_NOTES "Subscriptions")
+        self._raise_for(response)
+
+    def delta_page(self, auth: GraphAuth, link: str | None, *, folder: str = "inbox") -> DeltaPage:
+        # Query options are encoded in next/delta links: give them on the first call only.
+        target = link or f"/me/mailFolders('{quote(folder, safe='')}')/messages/delta?$select={MESSAGE_FIELDS}"
+        response = self._call(
+            auth, "GET", target, headers={"Prefer": f"odata.maxpagesize={DELTA_PAGE_SIZE}"}
+        )
+        self._raise_for(response, delta=True)
+        body = self._json(response)
+        items = body.get("value")
+        if not isinstance(items, list):
+            raise GraphError(response.status_code, "invalidDelta", "delta page has no value array")
+        return DeltaPage(
+            items=[item for item in items if isinstance(item, dict)],
+            next_link=body.get("@odata.nextLink"),
+            delta_link=body.get("@odata.deltaLink"),
+        )

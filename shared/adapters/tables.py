@@ -1,0 +1,414 @@
+"""Azure Table Storage adapters: accounts, subscriptions (+ expiry index), pending OAuth flows.
+
+Keys are chosen for the access paths of a large deployment (DESIGN.md "Scale"):
+- ``accounts``: PartitionKey = account id, RowKey = "account". Every hot-path access is a
+  point read; only the paged operator listing walks the table.
+- ``subscriptions``: PartitionKey = account id, RowKey = Graph subscription id. Processing
+  and lifecycle handling read one entity by (account, subscription).
+- ``subscriptionexpiry``: the expiry index. PartitionKey = the expiry's UTC hour
+  (``yyyymmddHH``), RowKey = ``{account id}|{subscription id}``. Tables keep entities
+  sorted by key, so "everything that expires before T" is one range query over
+  ``PartitionKey le bucket(T)`` that touches only the matching index entries, whatever
+  the size of the table. ``save`` writes the index entry first; an entry left behind by an
+  expiry that moved, or by a deleted subscription, is noticed and removed on the next
+  read, because every hit is checked against the subscription itself.
+- ``authflows``: PartitionKey = state, RowKey = "flow"; taken by an ETag-conditional
+  delete, so exactly one caller wins a state.
+
+Writes that can race use ETags: a stale write raises ``ConcurrencyError``, never
+overwrites silently. The SDK is imported lazily: the webhook's cold path never loads it.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from shared.config import ACCOUNTS_TABLE, AUTHFLOWS_TABLE, SUBSCRIPTIONS_TABLE
+from shared.errors import ConcurrencyError, InvalidInputError, PersistenceError
+from shared.models import (
+    Account,
+    AccountStatus,
+    ClientKind,
+    PendingAuthFlow,
+    Subscription,
+    SubscriptionStatus,
+)
+
+if TYPE_CHECKING:
+    from azure.data.tables import TableClient, TableServiceClient
+
+EXPIRY_INDEX_TABLE = "subscriptionexpiry"
+_ACCOUNT_ROW = "account"
+_FLOW_ROW = "flow"
+_FORBIDDEN_KEY_CHARS = set("/\\#?") | {chr(c) for c in range(0x20)} | {chr(0x7F)}
+_MIN_TIME = dt.datetime(1601, 1, 1, tzinfo=dt.UTC)
+
+
+def _check_key(value: str, what: str) -> str:
+    # Table keys may not hold / \ # ? or control characters (Table service data model).
+    if not value or len(value) > 512 or any(ch in _FORBIDDEN_KEY_CHARS for ch in value):
+        raise InvalidInputError(f"{what} is not a valid identifier")
+    return value
+
+
+def _utc(value: Any) -> dt.datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def service_client(connection: str) -> TableServiceClient:
+    """A TableServiceClient for a connection string, or ``identity:<account>`` in Azure."""
+    from azure.data.tables import TableServiceClient
+
+    if connection.startswith("identity:"):
+        from azure.identity import DefaultAzureCredential
+
+        account = connection.removeprefix("identity:")
+        return TableServiceClient(
+            endpoint=f"https://{account}.table.core.windows.net", credential=DefaultAzureCredential()
+        )
+    return TableServiceClient.from_connection_string(connection)
+
+
+class _Tables:
+    """Table clients shared by the stores of one connection, created on first use."""
+
+    _registry: dict[str, _Tables] = {}
+    _registry_lock = threading.Lock()
+
+    def __init__(self, connection: str) -> None:
+        self._service = service_client(connection)
+        self._clients: dict[str, TableClient] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_connection(cls, connection: str) -> _Tables:
+        with cls._registry_lock:
+            if connection not in cls._registry:
+                cls._registry[connection] = cls(connection)
+            return cls._registry[connection]
+
+    def table(self, name: str) -> TableClient:
+        client = self._clients.get(name)
+        if client is not None:
+            return client
+        with self._lock:
+            if name not in self._clients:
+                from azure.core.exceptions import AzureError
+
+                try:
+                    self._service.create_table_if_not_exists(name)
+                except AzureError as exc:
+                    raise PersistenceError(f"table {name} is not reachable: {type(exc).__name__}") from exc
+                self._clients[name] = self._service.get_table_client(name)
+            return self._clients[name]
+
+    def check(self) -> None:
+        next(iter(self._service.list_tables(results_per_page=1).by_page()), None)
+
+
+def _write(client: TableClient, entity: dict[str, Any], etag: str | None) -> str:
+    """Create (no etag) or replace-if-unchanged (etag); returns the new ETag."""
+    from azure.core import MatchConditions
+    from azure.core.exceptions import (
+        AzureError,
+        ResourceExistsError,
+        ResourceModifiedError,
+        ResourceNotFoundError,
+    )
+    from azure.data.tables import UpdateMode
+
+    try:
+        if etag is None:
+            meta = client.create_entity(entity)
+        else:
+            meta = client.update_entity(
+                entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
+            )
+    except ResourceExistsError as exc:
+        raise ConcurrencyError(f"{client.table_name} entity already exists") from exc
+    except (ResourceModifiedError, ResourceNotFoundError) as exc:
+        raise ConcurrencyError(f"{client.table_name} entity changed since it was read") from exc
+    except AzureError as exc:
+        raise PersistenceError(f"write to table {client.table_name} failed: {type(exc).__name__}") from exc
+    return str(meta["etag"])
+
+
+def _read(client: TableClient, partition: str, row: str) -> Any | None:
+    from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+    try:
+        return client.get_entity(partition, row)
+    except ResourceNotFoundError:
+        return None
+    except AzureError as exc:
+        raise PersistenceError(f"read from table {client.table_name} failed: {type(exc).__name__}") from exc
+
+
+def _delete(client: TableClient, partition: str, row: str) -> None:
+    from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+    try:
+        client.delete_entity(partition, row)
+    except ResourceNotFoundError:
+        pass
+    except AzureError as exc:
+        raise PersistenceError(f"delete from table {client.table_name} failed: {type(exc).__name__}") from exc
+
+
+def _encode_token(token: Any) -> str | None:
+    if not token:
+        return None
+    return base64.urlsafe_b64encode(json.dumps(token).encode()).decode()
+
+
+def _decode_token(token: str | None) -> Any:
+    if not token:
+        return None
+    try:
+        return json.loads(base64.urlsafe_b64decode(token.encode()))
+    except ValueError:
+        raise InvalidInputError("continuation token is not valid") from None
+
+
+# --- accounts ---------------------------------------------------------------------------
+
+
+def _account_entity(a: Account) -> dict[str, Any]:
+    return {
+        "PartitionKey": _check_key(a.account_id, "account id"),
+        "RowKey": _ACCOUNT_ROW,
+        "TenantId": a.tenant_id,
+        "UserId": a.user_id,
+        "UserPrincipalName": a.user_principal_name,
+        "DisplayName": a.display_name,
+        "Status": a.status.value,
+        "Scopes": " ".join(a.scopes),
+        "ClientKind": a.client_kind.value,
+        "DeltaLink": a.delta_link,
+        "LastSyncAt": a.last_sync_at,
+        "LastNotificationAt": a.last_notification_at,
+        "LastError": a.last_error,
+        "ConnectedAt": a.connected_at,
+    }
+
+
+def _account_from(e: Any) -> Account:
+    return Account(
+        account_id=e["PartitionKey"],
+        tenant_id=e.get("TenantId", ""),
+        user_id=e.get("UserId", ""),
+        user_principal_name=e.get("UserPrincipalName", ""),
+        display_name=e.get("DisplayName") or "",
+        status=AccountStatus(e.get("Status", AccountStatus.ACTIVE.value)),
+        scopes=tuple((e.get("Scopes") or "").split()),
+        client_kind=ClientKind(e.get("ClientKind", ClientKind.CONFIDENTIAL.value)),
+        delta_link=e.get("DeltaLink") or None,
+        last_sync_at=_utc(e.get("LastSyncAt")),
+        last_notification_at=_utc(e.get("LastNotificationAt")),
+        last_error=e.get("LastError") or None,
+        connected_at=_utc(e.get("ConnectedAt")),
+        etag=e.metadata.get("etag") if hasattr(e, "metadata") else None,
+    )
+
+
+class TableAccountStore:
+    def __init__(self, connection: str) -> None:
+        self._tables = _Tables.for_connection(connection)
+
+    @property
+    def _client(self) -> TableClient:
+        return self._tables.table(ACCOUNTS_TABLE)
+
+    def get(self, account_id: str) -> Account | None:
+        entity = _read(self._client, _check_key(account_id, "account id"), _ACCOUNT_ROW)
+        return None if entity is None else _account_from(entity)
+
+    def save(self, account: Account) -> Account:
+        account.etag = _write(self._client, _account_entity(account), account.etag)
+        return account
+
+    def page(self, *, size: int = 100, continuation: str | None = None) -> tuple[list[Account], str | None]:
+        pager = self._client.query_entities(
+            "RowKey eq @row", parameters={"row": _ACCOUNT_ROW}, results_per_page=max(1, min(size, 1000))
+        ).by_page(continuation_token=_decode_token(continuation))
+        try:
+            accounts = [_account_from(e) for e in next(pager, [])]
+        except Exception as exc:  # noqa: BLE001 - the SDK raises several error types here
+            raise PersistenceError(f"listing accounts failed: {type(exc).__name__}") from exc
+        return accounts, _encode_token(pager.continuation_token)  # type: ignore[attr-defined]
+
+    def check(self) -> None:
+        self._tables.check()
+
+
+# --- subscriptions ----------------------------------------------------------------------
+
+
+def _bucket(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime("%Y%m%d%H")
+
+
+def _subscription_fields(s: Subscription) -> dict[str, Any]:
+    return {
+        "Resource": s.resource,
+        "ChangeType": s.change_type,
+        "ExpiresAt": s.expires_at,
+        "Status": s.status.value,
+        "LastRenewedAt": s.last_renewed_at,
+        "LastReauthorizedAt": s.last_reauthorized_at,
+    }
+
+
+def _subscription_from(e: Any) -> Subscription:
+    return Subscription(
+        subscription_id=e["RowKey"],
+        account_id=e["PartitionKey"],
+        resource=e.get("Resource", ""),
+        change_type=e.get("ChangeType", ""),
+        expires_at=_utc(e.get("ExpiresAt")) or _MIN_TIME,
+        status=SubscriptionStatus(e.get("Status", SubscriptionStatus.ACTIVE.value)),
+        last_renewed_at=_utc(e.get("LastRenewedAt")),
+        last_reauthorized_at=_utc(e.get("LastReauthorizedAt")),
+        etag=e.metadata.get("etag"),
+    )
+
+
+class TableSubscriptionStore:
+    def __init__(self, connection: str, *, read_parallelism: int = 16) -> None:
+        self._tables = _Tables.for_connection(connection)
+        self._read_parallelism = read_parallelism
+
+    @property
+    def _client(self) -> TableClient:
+        return self._tables.table(SUBSCRIPTIONS_TABLE)
+
+    @property
+    def _index(self) -> TableClient:
+        return self._tables.table(EXPIRY_INDEX_TABLE)
+
+    def get(self, account_id: str, subscription_id: str) -> Subscription | None:
+        entity = _read(
+            self._client, _check_key(account_id, "account id"), _check_key(subscription_id, "subscription id")
+        )
+        return None if entity is None else _subscription_from(entity)
+
+    def save(self, subscription: Subscription) -> Subscription:
+        s = subscription
+        key = {
+            "PartitionKey": _check_key(s.account_id, "account id"),
+            "RowKey": _check_key(s.subscription_id, "subscription id"),
+        }
+        # Index first: a crash between the two writes leaves an extra index entry (cleaned
+        # on read), never a subscription the renewal cannot find.
+        index_entry = {
+            "PartitionKey": _bucket(s.expires_at),
+            "RowKey": f"{s.account_id}|{s.subscription_id}",
+            "ExpiresAt": s.expires_at,
+        }
+        from azure.core.exceptions import AzureError
+        from azure.data.tables import UpdateMode
+
+        try:
+            self._index.upsert_entity(index_entry, mode=UpdateMode.REPLACE)
+        except AzureError as exc:
+            raise PersistenceError(f"write to the expiry index failed: {type(exc).__name__}") from exc
+        s.etag = _write(self._client, {**key, **_subscription_fields(s)}, s.etag)
+        return s
+
+    def delete(self, account_id: str, subscription_id: str) -> None:
+        _delete(self._client, _check_key(account_id, "account id"), _check_key(subscription_id, "subscription id"))
+
+    def for_account(self, account_id: str) -> list[Subscription]:
+        entities = self._client.query_entities(
+            "PartitionKey eq @pk", parameters={"pk": _check_key(account_id, "account id")}
+        )
+        return [_subscription_from(e) for e in entities]
+
+    def expiring_before(self, when: dt.datetime) -> Iterator[Subscription]:
+        hits = self._index.query_entities(
+            "PartitionKey le @bucket", parameters={"bucket": _bucket(when)}, results_per_page=500
+        )
+        with ThreadPoolExecutor(max_workers=self._read_parallelism) as pool:
+            batch: list[Any] = []
+            for hit in hits:
+                batch.append(hit)
+                if len(batch) >= 200:
+                    yield from self._resolve(pool, batch, when)
+                    batch = []
+            if batch:
+                yield from self._resolve(pool, batch, when)
+
+    def _resolve(self, pool: ThreadPoolExecutor, hits: list[Any], when: dt.datetime) -> Iterator[Subscription]:
+        def current(hit: Any) -> Subscription | None:
+            account_id, _, subscription_id = str(hit["RowKey"]).rpartition("|")
+            sub = self.get(account_id, subscription_id)
+            if sub is None or _bucket(sub.expires_at) != hit["PartitionKey"]:
+                _delete(self._index, hit["PartitionKey"], hit["RowKey"])  # left behind: forget it
+                return None
+            return sub
+
+        for sub in pool.map(current, hits):
+            if sub is not None and sub.expires_at < when:
+                yield sub
+
+    def check(self) -> None:
+        self._tables.check()
+
+
+# --- pending OAuth flows ----------------------------------------------------------------
+
+
+class TableAuthFlowStore:
+    def __init__(self, connection: str) -> None:
+        self._tables = _Tables.for_connection(connection)
+
+    @property
+    def _client(self) -> TableClient:
+        return self._tables.table(AUTHFLOWS_TABLE)
+
+    def put(self, flow: PendingAuthFlow) -> None:
+        entity = {
+            "PartitionKey": _check_key(flow.state, "state"),
+            "RowKey": _FLOW_ROW,
+            "Flow": json.dumps(flow.flow),
+            "ExpiresAt": flow.expires_at,
+            "ClientKind": flow.client_kind.value,
+        }
+        _write(self._client, entity, None)
+
+    def take(self, state: str) -> PendingAuthFlow | None:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNotFoundError
+
+        try:
+            _check_key(state, "state")
+        except InvalidInputError:
+            return None
+        entity = _read(self._client, state, _FLOW_ROW)
+        if entity is None:
+            return None
+        try:
+            # Conditional delete: of two callbacks racing with one state, one wins.
+            self._client.delete_entity(
+                state, _FLOW_ROW, etag=entity.metadata["etag"], match_condition=MatchConditions.IfNotModified
+            )
+        except (ResourceNotFoundError, ResourceModifiedError):
+            return None
+        except AzureError as exc:
+            raise PersistenceError(f"taking an auth flow failed: {type(exc).__name__}") from exc
+        return PendingAuthFlow(
+            state=state,
+            flow=json.loads(entity["Flow"]),
+            expires_at=_utc(entity.get("ExpiresAt")) or _MIN_TIME,
+            client_kind=ClientKind(entity.get("ClientKind", ClientKind.CONFIDENTIAL.value)),
+        )
