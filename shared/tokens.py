@@ -1,0 +1,234 @@
+"""Graph access tokens per account: MSAL silent acquisition over the account's token cache.
+
+Each account's MSAL ``SerializableTokenCache`` is one Key Vault secret (DESIGN.md "State");
+nothing else holds a refresh token. ``CachedTokenProvider.graph_auth(account)`` answers
+from an in-process cache of access tokens while they have more than a few minutes to live;
+otherwise it loads the account's cache from Key Vault, asks the identity platform for a
+token silently (which refreshes and may rotate the refresh token), and writes the cache back
+only when MSAL says it changed (GRAPH_NOTES "Tokens"). A dead refresh token
+(``invalid_grant``) marks the account ``reauth_required`` and raises
+``ReauthRequiredError``; the account stays visible to operators.
+
+The identity platform is reached through ``IdentityPlatform`` (MSAL in
+``shared/adapters/identity.py``), so this module is tested with a fake.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from shared.errors import ConcurrencyError, ReauthRequiredError
+from shared.models import Account, AccountStatus, ClientKind
+from shared.ports import GraphAuth
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Services
+
+log = logging.getLogger(__name__)
+
+# An access token is handed out only while it has at least this long to live: a Graph
+# call (with its retries after Retry-After) must not start with a token about to expire.
+ACCESS_TOKEN_MARGIN = dt.timedelta(minutes=5)
+# Upper bound of the in-process cache; the least recently used tokens go first.
+MAX_CACHED_ACCESS_TOKENS = 10_000
+# Per-account serialisation uses a fixed set of striped locks: bounded memory for any
+# number of accounts, and never two refreshes of one account's refresh token at once in
+# this process (the platform may rotate it on every use).
+_LOCK_STRIPES = 64
+
+_SECRET_PREFIX = "tokencache-"
+_NOT_NAME_CHARS = re.compile(r"[^A-Za-z0-9-]+")
+
+
+def token_cache_secret_name(account_id: str) -> str:
+    """The Key Vault secret holding the account's MSAL token cache.
+
+    Key Vault names are 1-127 letters, digits and dashes (GRAPH_NOTES "Key Vault"). The
+    readable part replaces everything else by dashes; a digest of the exact id keeps two
+    ids that differ only there (``a.b`` and ``a-b``) apart.
+    """
+    readable = _NOT_NAME_CHARS.sub("-", account_id).strip("-")[:90]
+    digest = hashlib.sha256(account_id.encode("utf-8")).hexdigest()[:16]
+    return f"{_SECRET_PREFIX}{readable}-{digest}" if readable else f"{_SECRET_PREFIX}{digest}"
+
+
+@dataclass(frozen=True)
+class TokenGrant:
+    """What the identity platform gave for one account.
+
+    ``home_account_id`` is MSAL's ``{oid}.{tid}`` of the home tenant (the account id);
+    ``tenant_id`` and ``object_id`` are the id token's ``tid`` and ``oid``.
+    ``cache_state`` is the account's serialised MSAL cache after the grant, or None when it
+    did not change (then there is nothing to write back).
+    """
+
+    home_account_id: str
+    tenant_id: str
+    object_id: str
+    username: str
+    access_token: str = field(repr=False)
+    expires_in: int
+    client_kind: ClientKind = ClientKind.CONFIDENTIAL
+    display_name: str = ""
+    cache_state: str | None = field(default=None, repr=False)
+
+
+class IdentityPlatform(Protocol):
+    """The Microsoft identity platform, as the connector uses it (MSAL behind it).
+
+    Protocol errors come back translated: ``AuthFlowError`` for what the user or the
+    browser can fix (state mismatch, denied consent, a stale code), ``ReauthRequiredError``
+    for a dead refresh token, ``IdentityError`` for anything else the platform refused.
+    """
+
+    def start_auth_code_flow(
+        self, scopes: Sequence[str], redirect_uri: str, login_hint: str | None = None
+    ) -> dict[str, Any]:
+        """A new auth-code flow with PKCE (MSAL's flow dict, ``auth_uri`` and ``state`` in it)."""
+        ...
+
+    def redeem_auth_code(self, flow: Mapping[str, Any], auth_response: Mapping[str, str]) -> TokenGrant:
+        """Redeem the callback's code; the grant carries a brand-new cache for the account."""
+        ...
+
+    def start_device_flow(self, scopes: Sequence[str]) -> dict[str, Any]:
+        """A device-code flow (``message`` tells the user where to enter ``user_code``)."""
+        ...
+
+    def redeem_device_flow(self, flow: Mapping[str, Any]) -> TokenGrant:
+        """Wait until the user finished the device-code sign-in; a public-client grant."""
+        ...
+
+    def acquire_silent(
+        self, cache_state: str, home_account_id: str, scopes: Sequence[str], client_kind: ClientKind
+    ) -> TokenGrant:
+        """An access token from the cache or by refresh; ``cache_state`` of the grant is None
+        when the cache did not change."""
+        ...
+
+
+@dataclass(frozen=True)
+class _CachedToken:
+    access_token: str = field(repr=False)
+    usable_until: dt.datetime
+
+
+class CachedTokenProvider:
+    """``ports.TokenProvider``: thread-safe, one per process (``Services.tokens``)."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        self._lock = threading.Lock()
+        self._tokens: OrderedDict[str, _CachedToken] = OrderedDict()
+        self._stripes = [threading.Lock() for _ in range(_LOCK_STRIPES)]
+
+    def graph_auth(self, account: Account) -> GraphAuth:
+        account_id = account.account_id
+        cached = self._cached(account_id)
+        if cached is not None:
+            return GraphAuth(account_id, cached)
+        with self._stripe(account_id):
+            cached = self._cached(account_id)  # another thread may have refreshed meanwhile
+            if cached is not None:
+                return GraphAuth(account_id, cached)
+            try:
+                grant = self._acquire(account)
+            except ReauthRequiredError as exc:
+                self.forget(account_id)
+                mark_reauth_required(self._services, account_id, exc.reason)
+                raise
+            self.remember(account_id, grant.access_token, grant.expires_in)
+            return GraphAuth(account_id, grant.access_token)
+
+    def remember(self, account_id: str, access_token: str, expires_in: int) -> None:
+        """Keep a freshly issued access token (also used right after a connect)."""
+        usable_until = self._services.clock.now() + dt.timedelta(seconds=expires_in) - ACCESS_TOKEN_MARGIN
+        with self._lock:
+            self._tokens[account_id] = _CachedToken(access_token, usable_until)
+            self._tokens.move_to_end(account_id)
+            while len(self._tokens) > MAX_CACHED_ACCESS_TOKENS:
+                self._tokens.popitem(last=False)
+
+    def forget(self, account_id: str) -> None:
+        """Drop the account's access token (disconnect, reconnect, a 401 from Graph)."""
+        with self._lock:
+            self._tokens.pop(account_id, None)
+
+    def _cached(self, account_id: str) -> str | None:
+        now = self._services.clock.now()
+        with self._lock:
+            entry = self._tokens.get(account_id)
+            if entry is None:
+                return None
+            if entry.usable_until <= now:
+                del self._tokens[account_id]
+                return None
+            self._tokens.move_to_end(account_id)
+            return entry.access_token
+
+    def _stripe(self, account_id: str) -> threading.Lock:
+        digest = hashlib.blake2b(account_id.encode("utf-8"), digest_size=2).digest()
+        return self._stripes[int.from_bytes(digest, "big") % _LOCK_STRIPES]
+
+    def _acquire(self, account: Account) -> TokenGrant:
+        services = self._services
+        if account.status == AccountStatus.DISCONNECTED:
+            raise ReauthRequiredError(account.account_id, "disconnected")
+        secret_name = token_cache_secret_name(account.account_id)
+        cache_state = services.secrets.get(secret_name)
+        if cache_state is None:
+            raise ReauthRequiredError(account.account_id, "no_token_cache")
+        grant = services.identity.acquire_silent(
+            cache_state, account.account_id, services.settings.scopes, account.client_kind
+        )
+        if grant.cache_state is not None:
+            # The refresh token may have rotated: the new one must be kept, or the next
+            # refresh fails. Written only when MSAL reports a change.
+            services.secrets.set(secret_name, grant.cache_state)
+        return grant
+
+
+_DOWNGRADABLE = (AccountStatus.ACTIVE, AccountStatus.ERROR)
+
+
+def mark_reauth_required(services: Services, account_id: str, reason: str) -> Account | None:
+    """Turn an active (or failing) account ``reauth_required``; a disconnected one stays so."""
+
+    def change(account: Account) -> bool:
+        if account.status not in _DOWNGRADABLE:
+            return False
+        account.status = AccountStatus.REAUTH_REQUIRED
+        account.last_error = f"sign-in required ({reason})"
+        return True
+
+    updated = update_account(services, account_id, change)
+    if updated is not None and updated.status == AccountStatus.REAUTH_REQUIRED:
+        log.warning("account %s must sign in again (%s)", account_id, reason)
+    return updated
+
+
+def update_account(
+    services: Services, account_id: str, change: Callable[[Account], bool], *, attempts: int = 5
+) -> Account | None:
+    """Read, change and write an account under its ETag, again from a fresh read when
+    somebody else wrote first. ``change`` returns False when there is nothing to write.
+    None when the account does not exist."""
+    for _ in range(attempts):
+        account = services.accounts.get(account_id)
+        if account is None:
+            return None
+        if not change(account):
+            return account
+        try:
+            return services.accounts.save(account)
+        except ConcurrencyError:
+            continue
+    raise ConcurrencyError(f"account {account_id} kept changing; gave up after {attempts} attempts")
