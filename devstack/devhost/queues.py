@@ -1,0 +1,230 @@
+"""Storage queues for queue triggers and queue output bindings, against Azurite or Azure.
+
+Message text on the wire is base64 of the body, as the host writes and reads it
+(host.json ``messageEncoding``, default ``base64``); reading falls back to the raw text
+when a message is not base64. The listener follows the host's queue listener
+(Microsoft docs "Azure Queue storage trigger", sections "Poison messages", "Polling
+algorithm" and "Concurrency"): it fetches ``batchSize`` messages, runs them concurrently,
+fetches again when no more than ``newBatchThreshold`` are still running, backs off
+exponentially up to ``maxPollingInterval`` while the queue is empty, deletes a message
+after success, makes it visible again after ``visibilityTimeout`` after a failure, and
+moves it, body intact, to ``<queue>-poison`` once it has been dequeued
+``maxDequeueCount`` times.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import azure.functions as func
+from azure.core.exceptions import ResourceExistsError
+from azure.functions.queue import QueueMessage
+from azure.storage.queue import QueueClient
+from azure.storage.queue import QueueMessage as StorageMessage
+
+from .config import QueueOptions, resolve_setting_refs
+
+logger = logging.getLogger("devstack.devhost")
+
+DEFAULT_CONNECTION = "AzureWebJobsStorage"
+# The host keeps a message it is processing invisible this long (it renews; the devhost
+# uses functionTimeout instead, capped by the service's 7 days).
+MAX_INVISIBLE_SECONDS = 7 * 24 * 3600
+MIN_POLLING_INTERVAL = 0.005
+
+
+def encode_message(body: str | bytes, base64_encoding: bool = True) -> str:
+    data = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+    if not base64_encoding:
+        return data.decode("utf-8")
+    return base64.b64encode(data).decode("ascii")
+
+
+def decode_message(text: str, base64_encoding: bool = True) -> bytes:
+    """Body bytes of a message; text that is not base64 is taken as it is."""
+    if base64_encoding:
+        try:
+            return base64.b64decode(text.encode("ascii"), validate=True)
+        except (binascii.Error, ValueError, UnicodeEncodeError):
+            pass
+    return text.encode("utf-8")
+
+
+def message_bodies(value: Any) -> list[str | bytes]:
+    """The messages an output binding value stands for: str, bytes, QueueMessage or a list."""
+    if value is None:
+        return []
+    if isinstance(value, str | bytes | bytearray):
+        return [bytes(value) if isinstance(value, bytearray) else value]
+    if isinstance(value, func.QueueMessage):
+        return [value.get_body()]
+    if isinstance(value, Iterable) and not isinstance(value, Mapping):
+        bodies: list[str | bytes] = []
+        for item in value:
+            if isinstance(item, func.QueueMessage):
+                bodies.append(item.get_body())
+            elif isinstance(item, str | bytes):
+                bodies.append(item)
+            else:
+                raise TypeError(f"queue output list item of type {type(item).__name__}")
+        return bodies
+    raise TypeError(f"queue output of type {type(value).__name__}")
+
+
+class QueueClients:
+    """One long-lived QueueClient per (connection setting, queue), created on first use."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        self._clients: dict[tuple[str, str], QueueClient] = {}
+        self._lock = threading.Lock()
+
+    def connection_string(self, connection: str | None) -> str:
+        setting = resolve_setting_refs(connection or DEFAULT_CONNECTION, self._environ)
+        value = self._environ.get(setting)
+        if not value:
+            raise RuntimeError(f"queue connection setting {setting!r} is not set")
+        return value
+
+    def get(self, connection: str | None, queue_name: str) -> QueueClient:
+        key = (connection or DEFAULT_CONNECTION, queue_name)
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                client = QueueClient.from_connection_string(self.connection_string(connection), queue_name)
+                try:
+                    client.create_queue()
+                except ResourceExistsError:
+                    pass
+                self._clients[key] = client
+            return client
+
+    def send(self, connection: str | None, queue_name: str, bodies: list[str | bytes], base64_encoding: bool) -> None:
+        client = self.get(connection, queue_name)
+        for body in bodies:
+            client.send_message(encode_message(body, base64_encoding))
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
+
+
+def to_function_message(message: StorageMessage, body: bytes) -> QueueMessage:
+    return QueueMessage(
+        id=message.id,
+        body=body,
+        dequeue_count=message.dequeue_count,
+        expiration_time=message.expires_on,
+        insertion_time=message.inserted_on,
+        time_next_visible=message.next_visible_on,
+        pop_receipt=message.pop_receipt,
+    )
+
+
+def manual_message(body: bytes) -> QueueMessage:
+    """The message an admin invocation passes to a queue trigger (never stored)."""
+    return QueueMessage(id=str(uuid.uuid4()), body=body, dequeue_count=1, pop_receipt=None)
+
+
+class QueueListener:
+    """Polls one queue for one function until stopped."""
+
+    def __init__(
+        self,
+        function_name: str,
+        client: Callable[[], QueueClient],
+        poison_client: Callable[[], QueueClient],
+        options: QueueOptions,
+        process: Callable[[QueueMessage], bool],
+        stop: threading.Event,
+        invisible_seconds: float,
+    ) -> None:
+        self.function_name = function_name
+        self._client = client
+        self._poison_client = poison_client
+        self._options = options
+        self._process = process
+        self._stop = stop
+        self._invisible = int(max(1, min(invisible_seconds, MAX_INVISIBLE_SECONDS)))
+        self._in_flight = 0
+        self._idle = threading.Condition()
+        self._pool = ThreadPoolExecutor(
+            max_workers=options.batch_size + options.new_batch_threshold,
+            thread_name_prefix=f"devhost-queue-{function_name}",
+        )
+        self._thread = threading.Thread(target=self._run, name=f"devhost-poll-{function_name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _run(self) -> None:
+        interval = MIN_POLLING_INTERVAL
+        while not self._stop.is_set():
+            with self._idle:
+                while self._in_flight > self._options.new_batch_threshold and not self._stop.is_set():
+                    self._idle.wait(0.05)
+            if self._stop.is_set():
+                break
+            try:
+                messages = list(self._client().receive_messages(
+                    messages_per_page=self._options.batch_size,
+                    max_messages=self._options.batch_size,
+                    visibility_timeout=self._invisible,
+                ))
+            except Exception:  # noqa: BLE001 - a storage outage must not end the listener
+                logger.warning("function %s: polling its queue failed", self.function_name, exc_info=True)
+                messages = []
+            if messages:
+                interval = MIN_POLLING_INTERVAL
+                for message in messages:
+                    with self._idle:
+                        self._in_flight += 1
+                    self._pool.submit(self._handle, message)
+                continue
+            self._stop.wait(interval)
+            interval = min(interval * 2, max(self._options.max_polling_interval, MIN_POLLING_INTERVAL))
+
+    def _handle(self, message: StorageMessage) -> None:
+        try:
+            client = self._client()
+            if message.dequeue_count is not None and message.dequeue_count > self._options.max_dequeue_count:
+                # Dequeued more often than allowed without a verdict (a crash): poison at once.
+                self._move_to_poison(client, message)
+                return
+            body = decode_message(message.content or "", self._options.base64)
+            succeeded = self._process(to_function_message(message, body))
+            if succeeded:
+                client.delete_message(message.id, message.pop_receipt)
+            elif (message.dequeue_count or 0) >= self._options.max_dequeue_count:
+                self._move_to_poison(client, message)
+            else:
+                client.update_message(
+                    message.id, message.pop_receipt, visibility_timeout=int(self._options.visibility_timeout))
+        except Exception:  # noqa: BLE001 - a settlement failure leaves the message to reappear
+            logger.warning("function %s: could not settle message %s", self.function_name, message.id,
+                           exc_info=True)
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
+    def _move_to_poison(self, client: QueueClient, message: StorageMessage) -> None:
+        poison = self._poison_client()
+        poison.send_message(message.content)
+        client.delete_message(message.id, message.pop_receipt)
+        logger.warning("queue %s: message %s moved to %s after %s dequeues", client.queue_name, message.id,
+                       poison.queue_name, message.dequeue_count)
+
