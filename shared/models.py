@@ -70,6 +70,9 @@ class Subscription:
     status: SubscriptionStatus = SubscriptionStatus.ACTIVE
     last_renewed_at: dt.datetime | None = None
     last_reauthorized_at: dt.datetime | None = None
+    # Renewal lease: a renewal run that claimed this subscription (ETag-conditional write)
+    # owns it until then; other runs leave it alone. None when nobody holds it.
+    renewing_until: dt.datetime | None = None
     etag: str | None = field(default=None, compare=False)
 
 
