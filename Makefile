@@ -1,0 +1,63 @@
+# The README's two commands: `make run` (the whole local stack) and `make test` (every check).
+# Everything the project needs is installed here: the venv, pip packages, Azurite (npm ci)
+# and, for the browser test, Debian's chromium.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: run test deps lint typecheck unit integration e2e browser-deps bench demo clean
+
+$(VENV)/.deps: requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+
+local.settings.json:
+	cp local.settings.json.example $@
+
+deps: $(VENV)/.deps node_modules/.package-lock.json
+
+## run: Azurite, Key Vault emulator, Graph simulator and the Functions devhost, in the foreground.
+run: deps local.settings.json
+	$(PY) -m devstack
+
+## test: lint, types, then unit, function, integration and end-to-end tests.
+test: deps browser-deps
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: deps
+	$(PY) -m ruff check .
+
+typecheck: deps
+	$(PY) -m mypy
+
+unit: deps
+	$(PY) -m pytest tests/unit tests/functions $(PYTEST_ARGS)
+
+# The browser test drives Debian's chromium; install it when it is missing.
+browser-deps:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else \
+	    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  fi; }
+
+## bench: every benchmark, each printing its figures (needs nothing running).
+bench: deps
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+## demo: with `make run` up, connect a simulated mailbox and watch its CloudEvents arrive.
+demo: deps
+	$(PY) -m devstack.demo
+
+clean:
+	rm -rf .devstack .pytest_cache .mypy_cache .ruff_cache
