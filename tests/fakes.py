@@ -1,0 +1,513 @@
+"""In-memory fakes of the ports (shared/ports.py) and of the identity platform.
+
+They keep the Protocols' documented behaviour, so a test that passes against them means
+the same against the real adapters:
+- stores hand out copies (changing a record changes nothing until ``save``);
+- ``save`` with an ETag writes only over that exact version, without one only when
+  nothing is stored yet; either way a lost race is ``ConcurrencyError``;
+- ``AuthFlowStore.take`` gives a flow to exactly one caller;
+- the Graph fake answers 409 to a duplicate subscription, 404 for an unknown one, keeps to
+  the 10,080-minute limit and raises the 45-minute minimum (GRAPH_NOTES "Subscriptions").
+
+``make_services(**overrides)`` builds ``Services`` entirely from fakes.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import itertools
+import threading
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from shared.bootstrap import Services
+from shared.clock import FixedClock
+from shared.config import Settings
+from shared.errors import (
+    AuthFlowError,
+    ConcurrencyError,
+    DeltaTokenExpiredError,
+    GraphError,
+    IdentityError,
+    NotFoundError,
+    ReauthRequiredError,
+)
+from shared.models import Account, ClientKind, PendingAuthFlow, Subscription, account_id_for
+from shared.ports import DeltaPage, GraphAuth, JsonObject
+from shared.tokens import TokenGrant
+
+EPOCH = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
+
+TEST_ENV: dict[str, str] = {
+    "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+    "MICROSOFT_CLIENT_ID": "00000000-0000-4000-8000-00000000c0de",
+    "MICROSOFT_CLIENT_SECRET": "test-client-secret",
+    "MICROSOFT_AUTHORITY_HOST": "https://login.example.test",
+    "GRAPH_API_ENDPOINT": "https://graph.example.test/v1.0",
+    "KEY_VAULT_URL": "https://vault.example.test",
+    "PUBLIC_BASE_URL": "https://connector.example.test",
+    "CLIENT_STATE_KEY": "test-client-state-key-0123456789abcdef",
+}
+
+
+def make_settings(**env: str) -> Settings:
+    return Settings.from_env({**TEST_ENV, **env})
+
+
+_etags = itertools.count(1)
+
+
+def _new_etag() -> str:
+    return f'W/"{next(_etags)}"'
+
+
+def _check_etag(current: Any | None, etag: str | None, what: str) -> None:
+    if etag is None:
+        if current is not None:
+            raise ConcurrencyError(f"{what} exists already")
+    elif current is None or current.etag != etag:
+        raise ConcurrencyError(f"{what} changed since it was read")
+
+
+class FakeAccountStore:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.items: dict[str, Account] = {}
+
+    def get(self, account_id: str) -> Account | None:
+        with self._lock:
+            found = self.items.get(account_id)
+            return copy.deepcopy(found) if found is not None else None
+
+    def save(self, account: Account) -> Account:
+        with self._lock:
+            _check_etag(self.items.get(account.account_id), account.etag, f"account {account.account_id}")
+            stored = copy.deepcopy(account)
+            stored.etag = _new_etag()
+            self.items[account.account_id] = stored
+            return copy.deepcopy(stored)
+
+    def page(self, *, size: int = 100, continuation: str | None = None) -> tuple[list[Account], str | None]:
+        with self._lock:
+            ids = sorted(i for i in self.items if continuation is None or i >= continuation)
+            chosen = [copy.deepcopy(self.items[i]) for i in ids[:size]]
+            return chosen, (ids[size] if len(ids) > size else None)
+
+
+class FakeSubscriptionStore:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.items: dict[tuple[str, str], Subscription] = {}
+
+    def get(self, account_id: str, subscription_id: str) -> Subscription | None:
+        with self._lock:
+            found = self.items.get((account_id, subscription_id))
+            return copy.deepcopy(found) if found is not None else None
+
+    def save(self, subscription: Subscription) -> Subscription:
+        key = (subscription.account_id, subscription.subscription_id)
+        with self._lock:
+            _check_etag(
+                self.items.get(key), subscription.etag, f"subscription {subscription.subscription_id}"
+            )
+            stored = copy.deepcopy(subscription)
+            stored.etag = _new_etag()
+            self.items[key] = stored
+            return copy.deepcopy(stored)
+
+    def delete(self, account_id: str, subscription_id: str) -> None:
+        with self._lock:
+            self.items.pop((account_id, subscription_id), None)
+
+    def for_account(self, account_id: str) -> list[Subscription]:
+        with self._lock:
+            return [copy.deepcopy(s) for (a, _), s in sorted(self.items.items()) if a == account_id]
+
+    def expiring_before(self, when: dt.datetime) -> Iterator[Subscription]:
+        with self._lock:
+            chosen = [copy.deepcopy(s) for s in self.items.values() if s.expires_at < when]
+        return iter(sorted(chosen, key=lambda s: s.expires_at))
+
+
+class FakeAuthFlowStore:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.items: dict[str, PendingAuthFlow] = {}
+
+    def put(self, flow: PendingAuthFlow) -> None:
+        with self._lock:
+            if flow.state in self.items:
+                raise ConcurrencyError("auth flow state exists already")
+            self.items[flow.state] = copy.deepcopy(flow)
+
+    def take(self, state: str) -> PendingAuthFlow | None:
+        with self._lock:
+            return self.items.pop(state, None)
+
+
+class FakeSecretStore:
+    """Key Vault with soft delete: ``deleted`` holds the names deleted and not recovered."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.items: dict[str, str] = {}
+        self.versions: dict[str, int] = {}
+        self.deleted: set[str] = set()
+        self.writes = 0
+
+    def get(self, name: str) -> str | None:
+        with self._lock:
+            return self.items.get(name)
+
+    def set(self, name: str, value: str) -> None:
+        _check_secret_name(name)
+        with self._lock:
+            self.deleted.discard(name)  # the port recovers a soft-deleted name first
+            self.items[name] = value
+            self.versions[name] = self.versions.get(name, 0) + 1
+            self.writes += 1
+
+    def delete(self, name: str) -> None:
+        with self._lock:
+            if self.items.pop(name, None) is not None:
+                self.deleted.add(name)
+
+
+def _check_secret_name(name: str) -> None:
+    if not 1 <= len(name) <= 127 or not all(c.isascii() and (c.isalnum() or c == "-") for c in name):
+        raise ValueError(f"not a Key Vault secret name: {name!r}")
+
+
+class FakeQueueSender:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.sent: dict[str, list[str]] = {}
+
+    def send(self, queue: str, messages: Sequence[str]) -> None:
+        with self._lock:
+            self.sent.setdefault(queue, []).extend(messages)
+
+
+@dataclass
+class FakeGraphSubscription:
+    id: str
+    account_id: str
+    resource: str
+    change_type: str
+    notification_url: str
+    lifecycle_notification_url: str
+    expires_at: dt.datetime
+    client_state: str
+
+    def as_json(self) -> JsonObject:
+        return {
+            "id": self.id,
+            "resource": self.resource,
+            "changeType": self.change_type,
+            "notificationUrl": self.notification_url,
+            "lifecycleNotificationUrl": self.lifecycle_notification_url,
+            "expirationDateTime": self.expires_at.strftime("%Y-%m-%dT%H:%M:%S.0000000Z"),
+            "clientState": self.client_state,
+        }
+
+
+class FakeGraphApi:
+    """Graph for one app; a mailbox is identified by ``GraphAuth.account_id``.
+
+    ``fail[method]`` holds exceptions raised (first in, first out) by the next calls of that
+    method; ``calls`` records (method, account id) in order; ``mailboxes[account_id]`` holds
+    the inbox items the delta query returns (``{"id": ...}`` or ``{"id": ..., "@removed": ...}``).
+    """
+
+    MAX_LIFETIME = dt.timedelta(minutes=10_080)
+    MIN_LIFETIME = dt.timedelta(minutes=45)
+
+    def __init__(self, clock: Any = None) -> None:
+        self._lock = threading.Lock()
+        self.clock = clock or FixedClock(EPOCH)
+        self.subscriptions: dict[str, FakeGraphSubscription] = {}
+        self.users: dict[str, JsonObject] = {}
+        self.mailboxes: dict[str, list[JsonObject]] = {}
+        self.fail: dict[str, list[Exception]] = {}
+        self.calls: list[tuple[str, str]] = []
+        self.valid_tokens: dict[str, str] | None = None  # when set: account id -> the one accepted token
+
+    def _enter(self, method: str, auth: GraphAuth) -> None:
+        with self._lock:
+            self.calls.append((method, auth.account_id))
+            pending = self.fail.get(method)
+            failure = pending.pop(0) if pending else None
+        if failure is not None:
+            raise failure
+        if self.valid_tokens is not None and self.valid_tokens.get(auth.account_id) != auth.access_token:
+            raise GraphError(401, "InvalidAuthenticationToken", "Access token is empty or invalid.")
+
+    def get_me(self, auth: GraphAuth) -> JsonObject:
+        self._enter("get_me", auth)
+        user_id = auth.account_id.partition(".")[0]
+        return copy.deepcopy(
+            self.users.get(
+                auth.account_id,
+                {"id": user_id, "userPrincipalName": f"{user_id}@contoso.test", "displayName": "Test User"},
+            )
+        )
+
+    def create_subscription(
+        self,
+        auth: GraphAuth,
+        *,
+        resource: str,
+        change_type: str,
+        notification_url: str,
+        lifecycle_notification_url: str,
+        expires_at: dt.datetime,
+        client_state: str,
+    ) -> JsonObject:
+        self._enter("create_subscription", auth)
+        expires_at = self._checked_expiry(expires_at)
+        with self._lock:
+            for existing in self.subscriptions.values():
+                if (existing.account_id, existing.resource, existing.change_type) == (
+                    auth.account_id,
+                    resource,
+                    change_type,
+                ):
+                    raise GraphError(409, "Conflict", "A subscription with the same resource exists already.")
+            created = FakeGraphSubscription(
+                id=str(uuid.uuid4()),
+                account_id=auth.account_id,
+                resource=resource,
+                change_type=change_type,
+                notification_url=notification_url,
+                lifecycle_notification_url=lifecycle_notification_url,
+                expires_at=expires_at,
+                client_state=client_state,
+            )
+            self.subscriptions[created.id] = created
+            return created.as_json()
+
+    def renew_subscription(
+        self, auth: GraphAuth, subscription_id: str, expires_at: dt.datetime
+    ) -> JsonObject:
+        self._enter("renew_subscription", auth)
+        expires_at = self._checked_expiry(expires_at)
+        with self._lock:
+            found = self._owned(auth, subscription_id)
+            found.expires_at = expires_at
+            return found.as_json()
+
+    def reauthorize_subscription(self, auth: GraphAuth, subscription_id: str) -> None:
+        self._enter("reauthorize_subscription", auth)
+        with self._lock:
+            self._owned(auth, subscription_id)
+
+    def delete_subscription(self, auth: GraphAuth, subscription_id: str) -> None:
+        self._enter("delete_subscription", auth)
+        with self._lock:
+            found = self.subscriptions.get(subscription_id)
+            if found is not None and found.account_id == auth.account_id:
+                del self.subscriptions[subscription_id]
+
+    def delta_page(self, auth: GraphAuth, link: str | None, *, folder: str = "inbox") -> DeltaPage:
+        self._enter("delta_page", auth)
+        with self._lock:
+            items = self.mailboxes.get(auth.account_id, [])
+            start = 0
+            if link is not None:
+                parsed = urlparse(link)
+                if parsed.scheme != "delta" or parsed.netloc != auth.account_id.replace(".", "-"):
+                    raise DeltaTokenExpiredError(410, "syncStateNotFound", "The delta token is not valid.")
+                start = int(parse_qs(parsed.query).get("position", ["0"])[0])
+            host = auth.account_id.replace(".", "-")
+            return DeltaPage(
+                items=copy.deepcopy(items[start:]),
+                delta_link=f"delta://{host}/{folder}?position={len(items)}",
+            )
+
+    def for_account(self, account_id: str) -> list[FakeGraphSubscription]:
+        with self._lock:
+            return [s for s in self.subscriptions.values() if s.account_id == account_id]
+
+    def _owned(self, auth: GraphAuth, subscription_id: str) -> FakeGraphSubscription:
+        found = self.subscriptions.get(subscription_id)
+        if found is None or found.account_id != auth.account_id:
+            raise NotFoundError(f"Graph 404 ResourceNotFound: subscription {subscription_id} not found")
+        return found
+
+    def _checked_expiry(self, expires_at: dt.datetime) -> dt.datetime:
+        now = self.clock.now()
+        if expires_at - now > self.MAX_LIFETIME:
+            raise GraphError(400, "ExtensionError", "expirationDateTime is too far in the future")
+        return max(expires_at, now + self.MIN_LIFETIME)
+
+
+class FakeTokenProvider:
+    """Hands out ``token-{account id}``; accounts in ``dead`` raise ``ReauthRequiredError``."""
+
+    def __init__(self) -> None:
+        self.dead: set[str] = set()
+        self.issued: list[str] = []
+
+    def graph_auth(self, account: Account) -> GraphAuth:
+        if account.account_id in self.dead:
+            raise ReauthRequiredError(account.account_id)
+        self.issued.append(account.account_id)
+        return GraphAuth(account.account_id, f"token-{account.account_id}")
+
+    def forget(self, account_id: str) -> None:
+        pass
+
+    def remember(self, account_id: str, access_token: str, expires_in: int) -> None:
+        pass
+
+
+@dataclass
+class FakeUser:
+    object_id: str
+    tenant_id: str
+    username: str
+    display_name: str = "Test User"
+
+    @property
+    def account_id(self) -> str:
+        return account_id_for(self.object_id, self.tenant_id)
+
+
+@dataclass
+class _FakeCache:
+    """What the fake identity keeps in a "serialised token cache": who, which refresh token."""
+
+    account_id: str
+    refresh_token: str
+    kind: str
+
+
+class FakeIdentity:
+    """The identity platform: auth-code and device-code flows, silent refresh with refresh
+    token rotation, ``revoke(account_id)`` kills every refresh token of an account.
+
+    ``next_user`` signs in on the next redemption; ``redeem_error`` makes it answer that
+    OAuth error instead. The cache state it hands out is a small JSON text.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.next_user = FakeUser(
+            str(uuid.UUID(int=1)), str(uuid.UUID(int=2)), "adele@contoso.test", "Adele Vance"
+        )
+        self.redeem_error: str | None = None
+        self.live_refresh_tokens: dict[str, str] = {}  # refresh token -> account id
+        self.started: list[dict[str, Any]] = []
+        self.silent_calls = 0
+        self.access_token_lifetime = 3600
+
+    # flows
+    def start_auth_code_flow(
+        self, scopes: Sequence[str], redirect_uri: str, login_hint: str | None = None
+    ) -> dict[str, Any]:
+        state = uuid.uuid4().hex
+        flow = {
+            "state": state,
+            "redirect_uri": redirect_uri,
+            "scope": list(scopes),
+            "code_verifier": uuid.uuid4().hex,
+            "nonce": uuid.uuid4().hex,
+            "auth_uri": f"https://login.example.test/common/oauth2/v2.0/authorize?state={state}",
+            "login_hint": login_hint,
+        }
+        self.started.append(flow)
+        return flow
+
+    def redeem_auth_code(self, flow: Mapping[str, Any], auth_response: Mapping[str, str]) -> TokenGrant:
+        if auth_response.get("state") != flow.get("state"):
+            raise AuthFlowError(
+                "the sign-in response does not belong to this sign-in", error="state_mismatch"
+            )
+        if self.redeem_error is not None:
+            raise AuthFlowError("Microsoft did not complete the sign-in", error=self.redeem_error)
+        if auth_response.get("code") != f"code-for-{flow.get('state')}":
+            raise AuthFlowError("Microsoft did not complete the sign-in", error="invalid_grant")
+        return self._issue(self.next_user, ClientKind.CONFIDENTIAL)
+
+    def start_device_flow(self, scopes: Sequence[str]) -> dict[str, Any]:
+        return {
+            "user_code": "ABCD-EFGH",
+            "message": "Open https://microsoft.com/devicelogin and enter ABCD-EFGH",
+        }
+
+    def redeem_device_flow(self, flow: Mapping[str, Any]) -> TokenGrant:
+        if self.redeem_error is not None:
+            raise AuthFlowError("Microsoft did not complete the sign-in", error=self.redeem_error)
+        return self._issue(self.next_user, ClientKind.PUBLIC)
+
+    def acquire_silent(
+        self, cache_state: str, home_account_id: str, scopes: Sequence[str], client_kind: ClientKind
+    ) -> TokenGrant:
+        import json
+
+        with self._lock:
+            self.silent_calls += 1
+        cache = _FakeCache(**json.loads(cache_state))
+        if cache.account_id != home_account_id:
+            raise ReauthRequiredError(home_account_id, "no_cached_account")
+        if cache.kind != client_kind.value:
+            raise IdentityError("invalid_client", "a public client's refresh token needs the public client")
+        with self._lock:
+            owner = self.live_refresh_tokens.pop(cache.refresh_token, None)
+        if owner != home_account_id:
+            raise ReauthRequiredError(home_account_id, "invalid_grant")
+        object_id, _, tenant_id = home_account_id.partition(".")
+        return self._issue(FakeUser(object_id, tenant_id, ""), client_kind)
+
+    def revoke(self, account_id: str) -> None:
+        with self._lock:
+            for token in [t for t, a in self.live_refresh_tokens.items() if a == account_id]:
+                del self.live_refresh_tokens[token]
+
+    def _issue(self, user: FakeUser, kind: ClientKind) -> TokenGrant:
+        import json
+
+        refresh_token = f"rt-{uuid.uuid4().hex}"
+        with self._lock:
+            self.live_refresh_tokens[refresh_token] = user.account_id
+        state = json.dumps(
+            {"account_id": user.account_id, "refresh_token": refresh_token, "kind": kind.value}
+        )
+        return TokenGrant(
+            home_account_id=user.account_id,
+            tenant_id=user.tenant_id,
+            object_id=user.object_id,
+            username=user.username,
+            access_token=f"at-{uuid.uuid4().hex}",
+            expires_in=self.access_token_lifetime,
+            client_kind=kind,
+            display_name=user.display_name,
+            cache_state=state,
+        )
+
+
+def make_services(
+    settings: Settings | None = None, *, real_tokens: bool = True, **overrides: Any
+) -> Services:
+    """``Services`` built from fakes. With ``real_tokens`` (the default) the real
+    ``CachedTokenProvider`` runs over the fake identity and secrets; otherwise
+    ``FakeTokenProvider``. ``overrides`` replace single fakes."""
+    clock = overrides.pop("clock", None) or FixedClock(EPOCH)
+    parts: dict[str, Any] = {
+        "clock": clock,
+        "accounts": FakeAccountStore(),
+        "subscriptions": FakeSubscriptionStore(),
+        "authflows": FakeAuthFlowStore(),
+        "secrets": FakeSecretStore(),
+        "queues": FakeQueueSender(),
+        "graph": FakeGraphApi(clock),
+        "identity": FakeIdentity(),
+    }
+    if not real_tokens:
+        parts["tokens"] = FakeTokenProvider()
+    parts.update(overrides)
+    return Services(settings or make_settings(), **parts)
