@@ -36,6 +36,9 @@ SETTING_DEFAULTS: dict[str, str | None] = {
     "RENEWAL_SCHEDULE": "0 */15 * * * *",
     "RENEWAL_WINDOW_MINUTES": "1440",
     "CATCHUP_AFTER_MINUTES": "360",
+    "RENEWAL_CONCURRENCY": "32",
+    "RENEWAL_TIME_BUDGET_SECONDS": "420",
+    "RENEWAL_SWEEP_ACCOUNTS": "5000",
     "GRAPH_SCOPES": "User.Read Mail.Read",
     "MAIL_ACTIONS_ENABLED": "false",
     "POST_CONNECT_REDIRECT_URL": "",
@@ -64,6 +67,11 @@ class Settings:
     mail_actions_enabled: bool
     post_connect_redirect_url: str
     emit_history_on_connect: bool
+    # Renewal timer: worker threads, seconds after which a run picks no new work (the
+    # host's functionTimeout is 10 min), accounts visited per run by the account sweep.
+    renewal_concurrency: int = 32
+    renewal_time_budget_seconds: int = 420
+    renewal_sweep_accounts: int = 5000
 
     @property
     def authority(self) -> str:
@@ -166,4 +174,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         mail_actions_enabled=mail_actions,
         post_connect_redirect_url=post_connect,
         emit_history_on_connect=_bool(env, "EMIT_HISTORY_ON_CONNECT"),
+        renewal_concurrency=_int(env, "RENEWAL_CONCURRENCY", 1),
+        renewal_time_budget_seconds=_int(env, "RENEWAL_TIME_BUDGET_SECONDS", 10),
+        renewal_sweep_accounts=_int(env, "RENEWAL_SWEEP_ACCOUNTS", 0),
     )
