@@ -186,10 +186,9 @@ class LocalStack:
             "--blobPort", str(self.ports["AZURITE_BLOB_PORT"]),
             "--queuePort", str(self.ports["AZURITE_QUEUE_PORT"]),
             "--tablePort", str(self.ports["AZURITE_TABLE_PORT"]),
-            "--location", str(self.data_dir / "azurite"),
         ]
-        if self.in_memory_storage:
-            argv.append("--inMemoryPersistence")
+        # Azurite refuses --location together with --inMemoryPersistence.
+        argv += ["--inMemoryPersistence"] if self.in_memory_storage else ["--location", str(self.data_dir / "azurite")]
         self._spawn("azurite", argv, env)
 
     def _app_settings(self) -> dict[str, str]:

@@ -266,6 +266,7 @@ def _subscription_fields(s: Subscription) -> dict[str, Any]:
         "Status": s.status.value,
         "LastRenewedAt": s.last_renewed_at,
         "LastReauthorizedAt": s.last_reauthorized_at,
+        "RenewingUntil": s.renewing_until,
     }
 
 
@@ -279,6 +280,7 @@ def _subscription_from(e: Any) -> Subscription:
         status=SubscriptionStatus(e.get("Status", SubscriptionStatus.ACTIVE.value)),
         last_renewed_at=_utc(e.get("LastRenewedAt")),
         last_reauthorized_at=_utc(e.get("LastReauthorizedAt")),
+        renewing_until=_utc(e.get("RenewingUntil")),
         etag=e.metadata.get("etag"),
     )
 
