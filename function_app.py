@@ -2,8 +2,8 @@
 
 import azure.functions as func
 
-from functions import health, notifications
+from functions import accounts, auth, health, notifications
 
 app = func.FunctionApp()
-for blueprint in (health.bp, notifications.bp):
+for blueprint in (health.bp, notifications.bp, auth.bp, accounts.bp):
     app.register_functions(blueprint)

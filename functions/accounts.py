@@ -1,0 +1,66 @@
+"""Operators' API (function key): GET /api/accounts, GET|DELETE /api/accounts/{id}.
+
+JSON in and out. ``DELETE`` disconnects the account: its Graph subscriptions and its token
+cache are deleted, the account stays, marked ``disconnected``; it is idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import azure.functions as func
+
+from shared import bootstrap
+from shared.connect import account_summary, disconnect_account, list_accounts, show_account
+from shared.errors import ConnectorError, InvalidInputError, NotFoundError, UpstreamError
+
+bp = func.Blueprint()
+log = logging.getLogger(__name__)
+
+DEFAULT_PAGE_SIZE = 50
+
+
+def _json(body: Any, status: int = 200) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json")
+
+
+def _error(status: int, message: str) -> func.HttpResponse:
+    return _json({"error": message}, status)
+
+
+@bp.function_name("accounts_list")
+@bp.route(route="accounts", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def accounts_list(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        size = int(req.params.get("size", DEFAULT_PAGE_SIZE))
+        accounts, continuation = list_accounts(
+            bootstrap.services(), size=size, continuation=req.params.get("continuation")
+        )
+    except ValueError:
+        return _error(400, "size must be a whole number")
+    except InvalidInputError as exc:
+        return _error(400, str(exc))
+    except ConnectorError as exc:
+        log.warning("accounts: listing failed: %s", type(exc).__name__)
+        return _error(503, "accounts could not be read")
+    return _json({"accounts": accounts, "continuation": continuation})
+
+
+@bp.function_name("accounts_item")
+@bp.route(route="accounts/{account_id}", methods=["GET", "DELETE"], auth_level=func.AuthLevel.FUNCTION)
+def accounts_item(req: func.HttpRequest) -> func.HttpResponse:
+    account_id = req.route_params.get("account_id", "")
+    services = bootstrap.services()
+    try:
+        if req.method.upper() == "DELETE":
+            return _json(account_summary(services, disconnect_account(services, account_id)))
+        return _json(show_account(services, account_id))
+    except NotFoundError:
+        return _error(404, "no such account")
+    except InvalidInputError as exc:
+        return _error(400, str(exc))
+    except (UpstreamError, ConnectorError) as exc:
+        log.warning("account %s: %s failed: %s", account_id, req.method, type(exc).__name__)
+        return _error(503, "the account could not be handled right now; try again")

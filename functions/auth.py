@@ -1,0 +1,109 @@
+"""Connecting an account in the browser: GET /api/connect/start, GET /api/connect,
+GET|POST /api/auth/callback (DESIGN.md "Connect").
+
+Anonymous by nature: the browser arrives from the product or from Microsoft. Bad input
+(unknown state, an error from Microsoft, a malformed form) is a 400 page, never a 500; no
+page and no log line carries a code, a token, a state or a clientState.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import parse_qsl
+
+import azure.functions as func
+
+from shared import bootstrap
+from shared.connect import complete_connect, start_connect
+from shared.errors import (
+    AuthFlowError,
+    ConnectorError,
+    IdentityError,
+    InvalidInputError,
+    ReauthRequiredError,
+    UpstreamError,
+)
+from shared.pages import PAGE_HEADERS, Page, connected_page, error_page, start_page
+
+bp = func.Blueprint()
+log = logging.getLogger(__name__)
+
+# A form post from Microsoft carries a code, a state and a few short fields.
+MAX_CALLBACK_BODY = 64 * 1024
+
+
+def _html(page: Page) -> func.HttpResponse:
+    return func.HttpResponse(page.html, status_code=page.status, mimetype="text/html", headers=PAGE_HEADERS)
+
+
+def _redirect(location: str) -> func.HttpResponse:
+    return func.HttpResponse(status_code=302, headers={**PAGE_HEADERS, "Location": location})
+
+
+@bp.function_name("connect_start_page")
+@bp.route(route="connect/start", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def connect_start_page(req: func.HttpRequest) -> func.HttpResponse:
+    return _html(start_page(f"{bootstrap.settings().public_base_url}/api/connect"))
+
+
+@bp.function_name("connect")
+@bp.route(route="connect", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def connect(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        return _redirect(start_connect(bootstrap.services(), req.params.get("login_hint")))
+    except InvalidInputError as exc:
+        return _html(error_page(400, "Cannot start the sign-in", str(exc)))
+    except ConnectorError as exc:
+        log.warning("connect: could not start a sign-in: %s", type(exc).__name__)
+        return _html(error_page(503, "Sign-in is unavailable", "Please try again in a few minutes."))
+
+
+@bp.function_name("auth_callback")
+@bp.route(route="auth/callback", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def auth_callback(req: func.HttpRequest) -> func.HttpResponse:
+    response = _callback_fields(req)
+    if response is None:
+        return _html(error_page(400, "Sign-in failed", "The sign-in response could not be read."))
+    services = bootstrap.services()
+    try:
+        result = complete_connect(services, response)
+    except AuthFlowError as exc:
+        log.info("auth callback refused: %s", exc.error)
+        return _html(
+            error_page(400, "Sign-in failed", str(exc), error=exc.error, description=exc.description)
+        )
+    except (ReauthRequiredError, IdentityError) as exc:
+        log.warning("auth callback: the identity platform refused: %s", type(exc).__name__)
+        return _html(error_page(502, "Sign-in failed", "Microsoft refused the sign-in. Please try again."))
+    except (UpstreamError, ConnectorError) as exc:
+        log.warning("auth callback: connecting failed: %s", type(exc).__name__)
+        return _html(
+            error_page(
+                503, "Connecting failed", "Your account could not be connected right now. Please try again."
+            )
+        )
+    redirect = services.settings.post_connect_redirect_url
+    if redirect:
+        return _redirect(redirect)
+    account = result.account
+    return _html(
+        connected_page(
+            user=account.user_principal_name,
+            display_name=account.display_name,
+            reconnected=result.reconnected,
+        )
+    )
+
+
+def _callback_fields(req: func.HttpRequest) -> dict[str, str] | None:
+    """The callback's parameters: the query string, and the form for response_mode=form_post."""
+    fields = {k: v for k, v in req.params.items()}
+    if req.method.upper() == "POST":
+        body = req.get_body() or b""
+        if len(body) > MAX_CALLBACK_BODY:
+            return None
+        try:
+            fields.update(parse_qsl(body.decode("utf-8"), keep_blank_values=False, max_num_fields=50))
+        except (UnicodeDecodeError, ValueError):
+            return None
+    return fields

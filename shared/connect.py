@@ -1,0 +1,325 @@
+"""Connecting, reconnecting and disconnecting a Microsoft account (DESIGN.md "Connect").
+
+``start_connect`` begins an authorization-code flow with PKCE and keeps MSAL's whole flow
+in table ``authflows`` under its ``state`` for ten minutes, single use.
+``complete_connect`` finishes it on the callback: the flow is taken (so a replayed state
+fails), the code redeemed, then ``finish_connect`` does what every way of connecting shares
+(the CLI's device-code flow too): the account's token cache goes to Key Vault, the account
+is created or updated in place (same tenant and object id: same account, never a
+duplicate), its inbox subscription is created or healed, and an initial delta round
+records where the mailbox stands.
+``disconnect_account`` undoes all of it and keeps the account, marked ``disconnected``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from shared.errors import (
+    AuthFlowError,
+    ConcurrencyError,
+    ConnectorError,
+    InvalidInputError,
+    NotFoundError,
+    ReauthRequiredError,
+    UpstreamError,
+)
+from shared.models import Account, AccountStatus, ClientKind, PendingAuthFlow, Subscription, account_id_for
+from shared.ports import GraphAuth
+from shared.subscriptions import ensure_mailbox_subscription, remove_mailbox_subscriptions
+from shared.tokens import TokenGrant, token_cache_secret_name, update_account
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Services
+
+log = logging.getLogger(__name__)
+
+AUTH_FLOW_LIFETIME = dt.timedelta(minutes=10)
+MAX_LOGIN_HINT_LENGTH = 256
+# What a callback may carry; anything else is ignored (and never logged).
+_CALLBACK_FIELDS = (
+    "code",
+    "state",
+    "session_state",
+    "client_info",
+    "error",
+    "error_description",
+    "error_uri",
+)
+_MAX_FIELD_LENGTH = 8192
+
+
+@dataclass(frozen=True)
+class ConnectResult:
+    account: Account
+    subscription: Subscription
+    reconnected: bool
+
+
+# -- the browser flow -------------------------------------------------------------------
+
+
+def start_connect(services: Services, login_hint: str | None = None) -> str:
+    """Begin a sign-in; returns the authorize URL to send the browser to."""
+    hint = _checked_login_hint(login_hint)
+    flow = services.identity.start_auth_code_flow(
+        services.settings.scopes, services.settings.redirect_uri, login_hint=hint
+    )
+    state = str(flow["state"])
+    services.authflows.put(
+        PendingAuthFlow(
+            state=state,
+            flow=flow,
+            expires_at=services.clock.now() + AUTH_FLOW_LIFETIME,
+            client_kind=ClientKind.CONFIDENTIAL,
+        )
+    )
+    return str(flow["auth_uri"])
+
+
+def complete_connect(services: Services, response: Mapping[str, str]) -> ConnectResult:
+    """Finish a sign-in from the callback's parameters (query string or form post).
+
+    Raises ``AuthFlowError`` for an unknown, expired or reused state and for an error
+    returned by Microsoft (``access_denied`` when the user declines consent).
+    """
+    fields = {k: str(response[k])[:_MAX_FIELD_LENGTH] for k in _CALLBACK_FIELDS if response.get(k)}
+    state = fields.get("state", "")
+    # The flow is taken even when Microsoft reports an error: a state is good for one answer.
+    pending = services.authflows.take(state) if state else None
+    if "error" in fields:
+        raise AuthFlowError(
+            "Microsoft did not complete the sign-in",
+            error=fields["error"][:100],
+            description=fields.get("error_description", "")[:500],
+        )
+    if not state:
+        raise AuthFlowError("the sign-in response carries no state", error="missing_state")
+    if pending is None:
+        raise AuthFlowError(
+            "this sign-in is unknown or was already used; please start again", error="unknown_state"
+        )
+    if pending.expires_at <= services.clock.now():
+        raise AuthFlowError("this sign-in has expired; please start again", error="expired_state")
+    if not fields.get("code"):
+        raise AuthFlowError("the sign-in response carries no authorization code", error="missing_code")
+    grant = services.identity.redeem_auth_code(pending.flow, fields)
+    return finish_connect(services, grant)
+
+
+# -- the device-code flow (operators) -----------------------------------------------------
+
+
+def start_device_connect(services: Services) -> dict[str, Any]:
+    """A device-code flow; show its ``message`` to the user, then ``complete_device_connect``."""
+    return services.identity.start_device_flow(services.settings.scopes)
+
+
+def complete_device_connect(services: Services, flow: Mapping[str, Any]) -> ConnectResult:
+    return finish_connect(services, services.identity.redeem_device_flow(flow))
+
+
+# -- what every way of connecting shares --------------------------------------------------
+
+
+def finish_connect(services: Services, grant: TokenGrant) -> ConnectResult:
+    account_id = grant.home_account_id or account_id_for(grant.object_id, grant.tenant_id)
+    auth = GraphAuth(account_id, grant.access_token)
+    me = services.graph.get_me(auth)
+    if grant.cache_state is not None:
+        # Before the account turns active, so an active account always has its tokens.
+        services.secrets.set(token_cache_secret_name(account_id), grant.cache_state)
+    account, reconnected = _upsert_account(services, account_id, grant, me)
+    tokens: Any = services.tokens
+    if hasattr(tokens, "forget"):
+        tokens.forget(account_id)  # the old session's access token is no longer wanted
+    if hasattr(tokens, "remember"):
+        tokens.remember(account_id, grant.access_token, grant.expires_in)
+    try:
+        subscription = ensure_mailbox_subscription(services, account, auth)
+    except (UpstreamError, ConcurrencyError) as exc:
+        _record_error(services, account_id, f"inbox subscription failed: {type(exc).__name__}: {exc}")
+        raise
+    _record_initial_delta(services, account, auth)
+    log.info(
+        "account %s %s (subscription %s)",
+        account_id,
+        "reconnected" if reconnected else "connected",
+        subscription.subscription_id,
+    )
+    refreshed = services.accounts.get(account_id) or account
+    return ConnectResult(refreshed, subscription, reconnected)
+
+
+def _upsert_account(
+    services: Services, account_id: str, grant: TokenGrant, me: Mapping[str, Any]
+) -> tuple[Account, bool]:
+    now = services.clock.now()
+    principal = str(me.get("userPrincipalName") or me.get("mail") or grant.username or "")
+    display_name = str(me.get("displayName") or grant.display_name or "")
+    scopes = tuple(services.settings.scopes)
+    for _ in range(5):
+        existing = services.accounts.get(account_id)
+        if existing is None:
+            fresh = Account(
+                account_id=account_id,
+                tenant_id=grant.tenant_id,
+                user_id=grant.object_id or str(me.get("id") or ""),
+                user_principal_name=principal,
+                display_name=display_name,
+                status=AccountStatus.ACTIVE,
+                scopes=scopes,
+                client_kind=grant.client_kind,
+                connected_at=now,
+            )
+            try:
+                return services.accounts.save(fresh), False
+            except ConcurrencyError:
+                continue  # a concurrent callback of the same user inserted it: update instead
+        existing.tenant_id = grant.tenant_id or existing.tenant_id
+        existing.user_id = grant.object_id or existing.user_id
+        existing.user_principal_name = principal or existing.user_principal_name
+        existing.display_name = display_name or existing.display_name
+        existing.status = AccountStatus.ACTIVE
+        existing.scopes = scopes
+        existing.client_kind = grant.client_kind
+        existing.last_error = None
+        existing.connected_at = now
+        try:
+            return services.accounts.save(existing), True
+        except ConcurrencyError:
+            continue
+    raise ConcurrencyError(f"account {account_id} kept changing while connecting")
+
+
+def _record_error(services: Services, account_id: str, message: str) -> None:
+    def change(account: Account) -> bool:
+        account.status = AccountStatus.ERROR
+        account.last_error = message[:500]
+        return True
+
+    try:
+        update_account(services, account_id, change)
+    except ConnectorError as exc:
+        log.warning("account %s: could not record its error: %s", account_id, type(exc).__name__)
+
+
+def _record_initial_delta(services: Services, account: Account, auth: GraphAuth) -> None:
+    """The initial delta round (DESIGN.md "Connect" step 4): records the mailbox's deltaLink,
+    emitting its history only when ``EMIT_HISTORY_ON_CONNECT`` is set.
+
+    INTEGRATION POINT: shared/sync.py (the push pipeline) provides the delta round; until
+    it is there, a connect leaves ``delta_link`` empty and the first notification or the
+    renewal's catch-up starts the mailbox's first round.
+    """
+    try:
+        from shared import sync
+    except ImportError:
+        return
+    baseline = getattr(sync, "baseline_mailbox", None)
+    if baseline is None:
+        return
+    try:
+        baseline(services, account, auth, emit=services.settings.emit_history_on_connect)
+    except (UpstreamError, ConcurrencyError) as exc:
+        # The account is connected and subscribed; the catch-up sync retries the round.
+        log.warning("account %s: initial delta round failed: %s", account.account_id, type(exc).__name__)
+
+
+# -- disconnect ------------------------------------------------------------------------
+
+
+def disconnect_account(services: Services, account_id: str) -> Account:
+    """Delete the account's subscriptions (Graph and store) and its token cache, and mark it
+    ``disconnected``. Idempotent; ``NotFoundError`` for an unknown account."""
+    account = services.accounts.get(account_id)
+    if account is None:
+        raise NotFoundError(f"account {account_id} does not exist")
+    auth: GraphAuth | None = None
+    if account.status != AccountStatus.DISCONNECTED:
+        try:
+            auth = services.tokens.graph_auth(account)
+        except (ReauthRequiredError, UpstreamError) as exc:
+            log.info(
+                "account %s: no token to delete its subscriptions in Graph (%s); they expire there",
+                account_id,
+                type(exc).__name__,
+            )
+    removed = remove_mailbox_subscriptions(services, account, auth)
+    services.secrets.delete(token_cache_secret_name(account_id))
+    tokens: Any = services.tokens
+    if hasattr(tokens, "forget"):
+        tokens.forget(account_id)
+
+    def change(current: Account) -> bool:
+        if current.status == AccountStatus.DISCONNECTED and current.delta_link is None:
+            return False
+        current.status = AccountStatus.DISCONNECTED
+        current.delta_link = None  # a reconnect starts from a fresh round
+        current.last_error = None
+        return True
+
+    updated = update_account(services, account_id, change)
+    log.info("account %s disconnected (%d subscriptions removed)", account_id, removed)
+    return updated or account
+
+
+# -- operators' views -------------------------------------------------------------------
+
+
+def account_summary(services: Services, account: Account) -> dict[str, Any]:
+    """What operators see of an account: no token, no deltaLink."""
+    subscriptions = services.subscriptions.for_account(account.account_id)
+    expiry = min((s.expires_at for s in subscriptions), default=None)
+    return {
+        "id": account.account_id,
+        "user": account.user_principal_name,
+        "displayName": account.display_name,
+        "tenant": account.tenant_id,
+        "status": account.status.value,
+        "clientKind": account.client_kind.value,
+        "subscriptionExpiresAt": _iso(expiry),
+        "subscriptions": [
+            {"id": s.subscription_id, "status": s.status.value, "expiresAt": _iso(s.expires_at)}
+            for s in subscriptions
+        ],
+        "lastNotificationAt": _iso(account.last_notification_at),
+        "lastSyncAt": _iso(account.last_sync_at),
+        "connectedAt": _iso(account.connected_at),
+        "lastError": account.last_error,
+    }
+
+
+def list_accounts(
+    services: Services, *, size: int = 50, continuation: str | None = None
+) -> tuple[list[dict[str, Any]], str | None]:
+    if not 1 <= size <= 100:
+        raise InvalidInputError("page size must be between 1 and 100")
+    accounts, next_token = services.accounts.page(size=size, continuation=continuation or None)
+    return [account_summary(services, a) for a in accounts], next_token
+
+
+def show_account(services: Services, account_id: str) -> dict[str, Any]:
+    account = services.accounts.get(account_id)
+    if account is None:
+        raise NotFoundError(f"account {account_id} does not exist")
+    return account_summary(services, account)
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def _checked_login_hint(login_hint: str | None) -> str | None:
+    if login_hint is None:
+        return None
+    hint = login_hint.strip()
+    if not hint:
+        return None
+    if len(hint) > MAX_LOGIN_HINT_LENGTH or any(ord(c) < 32 or ord(c) == 127 for c in hint):
+        raise InvalidInputError(f"login_hint must be at most {MAX_LOGIN_HINT_LENGTH} printable characters")
+    return hint
