@@ -1,16 +1,25 @@
 """Graph's webhooks: POST /api/notifications and POST /api/lifecycle (the hot path).
 
 Only the settings are touched here: no SDK import, no storage read, so Graph's 10 s
-validation handshake and 3 s notification deadline hold even on a cold start.
+validation handshake and 3 s notification deadline hold even on a cold start. Verified
+notifications leave through the queue output binding (written by the host once the
+function returned): 202 means "persisted"; if the host cannot write the queue it answers
+5xx itself and Graph retries (GRAPH_NOTES "Change notifications").
 """
 
 from __future__ import annotations
 
+import logging
+
 import azure.functions as func
 
-from shared.webhook import validation_response
+from shared import bootstrap
+from shared.config import NOTIFICATION_QUEUE
+from shared.errors import InvalidInputError, PayloadTooLargeError
+from shared.webhook import read_notification_batch, validation_response
 
 bp = func.Blueprint()
+log = logging.getLogger(__name__)
 
 
 def _handshake(req: func.HttpRequest) -> func.HttpResponse | None:
@@ -21,19 +30,36 @@ def _handshake(req: func.HttpRequest) -> func.HttpResponse | None:
     return func.HttpResponse(answer.body, status_code=answer.status, mimetype="text/plain")
 
 
-@bp.function_name("graph_notifications")
-@bp.route(route="notifications", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
-def graph_notifications(req: func.HttpRequest) -> func.HttpResponse:
+def _accept_batch(req: func.HttpRequest, outbox: func.Out[list[str]], endpoint: str) -> func.HttpResponse:
     handshake = _handshake(req)
     if handshake is not None:
         return handshake
-    return func.HttpResponse("change notifications are not accepted yet", status_code=503)
+    try:
+        batch = read_notification_batch(req.get_body(), bootstrap.settings().client_state_key)
+    except PayloadTooLargeError as error:
+        log.warning("%s: rejected a body: %s", endpoint, error)
+        return func.HttpResponse(str(error), status_code=413, mimetype="text/plain")
+    except InvalidInputError as error:
+        log.warning("%s: rejected a body: %s", endpoint, error)
+        return func.HttpResponse(str(error), status_code=400, mimetype="text/plain")
+    if batch.dropped:
+        log.warning("%s: dropped %d notification(s) with a bad clientState or shape", endpoint, batch.dropped)
+    if batch.messages:
+        outbox.set(batch.messages)
+    return func.HttpResponse(
+        f"accepted {batch.accepted}, dropped {batch.dropped}", status_code=202, mimetype="text/plain"
+    )
+
+
+@bp.function_name("graph_notifications")
+@bp.route(route="notifications", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@bp.queue_output(arg_name="outbox", queue_name=NOTIFICATION_QUEUE, connection="AzureWebJobsStorage")
+def graph_notifications(req: func.HttpRequest, outbox: func.Out[list[str]]) -> func.HttpResponse:
+    return _accept_batch(req, outbox, "notifications")
 
 
 @bp.function_name("graph_lifecycle")
 @bp.route(route="lifecycle", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
-def graph_lifecycle(req: func.HttpRequest) -> func.HttpResponse:
-    handshake = _handshake(req)
-    if handshake is not None:
-        return handshake
-    return func.HttpResponse("lifecycle notifications are not accepted yet", status_code=503)
+@bp.queue_output(arg_name="outbox", queue_name=NOTIFICATION_QUEUE, connection="AzureWebJobsStorage")
+def graph_lifecycle(req: func.HttpRequest, outbox: func.Out[list[str]]) -> func.HttpResponse:
+    return _accept_batch(req, outbox, "lifecycle")

@@ -1,0 +1,52 @@
+"""Queue trigger on ``graph-notifications``: one account's trigger -> delta sync -> events.
+
+An exception hands the message back to the queue: it is retried after the visibility
+timeout and, after host.json's ``maxDequeueCount``, moved to ``graph-notifications-poison``
+by the host, with the reason logged here. A message that can never succeed (not a trigger
+at all) goes to the poison queue at once rather than being retried.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from shared import bootstrap
+from shared.config import NOTIFICATION_QUEUE
+from shared.errors import InvalidInputError
+from shared.notifications import process_trigger
+from shared.webhook import parse_trigger
+
+bp = func.Blueprint()
+log = logging.getLogger(__name__)
+
+POISON_QUEUE = f"{NOTIFICATION_QUEUE}-poison"
+
+
+@bp.function_name("process_graph_notifications")
+@bp.queue_trigger(arg_name="message", queue_name=NOTIFICATION_QUEUE, connection="AzureWebJobsStorage")
+def process_graph_notifications(message: func.QueueMessage) -> None:
+    services = bootstrap.services()
+    body = message.get_body()
+    try:
+        trigger = parse_trigger(body)
+    except InvalidInputError as error:
+        log.error(
+            "message %s is not a notification trigger (%s): moved to %s", message.id, error, POISON_QUEUE
+        )
+        services.queues.send(POISON_QUEUE, [body.decode("utf-8", "replace")])
+        return
+    try:
+        outcome = process_trigger(services, trigger)
+    except Exception as error:
+        log.error(
+            "account %s: processing failed on attempt %s (%s: %s); the queue retries it",
+            trigger.account_id,
+            message.dequeue_count,
+            type(error).__name__,
+            error,
+        )
+        raise
+    if outcome.dropped:
+        log.warning("account %s: trigger dropped: %s", trigger.account_id, outcome.dropped)

@@ -1,0 +1,158 @@
+"""Processing of a notification trigger (queue ``graph-notifications``).
+
+The webhook queued one trigger per account (``shared.webhook``): the subscriptions that
+said "something changed" and the lifecycle events received. Here, for that account:
+1. every subscription named must be recorded for the account (one point read each): a
+   notification of a deleted or foreign subscription publishes nothing;
+2. lifecycle events are acted on (GRAPH_NOTES "Lifecycle notifications"):
+   ``reauthorizationRequired`` -> reauthorize (or PATCH when Graph refuses),
+   ``subscriptionRemoved`` -> recreate the subscription, then resync,
+   ``missed`` -> resync;
+3. one delta sync (``shared.sync.sync_mailbox``) covers every change of the trigger.
+Transient failures (throttling, Graph 5xx, storage) propagate so the queue retries the
+message and finally moves it to ``graph-notifications-poison``; a dead refresh token
+marks the account ``reauth_required`` and ends the work for it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from shared.errors import GraphError, NotFoundError, ReauthRequiredError
+from shared.models import Account, AccountStatus, Subscription, SubscriptionStatus
+from shared.sync import SyncResult, sync_mailbox
+from shared.webhook import NotificationTrigger
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Services
+    from shared.ports import GraphAuth
+
+log = logging.getLogger(__name__)
+
+# Graph: do not send both a reauthorize and a PATCH for one subscription within 10 minutes.
+REAUTHORIZE_QUIET_PERIOD = dt.timedelta(minutes=10)
+
+
+@dataclass
+class TriggerOutcome:
+    account_id: str
+    unknown_subscriptions: int = 0
+    lifecycle_handled: list[str] = field(default_factory=list)
+    sync: SyncResult | None = None
+    dropped: str | None = None  # why the whole trigger was dropped
+
+    @property
+    def published(self) -> int:
+        return self.sync.published if self.sync is not None else 0
+
+
+def process_trigger(services: Services, trigger: NotificationTrigger) -> TriggerOutcome:
+    outcome = TriggerOutcome(trigger.account_id)
+    account = services.accounts.get(trigger.account_id)
+    if account is None:
+        outcome.dropped = "unknown account"
+        return outcome
+    if account.status is not AccountStatus.ACTIVE:
+        outcome.dropped = f"account is {account.status.value}"
+        return outcome
+
+    changed = False
+    for subscription_id in trigger.subscription_ids:
+        if services.subscriptions.get(account.account_id, subscription_id) is None:
+            outcome.unknown_subscriptions += 1
+        else:
+            changed = True
+    if outcome.unknown_subscriptions:
+        log.warning(
+            "account %s: %d notified subscription(s) are not recorded for it; ignored",
+            account.account_id,
+            outcome.unknown_subscriptions,
+        )
+
+    resync = False
+    for signal in trigger.lifecycle:
+        subscription = services.subscriptions.get(account.account_id, signal.subscription_id)
+        if subscription is None:
+            outcome.unknown_subscriptions += 1
+            log.warning(
+                "account %s: lifecycle %s for unrecorded subscription %s ignored",
+                account.account_id,
+                signal.event,
+                signal.subscription_id,
+            )
+            continue
+        try:
+            resync |= _handle_lifecycle(services, account, subscription, signal.event)
+        except ReauthRequiredError:
+            outcome.dropped = "account must sign in again"
+            return outcome
+        outcome.lifecycle_handled.append(signal.event)
+
+    if changed or resync:
+        reason = "notification" if changed and not resync else "lifecycle"
+        notified_at = (
+            dt.datetime.fromtimestamp(trigger.received_at_ms / 1000, dt.UTC)
+            if trigger.received_at_ms is not None
+            else services.clock.now()
+        )
+        outcome.sync = sync_mailbox(services, account.account_id, reason=reason, notified_at=notified_at)
+    return outcome
+
+
+def _handle_lifecycle(services: Services, account: Account, subscription: Subscription, event: str) -> bool:
+    """Act on one lifecycle event; True when a resync must follow."""
+    log.info(
+        "account %s: lifecycle %s for subscription %s",
+        account.account_id,
+        event,
+        subscription.subscription_id,
+    )
+    if event == "missed":
+        return True
+    auth = services.tokens.graph_auth(account)
+    if event == "subscriptionRemoved":
+        _recreate(services, account, subscription, auth)
+        return True
+    # reauthorizationRequired
+    now = services.clock.now()
+    recent = [t for t in (subscription.last_reauthorized_at, subscription.last_renewed_at) if t is not None]
+    if recent and now - max(recent) < REAUTHORIZE_QUIET_PERIOD:
+        return False  # reauthorized or renewed moments ago (a PATCH also reauthorizes)
+    try:
+        services.graph.reauthorize_subscription(auth, subscription.subscription_id)
+    except NotFoundError:
+        _recreate(services, account, subscription, auth)
+        return True
+    except GraphError as error:
+        if error.transient:
+            raise
+        log.warning(
+            "account %s: reauthorizing subscription %s failed (%s); renewing instead",
+            account.account_id,
+            subscription.subscription_id,
+            error.code,
+        )
+        from shared.subscriptions import ensure_mailbox_subscription
+
+        ensure_mailbox_subscription(services, account, auth)
+        return False
+    subscription.last_reauthorized_at = now
+    services.subscriptions.save(subscription)
+    return False
+
+
+def _recreate(services: Services, account: Account, subscription: Subscription, auth: GraphAuth) -> None:
+    from shared.subscriptions import ensure_mailbox_subscription
+
+    subscription.status = SubscriptionStatus.REMOVED
+    services.subscriptions.save(subscription)
+    replacement = ensure_mailbox_subscription(services, account, auth)
+    log.info(
+        "account %s: subscription %s replaced by %s",
+        account.account_id,
+        subscription.subscription_id,
+        replacement.subscription_id,
+    )
