@@ -1,0 +1,576 @@
+"""Keeping every mailbox subscription alive: the renewal timer's core.
+
+A Graph subscription to Outlook mail lives at most 10,080 minutes (GRAPH_NOTES
+"Subscriptions"), so each one must be renewed (PATCH) before it expires. One run of
+``renew_subscriptions``:
+
+1. **Renews** what expires within ``RENEWAL_WINDOW_MINUTES``. The candidates come from the
+   store's expiry index (``SubscriptionStore.expiring_before``: a range query over expiry
+   buckets, never a scan of the table). Each candidate is *claimed* before Graph is
+   called: ``renewing_until`` is set by an ETag-conditional write, so of two overlapping
+   runs only one renews it; the other gets ``ConcurrencyError`` or sees the lease and
+   leaves it alone. The renewed expiry is written under the claim's ETag.
+2. **Heals** along the way: a subscription Graph no longer knows (404) is recreated and the
+   mailbox resynced by delta, so no mail is lost in between; an account whose refresh
+   token is dead is marked ``reauth_required`` (by the token provider) and skipped from
+   then on; a renewed account that heard nothing for ``CATCHUP_AFTER_MINUTES`` gets a
+   catch-up delta sync while we are at it.
+3. **Sweeps** a slice of the accounts table (``RENEWAL_SWEEP_ACCOUNTS`` per run, resumed
+   from a stored continuation token): an active account with no live subscription gets
+   one, and a quiet account gets a catch-up sync. With the default 15-minute schedule,
+   5,000 accounts per run cover 100,000 accounts in 5 hours, inside the 6-hour catch-up
+   period, and no run reads more than its slice.
+
+Graph's rules are kept: no PATCH within 10 minutes of a reauthorize (or of another PATCH)
+of the same subscription; at most one request at a time per mailbox from this run (the
+Graph adapter caps a process at Outlook's 4); a ``ThrottledError`` puts the item back
+until its ``Retry-After`` has passed. A run stops picking new work after
+``RENEWAL_TIME_BUDGET_SECONDS``: what is left (leases released) is picked up by the next
+run, as it is still in the expiry index.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from shared.errors import (
+    ConcurrencyError,
+    ConnectorError,
+    GraphError,
+    NotFoundError,
+    ReauthRequiredError,
+    ThrottledError,
+)
+from shared.models import Account, AccountStatus, Subscription, SubscriptionStatus
+from shared.subscriptions import (
+    ensure_mailbox_subscription,
+    mailbox_subscription_expiry,
+    parse_graph_datetime,
+)
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Services
+    from shared.ports import GraphAuth
+
+log = logging.getLogger(__name__)
+
+# GRAPH_NOTES "Subscriptions": never a reauthorize and a PATCH of one subscription within
+# 10 minutes of each other. A PATCH that recent also means somebody else just renewed it.
+GRAPH_COOLDOWN = dt.timedelta(minutes=10)
+# How long a claim keeps other runs away: longer than one item can take (a PATCH with the
+# adapter's retries after Retry-After, a recreation, a delta sync), short enough that a
+# crashed run's claims are free again by the next run.
+LEASE = dt.timedelta(minutes=5)
+# Throttled items are retried later in the run, at most this many times; then the next run.
+MAX_ATTEMPTS = 4
+# The sweep leaves alone an account connected moments ago: its connect flow may still be
+# creating the subscription.
+CONNECT_GRACE = dt.timedelta(minutes=10)
+SWEEP_CHECKPOINT = "renewal-account-sweep"
+_SWEEP_PAGE = 100
+
+
+@dataclass
+class SweepCheckpoint:
+    """Where the account sweep resumes: the accounts table's continuation token.
+
+    ``leased_until`` keeps a second, overlapping run from sweeping the same slice.
+    """
+
+    name: str
+    continuation: str | None = None
+    leased_until: dt.datetime | None = None
+    etag: str | None = field(default=None, compare=False)
+
+
+class SweepCheckpointStore(Protocol):
+    """One small entity per named checkpoint, written under ETags like the other stores."""
+
+    def get(self, name: str) -> SweepCheckpoint | None: ...
+
+    def save(self, checkpoint: SweepCheckpoint) -> SweepCheckpoint:
+        """With ``etag`` set, only if unchanged; without, only if absent (else ConcurrencyError)."""
+        ...
+
+
+Recreate = Callable[["Services", Account, "GraphAuth"], Subscription]
+Resync = Callable[..., object]  # (services, account_id, *, reason)
+
+
+@dataclass(frozen=True)
+class RenewalPolicy:
+    window: dt.timedelta
+    catchup_after: dt.timedelta
+    concurrency: int = 32
+    time_budget_seconds: float = 420.0
+    sweep_accounts: int = 5000
+
+    @classmethod
+    def from_services(cls, services: Services) -> RenewalPolicy:
+        s = services.settings
+        return cls(
+            window=dt.timedelta(minutes=s.renewal_window_minutes),
+            catchup_after=dt.timedelta(minutes=s.catchup_after_minutes),
+            concurrency=s.renewal_concurrency,
+            time_budget_seconds=float(s.renewal_time_budget_seconds),
+            sweep_accounts=s.renewal_sweep_accounts,
+        )
+
+
+@dataclass
+class RenewalReport:
+    """What one run did; logged as one line and returned (tests read it)."""
+
+    renewed: int = 0
+    recreated: int = 0
+    failed: int = 0
+    skipped: int = 0
+    reauth_required: int = 0
+    deferred: int = 0
+    caught_up: int = 0
+    subscribed: int = 0
+    swept: int = 0
+    throttled: int = 0
+    past_due: bool = False
+    stopped_early: bool = False
+    duration_seconds: float = 0.0
+
+    def summary(self) -> str:
+        return (
+            f"renewed={self.renewed} recreated={self.recreated} failed={self.failed} "
+            f"skipped={self.skipped} reauth_required={self.reauth_required} deferred={self.deferred} "
+            f"caught_up={self.caught_up} subscribed={self.subscribed} swept={self.swept} "
+            f"throttled={self.throttled} past_due={self.past_due} stopped_early={self.stopped_early} "
+            f"duration={self.duration_seconds:.1f}s"
+        )
+
+
+def renew_subscriptions(
+    services: Services,
+    *,
+    past_due: bool = False,
+    policy: RenewalPolicy | None = None,
+    checkpoints: SweepCheckpointStore | None = None,
+    recreate: Recreate = ensure_mailbox_subscription,
+    resync: Resync | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> RenewalReport:
+    """One run of the renewal timer (see the module docstring); never raises for one item."""
+    run = _RenewalRun(
+        services,
+        policy or RenewalPolicy.from_services(services),
+        checkpoints=checkpoints,
+        recreate=recreate,
+        resync=resync or _sync_mailbox,
+        monotonic=monotonic,
+    )
+    report = run.report
+    report.past_due = past_due
+    if past_due:
+        log.warning("renewal: this run starts late (past due); catching up")
+    run.execute()
+    log.info("renewal run: %s", report.summary())
+    return report
+
+
+def _sync_mailbox(services: Services, account_id: str, *, reason: str = "renewal") -> object:
+    from shared.sync import sync_mailbox  # the pipeline's delta catch-up
+
+    return sync_mailbox(services, account_id, reason=reason)
+
+
+# --- one run --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Job:
+    """One subscription being renewed; ``claimed`` once our lease is written."""
+
+    subscription: Subscription
+    account: Account | None = None
+    claimed: bool = False
+    attempts: int = 0
+
+
+@dataclass
+class _Retry:
+    after_seconds: float
+
+
+class _AccountGates:
+    """One request at a time per mailbox from this run; entries vanish when unused."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._gates: dict[str, tuple[threading.Lock, int]] = {}
+
+    @contextmanager
+    def hold(self, account_id: str) -> Iterator[None]:
+        with self._lock:
+            gate, users = self._gates.get(account_id, (threading.Lock(), 0))
+            self._gates[account_id] = (gate, users + 1)
+        try:
+            with gate:
+                yield
+        finally:
+            with self._lock:
+                gate, users = self._gates[account_id]
+                if users <= 1:
+                    del self._gates[account_id]
+                else:
+                    self._gates[account_id] = (gate, users - 1)
+
+
+class _RenewalRun:
+    def __init__(
+        self,
+        services: Services,
+        policy: RenewalPolicy,
+        *,
+        checkpoints: SweepCheckpointStore | None,
+        recreate: Recreate,
+        resync: Callable[..., object],
+        monotonic: Callable[[], float],
+    ) -> None:
+        self.services = services
+        self.policy = policy
+        self.checkpoints = checkpoints
+        self.recreate = recreate
+        self.resync = resync
+        self.monotonic = monotonic
+        self.report = RenewalReport()
+        self._counts_lock = threading.Lock()
+        self._gates = _AccountGates()
+        self._started = monotonic()
+        self._stop_at = self._started + policy.time_budget_seconds
+
+    # bookkeeping
+
+    def count(self, name: str, by: int = 1) -> None:
+        with self._counts_lock:
+            setattr(self.report, name, getattr(self.report, name) + by)
+
+    def out_of_time(self) -> bool:
+        if self.monotonic() >= self._stop_at:
+            self.report.stopped_early = True
+            return True
+        return False
+
+    def execute(self) -> None:
+        with ThreadPoolExecutor(max_workers=self.policy.concurrency, thread_name_prefix="renewal") as pool:
+            self._renew_expiring(pool)
+            if not self.out_of_time():
+                self._sweep_accounts(pool)
+        self.report.duration_seconds = self.monotonic() - self._started
+
+    # phase 1: the expiry index
+
+    def _renew_expiring(self, pool: ThreadPoolExecutor) -> None:
+        now = self.services.clock.now()
+        candidates = iter(self.services.subscriptions.expiring_before(now + self.policy.window))
+        # At most 2x the pool in flight: the candidates are read lazily, memory stays flat.
+        capacity = 2 * self.policy.concurrency
+        pending: dict[Future[str | _Retry], _Job] = {}
+        retries: list[tuple[float, int, _Job]] = []  # (ready at, tie-breaker, job)
+        order = itertools.count()
+        exhausted = False
+        while True:
+            if self.out_of_time():
+                break
+            clock = self.monotonic()
+            while retries and retries[0][0] <= clock and len(pending) < capacity:
+                job = heapq.heappop(retries)[2]
+                pending[pool.submit(self._renew_guarded, job)] = job
+            if not exhausted and len(pending) < capacity:
+                subscription = next(candidates, None)
+                if subscription is None:
+                    exhausted = True
+                else:
+                    job = _Job(subscription)
+                    pending[pool.submit(self._renew_guarded, job)] = job
+                continue
+            if exhausted and not pending and not retries:
+                break
+            timeout = max(0.0, min(retries[0][0] - clock, self._stop_at - clock)) if retries else None
+            if not pending:
+                time.sleep(timeout or 0.0)
+                continue
+            done, _ = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
+            for future in done:
+                job = pending.pop(future)
+                outcome = future.result()
+                if isinstance(outcome, _Retry):
+                    heapq.heappush(retries, (self.monotonic() + outcome.after_seconds, next(order), job))
+                else:
+                    self.count(outcome)
+        # Out of time: what is in flight finishes; throttled items wait for the next run.
+        for future in list(pending):
+            outcome = future.result()
+            job = pending.pop(future)
+            if isinstance(outcome, _Retry):
+                retries.append((0.0, next(order), job))
+            else:
+                self.count(outcome)
+        for _, _, job in retries:
+            self._release(job.subscription)
+            self.count("deferred")
+        if not exhausted:
+            close = getattr(candidates, "close", None)
+            if close is not None:
+                close()
+
+    def _renew_guarded(self, job: _Job) -> str | _Retry:
+        subscription = job.subscription
+        try:
+            with self._gates.hold(subscription.account_id):
+                return self._renew(job)
+        except Exception:  # noqa: BLE001 - one bad item must not end the run
+            log.exception(
+                "renewal: account %s subscription %s failed unexpectedly",
+                subscription.account_id,
+                subscription.subscription_id,
+            )
+            if job.claimed:
+                self._release(job.subscription)
+            return "failed"
+
+    def _renew(self, job: _Job) -> str | _Retry:
+        services = self.services
+        now = services.clock.now()
+        sub = job.subscription
+        if not job.claimed:
+            reason = self._not_due(sub, now)
+            if reason:
+                log.debug("renewal: subscription %s skipped: %s", sub.subscription_id, reason)
+                return "skipped"
+            account = services.accounts.get(sub.account_id)
+            if account is None or account.status != AccountStatus.ACTIVE:
+                return self._skip_inactive(sub, account, now)
+            sub.renewing_until = now + LEASE
+            try:
+                job.subscription = sub = services.subscriptions.save(sub)
+            except ConcurrencyError:
+                log.info("renewal: subscription %s was claimed by another run", sub.subscription_id)
+                return "skipped"
+            job.account, job.claimed = account, True
+        account = job.account
+        assert account is not None
+        job.attempts += 1
+        try:
+            auth = services.tokens.graph_auth(account)
+            if sub.status != SubscriptionStatus.ACTIVE:
+                return self._recreate(job, auth)
+            expires_at = mailbox_subscription_expiry(now)
+            try:
+                answer = services.graph.renew_subscription(auth, sub.subscription_id, expires_at)
+            except NotFoundError:
+                log.info(
+                    "renewal: account %s subscription %s is gone from Graph; recreating",
+                    sub.account_id,
+                    sub.subscription_id,
+                )
+                return self._recreate(job, auth)
+        except ReauthRequiredError:
+            # The token provider has marked the account; it is skipped until reconnected.
+            self._release(sub)
+            return "reauth_required"
+        except ThrottledError as exc:
+            self.count("throttled")
+            if job.attempts >= MAX_ATTEMPTS:
+                self._release(sub)
+                return "deferred"
+            return _Retry(max(exc.retry_after, 0.0))
+        except ConnectorError as exc:
+            log.warning(
+                "renewal: account %s subscription %s not renewed: %s",
+                sub.account_id,
+                sub.subscription_id,
+                _describe(exc),
+            )
+            self._release(sub)
+            return "failed"
+        new_expiry = parse_graph_datetime(answer.get("expirationDateTime"), expires_at)
+        self._store_renewed(sub, new_expiry, now)
+        self._catch_up_if_quiet(account, now)
+        return "renewed"
+
+    def _not_due(self, sub: Subscription, now: dt.datetime) -> str:
+        if sub.renewing_until is not None and sub.renewing_until > now:
+            return "claimed by another run"
+        if sub.status != SubscriptionStatus.ACTIVE:
+            return ""  # to be recreated: neither a PATCH nor a reauthorize
+        if sub.expires_at >= now + self.policy.window:
+            return "not expiring yet"
+        if sub.last_renewed_at is not None and now - sub.last_renewed_at < GRAPH_COOLDOWN:
+            return "renewed less than 10 minutes ago"
+        if sub.last_reauthorized_at is not None and now - sub.last_reauthorized_at < GRAPH_COOLDOWN:
+            return "reauthorized less than 10 minutes ago"
+        return ""
+
+    def _skip_inactive(self, sub: Subscription, account: Account | None, now: dt.datetime) -> str:
+        # No token to renew with. Once expired, Graph has dropped it: forget the record so
+        # the expiry index does not offer it again; a reconnect creates a new one.
+        if account is None or sub.expires_at <= now:
+            self.services.subscriptions.delete(sub.account_id, sub.subscription_id)
+        return "skipped"
+
+    def _recreate(self, job: _Job, auth: GraphAuth) -> str | _Retry:
+        services, sub, account = self.services, job.subscription, job.account
+        assert account is not None
+        if sub.status == SubscriptionStatus.ACTIVE:
+            # Recorded as removed first: should recreation fail, the record stays in the
+            # expiry index and the next run tries again.
+            sub.status = SubscriptionStatus.REMOVED
+            job.subscription = sub = services.subscriptions.save(sub)
+        created = self.recreate(services, account, auth)
+        log.info(
+            "renewal: account %s subscription %s replaced by %s",
+            sub.account_id,
+            sub.subscription_id,
+            created.subscription_id,
+        )
+        self._resync(account.account_id, "subscription_recreated")
+        return "recreated"
+
+    def _store_renewed(self, sub: Subscription, expires_at: dt.datetime, now: dt.datetime) -> None:
+        store = self.services.subscriptions
+        current: Subscription | None = sub
+        for _ in range(3):
+            if current is None:
+                return  # deleted meanwhile (a disconnect): nothing to keep
+            current.expires_at = max(current.expires_at, expires_at)
+            current.last_renewed_at = now
+            current.renewing_until = None
+            current.status = SubscriptionStatus.ACTIVE
+            try:
+                store.save(current)
+                return
+            except ConcurrencyError:
+                # Somebody else wrote (the lifecycle handling, say): keep their changes.
+                current = store.get(sub.account_id, sub.subscription_id)
+        log.warning("renewal: subscription %s renewed but its new expiry was not stored", sub.subscription_id)
+
+    def _release(self, sub: Subscription) -> None:
+        sub.renewing_until = None
+        try:
+            self.services.subscriptions.save(sub)
+        except ConnectorError as exc:
+            # The lease runs out by itself; nothing else is lost.
+            log.info(
+                "renewal: lease on subscription %s left to expire (%s)", sub.subscription_id, _describe(exc)
+            )
+
+    # catch-up
+
+    def _is_quiet(self, account: Account, now: dt.datetime) -> bool:
+        heard = [t for t in (account.last_notification_at, account.last_sync_at, account.connected_at) if t]
+        return not heard or max(heard) < now - self.policy.catchup_after
+
+    def _catch_up_if_quiet(self, account: Account, now: dt.datetime) -> None:
+        if self._is_quiet(account, now) and self._resync(account.account_id, "catch_up"):
+            self.count("caught_up")
+
+    def _resync(self, account_id: str, reason: str) -> bool:
+        try:
+            self.resync(self.services, account_id, reason=reason)
+            return True
+        except ConnectorError as exc:
+            # Not lost: the account stays quiet, so the sweep tries again.
+            log.warning("renewal: account %s delta sync (%s) failed: %s", account_id, reason, _describe(exc))
+            return False
+
+    # phase 2: the account sweep
+
+    def _sweep_accounts(self, pool: ThreadPoolExecutor) -> None:
+        store, wanted = self.checkpoints, self.policy.sweep_accounts
+        if store is None or wanted <= 0:
+            return
+        now = self.services.clock.now()
+        try:
+            checkpoint = store.get(SWEEP_CHECKPOINT) or SweepCheckpoint(SWEEP_CHECKPOINT)
+            if checkpoint.leased_until is not None and checkpoint.leased_until > now:
+                log.info("renewal: another run is sweeping accounts")
+                return
+            checkpoint.leased_until = now + LEASE
+            checkpoint = store.save(checkpoint)
+        except ConnectorError as exc:
+            log.info("renewal: account sweep not started (%s)", _describe(exc))
+            return
+        continuation = checkpoint.continuation
+        try:
+            while self.report.swept < wanted and not self.out_of_time():
+                size = min(_SWEEP_PAGE, wanted - self.report.swept)
+                accounts, continuation = self.services.accounts.page(size=size, continuation=continuation)
+                for outcome in pool.map(self._tend_guarded, accounts):
+                    if outcome:
+                        self.count(outcome)
+                self.count("swept", len(accounts))
+                if continuation is None:
+                    break  # a full cycle: the next run starts from the top
+        finally:
+            checkpoint.continuation = continuation
+            checkpoint.leased_until = None
+            try:
+                store.save(checkpoint)
+            except ConnectorError as exc:
+                log.warning("renewal: account sweep checkpoint not stored (%s)", _describe(exc))
+
+    def _tend_guarded(self, account: Account) -> str:
+        try:
+            with self._gates.hold(account.account_id):
+                return self._tend(account)
+        except Exception:  # noqa: BLE001 - one bad account must not end the run
+            log.exception("renewal: account %s could not be checked", account.account_id)
+            return "failed"
+
+    def _tend(self, account: Account) -> str:
+        """An active account gets a subscription when it has none, a catch-up when quiet."""
+        services = self.services
+        now = services.clock.now()
+        if account.status != AccountStatus.ACTIVE:
+            return ""
+        if account.connected_at is not None and now - account.connected_at < CONNECT_GRACE:
+            return ""
+        recorded = services.subscriptions.for_account(account.account_id)
+        if not any(s.status == SubscriptionStatus.ACTIVE for s in recorded):
+            try:
+                auth = services.tokens.graph_auth(account)
+                created = self.recreate(services, account, auth)
+            except ReauthRequiredError:
+                return "reauth_required"
+            except ThrottledError:
+                self.count("throttled")
+                return "deferred"
+            except ConnectorError as exc:
+                log.warning(
+                    "renewal: account %s has no subscription and none could be made: %s",
+                    account.account_id,
+                    _describe(exc),
+                )
+                return "failed"
+            log.info(
+                "renewal: account %s had no subscription; created %s",
+                account.account_id,
+                created.subscription_id,
+            )
+            self._resync(account.account_id, "subscription_recreated")
+            return "subscribed"
+        if self._is_quiet(account, now) and self._resync(account.account_id, "catch_up"):
+            return "caught_up"
+        return ""
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, GraphError):
+        return f"Graph {exc.status} {exc.code}"
+    return type(exc).__name__
