@@ -1,0 +1,67 @@
+"""Fixtures for the devhost tests: a real Azurite and a DevHost serving the sample app."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+if str(PROJECT_ROOT) not in sys.path:  # `pytest` (unlike `python -m pytest`) does not add it
+    sys.path.insert(0, str(PROJECT_ROOT))
+
+from devstack.devhost import DevHost  # noqa: E402
+from tests.support.azurite import Azurite  # noqa: E402
+
+SAMPLE_APP = "tests.devhost.sample_app"
+FUNCTION_KEY = "sample-function-key"
+MASTER_KEY = "sample-master-key"
+# Fast poison handling: two attempts, the failed message visible again at once.
+FAST_HOST_JSON = {
+    "version": "2.0",
+    "extensions": {
+        "queues": {
+            "maxPollingInterval": "00:00:00.100",
+            "visibilityTimeout": "00:00:00",
+            "batchSize": 4,
+            "newBatchThreshold": 2,
+            "maxDequeueCount": 2,
+        }
+    },
+}
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    with Azurite.start(tmp_path_factory.mktemp("azurite")) as running:
+        yield running
+
+
+def write_host_json(directory: Path, data: dict[str, object]) -> Path:
+    path = directory / "host.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def devhost(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevHost]:
+    app_dir = tmp_path_factory.mktemp("app")
+    host = DevHost(
+        app_module=SAMPLE_APP,
+        port=0,
+        function_key=FUNCTION_KEY,
+        master_key=MASTER_KEY,
+        host_json=write_host_json(app_dir, FAST_HOST_JSON),
+        app_dir=app_dir,
+        env={
+            "SampleStorage": azurite.connection_string,
+            "SAMPLE_WORK_QUEUE": "sample-work",
+            "SAMPLE_NIGHTLY_SCHEDULE": "0 0 3 1 1 *",
+            "SAMPLE_HEARTBEAT_SCHEDULE": "*/1 * * * * *",
+        },
+    )
+    with host:
+        yield host
