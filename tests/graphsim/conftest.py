@@ -1,0 +1,153 @@
+"""Fixtures for tests that talk to the identity + Graph simulator.
+
+- ``graphsim``: one :class:`GraphSimulator` for the session, on a free port, with its
+  certificates in a temporary directory; ``graphsim.base_url``, ``graphsim.graph_url``,
+  ``graphsim.ca_file``.
+- ``sim``: a ``requests.Session`` on the control API (``sim.post("/users", ...)``), which
+  also restores default settings and clears faults after each test.
+- ``sim_user``: a fresh mailbox user for this test (dict with ``id``, ``userPrincipalName``).
+- ``webhook``: a local plain-HTTP notification receiver (loopback http is allowed).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+
+from devstack.graphsim import GraphSimulator
+from devstack.graphsim.state import Settings
+
+
+@pytest.fixture(scope="session")
+def graphsim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GraphSimulator]:
+    with GraphSimulator(host="127.0.0.1", port=0, cert_dir=tmp_path_factory.mktemp("graphsim-certs")) as simulator:
+        yield simulator
+
+
+class ControlSession(requests.Session):
+    """``requests.Session`` whose relative URLs go to ``{base_url}/_sim``."""
+
+    def __init__(self, simulator: GraphSimulator) -> None:
+        super().__init__()
+        self.simulator = simulator
+        self.verify = simulator.ca_file
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        if isinstance(url, str) and url.startswith("/"):
+            url = self.simulator.control_url + url
+        return super().request(method, url, *args, **kwargs)
+
+
+@pytest.fixture
+def sim(graphsim: GraphSimulator) -> Iterator[ControlSession]:
+    session = ControlSession(graphsim)
+    yield session
+    session.put("/settings", json=Settings().public()).raise_for_status()
+    session.delete("/faults").raise_for_status()
+    session.close()
+
+
+@pytest.fixture
+def sim_user(sim: ControlSession) -> dict[str, Any]:
+    upn = f"user-{uuid.uuid4().hex[:10]}@contoso.test"
+    response = sim.post("/users", json={"userPrincipalName": upn, "displayName": "Test User"})
+    response.raise_for_status()
+    return response.json()
+
+
+class WebhookReceiver:
+    """A notification endpoint: answers the validation handshake and records notifications.
+
+    ``validation``: "echo" (correct), "wrong" (answers another body), "status" (answers 400),
+    "slow" (sleeps ``delay`` before echoing). ``status`` and ``delay`` apply to notifications.
+    """
+
+    def __init__(self) -> None:
+        self.validation = "echo"
+        self.status = 202
+        self.delay = 0.0
+        self.fail_first = 0
+        self.validations: list[str] = []
+        self.posts: list[dict[str, Any]] = []  # {"path", "body", "at"}
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                query = parse_qs(urlsplit(self.path).query)
+                if "validationToken" in query:
+                    token = query["validationToken"][0]
+                    with receiver._lock:
+                        receiver.validations.append(token)
+                    mode = receiver.validation
+                    if mode == "slow":
+                        time.sleep(receiver.delay)
+                    if mode == "status":
+                        self._answer(400, b"no", "text/plain")
+                    elif mode == "wrong":
+                        self._answer(200, b"not-the-token", "text/plain")
+                    else:
+                        self._answer(200, token.encode(), "text/plain")
+                    return
+                with receiver._lock:
+                    receiver.posts.append({"path": urlsplit(self.path).path, "body": json.loads(raw or b"{}"),
+                                           "at": time.monotonic()})
+                    failing = receiver.fail_first > 0
+                    if failing:
+                        receiver.fail_first -= 1
+                if receiver.delay and receiver.validation != "slow":
+                    time.sleep(receiver.delay)
+                self._answer(500 if failing else receiver.status, b"", "text/plain")
+
+            def _answer(self, status: int, body: bytes, content_type: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/api/notifications"
+        self.lifecycle_url = f"http://127.0.0.1:{self._server.server_address[1]}/api/lifecycle"
+
+    def items(self, path: str = "/api/notifications") -> list[dict[str, Any]]:
+        with self._lock:
+            return [item for post in self.posts if post["path"] == path for item in post["body"].get("value", [])]
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.02)
+        return predicate()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def webhook() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.close()
