@@ -2,8 +2,8 @@
 
 import azure.functions as func
 
-from functions import accounts, auth, health, notifications, renewal
+from functions import accounts, auth, health, notifications, processing, renewal
 
 app = func.FunctionApp()
-for blueprint in (health.bp, notifications.bp, auth.bp, accounts.bp, renewal.bp):
+for blueprint in (health.bp, notifications.bp, processing.bp, auth.bp, accounts.bp, renewal.bp):
     app.register_functions(blueprint)
