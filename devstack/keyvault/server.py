@@ -54,6 +54,7 @@ AUTHORITY_HOST = "https://login.microsoftonline.com"
 RESOURCE = "https://vault.azure.net"
 DEFAULT_PAGE_SIZE = 25
 MAX_BODY_BYTES = 256 * 1024
+MAX_DRAINED_BYTES = 8 * 1024 * 1024
 _BEARER = re.compile(r"^Bearer\s+([A-Za-z0-9\-._~+/]+=*)\s*$")
 
 
@@ -164,6 +165,7 @@ class _VaultHTTPServer6(_VaultHTTPServer):
 class _VaultRequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "devstack-keyvault/1"
+    sys_version = ""
     timeout = 60  # idle keep-alive connections are closed after a minute
     server: _VaultHTTPServer
 
@@ -233,8 +235,15 @@ class _VaultRequestHandler(BaseHTTPRequestHandler):
             self._send_error(VaultError(400, "BadParameter", "Invalid Content-Length."))
             return None
         if length > MAX_BODY_BYTES:
-            # Not read: the connection is closed after the answer instead.
+            # Read and dropped (so the client sees the answer rather than a reset), then
+            # the connection is closed; a body beyond any reason is not even read.
             self.close_connection = True
+            if length <= MAX_DRAINED_BYTES:
+                while length > 0:
+                    chunk = self.rfile.read(min(length, 65536))
+                    if not chunk:
+                        break
+                    length -= len(chunk)
             self._send_error(
                 VaultError(413, "RequestEntityTooLarge", f"The request body is over {MAX_BODY_BYTES} bytes.")
             )
@@ -265,6 +274,10 @@ class _VaultRequestHandler(BaseHTTPRequestHandler):
             status, document = self._route(self.command, segments, query, body)
         except VaultError as error:
             self._send_error(error)
+            return
+        except Exception:  # noqa: BLE001 - a defect answers 500 like the service, not a dropped connection
+            log.exception("%s %s failed", self.command, parts.path)
+            self._send_error(VaultError(500, "InternalServerError", "The emulator failed on this request."))
             return
         self._send(status, document)
 

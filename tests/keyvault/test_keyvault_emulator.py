@@ -247,3 +247,44 @@ def test_a_deleted_secret_is_purged_when_its_retention_ends(tmp_path: Path) -> N
     now[0] += 1
     assert vault.list_deleted() == []
     assert json.loads((tmp_path / "vault.json").read_text())["secrets"] == []
+
+
+def test_names_are_case_insensitive_and_keep_their_first_spelling(client: SecretClient) -> None:
+    client.set_secret("Mixed-Case", "v1")
+    client.set_secret("mixed-case", "v2")
+
+    secret = client.get_secret("MIXED-CASE")
+
+    assert (secret.name, secret.value) == ("Mixed-Case", "v2")
+
+
+def test_concurrent_writers_each_get_their_own_version(emulator: KeyVaultEmulator) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def write(i: int) -> int:
+        with requests.Session() as session:
+            return session.put(
+                f"{emulator.url}/secrets/contended", params=API, headers=AUTH, json={"value": f"v{i}"},
+                verify=emulator.ca_file, timeout=10,
+            ).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(write, range(24)))
+
+    assert statuses == [200] * 24
+    versions = requests.get(
+        f"{emulator.url}/secrets/contended/versions", params=API, headers=AUTH, verify=emulator.ca_file, timeout=5
+    ).json()
+    assert len(versions["value"]) == 24
+    assert versions["nextLink"] is None
+
+
+def test_an_oversized_request_body_is_413_and_a_missing_api_version_is_400(emulator: KeyVaultEmulator) -> None:
+    too_big = requests.put(
+        f"{emulator.url}/secrets/huge", params=API, headers=AUTH, data=b"x" * (300 * 1024),
+        verify=emulator.ca_file, timeout=10,
+    )
+    no_version = requests.get(f"{emulator.url}/secrets", headers=AUTH, verify=emulator.ca_file, timeout=5)
+
+    assert too_big.status_code == 413
+    assert no_version.status_code == 400 and no_version.json()["error"]["code"] == "BadParameter"
