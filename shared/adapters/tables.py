@@ -13,7 +13,7 @@ Keys are chosen for the access paths of a large deployment (DESIGN.md "Scale"):
   expiry that moved, or by a deleted subscription, is noticed and removed on the next
   read, because every hit is checked against the subscription itself.
 - ``authflows``: PartitionKey = state, RowKey = "flow"; taken by an ETag-conditional
-  delete, so exactly one caller wins a state.
+  claim, so exactly one caller wins a state, then deleted.
 
 Writes that can race use ETags: a stale write raises ``ConcurrencyError``, never
 overwrites silently. The SDK is imported lazily: the webhook's cold path never loads it.
@@ -391,23 +391,28 @@ class TableAuthFlowStore:
     def take(self, state: str) -> PendingAuthFlow | None:
         from azure.core import MatchConditions
         from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNotFoundError
+        from azure.data.tables import UpdateMode
 
         try:
             _check_key(state, "state")
         except InvalidInputError:
             return None
         entity = _read(self._client, state, _FLOW_ROW)
-        if entity is None:
+        if entity is None or entity.get("Taken"):
             return None
         try:
-            # Conditional delete: of two callbacks racing with one state, one wins.
-            self._client.delete_entity(
-                state, _FLOW_ROW, etag=entity.metadata["etag"], match_condition=MatchConditions.IfNotModified
+            # Claim it with an ETag-conditional write: of two callbacks racing with one
+            # state, exactly one wins. (A conditional delete would not do: the SDK's
+            # delete_entity reports success for an entity that is already gone.)
+            self._client.update_entity(
+                {"PartitionKey": state, "RowKey": _FLOW_ROW, "Taken": True},
+                mode=UpdateMode.MERGE, etag=entity.metadata["etag"], match_condition=MatchConditions.IfNotModified,
             )
         except (ResourceNotFoundError, ResourceModifiedError):
             return None
         except AzureError as exc:
             raise PersistenceError(f"taking an auth flow failed: {type(exc).__name__}") from exc
+        _delete(self._client, state, _FLOW_ROW)
         return PendingAuthFlow(
             state=state,
             flow=json.loads(entity["Flow"]),

@@ -1,0 +1,166 @@
+"""Table Storage adapters against a real Azurite: keys, ETags, the expiry index, auth flows."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import uuid
+
+import pytest
+from azure.data.tables import TableServiceClient
+
+from shared.adapters.tables import (
+    EXPIRY_INDEX_TABLE,
+    TableAccountStore,
+    TableAuthFlowStore,
+    TableSubscriptionStore,
+)
+from shared.errors import ConcurrencyError, InvalidInputError
+from shared.models import Account, AccountStatus, PendingAuthFlow, Subscription
+
+NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
+
+
+def _account(**overrides: object) -> Account:
+    oid, tid = str(uuid.uuid4()), str(uuid.uuid4())
+    values: dict[str, object] = {
+        "account_id": f"{oid}.{tid}", "tenant_id": tid, "user_id": oid,
+        "user_principal_name": "adele@contoso.test", "scopes": ("User.Read", "Mail.Read"),
+        "connected_at": NOW,
+    }
+    values.update(overrides)
+    return Account(**values)  # type: ignore[arg-type]
+
+
+def _subscription(account_id: str, expires_at: dt.datetime) -> Subscription:
+    return Subscription(
+        subscription_id=str(uuid.uuid4()), account_id=account_id,
+        resource="/me/mailFolders('inbox')/messages", change_type="created,updated,deleted",
+        expires_at=expires_at,
+    )
+
+
+@pytest.fixture()
+def accounts(azurite) -> TableAccountStore:  # type: ignore[no-untyped-def]
+    return TableAccountStore(azurite.connection_string)
+
+
+@pytest.fixture()
+def subscriptions(azurite) -> TableSubscriptionStore:  # type: ignore[no-untyped-def]
+    return TableSubscriptionStore(azurite.connection_string)
+
+
+def test_an_account_round_trips_with_every_field(accounts: TableAccountStore) -> None:
+    account = _account(delta_link="https://graph/delta?$deltatoken=abc", last_error="boom")
+    accounts.save(account)
+    loaded = accounts.get(account.account_id)
+    assert loaded == account
+    assert loaded is not None and loaded.etag
+
+
+def test_a_stale_etag_write_is_rejected_and_keeps_the_winner(accounts: TableAccountStore) -> None:
+    account = accounts.save(_account())
+    first, second = accounts.get(account.account_id), accounts.get(account.account_id)
+    assert first is not None and second is not None
+    first.status = AccountStatus.REAUTH_REQUIRED
+    accounts.save(first)
+    second.last_error = "written from a stale read"
+    with pytest.raises(ConcurrencyError):
+        accounts.save(second)
+    stored = accounts.get(account.account_id)
+    assert stored is not None
+    assert stored.status is AccountStatus.REAUTH_REQUIRED and stored.last_error is None
+
+
+def test_creating_an_account_twice_without_etag_is_a_conflict(accounts: TableAccountStore) -> None:
+    account = _account()
+    accounts.save(account)
+    with pytest.raises(ConcurrencyError):
+        accounts.save(_account(account_id=account.account_id))
+
+
+def test_accounts_are_listed_page_by_page(accounts: TableAccountStore) -> None:
+    for _ in range(5):
+        accounts.save(_account())
+    seen: list[str] = []
+    continuation: str | None = None
+    pages = 0
+    while True:
+        page, continuation = accounts.page(size=2, continuation=continuation)
+        pages += 1
+        assert len(page) <= 2
+        seen.extend(a.account_id for a in page)
+        if continuation is None:
+            break
+    assert len(seen) == len(set(seen)) >= 5 and pages >= 3
+
+
+def test_a_forged_continuation_token_is_invalid_input(accounts: TableAccountStore) -> None:
+    with pytest.raises(InvalidInputError):
+        accounts.page(continuation="%%%not-base64%%%")
+
+
+def test_an_unknown_or_malformed_account_id(accounts: TableAccountStore) -> None:
+    assert accounts.get("no-such-account") is None
+    with pytest.raises(InvalidInputError):
+        accounts.get("bad/id#")
+
+
+def test_expiring_subscriptions_are_found_through_the_index(subscriptions: TableSubscriptionStore) -> None:
+    account_id = _account().account_id
+    soon = subscriptions.save(_subscription(account_id, NOW + dt.timedelta(minutes=30)))
+    later = subscriptions.save(_subscription(account_id, NOW + dt.timedelta(days=5)))
+    expired = subscriptions.save(_subscription(account_id, NOW - dt.timedelta(days=2)))
+    found = {s.subscription_id for s in subscriptions.expiring_before(NOW + dt.timedelta(hours=2))}
+    assert {soon.subscription_id, expired.subscription_id} <= found
+    assert later.subscription_id not in found
+
+
+def test_a_renewed_subscription_leaves_the_old_expiry_bucket(
+    subscriptions: TableSubscriptionStore, azurite  # type: ignore[no-untyped-def]
+) -> None:
+    sub = subscriptions.save(_subscription(_account().account_id, NOW + dt.timedelta(minutes=10)))
+    sub.expires_at = NOW + dt.timedelta(days=6)
+    subscriptions.save(sub)
+    found = [s.subscription_id for s in subscriptions.expiring_before(NOW + dt.timedelta(hours=1))]
+    assert sub.subscription_id not in found
+    # The stale index entry was removed when it was read, so it costs nothing next time.
+    index = TableServiceClient.from_connection_string(azurite.connection_string).get_table_client(EXPIRY_INDEX_TABLE)
+    rows = [e["RowKey"] for e in index.query_entities("RowKey eq @r", parameters={"r": f"{sub.account_id}|{sub.subscription_id}"})]
+    assert len(rows) == 1
+
+
+def test_a_deleted_subscription_is_not_reported_as_expiring(subscriptions: TableSubscriptionStore) -> None:
+    sub = subscriptions.save(_subscription(_account().account_id, NOW + dt.timedelta(minutes=10)))
+    subscriptions.delete(sub.account_id, sub.subscription_id)
+    subscriptions.delete(sub.account_id, sub.subscription_id)  # idempotent
+    assert sub.subscription_id not in {s.subscription_id for s in subscriptions.expiring_before(NOW + dt.timedelta(hours=1))}
+    assert subscriptions.for_account(sub.account_id) == []
+
+
+def test_a_stale_subscription_write_is_rejected(subscriptions: TableSubscriptionStore) -> None:
+    sub = subscriptions.save(_subscription(_account().account_id, NOW))
+    a = subscriptions.get(sub.account_id, sub.subscription_id)
+    b = subscriptions.get(sub.account_id, sub.subscription_id)
+    assert a is not None and b is not None
+    a.renewing_until = NOW + dt.timedelta(minutes=5)
+    subscriptions.save(a)
+    b.renewing_until = NOW + dt.timedelta(minutes=5)
+    with pytest.raises(ConcurrencyError):
+        subscriptions.save(b)
+
+
+def test_an_auth_flow_is_taken_once_even_by_racing_callbacks(azurite) -> None:  # type: ignore[no-untyped-def]
+    flows = TableAuthFlowStore(azurite.connection_string)
+    state = uuid.uuid4().hex
+    flows.put(PendingAuthFlow(state=state, flow={"state": state, "code_verifier": "v"}, expires_at=NOW))
+    results: list[PendingAuthFlow | None] = []
+    threads = [threading.Thread(target=lambda: results.append(flows.take(state))) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [r for r in results if r is not None]
+    assert len(winners) == 1 and winners[0].flow["code_verifier"] == "v"
+    assert flows.take(state) is None
+    assert flows.take("not/a valid#state") is None

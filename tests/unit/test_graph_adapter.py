@@ -1,0 +1,156 @@
+"""The Graph client at the wire: retry policy, error mapping, per-mailbox concurrency.
+
+A ``requests`` transport adapter plays Graph, so the real client code runs unchanged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+import requests
+from requests.adapters import BaseAdapter
+
+from shared.adapters.graph import RequestsGraphApi, RetryPolicy
+from shared.errors import DeltaTokenExpiredError, GraphError, NotFoundError, ThrottledError, UpstreamError
+from shared.ports import GraphAuth
+
+AUTH = GraphAuth(account_id="oid.tid", access_token="token-value")
+Handler = Callable[[requests.PreparedRequest], tuple[int, dict[str, str], object]]
+
+
+class GraphTransport(BaseAdapter):
+    def __init__(self, handler: Handler) -> None:
+        super().__init__()
+        self.handler = handler
+        self.requests: list[requests.PreparedRequest] = []
+
+    def send(self, request: requests.PreparedRequest, **kwargs: object) -> requests.Response:  # type: ignore[override]
+        self.requests.append(request)
+        status, headers, body = self.handler(request)
+        response = requests.Response()
+        response.status_code = status
+        response.headers.update({"Content-Type": "application/json", **headers})
+        response._content = json.dumps(body).encode() if body is not None else b""
+        response.url = request.url or ""
+        response.request = request
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+def _client(handler: Handler, **kwargs: object) -> tuple[RequestsGraphApi, GraphTransport, list[float]]:
+    transport = GraphTransport(handler)
+    session = requests.Session()
+    session.mount("https://", transport)
+    sleeps: list[float] = []
+    api = RequestsGraphApi("https://graph.test/v1.0", session=session, sleep=sleeps.append, **kwargs)  # type: ignore[arg-type]
+    return api, transport, sleeps
+
+
+def _odata(code: str, message: str = "") -> dict[str, object]:
+    return {"error": {"code": code, "message": message}}
+
+
+def test_a_throttled_call_waits_retry_after_then_succeeds() -> None:
+    answers = iter([(429, {"Retry-After": "3"}, _odata("ApplicationThrottled")), (200, {}, {"id": "me"})])
+    api, transport, sleeps = _client(lambda r: next(answers))
+    assert api.get_me(AUTH) == {"id": "me"}
+    assert sleeps == [3.0] and len(transport.requests) == 2
+
+
+def test_persistent_throttling_ends_in_throttled_error_with_retry_after() -> None:
+    api, transport, sleeps = _client(
+        lambda r: (503, {"Retry-After": "7"}, _odata("serviceUnavailable")), retry=RetryPolicy(max_attempts=3)
+    )
+    with pytest.raises(ThrottledError) as caught:
+        api.get_me(AUTH)
+    assert caught.value.retry_after == 7.0
+    assert len(transport.requests) == 3 and sleeps == [7.0, 7.0]
+
+
+def test_an_absurd_retry_after_is_capped() -> None:
+    answers = iter([(429, {"Retry-After": "86400"}, None), (200, {}, {"id": "me"})])
+    api, _, sleeps = _client(lambda r: next(answers), retry=RetryPolicy(max_wait_seconds=20))
+    api.get_me(AUTH)
+    assert sleeps == [20]
+
+
+def test_graph_errors_are_mapped_to_the_hierarchy() -> None:
+    api, _, _ = _client(lambda r: (404, {}, _odata("ResourceNotFound", "gone")))
+    with pytest.raises(NotFoundError):
+        api.renew_subscription(AUTH, "sub-1", dt.datetime(2026, 11, 21, tzinfo=dt.UTC))
+    api, _, _ = _client(lambda r: (400, {}, _odata("ValidationError", "Subscription validation request failed")))
+    with pytest.raises(GraphError) as caught:
+        api.create_subscription(
+            AUTH, resource="/me/messages", change_type="created", notification_url="https://a/n",
+            lifecycle_notification_url="https://a/l", expires_at=dt.datetime(2026, 11, 21, tzinfo=dt.UTC),
+            client_state="cs",
+        )
+    assert caught.value.status == 400 and caught.value.code == "ValidationError" and not caught.value.transient
+
+
+def test_a_dead_delta_token_is_delta_token_expired() -> None:
+    api, _, _ = _client(lambda r: (410, {}, _odata("SyncStateNotFound")))
+    with pytest.raises(DeltaTokenExpiredError):
+        api.delta_page(AUTH, "https://graph.test/v1.0/me/mailFolders('inbox')/messages/delta?$deltatoken=x")
+    api, _, _ = _client(lambda r: (400, {}, _odata("syncStateNotFound")))
+    with pytest.raises(DeltaTokenExpiredError):
+        api.delta_page(AUTH, None)
+
+
+def test_delta_pages_carry_items_and_links_and_the_page_size_preference() -> None:
+    body = {"value": [{"id": "m1"}, {"id": "m2", "@removed": {"reason": "deleted"}}],
+            "@odata.nextLink": "https://graph.test/v1.0/next"}
+    api, transport, _ = _client(lambda r: (200, {}, body))
+    page = api.delta_page(AUTH, None)
+    assert [i["id"] for i in page.items] == ["m1", "m2"] and page.next_link and page.delta_link is None
+    first = transport.requests[0]
+    assert "/me/mailFolders('inbox')/messages/delta?$select=" in (first.url or "")
+    assert first.headers["Prefer"].startswith("odata.maxpagesize=")
+    assert first.headers["Authorization"] == "Bearer token-value"
+    api.delta_page(AUTH, "https://graph.test/v1.0/next")
+    assert transport.requests[1].url == "https://graph.test/v1.0/next"  # links are followed as given
+
+
+def test_deleting_a_gone_subscription_is_not_an_error() -> None:
+    api, _, _ = _client(lambda r: (404, {}, _odata("ResourceNotFound")))
+    api.delete_subscription(AUTH, "sub-1")
+
+
+def test_network_failures_are_retried_then_reported_as_upstream_errors() -> None:
+    def fail(request: requests.PreparedRequest) -> tuple[int, dict[str, str], object]:
+        raise requests.ConnectionError("refused")
+
+    api, transport, sleeps = _client(fail, retry=RetryPolicy(max_attempts=2))
+    with pytest.raises(UpstreamError):
+        api.get_me(AUTH)
+    assert len(transport.requests) == 2 and len(sleeps) == 1
+
+
+def test_no_more_than_four_requests_run_at_once_for_one_mailbox() -> None:
+    lock = threading.Lock()
+    running = peak = 0
+
+    def slow(request: requests.PreparedRequest) -> tuple[int, dict[str, str], object]:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.02)
+        with lock:
+            running -= 1
+        return 200, {}, {"id": "me"}
+
+    api, _, _ = _client(slow)
+    threads = [threading.Thread(target=api.get_me, args=(AUTH,)) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak == 4
