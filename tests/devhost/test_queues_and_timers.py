@@ -1,0 +1,136 @@
+"""Queue triggers, queue outputs and timers through the devhost, against a real Azurite."""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+
+import pytest
+import requests
+from azure.storage.queue import QueueClient
+
+from devstack.devhost import DevHost
+from tests.devhost.conftest import FUNCTION_KEY, MASTER_KEY
+from tests.devhost.sample_app import RECORD
+from tests.support.azurite import Azurite
+
+
+def bodies_seen(function: str) -> list[str]:
+    return [entry["body"] for entry in RECORD.seen(function)]
+
+
+def wait_for_body(function: str, body: str, count: int = 1, timeout: float = 10.0) -> list[dict[str, object]]:
+    RECORD.wait_for(function, lambda seen: sum(1 for e in seen if e["body"] == body) >= count, timeout)
+    return [entry for entry in RECORD.seen(function) if entry["body"] == body]
+
+
+def find_message(azurite: Azurite, queue: str, text: str, timeout: float = 10.0) -> str:
+    """The raw text of the first message in ``queue`` whose text or base64-decoded body is ``text``."""
+    client = QueueClient.from_connection_string(azurite.connection_string, queue)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for message in client.peek_messages(max_messages=32):
+            raw = message.content or ""
+            decoded = base64.b64decode(raw).decode("utf-8", "replace") if raw else ""
+            if text in (raw, decoded):
+                return raw
+        time.sleep(0.05)
+    raise AssertionError(f"no message {text!r} in {queue}")
+
+
+def test_a_message_written_by_an_output_binding_is_base64_and_consumed_by_the_trigger(
+        devhost: DevHost, azurite: Azurite) -> None:
+    body = f"hello {uuid.uuid4()}"
+
+    response = requests.post(f"{devhost.base_url}/api/enqueue", data=body.encode(), timeout=5)
+
+    assert response.status_code == 202
+    assert find_message(azurite, "sample-outbox", body) == base64.b64encode(body.encode()).decode()
+    [entry] = wait_for_body("process_work", body)
+    assert entry["dequeue_count"] == 1
+    assert entry["inserted"] is True
+    assert entry["invocation_id"]
+
+
+def test_a_list_set_on_an_output_binding_becomes_one_message_each(devhost: DevHost) -> None:
+    first, second = f"one {uuid.uuid4()}", f"two {uuid.uuid4()}"
+
+    response = requests.post(f"{devhost.base_url}/api/enqueue", json=[first, second], timeout=5)
+
+    assert response.status_code == 202
+    wait_for_body("process_work", first)
+    wait_for_body("process_work", second)
+
+
+def test_a_message_that_is_not_base64_is_read_as_raw_text(devhost: DevHost, azurite: Azurite) -> None:
+    body = f"plain text {uuid.uuid4()}!"
+    QueueClient.from_connection_string(azurite.connection_string, "sample-work").send_message(body)
+
+    wait_for_body("process_work", body)
+
+
+def test_a_message_that_fails_max_dequeue_count_times_moves_to_poison_with_its_body(
+        devhost: DevHost, azurite: Azurite) -> None:
+    body = f"fail {uuid.uuid4()}"
+    QueueClient.from_connection_string(azurite.connection_string, "sample-work").send_message(
+        base64.b64encode(body.encode()).decode())
+
+    attempts = wait_for_body("process_work", body, count=2)
+    raw = find_message(azurite, "sample-work-poison", body)
+
+    assert [a["dequeue_count"] for a in attempts] == [1, 2]
+    assert base64.b64decode(raw).decode() == body
+    time.sleep(0.3)  # no third attempt: the message left the queue
+    assert bodies_seen("process_work").count(body) == 2
+    assert requests.get(f"{devhost.base_url}/api/items/1", timeout=5).status_code == 200
+
+
+def test_admin_api_runs_a_timer_function_now(devhost: DevHost) -> None:
+    before = len(RECORD.seen("nightly"))
+    url = f"{devhost.base_url}/admin/functions/nightly"
+
+    assert requests.post(url, json={}, headers={"x-functions-key": FUNCTION_KEY}, timeout=5).status_code == 401
+    response = requests.post(url, json={"input": ""}, headers={"x-functions-key": MASTER_KEY}, timeout=5)
+
+    assert response.status_code == 202
+    assert RECORD.wait_for("nightly", lambda seen: len(seen) > before, timeout=5)[-1] is False
+
+
+def test_admin_api_runs_a_queue_function_with_the_input_as_body(devhost: DevHost) -> None:
+    body = f"manual {uuid.uuid4()}"
+
+    response = requests.post(f"{devhost.base_url}/admin/functions/process_work", json={"input": body},
+                             params={"code": MASTER_KEY}, timeout=5)
+
+    assert response.status_code == 202
+    wait_for_body("process_work", body)
+
+
+def test_admin_api_refuses_unknown_and_http_functions(devhost: DevHost) -> None:
+    headers = {"x-functions-key": MASTER_KEY}
+
+    assert requests.post(f"{devhost.base_url}/admin/functions/nope", headers=headers, timeout=5).status_code == 404
+    assert requests.post(f"{devhost.base_url}/admin/functions/secret", headers=headers, timeout=5).status_code == 400
+
+
+def test_timer_runs_on_startup_and_then_on_its_schedule(devhost: DevHost) -> None:
+    # heartbeat: run_on_startup and "*/1 * * * * *" resolved from %SAMPLE_HEARTBEAT_SCHEDULE%.
+    seen = RECORD.wait_for("heartbeat", lambda runs: len(runs) >= 3, timeout=5)
+
+    assert 0.5 < seen[-1] - seen[-2] < 1.5
+
+
+def test_a_missing_setting_puts_only_that_function_in_error(
+        azurite: Azurite, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SAMPLE_NIGHTLY_SCHEDULE", raising=False)  # the module's devhost set it process-wide
+    env = {"SampleStorage": azurite.connection_string, "SAMPLE_WORK_QUEUE": "sample-idle",
+           "SAMPLE_HEARTBEAT_SCHEDULE": "0 0 0 1 1 *"}
+    with DevHost(app_module="tests.devhost.sample_app", app_dir=tmp_path, env=env,
+                 functions=["nightly", "show_item"]) as host:
+        status = requests.get(f"{host.base_url}/admin/host/status", params={"code": host.function_key},
+                              timeout=5).json()
+        served = requests.get(f"{host.base_url}/api/items/5", timeout=5).status_code
+
+    assert "SAMPLE_NIGHTLY_SCHEDULE" in status["errors"]["nightly"]
+    assert served == 200
