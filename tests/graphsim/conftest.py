@@ -7,6 +7,13 @@
   also restores default settings and clears faults after each test.
 - ``sim_user``: a fresh mailbox user for this test (dict with ``id``, ``userPrincipalName``).
 - ``webhook``: a local plain-HTTP notification receiver (loopback http is allowed).
+- ``confidential_app``: an MSAL ``ConfidentialClientApplication`` for the default app.
+- ``sign_in(app, upn, scopes)``: the auth-code + PKCE flow through the simulator, as a
+  browser would follow it (auto-consent for a known ``login_hint``); returns MSAL's result.
+- ``user_token``: a delegated Graph access token (User.Read Mail.ReadWrite) for ``sim_user``.
+
+MSAL and ``requests.Session`` take ``REQUESTS_CA_BUNDLE`` over a session's ``verify``, so
+every test here runs with ``REQUESTS_CA_BUNDLE`` pointing at the simulator's CA.
 """
 
 from __future__ import annotations
@@ -20,10 +27,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import msal
 import pytest
 import requests
 
-from devstack.graphsim import GraphSimulator
+from devstack.graphsim import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_REDIRECT_URI, GraphSimulator
 from devstack.graphsim.state import Settings
 
 
@@ -151,3 +159,66 @@ def webhook() -> Iterator[WebhookReceiver]:
     receiver = WebhookReceiver()
     yield receiver
     receiver.close()
+
+
+@pytest.fixture(autouse=True)
+def _trust_simulator_ca(graphsim: GraphSimulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", graphsim.ca_file)
+
+
+@pytest.fixture
+def confidential_app(graphsim: GraphSimulator) -> msal.ConfidentialClientApplication:
+    return msal.ConfidentialClientApplication(
+        DEFAULT_CLIENT_ID, client_credential=DEFAULT_CLIENT_SECRET, authority=graphsim.authority("common"),
+        instance_discovery=False, verify=graphsim.ca_file)
+
+
+def follow_authorize(auth_uri: str, ca_file: str) -> dict[str, str]:
+    """Follow the authorize request as a browser would; return the parameters sent to the redirect URI."""
+    response = requests.get(auth_uri, verify=ca_file, allow_redirects=False, timeout=10)
+    if response.status_code == 302:
+        return {k: v[0] for k, v in parse_qs(urlsplit(response.headers["Location"]).query).items()}
+    assert response.status_code == 200, response.text
+    return parse_form_post(response.text)
+
+
+def parse_form_post(page: str) -> dict[str, str]:
+    """The hidden inputs of a form_post response page."""
+    import html
+    import re
+
+    return {html.unescape(name): html.unescape(value)
+            for name, value in re.findall(r'<input type="hidden" name="([^"]*)" value="([^"]*)"', page)}
+
+
+SignIn = Callable[..., dict[str, Any]]
+
+
+@pytest.fixture
+def sign_in(graphsim: GraphSimulator) -> SignIn:
+    def run(app: msal.ClientApplication, upn: str, scopes: list[str] | None = None,
+            response_mode: str = "query") -> dict[str, Any]:
+        flow = app.initiate_auth_code_flow(scopes or ["User.Read", "Mail.ReadWrite"],
+                                           redirect_uri=DEFAULT_REDIRECT_URI, login_hint=upn,
+                                           response_mode=response_mode)
+        auth_response = follow_authorize(flow["auth_uri"], graphsim.ca_file)
+        return app.acquire_token_by_auth_code_flow(flow, auth_response)
+
+    return run
+
+
+@pytest.fixture
+def user_token(confidential_app: msal.ConfidentialClientApplication, sim_user: dict[str, Any],
+               sign_in: SignIn) -> str:
+    result = sign_in(confidential_app, sim_user["userPrincipalName"])
+    assert "access_token" in result, result
+    return str(result["access_token"])
+
+
+@pytest.fixture
+def graph(graphsim: GraphSimulator, user_token: str) -> Iterator[requests.Session]:
+    """A keep-alive session on Graph with ``sim_user``'s delegated token."""
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {user_token}"
+    yield session
+    session.close()
