@@ -141,7 +141,7 @@ def finish_connect(services: Services, grant: TokenGrant) -> ConnectResult:
         tokens.remember(account_id, grant.access_token, grant.expires_in)
     try:
         subscription = ensure_mailbox_subscription(services, account, auth)
-    except (UpstreamError, ConcurrencyError) as exc:
+    except ConnectorError as exc:
         _record_error(services, account_id, f"inbox subscription failed: {type(exc).__name__}: {exc}")
         raise
     _record_initial_delta(services, account, auth)
@@ -210,24 +210,28 @@ def _record_error(services: Services, account_id: str, message: str) -> None:
 
 def _record_initial_delta(services: Services, account: Account, auth: GraphAuth) -> None:
     """The initial delta round (DESIGN.md "Connect" step 4): records the mailbox's deltaLink,
-    emitting its history only when ``EMIT_HISTORY_ON_CONNECT`` is set.
+    publishing its history only when ``EMIT_HISTORY_ON_CONNECT`` is set.
 
-    INTEGRATION POINT: shared/sync.py (the push pipeline) provides the delta round; until
-    it is there, a connect leaves ``delta_link`` empty and the first notification or the
-    renewal's catch-up starts the mailbox's first round.
+    A failure here does not undo the connect: the account is connected and subscribed, and
+    the first notification or the renewal's catch-up sync runs the round again.
     """
     try:
-        from shared import sync
-    except ImportError:
-        return
-    baseline = getattr(sync, "baseline_mailbox", None)
-    if baseline is None:
+        from shared.sync import record_initial_delta
+    except ImportError:  # pragma: no cover - a deployment without the push pipeline
         return
     try:
-        baseline(services, account, auth, emit=services.settings.emit_history_on_connect)
+        record_initial_delta(services, account, auth, emit_history=services.settings.emit_history_on_connect)
     except (UpstreamError, ConcurrencyError) as exc:
-        # The account is connected and subscribed; the catch-up sync retries the round.
         log.warning("account %s: initial delta round failed: %s", account.account_id, type(exc).__name__)
+
+
+def _forget_published_mail(services: Services, account_id: str) -> None:
+    """A reconnect after a disconnect starts a fresh history: drop the mail ledger."""
+    try:
+        from shared.sync import mail_ledger
+    except ImportError:  # pragma: no cover - a deployment without the push pipeline
+        return
+    mail_ledger(services).forget_account(account_id)
 
 
 # -- disconnect ------------------------------------------------------------------------
@@ -251,6 +255,7 @@ def disconnect_account(services: Services, account_id: str) -> Account:
             )
     removed = remove_mailbox_subscriptions(services, account, auth)
     services.secrets.delete(token_cache_secret_name(account_id))
+    _forget_published_mail(services, account_id)
     tokens: Any = services.tokens
     if hasattr(tokens, "forget"):
         tokens.forget(account_id)

@@ -79,7 +79,7 @@ def ensure_mailbox_subscription(services: Services, account: Account, auth: Grap
             renewed = _renew(services, existing, auth, now)
             if renewed is not None:
                 return renewed
-        _discard(services, existing, auth)
+        _discard(services, existing, auth, keep_undeleted=True)
     try:
         return _create(services, account, auth, now)
     except GraphError as exc:
@@ -87,7 +87,7 @@ def ensure_mailbox_subscription(services: Services, account: Account, auth: Grap
             raise
         log.warning("account %s: Graph already has an inbox subscription; replacing it", account.account_id)
         for leftover in mailbox_subscriptions(services, account.account_id):
-            _discard(services, leftover, auth)
+            _discard(services, leftover, auth, keep_undeleted=True)
         return _create(services, account, auth, now)
 
 
@@ -131,21 +131,29 @@ def _renew(
     return services.subscriptions.save(subscription)
 
 
-def _discard(services: Services, subscription: Subscription, auth: GraphAuth | None) -> None:
+def _discard(
+    services: Services, subscription: Subscription, auth: GraphAuth | None, *, keep_undeleted: bool = False
+) -> None:
+    """Delete the subscription in Graph (when a token is at hand) and in the store. With
+    ``keep_undeleted``, one that Graph could not delete right now stays recorded as failed,
+    so that the next attempt (or a 409 on creation) deletes it rather than losing track."""
     if auth is not None:
         try:
             services.graph.delete_subscription(auth, subscription.subscription_id)
         except NotFoundError:
             pass
         except UpstreamError as exc:
-            # Left to expire in Graph; its clientState still names the account, whose
-            # notifications then find no recorded subscription.
             log.warning(
                 "account %s: subscription %s could not be deleted in Graph: %s",
                 subscription.account_id,
                 subscription.subscription_id,
                 type(exc).__name__,
             )
+            if keep_undeleted:
+                if subscription.status != SubscriptionStatus.FAILED:
+                    subscription.status = SubscriptionStatus.FAILED
+                    services.subscriptions.save(subscription)
+                return
     services.subscriptions.delete(subscription.account_id, subscription.subscription_id)
 
 

@@ -345,6 +345,67 @@ class FakeGraphApi:
         return max(expires_at, now + self.MIN_LIFETIME)
 
 
+class FakeMailLedger:
+    """``shared.ledger.MailLedger`` in memory: marks per account and message, one sync lease
+    per account with its "pending" flag, takeover of a stale lease."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.items: dict[str, dict[str, Any]] = {}
+        self.leases: dict[str, dict[str, Any]] = {}
+
+    def marks(self, account_id: str, message_ids: Sequence[str]) -> dict[str, Any]:
+        with self._lock:
+            stored = self.items.get(account_id, {})
+            return {m: stored[m] for m in message_ids if m in stored}
+
+    def record(self, account_id: str, marks: Sequence[Any]) -> None:
+        with self._lock:
+            stored = self.items.setdefault(account_id, {})
+            for mark in marks:
+                stored[mark.message_id] = mark
+
+    def live_message_ids(self, account_id: str) -> Iterator[str]:
+        with self._lock:
+            live = [m for m, mark in self.items.get(account_id, {}).items() if not mark.removed]
+        return iter(live)
+
+    def forget_account(self, account_id: str) -> None:
+        with self._lock:
+            self.items.pop(account_id, None)
+            self.leases.pop(account_id, None)
+
+    def acquire_lease(
+        self, account_id: str, holder: str, now: dt.datetime, stale_after: dt.timedelta
+    ) -> bool:
+        with self._lock:
+            lease = self.leases.get(account_id)
+            if lease is not None and lease["holder"] != holder and now - lease["renewed_at"] < stale_after:
+                lease["pending"] = True
+                return False
+            self.leases[account_id] = {"holder": holder, "renewed_at": now, "pending": False}
+            return True
+
+    def renew_lease(self, account_id: str, holder: str, now: dt.datetime) -> bool:
+        with self._lock:
+            lease = self.leases.get(account_id)
+            if lease is None or lease["holder"] != holder:
+                return False
+            lease["renewed_at"] = now
+            return True
+
+    def release_lease(self, account_id: str, holder: str, *, abandon: bool = False) -> bool:
+        with self._lock:
+            lease = self.leases.get(account_id)
+            if lease is None or lease["holder"] != holder:
+                return True
+            if lease["pending"] and not abandon:
+                lease["pending"] = False
+                return False
+            del self.leases[account_id]
+            return True
+
+
 class FakeTokenProvider:
     """Hands out ``token-{account id}``; accounts in ``dead`` raise ``ReauthRequiredError``."""
 
@@ -493,7 +554,7 @@ class FakeIdentity:
 def make_services(
     settings: Settings | None = None, *, real_tokens: bool = True, **overrides: Any
 ) -> Services:
-    """``Services`` built from fakes. With ``real_tokens`` (the default) the real
+    """``Services`` built from fakes (the mail ledger too). With ``real_tokens`` (the default) the real
     ``CachedTokenProvider`` runs over the fake identity and secrets; otherwise
     ``FakeTokenProvider``. ``overrides`` replace single fakes."""
     clock = overrides.pop("clock", None) or FixedClock(EPOCH)
@@ -509,5 +570,9 @@ def make_services(
     }
     if not real_tokens:
         parts["tokens"] = FakeTokenProvider()
+    ledger = overrides.pop("ledger", None) or FakeMailLedger()
     parts.update(overrides)
-    return Services(settings or make_settings(), **parts)
+    services = Services(settings or make_settings(), **parts)
+    # The sync's mail ledger (shared/sync.py ``mail_ledger``) is looked up on the instance.
+    services.__dict__["ledger"] = ledger
+    return services
