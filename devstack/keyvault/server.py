@@ -318,7 +318,8 @@ class _VaultRequestHandler(BaseHTTPRequestHandler):
                     pairs = vault.list_versions(name)
                     return 200, _page(
                         [_properties(base, s, v, days, versioned=True) for s, v in pairs],
-                        [f"{v.created:012d}-{v.version}" for _, v in pairs],
+                        # Versions only ever append, so their position is a stable page key.
+                        [f"{i:08d}" for i in range(len(pairs))],
                         query,
                         f"{base}/secrets/{pairs[0][0].name}/versions",
                     )

@@ -55,6 +55,15 @@ def test_each_set_makes_a_new_version_and_every_version_stays_readable(
     assert second.properties.created_on is not None
 
 
+
+def test_listing_versions_pages_through_every_version_once(client: SecretClient) -> None:
+    written = [client.set_secret("many-versions", f"v{i}").properties.version for i in range(5)]
+
+    pages = [list(page) for page in client.list_properties_of_secret_versions("many-versions", max_page_size=2).by_page()]
+
+    assert [len(page) for page in pages] == [2, 2, 1]
+    assert [p.version for page in pages for p in page] == written
+
 def test_the_latest_version_is_also_addressed_with_a_trailing_slash(emulator: KeyVaultEmulator) -> None:
     url = f"{emulator.url}/secrets/trailing"
     requests.put(url, params=API, headers=AUTH, json={"value": "v"}, verify=emulator.ca_file, timeout=5)
