@@ -461,13 +461,33 @@ class _RenewalRun:
         log.warning("renewal: subscription %s renewed but its new expiry was not stored", sub.subscription_id)
 
     def _release(self, sub: Subscription) -> None:
+        store = self.services.subscriptions
         sub.renewing_until = None
         try:
-            self.services.subscriptions.save(sub)
+            store.save(sub)
+        except ConcurrencyError:
+            # A failed recreation may have deleted the record already: put it back (removed),
+            # so that the expiry index offers it to the next run, unless a live one exists.
+            if (
+                sub.status != SubscriptionStatus.ACTIVE
+                and store.get(sub.account_id, sub.subscription_id) is None
+            ):
+                live = [s for s in store.for_account(sub.account_id) if s.status == SubscriptionStatus.ACTIVE]
+                if not live:
+                    sub.etag = None
+                    self._save_quietly(sub)
         except ConnectorError as exc:
             # The lease runs out by itself; nothing else is lost.
             log.info(
                 "renewal: lease on subscription %s left to expire (%s)", sub.subscription_id, _describe(exc)
+            )
+
+    def _save_quietly(self, sub: Subscription) -> None:
+        try:
+            self.services.subscriptions.save(sub)
+        except ConnectorError as exc:
+            log.warning(
+                "renewal: subscription %s not recorded again (%s)", sub.subscription_id, _describe(exc)
             )
 
     # catch-up

@@ -1,0 +1,403 @@
+"""The renewal timer's core (shared/renewal.py) over in-memory fakes and a fixed clock."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from typing import Any
+
+import pytest
+
+from shared.errors import GraphError, ThrottledError
+from shared.models import AccountStatus, SubscriptionStatus
+from shared.renewal import LEASE, SWEEP_CHECKPOINT, RenewalPolicy, SweepCheckpoint, renew_subscriptions
+from shared.subscriptions import MAILBOX_RESOURCE, MAX_MAIL_SUBSCRIPTION_LIFETIME, mailbox_subscription_expiry
+from tests.fakes import EPOCH, FakeGraphApi, make_services
+from tests.unit.renewal_fakes import (
+    FakeSweepCheckpointStore,
+    RecordingResync,
+    SlowGraphApi,
+    add_subscription,
+    connect_account,
+    connect_bare_account,
+    give_token_cache,
+)
+
+WINDOW = dt.timedelta(hours=24)
+
+
+def policy(**changes: Any) -> RenewalPolicy:
+    values: dict[str, Any] = {
+        "window": WINDOW,
+        "catchup_after": dt.timedelta(hours=6),
+        "concurrency": 8,
+        "time_budget_seconds": 60.0,
+        "sweep_accounts": 0,
+    }
+    values.update(changes)
+    return RenewalPolicy(**values)
+
+
+@pytest.fixture
+def resync() -> RecordingResync:
+    return RecordingResync()
+
+
+@pytest.fixture
+def services() -> Any:
+    return make_services(real_tokens=False)
+
+
+def run(services: Any, resync: RecordingResync, **kwargs: Any) -> Any:
+    return renew_subscriptions(services, policy=kwargs.pop("policy", policy()), resync=resync, **kwargs)
+
+
+def patches(services: Any) -> int:
+    return sum(1 for method, _ in services.graph.calls if method == "renew_subscription")
+
+
+# --- renewal --------------------------------------------------------------------------------
+
+
+def test_an_expiring_subscription_is_renewed_to_the_longest_lifetime_and_stored(services, resync):
+    account, sub = connect_account(services, 1, expires_in=dt.timedelta(hours=3))
+
+    report = run(services, resync)
+
+    stored = services.subscriptions.get(account.account_id, sub.subscription_id)
+    assert report.renewed == 1 and report.failed == 0
+    assert stored.expires_at == mailbox_subscription_expiry(EPOCH)
+    assert stored.expires_at - EPOCH <= MAX_MAIL_SUBSCRIPTION_LIFETIME
+    assert stored.expires_at - EPOCH > MAX_MAIL_SUBSCRIPTION_LIFETIME - dt.timedelta(hours=1)
+    assert stored.last_renewed_at == EPOCH
+    assert stored.renewing_until is None
+    assert services.graph.subscriptions[sub.subscription_id].expires_at == stored.expires_at
+
+
+def test_an_expired_subscription_still_known_to_graph_is_renewed(services, resync):
+    account, sub = connect_account(services, 1, expires_in=dt.timedelta(minutes=-5))
+
+    report = run(services, resync)
+
+    assert report.renewed == 1
+    assert services.subscriptions.get(account.account_id, sub.subscription_id).expires_at > EPOCH
+
+
+def test_a_subscription_expiring_after_the_window_is_not_touched(services, resync):
+    connect_account(services, 1, expires_in=WINDOW + dt.timedelta(hours=1))
+
+    report = run(services, resync)
+
+    assert report.renewed == 0
+    assert patches(services) == 0
+
+
+def test_a_subscription_graph_no_longer_knows_is_recreated_and_the_mailbox_resynced(services, resync):
+    account, sub = connect_account(services, 1)
+    del services.graph.subscriptions[sub.subscription_id]  # Graph dropped it silently
+
+    report = run(services, resync)
+
+    assert report.recreated == 1 and report.failed == 0
+    recorded = services.subscriptions.for_account(account.account_id)
+    live = services.graph.for_account(account.account_id)
+    assert [s.subscription_id for s in recorded] == [s.id for s in live]
+    assert recorded[0].subscription_id != sub.subscription_id
+    assert recorded[0].status == SubscriptionStatus.ACTIVE
+    assert recorded[0].resource == MAILBOX_RESOURCE
+    assert resync.calls == [(account.account_id, "subscription_recreated")]
+
+
+def test_a_failed_recreation_leaves_the_subscription_for_the_next_run(services, resync):
+    account, sub = connect_account(services, 1)
+    del services.graph.subscriptions[sub.subscription_id]
+    services.graph.fail["create_subscription"] = [GraphError(500, "InternalServerError", "boom")]
+
+    first = run(services, resync)
+    second = run(services, resync)
+
+    assert first.failed == 1
+    assert second.recreated == 1
+    assert len(services.graph.for_account(account.account_id)) == 1
+
+
+def test_an_account_whose_refresh_token_died_becomes_reauth_required_and_is_then_skipped(resync):
+    services: Any = make_services()  # the real token provider over the fake identity
+    account, sub = connect_account(services, 1)
+    give_token_cache(services, account)
+    services.identity.revoke(account.account_id)
+
+    first = run(services, resync)
+    second = run(services, resync)
+
+    assert first.reauth_required == 1 and first.failed == 0
+    assert services.accounts.get(account.account_id).status == AccountStatus.REAUTH_REQUIRED
+    assert second.skipped == 1 and second.reauth_required == 0
+    assert patches(services) == 0
+    assert services.subscriptions.get(account.account_id, sub.subscription_id).renewing_until is None
+
+
+def test_an_expired_subscription_of_an_account_that_must_sign_in_again_is_forgotten(services, resync):
+    account, sub = connect_account(services, 1, expires_in=dt.timedelta(minutes=-1))
+    account.status = AccountStatus.REAUTH_REQUIRED
+    services.accounts.save(account)
+
+    report = run(services, resync)
+
+    assert report.skipped == 1
+    assert services.subscriptions.for_account(account.account_id) == []
+
+
+def test_no_patch_within_ten_minutes_of_a_reauthorize(services, resync):
+    account, sub = connect_account(services, 1)
+    sub.last_reauthorized_at = EPOCH - dt.timedelta(minutes=9)
+    services.subscriptions.save(sub)
+
+    soon = run(services, resync)
+    services.clock.advance(minutes=2)
+    later = run(services, resync)
+
+    assert soon.skipped == 1 and soon.renewed == 0
+    assert later.renewed == 1
+    assert patches(services) == 1
+
+
+def test_a_subscription_renewed_moments_ago_is_not_patched_again(services, resync):
+    account, sub = connect_account(services, 1)
+    sub.last_renewed_at = EPOCH - dt.timedelta(minutes=3)
+    services.subscriptions.save(sub)
+
+    report = run(services, resync)
+
+    assert report.skipped == 1
+    assert patches(services) == 0
+
+
+def test_a_subscription_leased_by_another_run_is_left_alone_until_the_lease_ends(services, resync):
+    account, sub = connect_account(services, 1)
+    sub.renewing_until = EPOCH + dt.timedelta(minutes=2)
+    services.subscriptions.save(sub)
+
+    during = run(services, resync)
+    services.clock.advance(minutes=3)
+    after = run(services, resync)
+
+    assert during.skipped == 1 and during.renewed == 0
+    assert after.renewed == 1
+
+
+def test_two_runs_started_together_renew_each_subscription_once(resync):
+    services: Any = make_services(real_tokens=False, graph=SlowGraphApi(latency=0.01))
+    subs = [connect_account(services, n)[1] for n in range(40)]
+    reports: list[Any] = []
+
+    def one_run() -> None:
+        reports.append(run(services, resync, policy=policy(concurrency=4)))
+
+    threads = [threading.Thread(target=one_run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(services.graph.renewed_ids) == sorted(s.subscription_id for s in subs)
+    assert sum(r.renewed for r in reports) == 40
+    assert sum(r.failed for r in reports) == 0
+
+
+def test_requests_are_bounded_overall_and_one_at_a_time_per_mailbox(resync):
+    services: Any = make_services(real_tokens=False, graph=SlowGraphApi(latency=0.02))
+    for n in range(30):
+        account, _ = connect_account(services, n)
+        for extra in range(2):  # three subscriptions per mailbox
+            add_subscription(services, account, expires_in=dt.timedelta(hours=1), resource=f"/me/r{extra}")
+
+    report = run(services, resync, policy=policy(concurrency=6))
+
+    assert report.renewed == 90
+    assert services.graph.peak_per_mailbox == 1
+    assert 1 < services.graph.peak_overall <= 6
+
+
+def test_a_throttled_renewal_is_retried_after_retry_after_within_the_run(services, resync):
+    account, sub = connect_account(services, 1)
+    services.graph.fail["renew_subscription"] = [ThrottledError("429", 0.05), ThrottledError("429", 0.05)]
+
+    report = run(services, resync)
+
+    assert report.renewed == 1 and report.throttled == 2 and report.failed == 0
+    assert patches(services) == 3
+    assert services.subscriptions.get(account.account_id, sub.subscription_id).last_renewed_at == EPOCH
+
+
+def test_a_subscription_throttled_again_and_again_waits_for_the_next_run_unclaimed(services, resync):
+    account, sub = connect_account(services, 1)
+    services.graph.fail["renew_subscription"] = [ThrottledError("429", 0.0) for _ in range(10)]
+
+    report = run(services, resync)
+
+    stored = services.subscriptions.get(account.account_id, sub.subscription_id)
+    assert report.deferred == 1 and report.failed == 0 and report.renewed == 0
+    assert stored.renewing_until is None
+    assert stored.expires_at == sub.expires_at
+
+
+def test_a_run_stops_picking_new_work_when_its_time_budget_is_spent(services, resync):
+    for n in range(20):
+        connect_account(services, n)
+    ticks = iter(range(10_000))
+
+    report = run(
+        services, resync, policy=policy(time_budget_seconds=8, concurrency=1), monotonic=lambda: next(ticks)
+    )
+
+    assert report.stopped_early
+    assert 0 < report.renewed < 20
+    leftovers = [s for s in services.subscriptions.expiring_before(EPOCH + WINDOW)]
+    assert len(leftovers) == 20 - report.renewed
+    assert all(s.renewing_until is None for s in leftovers)
+    after = run(services, resync)
+    assert after.renewed == 20 - report.renewed
+
+
+def test_a_lost_final_write_keeps_the_concurrent_change_and_the_new_expiry(resync):
+    class InterferingGraph(FakeGraphApi):
+        def renew_subscription(self, auth: Any, subscription_id: str, expires_at: dt.datetime) -> Any:
+            answer = super().renew_subscription(auth, subscription_id, expires_at)
+            stored = store.get(auth.account_id, subscription_id)
+            stored.last_reauthorized_at = EPOCH - dt.timedelta(minutes=30)  # the lifecycle handling writes
+            store.save(stored)
+            return answer
+
+    services: Any = make_services(real_tokens=False, graph=InterferingGraph())
+    store = services.subscriptions
+    account, sub = connect_account(services, 1)
+
+    report = run(services, resync)
+
+    stored = store.get(account.account_id, sub.subscription_id)
+    assert report.renewed == 1
+    assert stored.expires_at == mailbox_subscription_expiry(EPOCH)
+    assert stored.last_reauthorized_at == EPOCH - dt.timedelta(minutes=30)
+    assert stored.renewing_until is None
+
+
+def test_an_unexpected_graph_error_counts_as_failed_and_releases_the_lease(services, resync):
+    account, sub = connect_account(services, 1)
+    services.graph.fail["renew_subscription"] = [GraphError(400, "BadRequest", "nope")]
+
+    report = run(services, resync)
+
+    assert report.failed == 1
+    assert services.subscriptions.get(account.account_id, sub.subscription_id).renewing_until is None
+
+
+# --- catch-up -------------------------------------------------------------------------------
+
+
+def test_a_quiet_account_gets_a_catch_up_sync_when_its_subscription_is_renewed(services, resync):
+    quiet, _ = connect_account(services, 1, heard_ago=dt.timedelta(hours=7))
+    connect_account(services, 2, heard_ago=dt.timedelta(hours=1))
+
+    report = run(services, resync)
+
+    assert report.renewed == 2 and report.caught_up == 1
+    assert resync.calls == [(quiet.account_id, "catch_up")]
+
+
+# --- the account sweep ----------------------------------------------------------------------
+
+
+def test_the_sweep_gives_an_account_without_subscription_one_and_resyncs_it(services, resync):
+    bare = connect_bare_account(services, 1)
+    connect_account(services, 2, expires_in=dt.timedelta(days=5))
+    checkpoints = FakeSweepCheckpointStore()
+
+    report = run(services, resync, policy=policy(sweep_accounts=100), checkpoints=checkpoints)
+
+    assert report.subscribed == 1 and report.swept == 2
+    assert len(services.subscriptions.for_account(bare.account_id)) == 1
+    assert len(services.graph.for_account(bare.account_id)) == 1
+    assert resync.calls == [(bare.account_id, "subscription_recreated")]
+
+
+def test_the_sweep_catches_up_quiet_accounts_only(services, resync):
+    quiet, _ = connect_account(services, 1, expires_in=dt.timedelta(days=5), heard_ago=dt.timedelta(hours=8))
+    connect_account(services, 2, expires_in=dt.timedelta(days=5), heard_ago=dt.timedelta(hours=1))
+
+    report = run(services, resync, policy=policy(sweep_accounts=100), checkpoints=FakeSweepCheckpointStore())
+
+    assert report.caught_up == 1
+    assert resync.calls == [(quiet.account_id, "catch_up")]
+
+
+def test_the_sweep_leaves_accounts_that_must_sign_in_again_and_fresh_connects_alone(services, resync):
+    waiting = connect_bare_account(services, 1, heard_ago=dt.timedelta(days=2))
+    waiting.status = AccountStatus.REAUTH_REQUIRED
+    services.accounts.save(waiting)
+    fresh = connect_bare_account(services, 2)
+    fresh.connected_at = EPOCH - dt.timedelta(minutes=2)
+    services.accounts.save(fresh)
+
+    report = run(services, resync, policy=policy(sweep_accounts=100), checkpoints=FakeSweepCheckpointStore())
+
+    assert report.swept == 2 and report.subscribed == 0 and report.caught_up == 0
+    assert services.graph.calls == []
+
+
+def test_the_sweep_resumes_where_the_last_run_stopped_and_wraps_around(services, resync):
+    accounts = [connect_bare_account(services, n) for n in range(5)]
+    checkpoints = FakeSweepCheckpointStore()
+    sweep = policy(sweep_accounts=2)
+
+    per_run = [run(services, resync, policy=sweep, checkpoints=checkpoints).subscribed for _ in range(3)]
+
+    assert per_run == [2, 2, 1]
+    assert sorted(a for a, _ in resync.calls) == sorted(a.account_id for a in accounts)
+    final = checkpoints.get(SWEEP_CHECKPOINT)
+    assert final is not None
+    assert final.continuation is None  # the next run starts from the top
+    assert final.leased_until is None
+
+
+def test_the_sweep_is_skipped_while_another_run_holds_its_lease(services, resync):
+    connect_bare_account(services, 1)
+    checkpoints = FakeSweepCheckpointStore()
+    checkpoints.save(SweepCheckpoint(SWEEP_CHECKPOINT, leased_until=EPOCH + LEASE))
+
+    report = run(services, resync, policy=policy(sweep_accounts=100), checkpoints=checkpoints)
+
+    assert report.swept == 0 and report.subscribed == 0
+
+
+# --- the run as a whole ---------------------------------------------------------------------
+
+
+def test_each_run_logs_one_summary_line_and_a_late_run_says_so(services, resync, caplog):
+    connect_account(services, 1)
+    caplog.set_level(logging.INFO, logger="shared.renewal")
+
+    report = run(services, resync, past_due=True)
+
+    assert report.past_due
+    summaries = [r.getMessage() for r in caplog.records if r.getMessage().startswith("renewal run:")]
+    assert len(summaries) == 1
+    for figure in ("renewed=1", "recreated=0", "failed=0", "skipped=0", "duration="):
+        assert figure in summaries[0]
+    assert any("past due" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+
+
+def test_the_policy_comes_from_the_settings():
+    from tests.fakes import make_settings
+
+    services = make_services(
+        make_settings(RENEWAL_WINDOW_MINUTES="90", CATCHUP_AFTER_MINUTES="30", RENEWAL_CONCURRENCY="3"),
+        real_tokens=False,
+    )
+
+    chosen = RenewalPolicy.from_services(services)
+
+    assert chosen.window == dt.timedelta(minutes=90)
+    assert chosen.catchup_after == dt.timedelta(minutes=30)
+    assert chosen.concurrency == 3
