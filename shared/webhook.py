@@ -139,11 +139,13 @@ def _accept(item: object, key: bytes) -> str | None:
     subscription_id = item.get("subscriptionId")
     if not isinstance(subscription_id, str) or not 0 < len(subscription_id) <= MAX_SUBSCRIPTION_ID_LENGTH:
         return None
+    # Membership is tested on strings only: a list or an object is unhashable.
     event = item.get("lifecycleEvent")
     if event is None:
-        if item.get("changeType") not in CHANGE_TYPES:
+        change_type = item.get("changeType")
+        if not isinstance(change_type, str) or change_type not in CHANGE_TYPES:
             return None
-    elif event not in LIFECYCLE_EVENTS:
+    elif not isinstance(event, str) or event not in LIFECYCLE_EVENTS:
         return None
     return verify_client_state(key, item.get("clientState"))
 
