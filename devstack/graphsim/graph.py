@@ -74,8 +74,6 @@ class GraphApi:
     # entry --------------------------------------------------------------------------------
     def handle(self, request: Request) -> Response:
         settings = self.state.settings
-        if settings.graph_latency_ms:
-            time.sleep(settings.graph_latency_ms / 1000.0)
         caller = self._authenticate(request)
         if isinstance(caller, Response):
             return caller
@@ -104,6 +102,8 @@ class GraphApi:
             window.append(now)
             self._in_flight[key] = self._in_flight.get(key, 0) + 1
         try:
+            if settings.graph_latency_ms:  # Graph's own processing time, inside the concurrency slot
+                time.sleep(settings.graph_latency_ms / 1000.0)
             return self._route(request, caller, segments)
         finally:
             with self._throttle_lock:

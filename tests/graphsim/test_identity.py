@@ -14,7 +14,12 @@ import msal
 import pytest
 import requests
 
-from devstack.graphsim import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_REDIRECT_URI, DEFAULT_TENANT_ID
+from devstack.graphsim import (
+    DEFAULT_CLIENT_ID,
+    DEFAULT_CLIENT_SECRET,
+    DEFAULT_REDIRECT_URI,
+    DEFAULT_TENANT_ID,
+)
 
 from .conftest import ControlSession, SignIn, follow_authorize, parse_form_post
 
