@@ -26,7 +26,7 @@ from shared.subscriptions import (
     parse_graph_datetime,
 )
 from shared.tokens import token_cache_secret_name
-from tests.fakes import FakeUser, make_services
+from tests.fakes import FakeSubscriptionStore, FakeUser, make_services
 
 
 @pytest.fixture
@@ -184,7 +184,7 @@ def test_a_409_for_a_subscription_nobody_recorded_leaves_the_account_in_error(se
 
 
 def test_a_subscription_that_cannot_be_recorded_is_deleted_in_graph_again(services):
-    class BrokenStore(type(services.subscriptions)):
+    class BrokenStore(FakeSubscriptionStore):
         def save(self, subscription):
             raise PersistenceError("table unavailable")
 
