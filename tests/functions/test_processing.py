@@ -1,0 +1,161 @@
+"""The queue trigger on graph-notifications: trigger -> checks -> lifecycle -> delta sync -> events."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from azure.functions.queue import QueueMessage
+
+from shared import bootstrap
+from shared.errors import ThrottledError
+from shared.models import AccountStatus, SubscriptionStatus
+from shared.sync import record_initial_delta
+from shared.webhook import read_notification_batch
+from tests.fakes import EPOCH, make_services
+from tests.support.app import handler
+from tests.unit.pipeline_fakes import (
+    CLIENT_STATE_KEY,
+    DeltaGraphApi,
+    connected_account,
+    events_of,
+    lifecycle,
+    notification,
+    recorded_subscription,
+)
+
+AFTER = EPOCH + dt.timedelta(minutes=5)
+
+
+@pytest.fixture
+def services() -> Iterator[Any]:
+    installed = make_services(real_tokens=False, graph=DeltaGraphApi(page_size=2))
+    bootstrap.use(installed)
+    yield installed
+    bootstrap.use(None)
+
+
+@pytest.fixture
+def account(services: Any) -> Any:
+    account = connected_account(services)
+    recorded_subscription(services, account, "sub-1")
+    record_initial_delta(services, account, services.tokens.graph_auth(account), emit_history=False)
+    return services.accounts.get(account.account_id)
+
+
+def deliver(services: Any, account: Any, subject: str) -> str:
+    return services.graph.inbox(account.account_id).deliver(subject, AFTER)
+
+
+def run(*items: Any, dequeue_count: int = 1) -> None:
+    """What the webhook would queue for these items, handed to the queue trigger."""
+    batch = read_notification_batch(json.dumps({"value": list(items)}).encode(), CLIENT_STATE_KEY)
+    for body in batch.messages:
+        handler("process_graph_notifications")(
+            message=QueueMessage(id="m-1", body=body.encode(), dequeue_count=dequeue_count)
+        )
+
+
+def test_a_notification_publishes_one_created_event_per_new_mail(services: Any, account: Any) -> None:
+    first = deliver(services, account, "one")
+    second = deliver(services, account, "two")
+    run(notification(account.account_id))
+    assert [(e["type"], e["subject"]) for e in events_of(services)] == [
+        ("com.microsoft.graph.message.created", first),
+        ("com.microsoft.graph.message.created", second),
+    ]
+    saved = services.accounts.get(account.account_id)
+    assert saved.last_notification_at is not None and saved.last_sync_at is not None
+
+
+def test_duplicated_and_replayed_notifications_publish_nothing_twice(services: Any, account: Any) -> None:
+    deliver(services, account, "once")
+    item = notification(account.account_id)
+    run(item, item, notification(account.account_id, change_type="updated"))
+    run(item)
+    assert len(events_of(services)) == 1
+
+
+def test_a_notification_for_an_unknown_subscription_publishes_nothing(services: Any, account: Any) -> None:
+    deliver(services, account, "not via this subscription")
+    calls = len(services.graph.calls)
+    run(notification(account.account_id, "deleted-subscription"))
+    assert events_of(services) == []
+    assert services.graph.calls[calls:] == []  # not even a delta query
+
+
+def test_a_notification_for_an_unknown_account_publishes_nothing(services: Any, account: Any) -> None:
+    run(notification("stranger-oid.tenant-9"))
+    assert events_of(services) == []
+
+
+def test_a_disconnected_account_is_not_synced(services: Any, account: Any) -> None:
+    account.status = AccountStatus.DISCONNECTED
+    services.accounts.save(account)
+    deliver(services, account, "after disconnect")
+    run(notification(account.account_id))
+    assert events_of(services) == []
+
+
+def test_missed_resyncs(services: Any, account: Any) -> None:
+    deliver(services, account, "its notification was lost")
+    run(lifecycle(account.account_id, "missed"))
+    assert len(events_of(services)) == 1
+
+
+def test_subscription_removed_recreates_the_subscription_and_resyncs(services: Any, account: Any) -> None:
+    deliver(services, account, "arrived while removed")
+    run(lifecycle(account.account_id, "subscriptionRemoved"))
+    [current] = services.subscriptions.for_account(account.account_id)
+    assert current.subscription_id != "sub-1"
+    assert current.status is SubscriptionStatus.ACTIVE
+    assert len(services.graph.for_account(account.account_id)) == 1
+    assert len(events_of(services)) == 1
+
+
+def test_reauthorization_required_reauthorizes_the_subscription(services: Any, account: Any) -> None:
+    services.graph.subscriptions.clear()
+    graph_sub = services.graph.create_subscription(
+        services.tokens.graph_auth(account),
+        resource="/me/mailFolders('inbox')/messages",
+        change_type="created,updated,deleted",
+        notification_url="https://x/api/notifications",
+        lifecycle_notification_url="https://x/api/lifecycle",
+        expires_at=EPOCH + dt.timedelta(days=2),
+        client_state="cs",
+    )
+    services.subscriptions.delete(account.account_id, "sub-1")
+    recorded_subscription(services, account, graph_sub["id"])
+    run(lifecycle(account.account_id, "reauthorizationRequired", graph_sub["id"]))
+    assert ("reauthorize_subscription", account.account_id) in services.graph.calls
+    stored = services.subscriptions.get(account.account_id, graph_sub["id"])
+    assert stored.last_reauthorized_at == services.clock.now()
+
+
+def test_reauthorization_of_a_subscription_graph_lost_recreates_it(services: Any, account: Any) -> None:
+    run(lifecycle(account.account_id, "reauthorizationRequired"))  # sub-1 is unknown to the Graph fake
+    [current] = services.subscriptions.for_account(account.account_id)
+    assert current.subscription_id != "sub-1"
+
+
+def test_throttling_is_raised_so_that_the_queue_retries(services: Any, account: Any) -> None:
+    services.graph.fail["delta_page"] = [ThrottledError("429", retry_after=2)]
+    deliver(services, account, "later")
+    with pytest.raises(ThrottledError):
+        run(notification(account.account_id))
+    run(notification(account.account_id), dequeue_count=2)
+    assert len(events_of(services)) == 1
+
+
+def test_a_dead_token_marks_nothing_as_failed_and_does_not_retry(services: Any, account: Any) -> None:
+    services.tokens.dead.add(account.account_id)
+    run(notification(account.account_id))  # no exception: no retry
+    assert events_of(services) == []
+
+
+def test_a_message_that_is_not_a_trigger_goes_to_the_poison_queue_at_once(services: Any) -> None:
+    handler("process_graph_notifications")(message=QueueMessage(id="m-2", body=b"<not json>"))
+    assert services.queues.sent["graph-notifications-poison"] == ["<not json>"]
