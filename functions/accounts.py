@@ -1,7 +1,9 @@
-"""Operators' API (function key): GET /api/accounts, GET|DELETE /api/accounts/{id}.
+"""Operators' API (function key): GET /api/accounts, GET|DELETE /api/accounts/{id},
+POST /api/accounts/{id}/resync.
 
 JSON in and out. ``DELETE`` disconnects the account: its Graph subscriptions and its token
-cache are deleted, the account stays, marked ``disconnected``; it is idempotent.
+cache are deleted, the account stays, marked ``disconnected``; it is idempotent. ``resync``
+runs a delta round now (what a notification would trigger) and says what it published.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import azure.functions as func
 from shared import bootstrap
 from shared.connect import account_summary, disconnect_account, list_accounts, show_account
 from shared.errors import ConnectorError, InvalidInputError, NotFoundError, UpstreamError
+from shared.sync import sync_mailbox
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
@@ -64,3 +67,30 @@ def accounts_item(req: func.HttpRequest) -> func.HttpResponse:
     except (UpstreamError, ConnectorError) as exc:
         log.warning("account %s: %s failed: %s", account_id, req.method, type(exc).__name__)
         return _error(503, "the account could not be handled right now; try again")
+
+
+@bp.function_name("accounts_resync")
+@bp.route(route="accounts/{account_id}/resync", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def accounts_resync(req: func.HttpRequest) -> func.HttpResponse:
+    account_id = req.route_params.get("account_id", "")
+    services = bootstrap.services()
+    try:
+        if services.accounts.get(account_id) is None:
+            return _error(404, "no such account")
+        result = sync_mailbox(services, account_id, reason="operator")
+    except InvalidInputError as exc:
+        return _error(400, str(exc))
+    except ConnectorError as exc:
+        log.warning("account %s: resync failed: %s", account_id, type(exc).__name__)
+        return _error(503, f"the resync failed ({type(exc).__name__}); try again")
+    return _json(
+        {
+            "account": account_id,
+            "created": result.created,
+            "updated": result.updated,
+            "deleted": result.deleted,
+            "pages": result.pages,
+            "restarted": result.restarted,
+            "skipped": result.skipped,
+        }
+    )

@@ -107,3 +107,35 @@ def test_delete_disconnects_and_is_idempotent(services: Services) -> None:
     assert services.secrets.get(token_cache_secret_name(account_id)) is None
     stored = services.accounts.get(account_id)
     assert stored is not None and stored.status == AccountStatus.DISCONNECTED
+
+
+def resync(account_id: str) -> func.HttpResponse:
+    request = http_request(
+        "POST", f"{BASE}/api/accounts/{account_id}/resync", route_params={"account_id": account_id}
+    )
+    return handler("accounts_resync")(request)
+
+
+def test_resync_runs_a_delta_round_and_says_what_it_published(services: Services) -> None:
+    account_id = connect(services, FakeUser("oid-a", "tenant-1", "a@contoso.test"))
+    response = resync(account_id)
+    assert response.status_code == 200
+    assert body(response)["skipped"] is None
+    assert str(app_functions()["accounts_resync"].get_trigger().auth_level).endswith("FUNCTION")
+
+
+def test_resync_of_an_unknown_account_is_a_404(services: Services) -> None:
+    assert resync("nobody.nowhere").status_code == 404
+
+
+def test_resync_with_a_revoked_refresh_token_marks_the_account_reauth_required(services: Services) -> None:
+    account_id = connect(services, FakeUser("oid-a", "tenant-1", "a@contoso.test"))
+    services.tokens.forget(account_id)  # type: ignore[attr-defined]
+    services.identity.revoke(account_id)
+
+    response = resync(account_id)
+
+    assert body(response)["skipped"] == "reauth_required"
+    stored = services.accounts.get(account_id)
+    assert stored is not None and stored.status == AccountStatus.REAUTH_REQUIRED
+    assert item("GET", account_id).status_code == 200  # still visible to operators
