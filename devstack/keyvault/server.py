@@ -173,6 +173,9 @@ class _VaultRequestHandler(BaseHTTPRequestHandler):
     # holds up the accept loop.
     def setup(self) -> None:
         self.request.settimeout(self.timeout)
+        # Headers and body go out in two writes; without TCP_NODELAY the second waits for
+        # the client's delayed ACK (Nagle), some 40 ms per response on loopback.
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.request = self.server.emulator.ssl_context.wrap_socket(self.request, server_side=True)
         with self.server.connections_lock:
             self.server.connections.add(self.request)
