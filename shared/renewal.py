@@ -60,7 +60,7 @@ from shared.subscriptions import (
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
-    from shared.ports import GraphAuth
+    from shared.ports import GraphAuth, JsonObject
 
 log = logging.getLogger(__name__)
 
@@ -372,7 +372,7 @@ class _RenewalRun:
                 return self._recreate(job, auth)
             expires_at = mailbox_subscription_expiry(now)
             try:
-                answer = services.graph.renew_subscription(auth, sub.subscription_id, expires_at)
+                answer = self._patch(account, auth, sub.subscription_id, expires_at)
             except NotFoundError:
                 log.info(
                     "renewal: account %s subscription %s is gone from Graph; recreating",
@@ -403,6 +403,22 @@ class _RenewalRun:
         self._store_renewed(sub, new_expiry, now)
         self._catch_up_if_quiet(account, now)
         return "renewed"
+
+    def _patch(
+        self, account: Account, auth: GraphAuth, subscription_id: str, expires_at: dt.datetime
+    ) -> JsonObject:
+        graph, tokens = self.services.graph, self.services.tokens
+        try:
+            return graph.renew_subscription(auth, subscription_id, expires_at)
+        except GraphError as exc:
+            if exc.status != 401:
+                raise
+        # The cached access token was refused (revoked, say): once more with a fresh one, whose
+        # refresh tells a dead refresh token (ReauthRequiredError) from a passing problem.
+        forget = getattr(tokens, "forget", None)
+        if forget is not None:
+            forget(account.account_id)
+        return graph.renew_subscription(tokens.graph_auth(account), subscription_id, expires_at)
 
     def _not_due(self, sub: Subscription, now: dt.datetime) -> str:
         if sub.renewing_until is not None and sub.renewing_until > now:

@@ -401,3 +401,14 @@ def test_the_policy_comes_from_the_settings():
     assert chosen.window == dt.timedelta(minutes=90)
     assert chosen.catchup_after == dt.timedelta(minutes=30)
     assert chosen.concurrency == 3
+
+
+def test_a_refused_access_token_is_replaced_once_and_the_renewal_goes_through(services, resync):
+    account, sub = connect_account(services, 1)
+    services.graph.fail["renew_subscription"] = [GraphError(401, "InvalidAuthenticationToken", "expired")]
+
+    report = run(services, resync)
+
+    assert report.renewed == 1 and report.failed == 0
+    assert patches(services) == 2
+    assert services.tokens.issued.count(account.account_id) == 2
