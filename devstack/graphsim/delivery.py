@@ -187,8 +187,9 @@ class Delivery:
         return session
 
     def _post(self, batch: list[Pending]) -> None:
-        with self._state.lock:
-            live = [p for p in batch if self._state.live_subscription(p.subscription_id) is not None]
+        with self._state.lock:  # a lifecycle event may speak of a subscription that is already gone
+            live = [p for p in batch
+                    if p.kind == "lifecycle" or self._state.live_subscription(p.subscription_id) is not None]
         if not live:
             self._append_log({"kind": batch[0].kind, "subscriptionIds": sorted({p.subscription_id for p in batch}),
                               "url": batch[0].url, "itemCount": len(batch), "attempt": batch[0].attempt,
