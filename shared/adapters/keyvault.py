@@ -32,7 +32,13 @@ import time
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
-from shared.errors import InvalidInputError, PersistenceError, ThrottledError, UpstreamError
+from shared.errors import (
+    ConfigurationError,
+    InvalidInputError,
+    PersistenceError,
+    ThrottledError,
+    UpstreamError,
+)
 
 if TYPE_CHECKING:
     from azure.core.credentials import AccessToken, TokenCredential
@@ -124,12 +130,13 @@ class KeyVaultSecretStore:
     ) -> None:
         parts = urlsplit(vault_url)
         if parts.scheme != "https" or not parts.hostname:
-            raise InvalidInputError("the Key Vault URL must be an https URL")
+            raise ConfigurationError("setting KEY_VAULT_URL must be an https URL")
         self.vault_url = vault_url.rstrip("/")
         self.is_local = is_loopback_url(vault_url)
         self._credential = credential
         self._ca_bundle = ca_bundle
         self._client: SecretClient | None = None
+        self._owned_credential: Any = None  # built here, so closed here
         self._client_lock = threading.Lock()
 
     # -- SecretStore ---------------------------------------------------------------------
@@ -200,8 +207,11 @@ class KeyVaultSecretStore:
     def close(self) -> None:
         with self._client_lock:
             client, self._client = self._client, None
+            credential, self._owned_credential = self._owned_credential, None
         if client is not None:
             client.close()
+        if credential is not None:
+            credential.close()
 
     # -- internals -----------------------------------------------------------------------
     def _recover(self, name: str) -> None:
@@ -237,6 +247,7 @@ class KeyVaultSecretStore:
                 from azure.identity import DefaultAzureCredential
 
                 credential = DefaultAzureCredential()
+            self._owned_credential = credential
         options: dict[str, Any] = {
             # A dead vault should fail a request within seconds, not minutes of retries.
             "connection_timeout": 5,
@@ -265,7 +276,8 @@ def _raise_upstream(operation: str, name: str, error: Exception) -> NoReturn:
         detail = f"Key Vault {operation} of secret {name} failed: {status} {code or 'error'}"
         if inner:
             detail += f" ({inner})"
-        if status == 429:
+        response: Any = error.response
+        if status == 429 or (status == 503 and response is not None and "Retry-After" in response.headers):
             raise ThrottledError(detail, _retry_after(error)) from None
         if operation == "set" and 400 <= status < 500 and status not in (401, 403, 408):
             raise PersistenceError(detail) from None

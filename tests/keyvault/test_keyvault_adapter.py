@@ -14,7 +14,7 @@ from azure.keyvault.secrets import SecretClient
 
 from devstack.keyvault import KeyVaultEmulator
 from shared.adapters.keyvault import KeyVaultSecretStore, LocalStaticTokenCredential, is_loopback_url
-from shared.errors import InvalidInputError, PersistenceError, UpstreamError
+from shared.errors import ConfigurationError, InvalidInputError, PersistenceError, UpstreamError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -129,7 +129,7 @@ def test_only_loopback_vaults_get_the_local_credential() -> None:
 
 
 def test_a_vault_url_must_be_https() -> None:
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(ConfigurationError):
         KeyVaultSecretStore("http://127.0.0.1:8443")
 
 

@@ -297,3 +297,31 @@ def test_an_oversized_request_body_is_413_and_a_missing_api_version_is_400(emula
 
     assert too_big.status_code == 413
     assert no_version.status_code == 400 and no_version.json()["error"]["code"] == "BadParameter"
+
+
+def test_run_alone_it_prints_its_url_and_ca_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "DEVSTACK_CERT_DIR": str(tmp_path / "certs"),
+        "KEYVAULT_PORT": "0",
+        "KEYVAULT_DATA_FILE": str(tmp_path / "keyvault.json"),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "devstack.keyvault"],
+        cwd=Path(__file__).resolve().parents[2], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().split()[-1]
+        ca_file = process.stdout.readline().split()[-1]
+        answer = requests.get(f"{url}/secrets", params=API, verify=ca_file, timeout=5)
+        assert answer.status_code == 401
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=10)
+    assert code == 0
