@@ -14,7 +14,13 @@ from azure.keyvault.secrets import SecretClient
 
 from devstack.keyvault import KeyVaultEmulator
 from shared.adapters.keyvault import KeyVaultSecretStore, LocalStaticTokenCredential, is_loopback_url
-from shared.errors import ConfigurationError, InvalidInputError, PersistenceError, UpstreamError
+from shared.errors import (
+    ConfigurationError,
+    InvalidInputError,
+    PersistenceError,
+    ThrottledError,
+    UpstreamError,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -144,3 +150,44 @@ def test_importing_the_adapter_does_not_load_the_azure_sdks() -> None:
 
     loaded = json.loads(result.stdout)
     assert not [m for m in loaded if m.startswith(("azure.keyvault", "azure.identity", "azure.core"))], loaded
+
+
+class _Response:
+    def __init__(self, status: int, headers: dict[str, str]) -> None:
+        self.status_code = status
+        self.headers = headers
+        self.reason = "refused"
+
+    def text(self) -> str:
+        return ""
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "expected", "transient"),
+    [
+        (429, {"Retry-After": "7"}, ThrottledError, True),
+        (503, {}, UpstreamError, True),
+        (403, {}, UpstreamError, False),
+        (400, {}, PersistenceError, None),
+    ],
+)
+def test_vault_answers_translate_once_into_connector_errors(
+    status: int, headers: dict[str, str], expected: type[Exception], transient: bool | None
+) -> None:
+    from azure.core.exceptions import HttpResponseError
+
+    from shared.adapters.keyvault import _raise_upstream
+
+    error = HttpResponseError(message="refused")
+    error.status_code = status
+    error.response = _Response(status, headers)  # type: ignore[assignment]
+
+    with pytest.raises(expected) as translated:
+        _raise_upstream("set", "account-9", error)
+
+    assert type(translated.value) is expected
+    assert "account-9" in str(translated.value) and str(status) in str(translated.value)
+    if isinstance(translated.value, ThrottledError):
+        assert translated.value.retry_after == 7.0
+    if transient is not None:
+        assert getattr(translated.value, "transient", None) is transient
