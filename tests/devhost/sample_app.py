@@ -120,4 +120,4 @@ def nightly(timer: func.TimerRequest) -> None:
 
 @app.timer_trigger(schedule="%SAMPLE_HEARTBEAT_SCHEDULE%", arg_name="timer", run_on_startup=True)
 def heartbeat(timer: func.TimerRequest) -> None:
-    RECORD.add("heartbeat", time.monotonic())
+    RECORD.add("heartbeat", {"at": time.monotonic(), "next": timer.schedule_status.get("Next")})
