@@ -1,0 +1,178 @@
+"""Mail to events through the whole local stack: simulator -> webhook -> queue -> delta -> mail-events.
+
+Every test connects its own simulator user through the real flow, then acts as Graph's
+users do (send, read, delete mail) and reads the CloudEvents a consumer would read.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from devstack.stack import LocalStack
+from shared.client_state import issue_client_state
+from tests.support.stack import connect_user, new_user, read_queue, send_mail, wait_for
+
+pytestmark = pytest.mark.e2e
+
+QUIET = 2.0  # seconds to wait for events that must NOT come
+
+
+class Events:
+    """Everything read from ``mail-events`` in this session, by account."""
+
+    seen: list[dict[str, Any]] = []
+
+    def __init__(self, stack: LocalStack, account_id: str) -> None:
+        self.stack = stack
+        self.account_id = account_id
+
+    def all(self) -> list[dict[str, Any]]:
+        Events.seen.extend(e for e in read_queue(self.stack, "mail-events") if isinstance(e, dict))
+        return [e for e in Events.seen if e.get("data", {}).get("accountId") == self.account_id]
+
+    def of(self, change: str, message_id: str) -> list[dict[str, Any]]:
+        kind = f"com.microsoft.graph.message.{change}"
+        return [e for e in self.all() if e["type"] == kind and e["subject"] == message_id]
+
+    def wait(self, change: str, message_id: str, timeout: float = 20.0) -> dict[str, Any]:
+        return wait_for(lambda: self.of(change, message_id), timeout=timeout, what=f"{change} {message_id}")[
+            0
+        ]
+
+
+@pytest.fixture
+def mailbox(stack: LocalStack) -> Iterator[tuple[dict[str, Any], Events]]:
+    user = new_user(stack, "pipeline")
+    response = connect_user(stack, user["userPrincipalName"])
+    assert response.status_code == 200, response.text[:500]
+    wait_for(lambda: subscriptions_of(stack, user), what="the inbox subscription")
+    yield user, Events(stack, f"{user['id']}.{user['tenantId']}")
+    stack.sim("DELETE", "/_sim/faults")
+
+
+def subscriptions_of(stack: LocalStack, user: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for s in stack.sim("GET", "/_sim/subscriptions")["value"] if s["userId"] == user["id"]]
+
+
+def test_a_new_mail_gives_exactly_one_created_event(stack: LocalStack, mailbox: Any) -> None:
+    user, events = mailbox
+    sent = send_mail(stack, user["id"], "Quarterly report")
+    event = events.wait("created", sent["id"])
+    assert event["specversion"] == "1.0"
+    assert event["data"]["subject"] == "Quarterly report"
+    assert event["data"]["userId"] == user["id"]
+    time.sleep(QUIET)
+    assert len(events.all()) == 1
+
+
+def test_update_and_delete_give_their_events(stack: LocalStack, mailbox: Any) -> None:
+    user, events = mailbox
+    sent = send_mail(stack, user["id"], "to be read, then deleted")
+    events.wait("created", sent["id"])
+    stack.sim("PATCH", f"/_sim/users/{user['id']}/messages/{sent['id']}", json={"isRead": True})
+    assert events.wait("updated", sent["id"])["data"]["isRead"] is True
+    stack.sim("DELETE", f"/_sim/users/{user['id']}/messages/{sent['id']}")
+    events.wait("deleted", sent["id"])
+    time.sleep(QUIET)
+    assert [e["type"].rsplit(".", 1)[1] for e in events.all()] == ["created", "updated", "deleted"]
+
+
+def test_with_dropped_doubled_and_reordered_notifications_every_mail_gets_exactly_one_event(
+    stack: LocalStack, mailbox: Any
+) -> None:
+    user, events = mailbox
+    stack.sim("PUT", "/_sim/faults", json={"dropRate": 0.3, "duplicateRate": 0.3, "reorder": True, "seed": 7})
+    sent = [send_mail(stack, user["id"], f"mail {n}")["id"] for n in range(12)]
+    time.sleep(QUIET)
+    stack.sim("DELETE", "/_sim/faults")
+    [subscription] = subscriptions_of(stack, user)
+    stack.sim("POST", f"/_sim/subscriptions/{subscription['id']}/lifecycle", json={"event": "missed"})
+    wait_for(lambda: all(events.of("created", m) for m in sent), timeout=30, what="a created event per mail")
+    time.sleep(QUIET)
+    created = [e["subject"] for e in events.all() if e["type"].endswith(".created")]
+    assert sorted(created) == sorted(sent)  # none lost, none doubled
+    assert len({e["id"] for e in events.all()}) == len(events.all())
+
+
+def test_a_removed_subscription_is_recreated_and_no_mail_is_lost(stack: LocalStack, mailbox: Any) -> None:
+    user, events = mailbox
+    [old] = subscriptions_of(stack, user)
+    stack.sim("POST", f"/_sim/subscriptions/{old['id']}/lifecycle", json={"event": "subscriptionRemoved"})
+    while_removed = send_mail(stack, user["id"], "sent while the subscription was gone")["id"]
+    new = wait_for(
+        lambda: [s for s in subscriptions_of(stack, user) if s["id"] != old["id"]],
+        timeout=30,
+        what="a new subscription",
+    )
+    assert len(new) == 1
+    events.wait("created", while_removed, timeout=30)
+    after = send_mail(stack, user["id"], "sent to the new subscription")["id"]
+    events.wait("created", after)
+
+
+def _post(stack: LocalStack, path: str, body: bytes) -> requests.Response:
+    return requests.post(
+        f"{stack.devhost_url}/api/{path}", data=body, headers={"Content-Type": "application/json"}, timeout=10
+    )
+
+
+def _item(subscription_id: str, client_state: str) -> dict[str, Any]:
+    return {
+        "subscriptionId": subscription_id,
+        "changeType": "created",
+        "clientState": client_state,
+        "resource": "Users/x/Messages/y",
+        "tenantId": "t",
+    }
+
+
+def test_a_forged_clientstate_or_an_unknown_subscription_publishes_nothing(
+    stack: LocalStack, mailbox: Any
+) -> None:
+    user, events = mailbox
+    [subscription] = subscriptions_of(stack, user)
+    stack.sim("PUT", "/_sim/faults", json={"dropRate": 1.0})  # Graph's own notification never arrives
+    sent = send_mail(stack, user["id"], "only a forged notification announces this")["id"]
+    account_id = events.account_id
+    forged = _item(subscription["id"], f"v1.{account_id}.nonce.AAAAAAAAAAAAAAAAAAAAAA")
+    response = _post(stack, "notifications", json.dumps({"value": [forged]}).encode())
+    assert response.status_code == 202 and response.text == "accepted 0, dropped 1"
+    key = stack.settings["CLIENT_STATE_KEY"].encode()
+    unknown = _item("no-such-subscription", issue_client_state(key, account_id))
+    assert _post(stack, "notifications", json.dumps({"value": [unknown]}).encode()).status_code == 202
+    time.sleep(QUIET)
+    assert events.of("created", sent) == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"{", b"[]", b'{"value": 7}', b"\xff\xfe\x00", b"[" * 5000, b" " * (1024 * 1024 + 1)],
+    ids=["empty", "truncated", "array", "value-number", "bad-utf8", "deep", "huge"],
+)
+def test_bad_bodies_over_http_get_a_4xx(stack: LocalStack, body: bytes) -> None:
+    for path in ("notifications", "lifecycle"):
+        response = _post(stack, path, body)
+        assert 400 <= response.status_code < 500, (path, response.status_code, response.text[:200])
+
+
+def test_a_message_that_is_not_a_trigger_ends_in_the_poison_queue(stack: LocalStack) -> None:
+    from azure.storage.queue import QueueClient
+
+    client = QueueClient.from_connection_string(stack.storage_connection, "graph-notifications")
+    marker = f"not a trigger {time.time()}"
+    client.send_message(base64.b64encode(marker.encode()).decode())
+    wait_for(
+        lambda: (
+            marker in [m for m in read_queue(stack, "graph-notifications-poison") if isinstance(m, str)]
+            or None
+        ),
+        timeout=20,
+        what="the message in graph-notifications-poison",
+    )
