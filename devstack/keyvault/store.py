@@ -217,7 +217,10 @@ class SecretVault:
 
     # -- persistence ---------------------------------------------------------------------
     def _load(self, path: Path) -> None:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as error:
+            raise ValueError(f"{path} is not a Key Vault emulator data file: {error}") from None
         if data.get("format") != DATA_FORMAT:
             raise ValueError(f"{path}: unknown data format {data.get('format')!r}")
         for raw in data.get("secrets", []):
@@ -283,6 +286,7 @@ class SecretVault:
                 f"Secret is beyond the maximum permitted length of {MAX_VALUE_BYTES} characters.",
             )
         content_type, tags, attributes = _content_type(body), _tags(body), _attributes(body)
+        nbf, exp = _optional_int(attributes, "nbf"), _optional_int(attributes, "exp")
         with self._lock:
             self._purge_expired()
             secret = self._secrets.get(name.lower())
@@ -305,8 +309,8 @@ class SecretVault:
                 content_type=content_type,
                 tags=tags,
                 enabled=True if enabled is None else enabled,
-                nbf=_optional_int(attributes, "nbf"),
-                exp=_optional_int(attributes, "exp"),
+                nbf=nbf,
+                exp=exp,
                 created=now,
                 updated=now,
             )
@@ -325,6 +329,7 @@ class SecretVault:
 
     def update(self, name: str, version: str, body: Json) -> tuple[Secret, SecretVersion]:
         content_type, tags, attributes = _content_type(body), _tags(body), _attributes(body)
+        nbf, exp = _optional_int(attributes, "nbf"), _optional_int(attributes, "exp")
         with self._lock:
             self._maintain()
             secret = self._live(name)
@@ -338,9 +343,9 @@ class SecretVault:
             if attributes.get("enabled") is not None:
                 found.enabled = attributes["enabled"]
             if "nbf" in attributes:
-                found.nbf = _optional_int(attributes, "nbf")
+                found.nbf = nbf
             if "exp" in attributes:
-                found.exp = _optional_int(attributes, "exp")
+                found.exp = exp
             found.updated = self._now()
             self._save()
             return copy.deepcopy(secret), copy.deepcopy(found)

@@ -325,3 +325,23 @@ def test_run_alone_it_prints_its_url_and_ca_and_stops_cleanly_on_sigterm(tmp_pat
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=10)
     assert code == 0
+
+
+def test_activation_and_expiry_dates_are_kept_and_bad_ones_leave_no_trace(
+    client: SecretClient, emulator: KeyVaultEmulator
+) -> None:
+    import datetime as dt
+
+    not_before = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    expires = dt.datetime(2031, 1, 1, tzinfo=dt.UTC)
+    client.set_secret("dated", "v", not_before=not_before, expires_on=expires)
+
+    properties = client.get_secret("dated").properties
+    assert (properties.not_before, properties.expires_on) == (not_before, expires)
+
+    refused = requests.put(
+        f"{emulator.url}/secrets/badly-dated", params=API, headers=AUTH,
+        json={"value": "v", "attributes": {"nbf": "soon"}}, verify=emulator.ca_file, timeout=5,
+    )
+    assert refused.status_code == 400
+    assert [p.name for p in client.list_properties_of_secrets()] == ["dated"]
