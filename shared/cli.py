@@ -1,0 +1,153 @@
+"""Operators' command line: ``python -m shared.cli ...``.
+
+    accounts list [--size N] [--all]      the accounts, as JSON (one page, or every page)
+    accounts show ID                      one account
+    accounts disconnect ID                delete its subscriptions and token cache (idempotent)
+    accounts resync ID                    run a delta round for it now
+    connect --device-code                 connect an account on a machine without a browser
+
+Settings come from the environment, as in the Functions host; ``--settings FILE`` reads a
+``local.settings.json`` first (its values win over the environment: asked for explicitly).
+The device-code flow uses the public client, and the account remembers it, so its refresh
+token is later redeemed by the public client too (``ClientKind.PUBLIC``).
+Exit status: 0 done, 1 the account or the operation failed, 2 bad usage or settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from shared import bootstrap
+from shared.bootstrap import Services
+from shared.connect import (
+    account_summary,
+    complete_device_connect,
+    disconnect_account,
+    list_accounts,
+    show_account,
+    start_device_connect,
+)
+from shared.errors import AuthFlowError, ConfigurationError, ConnectorError, NotFoundError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m shared.cli", description="Operate the mail connector.")
+    parser.add_argument("--settings", type=Path, help="a local.settings.json whose Values to use")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    accounts = commands.add_parser("accounts", help="list, show, disconnect or resync accounts")
+    actions = accounts.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="list accounts")
+    listing.add_argument("--size", type=int, default=50, help="page size (1-100)")
+    listing.add_argument("--continuation", help="continue after an earlier page")
+    listing.add_argument("--all", action="store_true", help="every page")
+    for name, text in (
+        ("show", "show one account"),
+        ("disconnect", "disconnect one account"),
+        ("resync", "run a delta round for one account"),
+    ):
+        actions.add_parser(name, help=text).add_argument("account_id")
+
+    connect = commands.add_parser("connect", help="connect an account")
+    connect.add_argument("--device-code", action="store_true", required=True, help="use the device-code flow")
+    return parser
+
+
+def load_settings_file(path: Path) -> None:
+    """Put a local.settings.json's ``Values`` into the environment (relative paths of the
+    CA bundle resolved against the file's folder, as the devhost does with the project's)."""
+    values = json.loads(path.read_text(encoding="utf-8")).get("Values", {})
+    for name, value in values.items():
+        text = str(value)
+        if name == "REQUESTS_CA_BUNDLE" and text and not Path(text).is_absolute():
+            text = str((path.parent / text).resolve())
+        os.environ[name] = text
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    services: Services | None = None,
+    out: IO[str] | None = None,
+    err: IO[str] | None = None,
+) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    args = _parser().parse_args(argv)
+    try:
+        if args.settings is not None:
+            load_settings_file(args.settings)
+        current = services or bootstrap.services()
+    except (ConfigurationError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=err)
+        return 2
+    try:
+        if args.command == "connect":
+            return _connect_device_code(current, out, err)
+        return _accounts(current, args, out)
+    except NotFoundError as exc:
+        print(f"error: {exc}", file=err)
+        return 1
+    except AuthFlowError as exc:
+        print(f"error: sign-in failed: {exc.error} {exc.description}".rstrip(), file=err)
+        return 1
+    except ConnectorError as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=err)
+        return 1
+
+
+def _print(out: IO[str], value: Any) -> None:
+    out.write(json.dumps(value, indent=2) + "\n")
+
+
+def _accounts(services: Services, args: argparse.Namespace, out: IO[str]) -> int:
+    if args.action == "list":
+        accounts, continuation = list_accounts(services, size=args.size, continuation=args.continuation)
+        while args.all and continuation:
+            more, continuation = list_accounts(services, size=args.size, continuation=continuation)
+            accounts += more
+        _print(out, {"accounts": accounts, "continuation": continuation})
+    elif args.action == "show":
+        _print(out, show_account(services, args.account_id))
+    elif args.action == "disconnect":
+        _print(out, account_summary(services, disconnect_account(services, args.account_id)))
+    elif args.action == "resync":
+        from shared.sync import sync_mailbox
+
+        if services.accounts.get(args.account_id) is None:
+            raise NotFoundError(f"account {args.account_id} does not exist")
+        result = sync_mailbox(services, args.account_id, reason="operator")
+        _print(
+            out,
+            {
+                "account": args.account_id,
+                "created": result.created,
+                "updated": result.updated,
+                "deleted": result.deleted,
+                "skipped": result.skipped,
+            },
+        )
+    return 0
+
+
+def _connect_device_code(services: Services, out: IO[str], err: IO[str]) -> int:
+    flow = start_device_connect(services)
+    # The user reads this on the operator's terminal: where to go and which code to enter.
+    print(
+        flow.get("message") or f"Enter the code {flow.get('user_code')} at {flow.get('verification_uri')}",
+        file=err,
+    )
+    err.flush()
+    result = complete_device_connect(services, flow)
+    _print(out, {**account_summary(services, result.account), "reconnected": result.reconnected})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
