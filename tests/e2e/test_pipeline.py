@@ -93,6 +93,10 @@ def test_with_dropped_doubled_and_reordered_notifications_every_mail_gets_exactl
     time.sleep(QUIET)
     stack.sim("DELETE", "/_sim/faults")
     [subscription] = subscriptions_of(stack, user)
+    outcomes = [
+        d["outcome"] for d in stack.sim("GET", "/_sim/deliveries")["value"] if subscription["id"] in d["subscriptionIds"]
+    ]
+    assert "dropped" in outcomes  # the faults really were in play
     stack.sim("POST", f"/_sim/subscriptions/{subscription['id']}/lifecycle", json={"event": "missed"})
     wait_for(lambda: all(events.of("created", m) for m in sent), timeout=30, what="a created event per mail")
     time.sleep(QUIET)
