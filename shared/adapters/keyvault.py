@@ -168,7 +168,10 @@ class KeyVaultSecretStore:
             except ResourceExistsError as conflict:
                 code, inner = _error_code(conflict)
                 if attempt == SET_ATTEMPTS:
-                    _raise_upstream("set", name, conflict)
+                    # Still deleting or recovering: worth another try later, so transient.
+                    raise UpstreamError(
+                        f"Key Vault set of secret {name}: still 409 {inner or code} after {attempt} attempts"
+                    ) from None
                 if inner == _DELETED_BUT_RECOVERABLE or code == _DELETED_BUT_RECOVERABLE:
                     log.info("secret %s is soft-deleted: recovering it before writing", name)
                     self._recover(name)

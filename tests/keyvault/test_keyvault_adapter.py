@@ -191,3 +191,55 @@ def test_vault_answers_translate_once_into_connector_errors(
         assert translated.value.retry_after == 7.0
     if transient is not None:
         assert getattr(translated.value, "transient", None) is transient
+
+
+class _ConflictResponse(_Response):
+    def __init__(self, inner_code: str) -> None:
+        super().__init__(409, {})
+        self.body = json.dumps({"error": {"code": "Conflict", "message": "m", "innererror": {"code": inner_code}}})
+
+    def text(self, encoding: str | None = None) -> str:  # type: ignore[override]
+        return self.body
+
+
+class _VaultStillDeleting:
+    """A SecretClient whose vault needs a moment to finish a delete before a set succeeds."""
+
+    def __init__(self, busy_answers: int) -> None:
+        self.busy_answers = busy_answers
+        self.written: list[str] = []
+
+    def set_secret(self, name: str, value: str) -> None:
+        from azure.core.exceptions import ResourceExistsError
+
+        if self.busy_answers:
+            self.busy_answers -= 1
+            raise ResourceExistsError(response=_ConflictResponse("ObjectIsBeingDeleted"))
+        self.written.append(value)
+
+
+def test_a_set_racing_a_delete_still_under_way_waits_and_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shared.adapters.keyvault as adapter
+
+    monkeypatch.setattr(adapter, "TRANSITION_BACKOFF_SECONDS", 0.01)
+    vault = _VaultStillDeleting(busy_answers=2)
+    store = KeyVaultSecretStore("https://contoso.vault.azure.net")
+    store._client = vault  # type: ignore[assignment]
+
+    store.set("account-3", "v")
+
+    assert vault.written == ["v"]
+
+
+def test_a_delete_that_never_completes_is_a_transient_upstream_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shared.adapters.keyvault as adapter
+
+    monkeypatch.setattr(adapter, "TRANSITION_BACKOFF_SECONDS", 0.01)
+    store = KeyVaultSecretStore("https://contoso.vault.azure.net")
+    store._client = _VaultStillDeleting(busy_answers=100)  # type: ignore[assignment]
+
+    with pytest.raises(UpstreamError) as failed:
+        store.set("account-3", "private-value")
+
+    assert failed.value.transient is True
+    assert "ObjectIsBeingDeleted" in str(failed.value) and "private-value" not in str(failed.value)
