@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from types import FrameType
 
 from .host import DEFAULT_PORT, DevHost, DevHostError
@@ -32,14 +33,16 @@ def main(argv: list[str] | None = None) -> int:
     host = DevHost(app_module=args.app, host=args.host, port=args.port, host_json=args.host_json,
                    app_dir=os.path.abspath(args.app_dir))
 
+    stopping = threading.Event()
+
     def request_stop(signum: int, frame: FrameType | None) -> None:
-        host._stop.set()
+        stopping.set()
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     try:
         host.start()
-    except DevHostError as error:
+    except (DevHostError, ImportError, ValueError) as error:
         print(f"devhost: {error}", file=sys.stderr)
         return 1
     print(f"devhost listening on {host.base_url}", flush=True)
@@ -55,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name}: ERROR {problem}")
     sys.stdout.flush()
     try:
-        host.serve_forever()
+        while not stopping.wait(0.5):
+            pass
     finally:
         host.stop()
         print("devhost stopped", flush=True)

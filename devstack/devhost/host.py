@@ -188,10 +188,6 @@ class DevHost:
         self._server = None
         self._started = False
 
-    def serve_forever(self) -> None:
-        """Blocks until ``stop()`` is called (from a signal handler, for instance)."""
-        self._stop.wait()
-
     # ----------------------------------------------------------------- setup
     def _set_env(self, name: str, value: str) -> None:
         if name not in self._saved_environ:

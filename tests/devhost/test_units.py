@@ -15,7 +15,7 @@ from devstack.devhost.config import (
     resolve_setting_refs,
 )
 from devstack.devhost.http import Keys
-from devstack.devhost.ncrontab import CronSchedule, InvalidSchedule, IntervalSchedule, parse_schedule
+from devstack.devhost.ncrontab import CronSchedule, IntervalSchedule, InvalidSchedule, parse_schedule
 from devstack.devhost.queues import decode_message, encode_message, message_bodies
 from devstack.devhost.routing import InvalidRoute, RouteTemplate
 
