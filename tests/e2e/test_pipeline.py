@@ -94,7 +94,9 @@ def test_with_dropped_doubled_and_reordered_notifications_every_mail_gets_exactl
     stack.sim("DELETE", "/_sim/faults")
     [subscription] = subscriptions_of(stack, user)
     outcomes = [
-        d["outcome"] for d in stack.sim("GET", "/_sim/deliveries")["value"] if subscription["id"] in d["subscriptionIds"]
+        d["outcome"]
+        for d in stack.sim("GET", "/_sim/deliveries")["value"]
+        if subscription["id"] in d["subscriptionIds"]
     ]
     assert "dropped" in outcomes  # the faults really were in play
     stack.sim("POST", f"/_sim/subscriptions/{subscription['id']}/lifecycle", json={"event": "missed"})
@@ -180,3 +182,23 @@ def test_a_message_that_is_not_a_trigger_ends_in_the_poison_queue(stack: LocalSt
         timeout=20,
         what="the message in graph-notifications-poison",
     )
+
+
+def test_a_trigger_that_keeps_failing_ends_in_the_poison_queue_and_a_resync_recovers_the_mail(
+    stack: LocalStack, mailbox: Any
+) -> None:
+    user, events = mailbox
+    stack.sim("PUT", "/_sim/faults", json={"failRate": 1.0, "seed": 3})  # every Graph call: 500 or 503
+    sent = send_mail(stack, user["id"], "processed only after the outage")["id"]
+    poisoned: list[Any] = []
+
+    def in_poison() -> bool:
+        poisoned.extend(read_queue(stack, "graph-notifications-poison"))
+        return any(isinstance(m, dict) and m.get("accountId") == events.account_id for m in poisoned)
+
+    wait_for(in_poison, timeout=90, interval=0.5, what="the failing trigger in graph-notifications-poison")
+    assert events.of("created", sent) == []
+    stack.sim("DELETE", "/_sim/faults")
+    [subscription] = subscriptions_of(stack, user)
+    stack.sim("POST", f"/_sim/subscriptions/{subscription['id']}/lifecycle", json={"event": "missed"})
+    events.wait("created", sent, timeout=30)
