@@ -138,14 +138,22 @@ def move_message(state: SimState, user: User, message: Message, target: Folder) 
     return moved, [removed, MailChange(user.id, target.id, new_id, CREATED, moved.etag())]
 
 
+_FIELD_NAMES = {name.lower(): name for name in (
+    "id", "createdDateTime", "lastModifiedDateTime", "changeKey", "categories", "receivedDateTime", "sentDateTime",
+    "hasAttachments", "internetMessageId", "subject", "bodyPreview", "importance", "parentFolderId",
+    "conversationId", "isDeliveryReceiptRequested", "isReadReceiptRequested", "isRead", "isDraft", "webLink",
+    "inferenceClassification", "body", "sender", "from", "toRecipients", "ccRecipients", "bccRecipients",
+    "replyTo", "flag",
+)}
+
+
 def render_message(message: Message, select: list[str] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"@odata.etag": message.etag()}
     if select:
         out["id"] = message.id
-        lowered = {k.lower(): k for k in message.data}
         for name in select:
-            key = lowered.get(name.strip().lower())
-            if key is not None:
+            key = _FIELD_NAMES.get(name.strip().lower())
+            if key is not None and key in message.data:
                 out[key] = message.data[key]
         return out
     out.update(message.data)

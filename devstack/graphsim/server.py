@@ -51,6 +51,7 @@ class _TlsServer(ThreadingHTTPServer):
 
     def get_request(self) -> tuple[Any, Any]:
         sock, addr = self.socket.accept()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small answers must not wait for an ACK
         # the TLS handshake runs in the connection's own thread, not in the accept loop
         return self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
 
@@ -80,6 +81,10 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature of the base class
         log.debug("%s " + format, self.address_string(), *args)
 
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            super().log_request(code, size)
+
     def _dispatch(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
@@ -97,9 +102,9 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in response.headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(response.body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(response.body)
+        # headers and body in one TLS write: one record, one segment for small answers
+        self.wfile.write(b"".join(self._headers_buffer) + b"\r\n" + (b"" if self.command == "HEAD" else response.body))
+        self._headers_buffer = []
 
     do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = do_HEAD = _dispatch
 
