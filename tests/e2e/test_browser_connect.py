@@ -1,0 +1,97 @@
+"""A person connects their mailbox in a real (headless) browser: the start page, the
+simulator's consent page, Microsoft's form_post back to our callback, the success page."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from devstack.stack import LocalStack
+from tests.support.stack import function_key_headers, new_user
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in requirements-dev.txt")
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture
+def chromium(tmp_path: Path) -> Iterator[Any]:
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        pytest.skip("chromium and chromium-driver are not installed (make browser-deps installs them)")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        # The simulator serves HTTPS from the devstack's own local CA, which this fresh
+        # browser profile does not trust; everything it talks to is on 127.0.0.1.
+        "--ignore-certificate-errors",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def consent_page_shown(stack: LocalStack) -> Iterator[None]:
+    before = stack.sim("GET", "/_sim/settings")["autoConsent"]
+    stack.sim("PUT", "/_sim/settings", json={"autoConsent": False})
+    yield
+    stack.sim("PUT", "/_sim/settings", json={"autoConsent": before})
+
+
+def test_a_person_connects_their_mailbox_in_a_browser(
+    stack: LocalStack, chromium: Any, consent_page_shown: None
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    user = new_user(stack, "browser")
+    wait = WebDriverWait(chromium, 30)
+
+    chromium.get(f"{stack.devhost_url}/api/connect/start")
+    chromium.find_element(By.ID, "login_hint").send_keys(user["userPrincipalName"])
+    chromium.find_element(By.ID, "connect").click()
+
+    # The simulator's sign-in and consent page, with the hinted account selected.
+    wait.until(ec.presence_of_element_located((By.ID, "accept")))
+    assert chromium.current_url.startswith(stack.graphsim_url)
+    chromium.find_element(By.ID, "accept").click()
+
+    # Its form_post page submits itself to our callback, which shows the result.
+    result = wait.until(ec.presence_of_element_located((By.ID, "result")))
+    assert result.text == "Account connected"
+    assert chromium.current_url == f"{stack.devhost_url}/api/auth/callback"
+    assert user["userPrincipalName"] in chromium.page_source
+
+    shown = requests.get(
+        f"{stack.devhost_url}/api/accounts/{user['id']}.{user['tenantId']}",
+        headers=function_key_headers(stack),
+        timeout=30,
+    )
+    assert shown.status_code == 200
+    assert shown.json()["status"] == "active"
+    assert shown.json()["subscriptions"]
