@@ -36,6 +36,12 @@ MAX_BODY_BYTES = 1024 * 1024
 MAX_ITEMS = 1000
 MAX_SUBSCRIPTION_ID_LENGTH = 128
 TRIGGER_VERSION = 1
+# Verified clientStates, per key. Graph repeats a subscription's clientState on each of its
+# notifications, so the HMAC runs once per subscription and process instead of per item.
+# Only strings that passed the constant-time check are kept: a hit proves nothing to a
+# caller who did not already hold a valid clientState, and a miss runs the full check.
+VERIFIED_CACHE_SIZE = 65_536
+_verified: dict[bytes, dict[str, str]] = {}
 
 CHANGE_TYPES = frozenset({"created", "updated", "deleted"})
 LIFECYCLE_EVENTS = frozenset({"reauthorizationRequired", "subscriptionRemoved", "missed"})
@@ -147,7 +153,20 @@ def _accept(item: object, key: bytes) -> str | None:
             return None
     elif not isinstance(event, str) or event not in LIFECYCLE_EVENTS:
         return None
-    return verify_client_state(key, item.get("clientState"))
+    client_state = item.get("clientState")
+    if not isinstance(client_state, str):
+        return None
+    verified = _verified.get(key)
+    if verified is None:
+        verified = _verified[key] = {}
+    account_id = verified.get(client_state)
+    if account_id is None:
+        account_id = verify_client_state(key, client_state)
+        if account_id is not None:
+            if len(verified) >= VERIFIED_CACHE_SIZE:
+                verified.clear()
+            verified[client_state] = account_id
+    return account_id
 
 
 @dataclass(frozen=True)
