@@ -103,8 +103,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(response.body)))
         # headers and body in one TLS write: one record, one segment for small answers
-        self.wfile.write(b"".join(self._headers_buffer) + b"\r\n" + (b"" if self.command == "HEAD" else response.body))
-        self._headers_buffer = []
+        buffered: list[bytes] = getattr(self, "_headers_buffer", [])
+        self.wfile.write(b"".join(buffered) + b"\r\n" + (b"" if self.command == "HEAD" else response.body))
+        buffered.clear()
 
     do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = do_HEAD = _dispatch
 
