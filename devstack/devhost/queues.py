@@ -26,7 +26,7 @@ from typing import Any
 import azure.functions as func
 from azure.core.exceptions import ResourceExistsError
 from azure.functions.queue import QueueMessage
-from azure.storage.queue import QueueClient
+from azure.storage.queue import LinearRetry, QueueClient
 from azure.storage.queue import QueueMessage as StorageMessage
 
 from .config import QueueOptions, resolve_setting_refs
@@ -38,6 +38,12 @@ DEFAULT_CONNECTION = "AzureWebJobsStorage"
 # uses functionTimeout instead, capped by the service's 7 days).
 MAX_INVISIBLE_SECONDS = 7 * 24 * 3600
 MIN_POLLING_INTERVAL = 0.005
+MAX_FAILURE_BACKOFF = 10.0
+# Azurite is local: fail fast and let the listener's own back-off wait, instead of the SDK's
+# default exponential retry that starts at 15 s and would hold up the webhook and shutdown.
+def fast_retry() -> LinearRetry:
+    # Annotated as int, but the policy computes with floats (random.uniform).
+    return LinearRetry(backoff=0.2, random_jitter_range=0.1, retry_total=2)  # type: ignore[arg-type]
 
 
 def encode_message(body: str | bytes, base64_encoding: bool = True) -> str:
@@ -98,7 +104,9 @@ class QueueClients:
         with self._lock:
             client = self._clients.get(key)
             if client is None:
-                client = QueueClient.from_connection_string(self.connection_string(connection), queue_name)
+                client = QueueClient.from_connection_string(
+                    self.connection_string(connection), queue_name,
+                    retry_policy=fast_retry(), connection_timeout=5, read_timeout=30)
                 try:
                     client.create_queue()
                 except ResourceExistsError:
@@ -167,11 +175,13 @@ class QueueListener:
         self._thread.start()
 
     def join(self, timeout: float | None = None) -> None:
+        """Waits for the poller and the running invocations; queued ones hand their message back."""
         self._thread.join(timeout)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool.shutdown(wait=True)
 
     def _run(self) -> None:
         interval = MIN_POLLING_INTERVAL
+        failures = 0
         while not self._stop.is_set():
             with self._idle:
                 while self._in_flight > self._options.new_batch_threshold and not self._stop.is_set():
@@ -184,9 +194,15 @@ class QueueListener:
                     max_messages=self._options.batch_size,
                     visibility_timeout=self._invisible,
                 ))
-            except Exception:  # noqa: BLE001 - a storage outage must not end the listener
-                logger.warning("function %s: polling its queue failed", self.function_name, exc_info=True)
-                messages = []
+            except Exception as error:  # noqa: BLE001 - a storage outage must not end the listener
+                failures += 1
+                if failures == 1:
+                    logger.warning("function %s: cannot poll its queue, retrying: %s", self.function_name, error)
+                self._stop.wait(min(MIN_POLLING_INTERVAL * 2 ** min(failures, 16), MAX_FAILURE_BACKOFF))
+                continue
+            if failures:
+                logger.info("function %s: polling its queue again", self.function_name)
+                failures = 0
             if messages:
                 interval = MIN_POLLING_INTERVAL
                 for message in messages:
@@ -200,6 +216,10 @@ class QueueListener:
     def _handle(self, message: StorageMessage) -> None:
         try:
             client = self._client()
+            if self._stop.is_set():
+                # Received but not started before the host stopped: visible again at once.
+                client.update_message(message.id, message.pop_receipt, visibility_timeout=0)
+                return
             if message.dequeue_count is not None and message.dequeue_count > self._options.max_dequeue_count:
                 # Dequeued more often than allowed without a verdict (a crash): poison at once.
                 self._move_to_poison(client, message)

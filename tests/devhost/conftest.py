@@ -14,7 +14,8 @@ if str(PROJECT_ROOT) not in sys.path:  # `pytest` (unlike `python -m pytest`) do
     sys.path.insert(0, str(PROJECT_ROOT))
 
 from devstack.devhost import DevHost  # noqa: E402
-from tests.support.azurite import Azurite  # noqa: E402
+from tests.support import free_port  # noqa: E402
+from tests.support.azurite import ACCOUNT_KEY, ACCOUNT_NAME, Azurite  # noqa: E402
 
 SAMPLE_APP = "tests.devhost.sample_app"
 FUNCTION_KEY = "sample-function-key"
@@ -46,6 +47,12 @@ def write_host_json(directory: Path, data: dict[str, object]) -> Path:
     return path
 
 
+def unreachable_storage() -> str:
+    """A connection string whose queue endpoint nobody listens on."""
+    return (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT_NAME};AccountKey={ACCOUNT_KEY};"
+            f"QueueEndpoint=http://127.0.0.1:{free_port()}/{ACCOUNT_NAME};")
+
+
 @pytest.fixture(scope="module")
 def devhost(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevHost]:
     app_dir = tmp_path_factory.mktemp("app")
@@ -58,6 +65,7 @@ def devhost(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Itera
         app_dir=app_dir,
         env={
             "SampleStorage": azurite.connection_string,
+            "SampleUnreachableStorage": unreachable_storage(),
             "SAMPLE_WORK_QUEUE": "sample-work",
             "SAMPLE_NIGHTLY_SCHEDULE": "0 0 3 1 1 *",
             "SAMPLE_HEARTBEAT_SCHEDULE": "*/1 * * * * *",

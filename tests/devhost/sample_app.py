@@ -99,6 +99,20 @@ def enqueue(req: func.HttpRequest, work: func.Out[Any], outbox: func.Out[str]) -
     return func.HttpResponse(status_code=202)
 
 
+@app.route(route="enqueue-unreachable", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@app.queue_output(arg_name="out", queue_name="sample-unreachable", connection="SampleUnreachableStorage")
+def enqueue_unreachable(req: func.HttpRequest, out: func.Out[str]) -> func.HttpResponse:
+    out.set("never stored")
+    return func.HttpResponse(status_code=202)
+
+
+@app.queue_trigger(arg_name="msg", queue_name="sample-slow", connection="SampleStorage")
+def process_slowly(msg: func.QueueMessage) -> None:
+    started = time.monotonic()
+    time.sleep(0.3)
+    RECORD.add("process_slowly", {"body": msg.get_body().decode("utf-8"), "start": started, "end": time.monotonic()})
+
+
 @app.queue_trigger(arg_name="msg", queue_name="%SAMPLE_WORK_QUEUE%", connection="SampleStorage")
 def process_work(msg: func.QueueMessage, context: func.Context) -> None:
     body = msg.get_body().decode("utf-8")

@@ -91,6 +91,28 @@ def test_a_message_that_fails_max_dequeue_count_times_moves_to_poison_with_its_b
     assert requests.get(f"{devhost.base_url}/api/items/1", timeout=5).status_code == 200
 
 
+def test_a_batch_of_messages_is_processed_concurrently(devhost: DevHost, azurite: Azurite) -> None:
+    batch = [f"slow {n} {uuid.uuid4()}" for n in range(4)]  # batchSize is 4 in the test host.json
+    client = QueueClient.from_connection_string(azurite.connection_string, "sample-slow")
+    for body in batch:
+        client.send_message(base64.b64encode(body.encode()).decode())
+
+    RECORD.wait_for("process_slowly", lambda seen: {e["body"] for e in seen} >= set(batch), timeout=10)
+    runs = [e for e in RECORD.seen("process_slowly") if e["body"] in batch]
+
+    assert max(run["start"] for run in runs) < min(run["end"] for run in runs)
+
+
+def test_when_an_output_binding_cannot_be_written_the_http_invocation_fails(devhost: DevHost) -> None:
+    started = time.monotonic()
+
+    response = requests.post(f"{devhost.base_url}/api/enqueue-unreachable", data=b"x", timeout=30)
+
+    assert response.status_code == 500
+    assert time.monotonic() - started < 10
+    assert requests.get(f"{devhost.base_url}/api/items/1", timeout=5).status_code == 200
+
+
 def test_admin_api_runs_a_timer_function_now(devhost: DevHost) -> None:
     before = len(RECORD.seen("nightly"))
     url = f"{devhost.base_url}/admin/functions/nightly"

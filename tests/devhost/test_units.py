@@ -223,3 +223,32 @@ def test_keys_per_auth_level() -> None:
     assert keys.allows("function", "function-key") and keys.allows("function", "master-key")
     assert not keys.allows("function", "function-keyX")
     assert keys.allows("admin", "master-key") and not keys.allows("admin", "function-key")
+
+
+# ----------------------------------------------------------------- timers
+def test_a_run_that_starts_late_is_past_due_and_an_on_time_one_is_not() -> None:
+    import threading
+
+    from devstack.devhost.timers import TimerRunner
+
+    start = at("2026-01-01T00:00:00")
+    calls: list[dt.datetime] = []
+
+    def clock() -> dt.datetime:
+        # The first reading schedules the run; every later one is 5 s past it (a sleeping laptop).
+        calls.append(start)
+        return start if len(calls) == 1 else start + dt.timedelta(seconds=6)
+
+    fired = []
+    stop = threading.Event()
+
+    def fire(request: object) -> None:
+        fired.append(request)
+        stop.set()
+
+    runner = TimerRunner("late", parse_schedule("* * * * * *"), False, fire, stop, clock)
+    runner.start()
+    runner.join(5)
+    runner.run_now()
+
+    assert [request.past_due for request in fired] == [True, False]  # type: ignore[attr-defined]
