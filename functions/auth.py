@@ -68,7 +68,7 @@ def auth_callback(req: func.HttpRequest) -> func.HttpResponse:
     try:
         result = complete_connect(services, response)
     except AuthFlowError as exc:
-        log.info("auth callback refused: %s", exc.error)
+        log.info("auth callback refused: %r", exc.error[:100])
         return _html(
             error_page(400, "Sign-in failed", str(exc), error=exc.error, description=exc.description)
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from shared.client_state import issue_client_state
@@ -33,6 +34,11 @@ MAX_MAIL_SUBSCRIPTION_LIFETIME = dt.timedelta(minutes=10_080)
 # not turn a renewal into a 400 "expirationDateTime is too far in the future".
 LIFETIME_MARGIN = dt.timedelta(minutes=30)
 MAILBOX_SUBSCRIPTION_LIFETIME = MAX_MAIL_SUBSCRIPTION_LIFETIME - LIFETIME_MARGIN
+# Graph gives our endpoints 10 s to answer its validation handshake; a cold start can miss
+# it. Creation is tried again a few times (GRAPH_NOTES "Validation handshake": "retrying
+# creation" is one of the remedies).
+VALIDATION_ATTEMPTS = 3
+VALIDATION_RETRY_DELAY_SECONDS = 2.0
 
 
 def mailbox_subscription_expiry(now: dt.datetime) -> dt.datetime:
@@ -160,15 +166,27 @@ def _discard(
 def _create(services: Services, account: Account, auth: GraphAuth, now: dt.datetime) -> Subscription:
     settings = services.settings
     expires_at = mailbox_subscription_expiry(now)
-    answer: dict[str, Any] = services.graph.create_subscription(
-        auth,
-        resource=MAILBOX_RESOURCE,
-        change_type=MAILBOX_CHANGE_TYPES,
-        notification_url=settings.notification_url,
-        lifecycle_notification_url=settings.lifecycle_notification_url,
-        expires_at=expires_at,
-        client_state=issue_client_state(settings.client_state_key, account.account_id),
-    )
+    for attempt in range(1, VALIDATION_ATTEMPTS + 1):
+        try:
+            answer: dict[str, Any] = services.graph.create_subscription(
+                auth,
+                resource=MAILBOX_RESOURCE,
+                change_type=MAILBOX_CHANGE_TYPES,
+                notification_url=settings.notification_url,
+                lifecycle_notification_url=settings.lifecycle_notification_url,
+                expires_at=expires_at,
+                client_state=issue_client_state(settings.client_state_key, account.account_id),
+            )
+            break
+        except GraphError as exc:
+            if not _is_validation_failure(exc) or attempt == VALIDATION_ATTEMPTS:
+                raise
+            log.warning(
+                "account %s: Graph could not validate our endpoints (attempt %d); trying again",
+                account.account_id,
+                attempt,
+            )
+            time.sleep(VALIDATION_RETRY_DELAY_SECONDS)
     subscription = Subscription(
         subscription_id=str(answer["id"]),
         account_id=account.account_id,
@@ -186,6 +204,11 @@ def _create(services: Services, account: Account, auth: GraphAuth, now: dt.datet
         raise
     log.info("account %s: subscription %s created", account.account_id, subscription.subscription_id)
     return saved
+
+
+def _is_validation_failure(exc: GraphError) -> bool:
+    # "Subscription validation request failed / timed out" (GRAPH_NOTES "Validation handshake").
+    return exc.status == 400 and "validation request" in str(exc).lower()
 
 
 def _discard_unrecorded(services: Services, subscription: Subscription, auth: GraphAuth) -> None:

@@ -34,6 +34,11 @@ def services() -> Iterator[Services]:
     bootstrap.use(None)
 
 
+@pytest.fixture(autouse=True)
+def no_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("shared.subscriptions.VALIDATION_RETRY_DELAY_SECONDS", 0)
+
+
 def start(login_hint: str | None = None) -> func.HttpResponse:
     params = {"login_hint": login_hint} if login_hint is not None else {}
     return handler("connect")(http_request("GET", f"{BASE}/api/connect", params=params))
@@ -217,7 +222,7 @@ def test_a_huge_or_garbled_form_is_a_400_not_a_500(services: Services) -> None:
 
 def test_a_subscription_failure_is_a_503_page_and_the_account_shows_the_error(services: Services) -> None:
     services.graph.fail["create_subscription"] = [
-        GraphError(400, "ValidationError", "Subscription validation request failed.")
+        GraphError(400, "ValidationError", "Subscription validation request failed.") for _ in range(3)
     ]
     start()
     response = form_post(consent(services))

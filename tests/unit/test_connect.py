@@ -34,6 +34,11 @@ def services():
     return make_services()
 
 
+@pytest.fixture(autouse=True)
+def no_waiting(monkeypatch):
+    monkeypatch.setattr("shared.subscriptions.VALIDATION_RETRY_DELAY_SECONDS", 0)
+
+
 def sign_in(services, login_hint=None, **response):
     """What the browser does: start, consent at Microsoft, come back with code and state."""
     user = services.identity.next_user
@@ -196,15 +201,31 @@ def test_a_subscription_that_cannot_be_recorded_is_deleted_in_graph_again(servic
     assert services.accounts.get(account_id).status == AccountStatus.ERROR
 
 
+def validation_failure() -> GraphError:
+    return GraphError(400, "ValidationError", "Subscription validation request failed.")
+
+
+def test_a_missed_validation_handshake_is_tried_again(services):
+    services.graph.fail["create_subscription"] = [validation_failure(), validation_failure()]
+    result = sign_in(services)
+    assert result.account.status == AccountStatus.ACTIVE
+    assert len(services.graph.for_account(result.account.account_id)) == 1
+
+
 def test_a_failed_subscription_leaves_the_account_in_error_with_the_reason(services):
-    services.graph.fail["create_subscription"] = [
-        GraphError(400, "ValidationError", "Subscription validation request failed.")
-    ]
+    services.graph.fail["create_subscription"] = [validation_failure() for _ in range(3)]
     with pytest.raises(GraphError):
         sign_in(services)
     stored = services.accounts.get(services.identity.next_user.account_id)
     assert stored.status == AccountStatus.ERROR
     assert "validation request failed" in stored.last_error
+
+
+def test_other_graph_refusals_are_not_tried_again(services):
+    services.graph.fail["create_subscription"] = [GraphError(403, "Forbidden", "Insufficient privileges")]
+    with pytest.raises(GraphError):
+        sign_in(services)
+    assert [c for c, _ in services.graph.calls].count("create_subscription") == 1
 
 
 def test_an_unknown_state_is_refused(services):
