@@ -33,7 +33,6 @@ from .http import (
     HttpRoute,
     IncomingRequest,
     Keys,
-    RequestTooLarge,
     Response,
     from_function_response,
     serve,
@@ -50,7 +49,7 @@ from .invocation import (
 )
 from .ncrontab import parse_schedule
 from .queues import QueueClients, QueueListener, manual_message, message_bodies
-from .timers import TimerRunner, timer_request
+from .timers import TimerRunner, timer_request, utc_now
 
 logger = logging.getLogger("devstack.devhost")
 
@@ -145,6 +144,7 @@ class DevHost:
             return self
         self._started = True
         self._stop.clear()
+        self.errors = {}
         try:
             self._apply_environment()
             self.config = HostConfig.load(self.host_json)
@@ -253,6 +253,7 @@ class DevHost:
     def _start_timer(self, spec: FunctionSpec) -> None:
         settings = spec.trigger.settings
         schedule = parse_schedule(resolve_setting_refs(str(settings.get("schedule", ""))))
+        schedule.next_after(utc_now())  # a schedule that never matches fails here, not in its thread
         runner = TimerRunner(
             spec.name, schedule, bool(settings.get("runOnStartup", False)),
             lambda request: self._run_in_background(spec, request), self._stop)
@@ -312,10 +313,7 @@ class DevHost:
                                      self.config.queues.base64)
 
     def _run_http(self, route: HttpRoute, request: IncomingRequest, route_params: dict[str, str]) -> Response:
-        try:
-            body = request.read_body()
-        except RequestTooLarge:
-            raise
+        body = request.read_body()  # RequestTooLarge and MalformedBody become 413 and 400 at the edge
         http_request = func.HttpRequest(
             request.method, request.url, headers=request.headers, params=request.params,
             route_params=route_params, body=body)

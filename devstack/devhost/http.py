@@ -34,7 +34,11 @@ ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRAC
 
 
 class RequestTooLarge(Exception):
-    pass
+    """The body is over MAX_REQUEST_BODY (413)."""
+
+
+class MalformedBody(Exception):
+    """Content-Length or chunked framing that cannot be read (400)."""
 
 
 @dataclass
@@ -229,6 +233,11 @@ class _Handler(BaseHTTPRequestHandler):
             response = self.server.frontend.handle(request)
         except RequestTooLarge:
             response, body_read = Response.text(413), False
+        except MalformedBody:
+            response, body_read = Response.text(400), False
+        except Exception:  # noqa: BLE001 - a fault of the devhost itself: 500, and keep serving
+            logger.exception("devhost: request to %s failed", parts.path)
+            response = Response(500)
         if not body_read and self._has_body():
             # The unread body would be taken for the next request: end the connection instead.
             self.close_connection = True
@@ -243,15 +252,23 @@ class _Handler(BaseHTTPRequestHandler):
         return bool(length and length.strip() != "0") or "chunked" in self.headers.get("Transfer-Encoding", "").lower()
 
     def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            return self._read_chunked()
-        length_text = self.headers.get("Content-Length")
-        if not length_text:
-            return b""
-        length = int(length_text)
+        try:
+            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                return self._read_chunked()
+            length_text = self.headers.get("Content-Length")
+            if not length_text:
+                return b""
+            length = int(length_text)
+        except ValueError as error:
+            raise MalformedBody from error
+        if length < 0:
+            raise MalformedBody
         if length > MAX_REQUEST_BODY:
             raise RequestTooLarge
-        return self.rfile.read(length)
+        body = self.rfile.read(length)
+        if len(body) < length:
+            raise MalformedBody
+        return body
 
     def _read_chunked(self) -> bytes:
         chunks: list[bytes] = []

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 import requests
@@ -159,3 +161,30 @@ def test_stop_leaves_no_thread_behind_and_closes_the_port(tmp_path) -> None:
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{url}/api/items/1", timeout=2)
     session.close()
+
+
+def test_a_chunked_request_body_reaches_the_function(devhost: DevHost) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b"first,"
+        yield b"second"
+
+    response = requests.post(f"{devhost.base_url}/api/items/5", data=chunks(), timeout=5)
+
+    assert response.json()["body"] == "first,second"
+
+
+def test_an_unreadable_content_length_is_400(devhost: DevHost) -> None:
+    host, port = devhost.base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as connection:
+        connection.sendall(b"POST /api/items/1 HTTP/1.1\r\nHost: x\r\nContent-Length: many\r\n\r\n")
+        status_line = connection.recv(1024).split(b"\r\n", 1)[0]
+
+    assert status_line == b"HTTP/1.1 400 Bad Request"
+
+
+def test_head_answers_with_headers_only(devhost: DevHost) -> None:
+    response = requests.head(f"{devhost.base_url}/api/files/readme.md", timeout=5)
+
+    assert response.status_code == 200
+    assert response.headers["Content-Length"] == str(len("readme.md"))
+    assert response.content == b""
