@@ -12,7 +12,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from . import mailbox
-from .state import Faults, User, graph_time_precise
+from .state import Faults, User, graph_time_precise, parse_graph_time
 from .wire import Request, Response
 
 if TYPE_CHECKING:
@@ -185,6 +185,15 @@ class ControlApi:
             if not rest and request.method == "DELETE":
                 del self.state.subscriptions[sub.id]
                 return Response.empty(204)
+            if not rest and request.method == "PATCH":
+                # bypasses Graph's expiry rules, so that tests can make a subscription expire now or soon
+                try:
+                    sub.expiration = parse_graph_time(str(body["expirationDateTime"]))
+                except (KeyError, ValueError):
+                    return _bad("expirationDateTime (ISO 8601) is required")
+                out = self._subscription_public(sub)
+                self.state.live_subscription(sub.id)  # an expiry in the past removes it at once
+                return Response.json(200, out)
             if rest == ["lifecycle"] and request.method == "POST":
                 event = body.get("event")
                 if event not in LIFECYCLE_EVENTS:

@@ -451,6 +451,9 @@ class GraphApi:
         change_types = [c.strip() for c in str(body["changeType"]).split(",") if c.strip()]
         if not change_types or any(c not in CHANGE_TYPES for c in change_types):
             return graph_error(400, "InvalidRequest", f"Invalid changeType '{body['changeType']}'.")
+        if body.get("includeResourceData") and not body.get("encryptionCertificate"):
+            return graph_error(400, "ValidationError", "An encryptionCertificate is required when "
+                                                       "includeResourceData is true.")
         client_state = body.get("clientState")
         if client_state is not None and len(str(client_state)) > 128:
             return graph_error(400, "InvalidRequest", "clientState cannot be longer than 128 characters.")

@@ -66,6 +66,9 @@ def graph_error(status: int, code: str, message: str, headers: dict[str, str] | 
     request_id = str(uuid.uuid4())
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
     hdrs = {"request-id": request_id, "client-request-id": request_id}
+    if status == 401:
+        hdrs["WWW-Authenticate"] = ('Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/'
+                                    'oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000"')
     hdrs.update(headers or {})
     return Response.json(
         status,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
 import requests
@@ -198,3 +199,20 @@ def test_a_silently_removed_subscription_gets_no_more_notifications(graphsim, gr
     _deliver(sim, sim_user, "nobody listens")
     assert not webhook.wait_for(lambda: len(webhook.posts) > 0, timeout=0.5)
     assert graph.get(f"{graphsim.graph_url}/subscriptions/{sub['id']}", timeout=10).status_code == 404
+
+
+def test_an_expired_subscription_is_gone_and_silent(graphsim, graph, webhook, sim, sim_user):
+    sub = _subscribe(graphsim, graph, webhook).json()
+    soon = sim.patch(f"/subscriptions/{sub['id']}", json={"expirationDateTime": _in(0.01)})
+    assert soon.status_code == 200
+    assert graph.get(f"{graphsim.graph_url}/subscriptions/{sub['id']}", timeout=10).status_code == 200
+    time.sleep(1.0)
+    assert graph.get(f"{graphsim.graph_url}/subscriptions/{sub['id']}", timeout=10).status_code == 404
+    _deliver(sim, sim_user, "after expiry")
+    assert not webhook.wait_for(lambda: len(webhook.posts) > 0, timeout=0.5)
+    assert sub["id"] not in [s["id"] for s in sim.get("/subscriptions").json()["value"]]
+
+
+def test_rich_notifications_need_an_encryption_certificate(graphsim, graph, webhook):
+    response = _subscribe(graphsim, graph, webhook, includeResourceData=True)
+    assert response.status_code == 400
