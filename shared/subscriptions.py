@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from shared.client_state import issue_client_state
-from shared.errors import GraphError, NotFoundError, UpstreamError
+from shared.errors import ConcurrencyError, GraphError, NotFoundError, UpstreamError
 from shared.models import Account, Subscription, SubscriptionStatus
 from shared.ports import GraphAuth
 
@@ -134,7 +134,15 @@ def _renew(
     subscription.expires_at = parse_graph_datetime(answer.get("expirationDateTime"), expires_at)
     subscription.last_renewed_at = now
     subscription.status = SubscriptionStatus.ACTIVE
-    return services.subscriptions.save(subscription)
+    try:
+        return services.subscriptions.save(subscription)
+    except ConcurrencyError:
+        # Somebody else (the renewal timer, a lifecycle event) wrote it meanwhile: Graph has
+        # it alive either way, and their record is the newer one.
+        current = services.subscriptions.get(subscription.account_id, subscription.subscription_id)
+        if current is None:
+            raise
+        return current
 
 
 def _discard(

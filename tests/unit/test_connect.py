@@ -392,3 +392,24 @@ def test_graph_datetimes_with_seven_digits_parse():
     assert parsed == dt.datetime(2026, 11, 27, 11, 30, 0, 123456, tzinfo=dt.UTC)
     fallback = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     assert parse_graph_datetime("nonsense", fallback) == fallback
+
+
+def test_a_subscription_renewed_by_someone_else_meanwhile_is_kept(services):
+    first = sign_in(services)
+    account_id = first.account.account_id
+    store = services.subscriptions
+    original_save = store.save
+
+    def renewal_wins_the_race(subscription):
+        current = store.get(subscription.account_id, subscription.subscription_id)
+        original_save(current)  # the renewal timer writes first: our ETag is stale now
+        store.save = original_save
+        return original_save(subscription)
+
+    store.save = renewal_wins_the_race
+    result = ensure_mailbox_subscription(
+        services, services.accounts.get(account_id), services.tokens.graph_auth(first.account)
+    )
+
+    assert result.subscription_id == first.subscription.subscription_id
+    assert len(services.graph.for_account(account_id)) == 1
