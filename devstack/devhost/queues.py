@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import logging
 import threading
 import uuid
@@ -24,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import azure.functions as func
-from azure.core.exceptions import ResourceExistsError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.functions.queue import QueueMessage
 from azure.storage.queue import LinearRetry, QueueClient
 from azure.storage.queue import QueueMessage as StorageMessage
@@ -103,27 +104,38 @@ class QueueClients:
         key = (connection or DEFAULT_CONNECTION, queue_name)
         with self._lock:
             client = self._clients.get(key)
-            if client is None:
-                client = QueueClient.from_connection_string(
-                    self.connection_string(connection), queue_name,
-                    retry_policy=fast_retry(), connection_timeout=5, read_timeout=30)
-                try:
-                    client.create_queue()
-                except ResourceExistsError:
-                    pass
-                self._clients[key] = client
+        if client is not None:
             return client
+        # Created outside the lock: a slow or unreachable account must not hold up the others.
+        client = QueueClient.from_connection_string(
+            self.connection_string(connection), queue_name,
+            retry_policy=fast_retry(), connection_timeout=5, read_timeout=30)
+        ensure_queue(client)
+        with self._lock:
+            return self._clients.setdefault(key, client)
 
     def send(self, connection: str | None, queue_name: str, bodies: list[str | bytes], base64_encoding: bool) -> None:
         client = self.get(connection, queue_name)
         for body in bodies:
-            client.send_message(encode_message(body, base64_encoding))
+            text = encode_message(body, base64_encoding)
+            try:
+                client.send_message(text)
+            except ResourceNotFoundError:  # deleted since it was created: as the host, create it again
+                ensure_queue(client)
+                client.send_message(text)
 
     def close(self) -> None:
         with self._lock:
             for client in self._clients.values():
                 client.close()
             self._clients.clear()
+
+
+def ensure_queue(client: QueueClient) -> None:
+    try:
+        client.create_queue()
+    except ResourceExistsError:
+        pass
 
 
 def to_function_message(message: StorageMessage, body: bytes) -> QueueMessage:
@@ -194,6 +206,11 @@ class QueueListener:
                     max_messages=self._options.batch_size,
                     visibility_timeout=self._invisible,
                 ))
+            except ResourceNotFoundError:  # the queue was deleted under the listener
+                with contextlib.suppress(Exception):
+                    ensure_queue(self._client())
+                self._stop.wait(interval)
+                continue
             except Exception as error:  # noqa: BLE001 - a storage outage must not end the listener
                 failures += 1
                 if failures == 1:

@@ -58,6 +58,17 @@ def test_a_message_written_by_an_output_binding_is_base64_and_consumed_by_the_tr
     assert entry["invocation_id"]
 
 
+def test_an_output_queue_deleted_while_the_host_runs_is_created_again(devhost: DevHost, azurite: Azurite) -> None:
+    requests.post(f"{devhost.base_url}/api/enqueue", data=b"before", timeout=5)
+    QueueClient.from_connection_string(azurite.connection_string, "sample-outbox").delete_queue()
+    body = f"after {uuid.uuid4()}"
+
+    response = requests.post(f"{devhost.base_url}/api/enqueue", data=body.encode(), timeout=5)
+
+    assert response.status_code == 202
+    find_message(azurite, "sample-outbox", body)
+
+
 def test_a_list_set_on_an_output_binding_becomes_one_message_each(devhost: DevHost) -> None:
     first, second = f"one {uuid.uuid4()}", f"two {uuid.uuid4()}"
 
