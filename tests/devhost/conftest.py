@@ -1,21 +1,19 @@
-"""Fixtures for the devhost tests: a real Azurite and a DevHost serving the sample app."""
+"""Fixtures for the devhost tests: a DevHost serving the sample app against the session's Azurite
+(the ``azurite`` fixture of tests/conftest.py)."""
 
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-if str(PROJECT_ROOT) not in sys.path:  # `pytest` (unlike `python -m pytest`) does not add it
-    sys.path.insert(0, str(PROJECT_ROOT))
+from devstack.devhost import DevHost
+from tests.support import free_port
+from tests.support.azurite import ACCOUNT_KEY, ACCOUNT_NAME, Azurite
 
-from devstack.devhost import DevHost  # noqa: E402
-from tests.support import free_port  # noqa: E402
-from tests.support.azurite import ACCOUNT_KEY, ACCOUNT_NAME, Azurite  # noqa: E402
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 SAMPLE_APP = "tests.devhost.sample_app"
 FUNCTION_KEY = "sample-function-key"
@@ -33,12 +31,6 @@ FAST_HOST_JSON = {
         }
     },
 }
-
-
-@pytest.fixture(scope="session")
-def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
-    with Azurite.start(tmp_path_factory.mktemp("azurite")) as running:
-        yield running
 
 
 def write_host_json(directory: Path, data: dict[str, object]) -> Path:

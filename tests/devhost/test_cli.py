@@ -9,10 +9,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.devhost.conftest import PROJECT_ROOT
 from tests.support import free_port
+
+pytestmark = pytest.mark.integration  # a real Azurite (and, for the CLI, a real process)
 
 
 def test_the_command_serves_the_app_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:

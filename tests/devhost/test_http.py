@@ -14,6 +14,8 @@ from devstack.devhost import DevHost
 from devstack.devhost import http as devhost_http
 from tests.devhost.conftest import FUNCTION_KEY, MASTER_KEY, SAMPLE_APP, write_host_json
 
+pytestmark = pytest.mark.integration  # a real Azurite (and, for the CLI, a real process)
+
 
 def test_route_parameters_reach_the_function_as_route_params(devhost: DevHost) -> None:
     response = requests.get(f"{devhost.base_url}/api/items/42/blue%20box?q=find", headers={"X-Sample": "h"},

@@ -16,6 +16,8 @@ from tests.devhost.conftest import FUNCTION_KEY, MASTER_KEY
 from tests.devhost.sample_app import RECORD
 from tests.support.azurite import Azurite
 
+pytestmark = pytest.mark.integration  # a real Azurite (and, for the CLI, a real process)
+
 
 def bodies_seen(function: str) -> list[str]:
     return [entry["body"] for entry in RECORD.seen(function)]
