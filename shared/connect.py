@@ -188,7 +188,11 @@ def _upsert_account(
         existing.scopes = scopes
         existing.client_kind = grant.client_kind
         existing.last_error = None
-        existing.connected_at = now
+        if existing.delta_link is None or existing.connected_at is None:
+            # A fresh start (first connect, or after a disconnect). Otherwise the mailbox's
+            # history continues from the stored deltaLink: mail that came in while the
+            # account waited for its user to sign in again is still new mail.
+            existing.connected_at = now
         try:
             return services.accounts.save(existing), True
         except ConcurrencyError:

@@ -413,3 +413,19 @@ def test_a_subscription_renewed_by_someone_else_meanwhile_is_kept(services):
 
     assert result.subscription_id == first.subscription.subscription_id
     assert len(services.graph.for_account(account_id)) == 1
+
+
+def test_a_reconnect_keeps_the_mailbox_history_going(services):
+    first = sign_in(services).account
+    services.clock.advance(hours=5)
+    second = sign_in(services).account
+    assert second.connected_at == first.connected_at
+    assert second.delta_link
+
+
+def test_a_reconnect_after_a_disconnect_starts_afresh(services):
+    first = sign_in(services).account
+    disconnect_account(services, first.account_id)
+    services.clock.advance(hours=5)
+    second = sign_in(services).account
+    assert second.connected_at == services.clock.now()
