@@ -54,7 +54,7 @@ from .timers import TimerRunner, timer_request, utc_now
 logger = logging.getLogger("devstack.devhost")
 
 # Not a secret: the documented key of every local devhost, like Azurite's well-known account key.
-DEFAULT_FUNCTION_KEY = "devhost-local-function-key"
+DEFAULT_FUNCTION_KEY = "devstack-local-function-key"
 DEFAULT_PORT = 7071
 STOP_TIMEOUT_SECONDS = 10.0
 
