@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default=os.environ.get("DEVHOST_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The storage SDK logs every request at INFO: one line per queue poll, several per second.
+    logging.getLogger("azure").setLevel(max(logging.WARNING, logging.getLogger().level))
 
     host = DevHost(app_module=args.app, host=args.host, port=args.port, host_json=args.host_json,
                    app_dir=os.path.abspath(args.app_dir))
