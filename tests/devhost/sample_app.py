@@ -81,6 +81,11 @@ def maintenance(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse(status_code=204)
 
 
+@app.route(route="async-echo/{word}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def async_echo(req: func.HttpRequest) -> func.HttpResponse:
+    return func.HttpResponse(req.route_params["word"], status_code=201, mimetype="text/html", charset="latin-1")
+
+
 @app.route(route="explode", auth_level=func.AuthLevel.ANONYMOUS)
 def explode(req: func.HttpRequest) -> func.HttpResponse:
     raise RuntimeError("internal detail that must not reach the caller")

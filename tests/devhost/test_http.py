@@ -61,6 +61,14 @@ def test_a_method_the_route_does_not_accept_is_405(devhost: DevHost) -> None:
     assert response.headers["Allow"] == "GET, POST"
 
 
+def test_an_async_function_is_awaited_and_its_response_sent_as_built(devhost: DevHost) -> None:
+    response = requests.get(f"{devhost.base_url}/api/async-echo/hi", timeout=5)
+
+    assert response.status_code == 201
+    assert response.headers["Content-Type"] == "text/html; charset=latin-1"
+    assert response.text == "hi"
+
+
 def test_unknown_route_is_404(devhost: DevHost) -> None:
     assert requests.get(f"{devhost.base_url}/api/nothing/here", timeout=5).status_code == 404
     assert requests.get(f"{devhost.base_url}/elsewhere", timeout=5).status_code == 404
