@@ -46,6 +46,7 @@ MAIL_WRITE = {"Mail.ReadWrite"}
 USER_READ = {"User.Read", "User.Read.All", "User.ReadBasic.All"}
 MAX_MAIL_SUBSCRIPTION_MINUTES = 10_080
 MIN_SUBSCRIPTION_MINUTES = 45
+MAX_SUBSCRIPTIONS_PER_MAILBOX = 1000  # across all apps
 CHANGE_TYPES = ("created", "updated", "deleted")
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 _PAREN = re.compile(r"\('([^']*)'\)")
@@ -169,7 +170,7 @@ class GraphApi:
             user, rest = found, seg[2:]
             if caller.user is not None and caller.user.id != user.id:
                 if not rest and caller.has({"User.Read.All", "User.ReadBasic.All"}):
-                    return Response.json(200, user.public())
+                    return Response.json(200, _select_fields(user.public(), _select(request)))
                 return graph_error(403, "ErrorAccessDenied", DENIED)
         else:
             return graph_error(400, "BadRequest", f"Resource not found for the segment '{seg[0]}'.")
@@ -178,7 +179,7 @@ class GraphApi:
                 return graph_error(405, "Request_BadRequest", "Specified HTTP method is not allowed for the request.")
             if not caller.has(USER_READ):
                 return graph_error(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
-            return Response.json(200, user.public())
+            return Response.json(200, _select_fields(user.public(), _select(request)))
         return self._mail(request, caller, user, rest)
 
     # mail ---------------------------------------------------------------------------------
@@ -476,6 +477,11 @@ class GraphApi:
         except ValueError as exc:
             return graph_error(400, "InvalidRequest", str(exc))
         folder_id = folder.id if folder else None
+        with self.state.lock:
+            in_mailbox = sum(1 for s in self.state.live_subscriptions() if s.user_id == user.id)
+        if in_mailbox >= MAX_SUBSCRIPTIONS_PER_MAILBOX:
+            return graph_error(403, "ExtensionError", "Operation: Create; Exception: [Status Code: Forbidden; "
+                                                      "Reason: The mailbox has reached its subscription limit.]")
         duplicate = self._duplicate(caller, user, folder_id, change_types)
         if duplicate is not None:
             return duplicate
@@ -542,6 +548,13 @@ class GraphApi:
 def _select(request: Request) -> list[str] | None:
     raw = request.query.get("$select")
     return [s.strip() for s in raw.split(",") if s.strip()] if raw else None
+
+
+def _select_fields(entity: dict[str, Any], select: list[str] | None) -> dict[str, Any]:
+    if not select:
+        return entity
+    wanted = {name.lower() for name in select} | {"@odata.context", "id"}
+    return {k: v for k, v in entity.items() if k.lower() in wanted}
 
 
 def _sync_state_gone() -> Response:

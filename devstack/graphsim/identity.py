@@ -471,6 +471,9 @@ class IdentityPlatform:
                     mode: str, state: str | None) -> Response:
         code_value = "1.AQ" + secrets.token_urlsafe(64)
         with self.state.lock:
+            now = time.time()
+            for stale in [c.code for c in self.state.codes.values() if c.expires_at < now - 3600]:
+                del self.state.codes[stale]
             self.state.codes[code_value] = AuthCode(
                 code_value, app.client_id, redirect_uri, user.id, list(scopes), params["code_challenge"],
                 params.get("nonce"), time.time() + self.state.settings.auth_code_lifetime_seconds)

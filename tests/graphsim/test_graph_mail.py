@@ -40,6 +40,11 @@ def test_me_answers_with_the_signed_in_user(graphsim, graph, sim_user):
     assert me.json()["id"] == sim_user["id"] and me.json()["userPrincipalName"] == sim_user["userPrincipalName"]
 
 
+def test_me_honours_select(graphsim, graph, sim_user):
+    me = graph.get(f"{graphsim.graph_url}/me?$select=id,displayName,userPrincipalName,mail", timeout=10).json()
+    assert set(me) == {"@odata.context", "id", "displayName", "userPrincipalName", "mail"}
+
+
 def test_missing_or_forged_tokens_get_401_invalid_authentication_token(graphsim, user_token):
     none = requests.get(f"{graphsim.graph_url}/me", timeout=10)
     assert none.status_code == 401 and none.json()["error"]["code"] == "InvalidAuthenticationToken"
