@@ -75,8 +75,10 @@ class TimerRunner:
         due = self._schedule.next_after(self._clock())
         while not self._stop.is_set():
             wait = (due - self._clock()).total_seconds()
-            if wait > 0 and self._stop.wait(wait):
-                break
+            if wait > 0:
+                # Woken at least once a minute, so a changed wall clock is noticed.
+                self._stop.wait(min(wait, 60.0))
+                continue
             late = self._clock() - due > PAST_DUE_AFTER
             self.run_now(past_due=late, due=due, last=last)
             last = due
