@@ -21,7 +21,6 @@ from shared.errors import (
     IdentityError,
     InvalidInputError,
     ReauthRequiredError,
-    UpstreamError,
 )
 from shared.pages import PAGE_HEADERS, Page, connected_page, error_page, start_page
 
@@ -67,21 +66,8 @@ def auth_callback(req: func.HttpRequest) -> func.HttpResponse:
     services = bootstrap.services()
     try:
         result = complete_connect(services, response)
-    except AuthFlowError as exc:
-        log.info("auth callback refused: %r", exc.error[:100])
-        return _html(
-            error_page(400, "Sign-in failed", str(exc), error=exc.error, description=exc.description)
-        )
-    except (ReauthRequiredError, IdentityError) as exc:
-        log.warning("auth callback: the identity platform refused: %s", type(exc).__name__)
-        return _html(error_page(502, "Sign-in failed", "Microsoft refused the sign-in. Please try again."))
-    except (UpstreamError, ConnectorError) as exc:
-        log.warning("auth callback: connecting failed: %s", type(exc).__name__)
-        return _html(
-            error_page(
-                503, "Connecting failed", "Your account could not be connected right now. Please try again."
-            )
-        )
+    except ConnectorError as exc:
+        return _html(_failure_page(exc))
     redirect = services.settings.post_connect_redirect_url
     if redirect:
         return _redirect(redirect)
@@ -92,6 +78,20 @@ def auth_callback(req: func.HttpRequest) -> func.HttpResponse:
             display_name=account.display_name,
             reconnected=result.reconnected,
         )
+    )
+
+
+def _failure_page(exc: ConnectorError) -> Page:
+    """What the user sees when connecting failed: what went wrong, never a secret."""
+    if isinstance(exc, AuthFlowError):
+        log.info("auth callback refused: %r", exc.error[:100])
+        return error_page(400, "Sign-in failed", str(exc), error=exc.error, description=exc.description)
+    if isinstance(exc, ReauthRequiredError | IdentityError):
+        log.warning("auth callback: the identity platform refused: %s", type(exc).__name__)
+        return error_page(502, "Sign-in failed", "Microsoft refused the sign-in. Please try again.")
+    log.warning("auth callback: connecting failed: %s", type(exc).__name__)
+    return error_page(
+        503, "Connecting failed", "Your account could not be connected right now. Please try again."
     )
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from shared import bootstrap
 from shared.bootstrap import Services
-from shared.errors import GraphError
+from shared.errors import GraphError, IdentityError
 from shared.models import AccountStatus
 from shared.tokens import token_cache_secret_name
 from tests.fakes import make_services, make_settings
@@ -229,3 +229,15 @@ def test_a_subscription_failure_is_a_503_page_and_the_account_shows_the_error(se
     assert response.status_code == 503
     account = services.accounts.get(services.identity.next_user.account_id)
     assert account is not None and account.status == AccountStatus.ERROR
+
+
+def test_a_refusal_by_the_identity_platform_is_a_502_page(services: Services) -> None:
+    def refuse(flow: object, response: object) -> None:
+        raise IdentityError("invalid_client", "AADSTS7000215: Invalid client secret provided.")
+
+    services.identity.redeem_auth_code = refuse  # type: ignore[attr-defined]
+    start()
+    response = form_post(consent(services))
+    assert response.status_code == 502
+    assert "Microsoft refused the sign-in" in text(response)
+    assert "AADSTS7000215" not in text(response)  # our configuration is not the user's business
