@@ -20,7 +20,7 @@ import string
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from .jwt import b64url_encode, new_token_id
 from .state import (
@@ -99,6 +99,22 @@ def parse_scopes(raw: str) -> tuple[list[str], list[str]]:
 
 def pkce_s256(verifier: str) -> str:
     return b64url_encode(hashlib.sha256(verifier.encode("ascii")).digest())
+
+
+def is_public_redirect(uri: str) -> bool:
+    parts = urlsplit(uri)
+    return parts.scheme == "http" and parts.hostname == "localhost"
+
+
+def redirect_uri_allowed(uri: str, registered: list[str]) -> bool:
+    """Exact match, except that a registered ``http://localhost`` accepts any port (desktop apps)."""
+    if uri in registered:
+        return True
+    if not is_public_redirect(uri):
+        return False
+    parts = urlsplit(uri)
+    portless = f"http://localhost{parts.path}"
+    return portless in registered or (parts.path in ("", "/") and "http://localhost" in registered)
 
 
 class IdentityPlatform:
@@ -294,7 +310,10 @@ class IdentityPlatform:
                          f"The app requested an unsupported grant type '{grant}'.")
 
     def _grant_authorization_code(self, app: App, has_secret: bool, form: dict[str, str]) -> Response:
-        if not has_secret:
+        # A desktop app (loopback "http://localhost" redirect) is a public client and sends no secret;
+        # a web redirect URI makes the app confidential: the secret is then required.
+        public = is_public_redirect(form.get("redirect_uri", ""))
+        if not has_secret and not public:
             return self._secret_required()
         code_value = form.get("code", "")
         with self.state.lock:
@@ -325,7 +344,7 @@ class IdentityPlatform:
             user = self.state.users[code.user_id]
         graph_scopes = [s for s in code.scopes if s not in OIDC_SCOPES]
         oidc = [s for s in code.scopes if s in OIDC_SCOPES]
-        return self._token_response(app, user, graph_scopes, oidc, confidential=True, nonce=code.nonce,
+        return self._token_response(app, user, graph_scopes, oidc, confidential=has_secret, nonce=code.nonce,
                                     client_info=form.get("client_info") == "1")
 
     def _grant_refresh_token(self, app: App, has_secret: bool, form: dict[str, str]) -> Response:
@@ -428,7 +447,7 @@ class IdentityPlatform:
             return self._error_page(400, 700016, f"Application with identifier '{client_id}' was not found in "
                                                  f"the directory '{DEFAULT_TENANT_ID}'.")
         redirect_uri = params.get("redirect_uri", "")
-        if redirect_uri not in app.redirect_uris:
+        if not redirect_uri_allowed(redirect_uri, app.redirect_uris):
             return self._error_page(400, 50011, f"The redirect URI '{redirect_uri}' specified in the request "
                                                 f"does not match the redirect URIs configured for the "
                                                 f"application '{client_id}'.")

@@ -245,3 +245,27 @@ def test_a_registered_app_can_sign_users_in(graphsim, sim: ControlSession, sim_u
                                              verify=graphsim.ca_file)
     result = sign_in(app, sim_user["userPrincipalName"])
     assert _claims(result["access_token"])["appid"] == app_info["clientId"]
+
+
+def test_a_desktop_app_redeems_its_code_without_a_secret_and_its_refresh_token_stays_public(graphsim, sim, sim_user):
+    created = sim.post("/apps", json={"displayName": "desktop", "redirectUris": ["http://localhost"]}).json()
+    app = msal.PublicClientApplication(created["clientId"], authority=graphsim.authority(), instance_discovery=False,
+                                       verify=graphsim.ca_file)
+    flow = app.initiate_auth_code_flow(["Mail.Read"], redirect_uri="http://localhost:53117",
+                                       login_hint=sim_user["userPrincipalName"])
+    result = app.acquire_token_by_auth_code_flow(flow, follow_authorize(flow["auth_uri"], graphsim.ca_file))
+    assert result["id_token_claims"]["oid"] == sim_user["id"]
+    with_secret = _token(graphsim, grant_type="refresh_token", client_id=created["clientId"],
+                         client_secret=created["clientSecret"], refresh_token=result["refresh_token"],
+                         scope="Mail.Read offline_access")
+    assert with_secret.status_code == 401 and with_secret.json()["error_codes"] == [700025]
+
+
+def test_a_web_app_must_present_its_secret_to_redeem_a_code(graphsim, sim_user):
+    verifier = secrets.token_urlsafe(43)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    code = _manual_code(graphsim, sim_user["userPrincipalName"], challenge)
+    response = _token(graphsim, grant_type="authorization_code", client_id=DEFAULT_CLIENT_ID, code=code,
+                      redirect_uri=DEFAULT_REDIRECT_URI, code_verifier=verifier)
+    assert response.status_code == 401 and response.json()["error"] == "invalid_client"
+    assert response.json()["error_codes"] == [7000218]
