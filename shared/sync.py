@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 FOLDER = "inbox"
 LEASE_STALE_AFTER = dt.timedelta(seconds=60)
+LEASE_RENEW_AFTER = LEASE_STALE_AFTER / 4
 MAX_ROUNDS_PER_LEASE = 20
 _SAVE_ATTEMPTS = 5
 
@@ -96,9 +97,9 @@ def record_initial_delta(
     """
     result = SyncResult(account.account_id, "connect")
 
-    def run(holder: str) -> None:
+    def run(lease: _Lease) -> None:
         current = services.accounts.get(account.account_id) or account
-        _rounds(services, current, auth, result, emit_history, holder)
+        _rounds(services, current, auth, result, emit_history, lease)
 
     _with_lease(services, account.account_id, result, run)
     return services.accounts.get(account.account_id) or account
@@ -114,27 +115,25 @@ def sync_mailbox(
     storage failures propagate so that the queue retries.
     """
     result = SyncResult(account_id, reason)
-    account = services.accounts.get(account_id)
-    if account is None:
-        result.skipped = "unknown_account"
-        return result
-    if account.status is not AccountStatus.ACTIVE:
-        result.skipped = "inactive"
-        return result
+    emit_history = services.settings.emit_history_on_connect
+
+    def run(lease: _Lease) -> None:
+        # Read under the lease: the deltaLink is the one the previous holder saved.
+        account = services.accounts.get(account_id)
+        if account is None:
+            result.skipped = "unknown_account"
+        elif account.status is not AccountStatus.ACTIVE:
+            result.skipped = "inactive"
+        else:
+            auth = services.tokens.graph_auth(account)
+            _rounds(services, account, auth, result, emit_history, lease, notified_at=notified_at)
+
     try:
-        auth = services.tokens.graph_auth(account)
+        _with_lease(services, account_id, result, run)
     except ReauthRequiredError:
         log.warning("sync of account %s skipped: it must sign in again", account_id)
         result.skipped = "reauth_required"
         return result
-    emit_history = services.settings.emit_history_on_connect
-
-    def run(holder: str) -> None:
-        current = services.accounts.get(account_id) or account
-        _rounds(services, current, auth, result, emit_history, holder, notified_at=notified_at)
-
-    try:
-        _with_lease(services, account_id, result, run)
     except UpstreamError as error:
         _note_error(services, account_id, f"{type(error).__name__}: {error}")
         raise
@@ -152,15 +151,25 @@ def sync_mailbox(
     return result
 
 
-def _with_lease(services: Services, account_id: str, result: SyncResult, run: Callable[[str], None]) -> None:
+@dataclass
+class _Lease:
+    holder: str
+    renewed_at: dt.datetime
+
+
+def _with_lease(
+    services: Services, account_id: str, result: SyncResult, run: Callable[[_Lease], None]
+) -> None:
     ledger = mail_ledger(services)
     holder = uuid.uuid4().hex
-    if not ledger.acquire_lease(account_id, holder, services.clock.now(), LEASE_STALE_AFTER):
+    now = services.clock.now()
+    if not ledger.acquire_lease(account_id, holder, now, LEASE_STALE_AFTER):
         result.skipped = "busy"
         return
+    lease = _Lease(holder, now)
     try:
         for _ in range(MAX_ROUNDS_PER_LEASE):
-            run(holder)
+            run(lease)
             if ledger.release_lease(account_id, holder):
                 return
         ledger.release_lease(account_id, holder, abandon=True)
@@ -178,7 +187,7 @@ def _rounds(
     auth: GraphAuth,
     result: SyncResult,
     emit_history: bool,
-    holder: str,
+    lease: _Lease,
     *,
     notified_at: dt.datetime | None = None,
 ) -> None:
@@ -186,17 +195,17 @@ def _rounds(
         mode = _Mode.FIRST
     else:
         mode = _Mode.INCREMENTAL
-    round_ = _Round(services, account, auth, result, mode, emit_history, holder)
+    round_ = _Round(services, account, auth, result, mode, emit_history, lease)
     try:
         delta_link = round_.run(account.delta_link)
     except DeltaTokenExpiredError:
         log.warning("deltaLink of account %s expired (410): full round", account.account_id)
         result.restarted = True
-        round_ = _Round(services, account, auth, result, _Mode.FULL, emit_history, holder)
+        round_ = _Round(services, account, auth, result, _Mode.FULL, emit_history, lease)
         delta_link = round_.run(None)
         round_.publish_vanished()
     result.rounds += 1
-    _save_delta_link(services, account.account_id, delta_link, notified_at)
+    _save_delta_link(services, account, delta_link, notified_at)
 
 
 class _Round:
@@ -210,9 +219,9 @@ class _Round:
         result: SyncResult,
         mode: str,
         emit_history: bool,
-        holder: str,
+        lease: _Lease,
     ) -> None:
-        self.holder = holder
+        self.lease = lease
         self.services = services
         self.account = account
         self.auth = auth
@@ -225,8 +234,7 @@ class _Round:
 
     def run(self, link: str | None) -> str:
         while True:
-            if not self.ledger.renew_lease(self.account.account_id, self.holder, self.services.clock.now()):
-                raise LeaseLostError(f"sync lease of account {self.account.account_id} was taken over")
+            self._keep_lease()
             page = self.services.graph.delta_page(self.auth, link, folder=FOLDER)
             self.result.pages += 1
             self.publish(page.items)
@@ -236,6 +244,15 @@ class _Round:
                 return page.delta_link
             else:
                 raise UpstreamError("delta page without nextLink or deltaLink")
+
+    def _keep_lease(self) -> None:
+        # Renewed well before it could look stale to another worker, not on every page.
+        now = self.services.clock.now()
+        if now - self.lease.renewed_at < LEASE_RENEW_AFTER:
+            return
+        if not self.ledger.renew_lease(self.account.account_id, self.lease.holder, now):
+            raise LeaseLostError(f"sync lease of account {self.account.account_id} was taken over")
+        self.lease.renewed_at = now
 
     def publish(self, items: Iterable[dict[str, Any]]) -> None:
         items = [item for item in items if isinstance(item, dict) and isinstance(item.get("id"), str)]
@@ -313,27 +330,27 @@ def _parse_time(value: object) -> dt.datetime | None:
 
 
 def _save_delta_link(
-    services: Services, account_id: str, delta_link: str, notified_at: dt.datetime | None
+    services: Services, account: Account, delta_link: str, notified_at: dt.datetime | None
 ) -> None:
     """Store the new deltaLink with the account's ETag; on a conflict (another writer changed
     another field) reload and apply again: we hold the sync lease, our link is the latest."""
+    current: Account | None = account
     for _ in range(_SAVE_ATTEMPTS):
-        account = services.accounts.get(account_id)
-        if account is None:
+        if current is None:
             return  # disconnected meanwhile
-        account.delta_link = delta_link
-        account.last_sync_at = services.clock.now()
-        account.last_error = None
+        current.delta_link = delta_link
+        current.last_sync_at = services.clock.now()
+        current.last_error = None
         if notified_at is not None and (
-            account.last_notification_at is None or notified_at > account.last_notification_at
+            current.last_notification_at is None or notified_at > current.last_notification_at
         ):
-            account.last_notification_at = notified_at
+            current.last_notification_at = notified_at
         try:
-            services.accounts.save(account)
+            services.accounts.save(current)
             return
         except ConcurrencyError:
-            continue
-    raise ConcurrencyError(f"account {account_id} kept changing while its deltaLink was saved")
+            current = services.accounts.get(account.account_id)
+    raise ConcurrencyError(f"account {account.account_id} kept changing while its deltaLink was saved")
 
 
 def _note_error(services: Services, account_id: str, message: str) -> None:

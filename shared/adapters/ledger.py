@@ -3,8 +3,9 @@
 Table ``mailledger``, PartitionKey = account id:
 - RowKey ``m{sha256(message id)[:40]}``: one mark per published message (Graph ids may
   hold characters a RowKey refuses, hence the hash; the id itself is a property);
-- RowKey ``lease``: the account's sync lease (Holder, RenewedAt, Pending), changed only
-  by ETag-conditional writes, so two workers never both believe they hold it.
+- RowKey ``lease``: the account's sync lease (Holder, RenewedAt, Pending), present only
+  while held; inserted to take it, changed and deleted only under its ETag, so two
+  workers never both believe they hold it.
 Marks of a page are written in one entity-group transaction per 100 (one partition).
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import threading
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +44,8 @@ def _mark_from(entity: Any) -> LedgerMark:
 class TableMailLedger:
     def __init__(self, connection: str) -> None:
         self._tables = _Tables.for_connection(connection)
+        self._lock = threading.Lock()
+        self._etags: dict[tuple[str, str], str] = {}  # our lease writes: (account, holder) -> ETag
 
     def _client(self) -> TableClient:
         return self._tables.table(LEDGER_TABLE)
@@ -123,72 +127,122 @@ class TableMailLedger:
             raise PersistenceError(f"read from table {LEDGER_TABLE} failed: {type(exc).__name__}") from exc
 
     # lease ------------------------------------------------------------------------------
+    # The common path costs one write to take the lease (an insert) and one to let it go (a
+    # delete under the ETag of our last write); reads happen only when someone else was there.
     def _lease_write(
         self, client: TableClient, account_id: str, fields: dict[str, Any], etag: str | None
-    ) -> bool:
-        entity = {"PartitionKey": account_id, "RowKey": _LEASE_ROW}
+    ) -> str | None:
+        entity: dict[str, Any] = {"PartitionKey": account_id, "RowKey": _LEASE_ROW}
         entity.update((name, value) for name, value in fields.items() if value is not None)
         try:
-            _write(client, entity, etag)
-            return True
+            return _write(client, entity, etag)
         except ConcurrencyError:
+            return None
+
+    def _lease_delete(self, client: TableClient, account_id: str, etag: str) -> bool:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNotFoundError
+
+        try:
+            client.delete_entity(
+                account_id, _LEASE_ROW, etag=etag, match_condition=MatchConditions.IfNotModified
+            )
+            return True
+        except ResourceNotFoundError:
+            return True
+        except ResourceModifiedError:
             return False
+        except AzureError as exc:
+            if getattr(exc, "status_code", None) == 412:
+                return False
+            raise PersistenceError(f"delete from table {LEDGER_TABLE} failed: {type(exc).__name__}") from exc
+
+    def _remember(self, account_id: str, holder: str, etag: str | None) -> None:
+        with self._lock:
+            if etag is None:
+                self._etags.pop((account_id, holder), None)
+            else:
+                self._etags[(account_id, holder)] = etag
+
+    def _known_etag(self, account_id: str, holder: str) -> str | None:
+        with self._lock:
+            return self._etags.get((account_id, holder))
 
     def acquire_lease(
         self, account_id: str, holder: str, now: dt.datetime, stale_after: dt.timedelta
     ) -> bool:
         client = self._client()
+        fresh = {"Holder": holder, "RenewedAt": now, "Pending": False}
         for _ in range(_ATTEMPTS):
+            etag = self._lease_write(client, account_id, fresh, None)
+            if etag is not None:
+                self._remember(account_id, holder, etag)
+                return True
             entity = _read(client, account_id, _LEASE_ROW)
-            fresh = {"Holder": holder, "RenewedAt": now, "Pending": False}
             if entity is None:
-                if self._lease_write(client, account_id, fresh, None):
-                    return True
-                continue
-            etag = entity.metadata["etag"]
+                continue  # released meanwhile: insert again
             current = entity.get("Holder") or ""
             renewed = entity.get("RenewedAt")
             if renewed is not None and renewed.tzinfo is None:
                 renewed = renewed.replace(tzinfo=dt.UTC)
             if not current or current == holder or renewed is None or now - renewed > stale_after:
-                if self._lease_write(client, account_id, fresh, etag):
+                etag = self._lease_write(client, account_id, fresh, entity.metadata["etag"])
+                if etag is not None:
+                    self._remember(account_id, holder, etag)
                     return True
                 continue
             if entity.get("Pending"):
                 return False
-            if self._lease_write(
-                client, account_id, {"Holder": current, "RenewedAt": renewed, "Pending": True}, etag
-            ):
+            marked = {"Holder": current, "RenewedAt": renewed, "Pending": True}
+            if self._lease_write(client, account_id, marked, entity.metadata["etag"]) is not None:
                 return False
         raise ConcurrencyError(f"sync lease of account {account_id} kept changing")
 
     def renew_lease(self, account_id: str, holder: str, now: dt.datetime) -> bool:
         client = self._client()
+        known = self._known_etag(account_id, holder)
+        if known is not None:
+            etag = self._lease_write(
+                client, account_id, {"Holder": holder, "RenewedAt": now, "Pending": False}, known
+            )
+            if etag is not None:
+                self._remember(account_id, holder, etag)
+                return True
         for _ in range(_ATTEMPTS):
             entity = _read(client, account_id, _LEASE_ROW)
             if entity is None or entity.get("Holder") != holder:
+                self._remember(account_id, holder, None)
                 return False
-            fields = {"Holder": holder, "RenewedAt": now, "Pending": bool(entity.get("Pending", False))}
-            if self._lease_write(client, account_id, fields, entity.metadata["etag"]):
+            pending = bool(entity.get("Pending", False))
+            fields = {"Holder": holder, "RenewedAt": now, "Pending": pending}
+            etag = self._lease_write(client, account_id, fields, entity.metadata["etag"])
+            if etag is not None:
+                # With work pending, the release must read the lease: no shortcut ETag then.
+                self._remember(account_id, holder, None if pending else etag)
                 return True
         raise ConcurrencyError(f"sync lease of account {account_id} kept changing")
 
     def release_lease(self, account_id: str, holder: str, *, abandon: bool = False) -> bool:
         client = self._client()
+        known = self._known_etag(account_id, holder)
+        if known is not None and self._lease_delete(client, account_id, known):
+            self._remember(account_id, holder, None)
+            return True
         for _ in range(_ATTEMPTS):
             entity = _read(client, account_id, _LEASE_ROW)
             if entity is None or entity.get("Holder") != holder:
+                self._remember(account_id, holder, None)
                 return True
-            pending = bool(entity.get("Pending", False))
             etag = entity.metadata["etag"]
-            if pending and not abandon:
+            if entity.get("Pending") and not abandon:
                 fields = {"Holder": holder, "RenewedAt": entity.get("RenewedAt"), "Pending": False}
-                if self._lease_write(client, account_id, fields, etag):
+                new_etag = self._lease_write(client, account_id, fields, etag)
+                if new_etag is not None:
+                    self._remember(account_id, holder, new_etag)
                     return False
                 continue
-            # Abandoning keeps the pending mark: whoever takes the lease next runs a round anyway.
-            if self._lease_write(
-                client, account_id, {"Holder": "", "RenewedAt": None, "Pending": False}, etag
-            ):
+            # Abandoning after a failure: the queue's retry (or the next trigger) runs a round.
+            if self._lease_delete(client, account_id, etag):
+                self._remember(account_id, holder, None)
                 return True
         raise ConcurrencyError(f"sync lease of account {account_id} kept changing")
