@@ -72,10 +72,16 @@ class _AppPool:
             try:
                 app = self._idle.get_nowait()
             except queue.Empty:
-                app = self._factory()
+                try:
+                    app = self._factory()
+                except (OSError, ValueError) as exc:
+                    # OpenID discovery failed: the authority is unreachable or not one.
+                    raise IdentityError("authority_unavailable", type(exc).__name__) from exc
             app.token_cache = token_cache
             try:
                 yield app
+            except OSError as exc:  # requests' errors: the token endpoint could not be reached
+                raise IdentityError("identity_unreachable", type(exc).__name__) from exc
             finally:
                 app.token_cache = msal.TokenCache()
                 self._idle.put(app)

@@ -199,3 +199,34 @@ def test_device_code_accounts_use_the_public_client_without_a_secret(monkeypatch
     monkeypatch.setattr(msal, "PublicClientApplication", capture)
     MsalIdentity(make_settings())._build(ClientKind.PUBLIC)
     assert "client_credential" not in seen
+
+
+def test_an_unreachable_identity_platform_is_an_identity_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import requests
+
+    identity = identity_with(FakeApp(error=requests.ConnectionError("refused")), monkeypatch)
+    with pytest.raises(IdentityError) as raised:
+        silent(identity)
+    assert raised.value.error == "identity_unreachable"
+
+
+def test_a_failed_discovery_is_an_identity_error_and_is_tried_again_next_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import requests
+
+    monkeypatch.setattr(msal, "SerializableTokenCache", Cache)
+    identity = MsalIdentity(make_settings())
+    attempts: list[int] = []
+
+    def build(kind: ClientKind) -> FakeApp:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise requests.ConnectionError("discovery refused")
+        return FakeApp(TOKEN)
+
+    monkeypatch.setattr(identity, "_build", build)
+    with pytest.raises(IdentityError) as raised:
+        silent(identity)
+    assert raised.value.error == "authority_unavailable"
+    assert silent(identity).access_token == "at"
