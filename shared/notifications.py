@@ -51,26 +51,36 @@ class TriggerOutcome:
 
 def process_trigger(services: Services, trigger: NotificationTrigger) -> TriggerOutcome:
     outcome = TriggerOutcome(trigger.account_id)
-    account = services.accounts.get(trigger.account_id)
-    if account is None:
-        outcome.dropped = "unknown account"
-        return outcome
-    if account.status is not AccountStatus.ACTIVE:
-        outcome.dropped = f"account is {account.status.value}"
-        return outcome
-
+    account_id = trigger.account_id
+    # Subscriptions are stored under their account: an unknown account has none recorded.
     changed = False
     for subscription_id in trigger.subscription_ids:
-        if services.subscriptions.get(account.account_id, subscription_id) is None:
+        if services.subscriptions.get(account_id, subscription_id) is None:
             outcome.unknown_subscriptions += 1
         else:
             changed = True
     if outcome.unknown_subscriptions:
         log.warning(
             "account %s: %d notified subscription(s) are not recorded for it; ignored",
-            account.account_id,
+            account_id,
             outcome.unknown_subscriptions,
         )
+    if not trigger.lifecycle:
+        if changed:  # the hot path: the sync reads the account (and checks its status) itself
+            outcome.sync = sync_mailbox(
+                services, account_id, reason="notification", notified_at=_notified_at(services, trigger)
+            )
+            if outcome.sync.skipped in ("unknown_account", "inactive"):
+                outcome.dropped = outcome.sync.skipped
+        return outcome
+
+    account = services.accounts.get(account_id)
+    if account is None:
+        outcome.dropped = "unknown account"
+        return outcome
+    if account.status is not AccountStatus.ACTIVE:
+        outcome.dropped = f"account is {account.status.value}"
+        return outcome
 
     resync = False
     for signal in trigger.lifecycle:
@@ -93,13 +103,16 @@ def process_trigger(services: Services, trigger: NotificationTrigger) -> Trigger
 
     if changed or resync:
         reason = "notification" if changed and not resync else "lifecycle"
-        notified_at = (
-            dt.datetime.fromtimestamp(trigger.received_at_ms / 1000, dt.UTC)
-            if trigger.received_at_ms is not None
-            else services.clock.now()
+        outcome.sync = sync_mailbox(
+            services, account_id, reason=reason, notified_at=_notified_at(services, trigger)
         )
-        outcome.sync = sync_mailbox(services, account.account_id, reason=reason, notified_at=notified_at)
     return outcome
+
+
+def _notified_at(services: Services, trigger: NotificationTrigger) -> dt.datetime:
+    if trigger.received_at_ms is None:
+        return services.clock.now()
+    return dt.datetime.fromtimestamp(trigger.received_at_ms / 1000, dt.UTC)
 
 
 def _handle_lifecycle(services: Services, account: Account, subscription: Subscription, event: str) -> bool:
