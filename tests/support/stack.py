@@ -56,6 +56,7 @@ def read_form(html: str) -> _FormReader:
 
 def browser(stack: LocalStack) -> requests.Session:
     session = requests.Session()
+    session.trust_env = False  # the machine may set REQUESTS_CA_BUNDLE, which would override verify
     session.verify = str(stack.ca_file)
     return session
 
