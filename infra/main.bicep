@@ -72,6 +72,15 @@ param renewalWindowMinutes string = '1440'
 @description('Accounts without a notification for this many minutes get a catch-up delta sync (CATCHUP_AFTER_MINUTES).')
 param catchupAfterMinutes string = '360'
 
+@description('Subscriptions renewed in parallel by one renewal run (RENEWAL_CONCURRENCY).')
+param renewalConcurrency string = '32'
+
+@description('Seconds a renewal run may work before it leaves the rest to the next run (RENEWAL_TIME_BUDGET_SECONDS).')
+param renewalTimeBudgetSeconds string = '420'
+
+@description('Accounts swept per renewal run for subscriptions Graph dropped (RENEWAL_SWEEP_ACCOUNTS).')
+param renewalSweepAccounts string = '5000'
+
 @description('Delegated Graph scopes requested at connect time (GRAPH_SCOPES).')
 param graphScopes string = 'User.Read Mail.Read'
 
@@ -215,6 +224,9 @@ module function 'app/function.bicep' = {
       RENEWAL_SCHEDULE: renewalSchedule
       RENEWAL_WINDOW_MINUTES: renewalWindowMinutes
       CATCHUP_AFTER_MINUTES: catchupAfterMinutes
+      RENEWAL_CONCURRENCY: renewalConcurrency
+      RENEWAL_TIME_BUDGET_SECONDS: renewalTimeBudgetSeconds
+      RENEWAL_SWEEP_ACCOUNTS: renewalSweepAccounts
       GRAPH_SCOPES: graphScopes
       MAIL_ACTIONS_ENABLED: mailActionsEnabled
       POST_CONNECT_REDIRECT_URL: postConnectRedirectUrl
