@@ -168,6 +168,7 @@ class Frontend:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    request_queue_size = 128  # the stdlib's 5 refuses connections under a burst of notifications
     frontend: Frontend
 
     def __init__(self, address: tuple[str, int], frontend: Frontend) -> None:
