@@ -173,6 +173,7 @@ class GraphSimulator:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            self._server = None
         self.delivery.stop()
         if self._thread is not None:
             self._thread.join(timeout=5)
