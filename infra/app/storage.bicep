@@ -14,7 +14,9 @@ param deploymentContainerName string
 ])
 param skuName string = 'Standard_ZRS'
 
-// Queue and table names are part of the product's contract (shared/config.py).
+// The queues and tables the code names (shared/config.py, shared/ledger.py,
+// shared/adapters/tables.py); the code would create them on first use, but a deployment that
+// shows them up front is easier to operate and to grant roles on.
 var queueNames = [
   'graph-notifications'
   'graph-notifications-poison'
@@ -24,6 +26,8 @@ var tableNames = [
   'accounts'
   'subscriptions'
   'authflows'
+  'subscriptionexpiry'
+  'mailledger'
 ]
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
