@@ -1,0 +1,56 @@
+"""The control API contract that the other test suites and the demo rely on."""
+
+from __future__ import annotations
+
+import uuid
+
+from .conftest import ControlSession
+
+
+def test_health(sim: ControlSession):
+    assert sim.get("/health").status_code == 200
+
+
+def test_default_app_and_users_exist(sim: ControlSession):
+    apps = sim.get("/apps").json()["value"]
+    default = next(a for a in apps if a["clientId"] == "00000000-0000-4000-8000-00000000c0de")
+    assert default["redirectUris"] == ["http://127.0.0.1:7071/api/auth/callback"]
+    upns = {u["userPrincipalName"] for u in sim.get("/users").json()["value"]}
+    assert {"adele@contoso.test", "megan@contoso.test"} <= upns
+
+
+def test_created_app_has_credentials(sim: ControlSession):
+    response = sim.post("/apps", json={"displayName": "x", "redirectUris": ["http://127.0.0.1:1/cb"]})
+    assert response.status_code == 201
+    assert set(response.json()) >= {"clientId", "clientSecret", "redirectUris"}
+
+
+def test_users_are_addressable_by_id_or_upn_and_mail_can_be_changed(sim: ControlSession):
+    upn = f"ctl-{uuid.uuid4().hex[:8]}@contoso.test"
+    created = sim.post("/users", json={"userPrincipalName": upn, "displayName": "Ctl"})
+    assert created.status_code == 201 and created.json()["id"]
+    assert sim.post("/users", json={"userPrincipalName": upn}).status_code == 409
+    message = sim.post(f"/users/{upn}/messages",
+                       json={"subject": "s", "from": "f@fabrikam.test", "body": "b"})
+    assert message.status_code == 201 and message.json()["subject"] == "s"
+    mid = message.json()["id"]
+    patched = sim.patch(f"/users/{created.json()['id']}/messages/{mid}", json={"isRead": True})
+    assert patched.status_code == 200 and patched.json()["isRead"] is True
+    assert sim.delete(f"/users/{upn}/messages/{mid}").status_code == 204
+    assert sim.delete(f"/users/{upn}/messages/{mid}").status_code == 404
+
+
+def test_settings_and_faults_validate_their_input(sim: ControlSession):
+    assert sim.put("/settings", json={"autoConsent": "yes"}).status_code == 400
+    assert sim.put("/settings", json={"noSuchSetting": 1}).status_code == 400
+    assert sim.put("/settings", json={"autoConsent": False}).json()["autoConsent"] is False
+    assert sim.put("/faults", json={"dropRate": 2}).status_code == 400
+    assert sim.put("/faults", json={"dropRate": 0.5, "seed": 1}).json()["dropRate"] == 0.5
+    assert sim.delete("/faults").status_code == 204
+    assert sim.get("/faults").json()["dropRate"] == 0.0
+
+
+def test_unknown_subscription_is_404(sim: ControlSession):
+    assert sim.delete("/subscriptions/00000000-0000-0000-0000-000000000000").status_code == 404
+    assert sim.post("/subscriptions/00000000-0000-0000-0000-000000000000/lifecycle",
+                    json={"event": "missed"}).status_code == 404
