@@ -127,7 +127,7 @@ var resourceToken = toLower(uniqueString(subscription().id, environmentName, loc
 var functionAppName = 'func-${resourceToken}'
 var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(resourceToken, 7)}'
 
-resource resourceGroup 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: 'rg-${environmentName}'
   location: location
   tags: tags
@@ -135,7 +135,7 @@ resource resourceGroup 'Microsoft.Resources/resourceGroups@2024-03-01' = {
 
 module identity 'app/identity.bicep' = {
   name: 'identity'
-  scope: resourceGroup
+  scope: rg
   params: {
     name: 'id-${resourceToken}'
     location: location
@@ -145,7 +145,7 @@ module identity 'app/identity.bicep' = {
 
 module monitoring 'app/monitoring.bicep' = {
   name: 'monitoring'
-  scope: resourceGroup
+  scope: rg
   params: {
     logAnalyticsName: 'log-${resourceToken}'
     applicationInsightsName: 'appi-${resourceToken}'
@@ -156,7 +156,7 @@ module monitoring 'app/monitoring.bicep' = {
 
 module storage 'app/storage.bicep' = {
   name: 'storage'
-  scope: resourceGroup
+  scope: rg
   params: {
     name: 'st${resourceToken}'
     location: location
@@ -167,7 +167,7 @@ module storage 'app/storage.bicep' = {
 
 module keyVault 'app/keyvault.bicep' = {
   name: 'keyvault'
-  scope: resourceGroup
+  scope: rg
   params: {
     name: 'kv-${resourceToken}'
     location: location
@@ -180,7 +180,7 @@ module keyVault 'app/keyvault.bicep' = {
 
 module rbac 'app/rbac.bicep' = {
   name: 'rbac'
-  scope: resourceGroup
+  scope: rg
   params: {
     storageAccountName: storage.outputs.name
     keyVaultName: keyVault.outputs.name
@@ -192,9 +192,9 @@ module rbac 'app/rbac.bicep' = {
   }
 }
 
-module function 'app/function.bicep' = {
+module functionApp 'app/function.bicep' = {
   name: 'function'
-  scope: resourceGroup
+  scope: rg
   params: {
     name: functionAppName
     planName: 'plan-${resourceToken}'
@@ -242,10 +242,10 @@ module function 'app/function.bicep' = {
 // Read by azd into .azure/<env>/.env (azd env get-values).
 output AZURE_LOCATION string = location
 output AZURE_TENANT_ID string = tenant().tenantId
-output AZURE_RESOURCE_GROUP string = resourceGroup.name
-output AZURE_FUNCTION_APP_NAME string = function.outputs.name
-output PUBLIC_BASE_URL string = function.outputs.url
-output REDIRECT_URI string = '${function.outputs.url}/api/auth/callback'
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output PUBLIC_BASE_URL string = functionApp.outputs.url
+output REDIRECT_URI string = '${functionApp.outputs.url}/api/auth/callback'
 output KEY_VAULT_URL string = keyVault.outputs.uri
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name

@@ -59,7 +59,7 @@ def test_main_deploys_at_subscription_scope_and_creates_the_resource_group(main:
     group = the_resource(main, "Microsoft.Resources/resourceGroups")
     assert "environmentName" in "".join(iter_strings(group["name"]))
     for name in main["modules"]:
-        assert main["modules"][name]["config"]["scope"] == "resourceGroup", name
+        assert main["modules"][name]["config"]["scope"] == "rg", name
 
 
 def test_main_takes_the_parameters_azd_provides(main: dict[str, Any]) -> None:
@@ -121,7 +121,7 @@ def test_http_functions_always_have_a_warm_instance(
     assert len(http) == 1
     count_param = http[0]["instanceCount"]
     assert decorator(function_module["parameters"][count_param], "min_value") >= 1
-    passed = module_params(main, "function")[count_param]
+    passed = module_params(main, "functionApp")[count_param]
     assert param_default(main, passed) >= 1
     assert decorator(main["parameters"][passed], "min_value") >= 1
 
@@ -159,7 +159,7 @@ def test_key_vault_references_resolve_with_the_app_identity(
 ) -> None:
     site = the_resource(function_module, "Microsoft.Web/sites")
     assert site["properties"]["keyVaultReferenceIdentity"] == "identityId"
-    app_settings = module_params(main, "function")["appSettings"]
+    app_settings = module_params(main, "functionApp")["appSettings"]
     for name in ("MICROSOFT_CLIENT_SECRET", "CLIENT_STATE_KEY"):
         assert app_settings[name].startswith("@Microsoft.KeyVault(SecretUri="), name
         assert app_settings[name].endswith(")"), name
@@ -341,7 +341,7 @@ def test_an_event_consumer_may_only_process_the_mail_events_queue(rbac_module: d
 
 
 def test_the_app_starts_only_after_its_roles_exist(main: dict[str, Any]) -> None:
-    assert "rbac" in main["modules"]["function"]["config"]["dependsOn"]
+    assert "rbac" in main["modules"]["functionApp"]["config"]["dependsOn"]
 
 
 REQUIRED_OUTPUTS = {

@@ -48,7 +48,7 @@ def example_settings() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def product_settings(main: dict[str, Any]) -> dict[str, Any]:
     """The settings main.bicep passes to the function module, by name."""
-    return {unquoted(key): value for key, value in module_params(main, "function")["appSettings"].items()}
+    return {unquoted(key): value for key, value in module_params(main, "functionApp")["appSettings"].items()}
 
 
 @pytest.fixture(scope="module")
