@@ -6,7 +6,8 @@ Table ``mailledger``, PartitionKey = account id:
 - RowKey ``lease``: the account's sync lease (Holder, RenewedAt, Pending), present only
   while held; inserted to take it, changed and deleted only under its ETag, so two
   workers never both believe they hold it.
-Marks of a page are written in one entity-group transaction per 100 (one partition).
+Marks of a page are read by parallel point reads and written in one entity-group
+transaction per 100 (one partition).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import datetime as dt
 import hashlib
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from shared.adapters.tables import _read, _Tables, _write
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
 _LEASE_ROW = "lease"
 _MARK_PREFIX = "m"
 _BATCH = 100
-_POINT_READS_UP_TO = 16
+_READ_PARALLELISM = 8
 _ATTEMPTS = 8
 
 
@@ -46,26 +48,26 @@ class TableMailLedger:
         self._tables = _Tables.for_connection(connection)
         self._lock = threading.Lock()
         self._etags: dict[tuple[str, str], str] = {}  # our lease writes: (account, holder) -> ETag
+        self._pool = ThreadPoolExecutor(max_workers=_READ_PARALLELISM, thread_name_prefix="mailledger")
 
     def _client(self) -> TableClient:
         return self._tables.table(LEDGER_TABLE)
 
     # marks ------------------------------------------------------------------------------
     def marks(self, account_id: str, message_ids: Sequence[str]) -> dict[str, LedgerMark]:
-        wanted = set(message_ids)
+        # Point reads only, in parallel for a page: their cost does not grow with the
+        # account's history, a partition scan's would.
         client = self._client()
-        found: dict[str, LedgerMark] = {}
-        if len(wanted) > _POINT_READS_UP_TO:
-            for entity in self._partition_marks(client, account_id):
-                mark = _mark_from(entity)
-                if mark.message_id in wanted:
-                    found[mark.message_id] = mark
-            return found
-        for message_id in wanted:
-            entity = _read(client, account_id, _row(message_id))
-            if entity is not None:
-                found[message_id] = _mark_from(entity)
-        return found
+        wanted = list(dict.fromkeys(message_ids))
+
+        def read(message_id: str) -> Any | None:
+            return _read(client, account_id, _row(message_id))
+
+        if len(wanted) <= 1:
+            entities = [read(m) for m in wanted]
+        else:
+            entities = list(self._pool.map(read, wanted))
+        return {m: _mark_from(e) for m, e in zip(wanted, entities, strict=True) if e is not None}
 
     def record(self, account_id: str, marks: Sequence[LedgerMark]) -> None:
         from azure.core.exceptions import AzureError
