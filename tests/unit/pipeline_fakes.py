@@ -14,6 +14,7 @@ import datetime as dt
 import itertools
 import json
 import secrets
+import time
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -72,17 +73,31 @@ class DeltaMailbox:
 class DeltaGraphApi(FakeGraphApi):
     """``FakeGraphApi`` whose delta query follows ``DeltaMailbox`` with pages of ``page_size``."""
 
-    def __init__(self, clock: Any = None, page_size: int = 3) -> None:
+    def __init__(self, clock: Any = None, page_size: int = 3, latency: float = 0.0) -> None:
         super().__init__(clock)
         self.inboxes: dict[str, DeltaMailbox] = {}
         self.page_size = page_size
+        self.latency = latency  # seconds per delta call, to let concurrent rounds overlap
 
     def inbox(self, account_id: str) -> DeltaMailbox:
-        return self.inboxes.setdefault(account_id, DeltaMailbox())
+        with self._lock:
+            return self.inboxes.setdefault(account_id, DeltaMailbox())
+
+    def deliver(self, account_id: str, subject: str, received: dt.datetime) -> str:
+        """``DeltaMailbox.deliver`` while delta queries may run on other threads."""
+        box = self.inbox(account_id)
+        with self._lock:
+            return box.deliver(subject, received)
 
     def delta_page(self, auth: GraphAuth, link: str | None, *, folder: str = "inbox") -> DeltaPage:
         self._enter("delta_page", auth)
         box = self.inbox(auth.account_id)
+        if self.latency:
+            time.sleep(self.latency)
+        with self._lock:
+            return self._delta_page(box, link)
+
+    def _delta_page(self, box: DeltaMailbox, link: str | None) -> DeltaPage:
         if link is None:
             mode, since, offset, upto = "full", 0, 0, box.last
         else:

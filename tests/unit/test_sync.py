@@ -32,7 +32,9 @@ def inbox(services, account):
 
 def connect(services, account, *, emit_history=False):
     auth = services.tokens.graph_auth(account)
-    return record_initial_delta(services, services.accounts.get(account.account_id), auth, emit_history=emit_history)
+    return record_initial_delta(
+        services, services.accounts.get(account.account_id), auth, emit_history=emit_history
+    )
 
 
 def types(services):
@@ -190,7 +192,9 @@ def test_the_lease_holder_runs_another_round_for_work_that_arrived_meanwhile(ser
 def test_a_stale_lease_of_a_dead_worker_is_taken_over(services, account):
     connect(services, account)
     ledger = mail_ledger(services)
-    ledger.acquire_lease(account.account_id, "dead-worker", services.clock.now() - 2 * LEASE_STALE_AFTER, LEASE_STALE_AFTER)
+    ledger.acquire_lease(
+        account.account_id, "dead-worker", services.clock.now() - 2 * LEASE_STALE_AFTER, LEASE_STALE_AFTER
+    )
     inbox(services, account).deliver("after the crash", AFTER)
     assert sync_mailbox(services, account.account_id, reason="notification").created == 1
 
@@ -236,3 +240,41 @@ def test_unknown_and_inactive_accounts_are_skipped(services, account):
     current.status = AccountStatus.DISCONNECTED
     services.accounts.save(current)
     assert sync_mailbox(services, account.account_id, reason="notification").skipped == "inactive"
+
+
+def test_concurrent_syncs_of_one_account_neither_lose_nor_double_an_event(services, account):
+    import threading
+    import time
+
+    connect(services, account)
+    services.graph.latency = 0.002
+    publish = services.queues.send
+
+    def slow_send(queue, messages):  # widens the window between reading and writing the ledger
+        time.sleep(0.002)
+        publish(queue, messages)
+
+    services.queues.send = slow_send
+    sent: list[str] = []
+    stop = threading.Event()
+
+    def mail_arrives() -> None:
+        for n in range(40):
+            sent.append(services.graph.deliver(account.account_id, f"mail {n}", AFTER))
+        stop.set()
+
+    def notified() -> None:
+        while not stop.is_set():
+            sync_mailbox(services, account.account_id, reason="notification")
+        sync_mailbox(services, account.account_id, reason="notification")
+
+    workers = [threading.Thread(target=notified) for _ in range(6)]
+    sender = threading.Thread(target=mail_arrives)
+    for worker in workers:
+        worker.start()
+    sender.start()
+    for thread in [sender, *workers]:
+        thread.join(timeout=60)
+    sync_mailbox(services, account.account_id, reason="missed")
+    created = [e["subject"] for e in events_of(services) if e["type"].endswith(".created")]
+    assert sorted(created) == sorted(sent)
