@@ -17,7 +17,14 @@ import requests
 
 from devstack.stack import LocalStack
 from shared.client_state import issue_client_state
-from tests.support.stack import connect_user, new_user, read_queue, send_mail, wait_for
+from tests.support.stack import (
+    connect_user,
+    function_key_headers,
+    new_user,
+    read_queue,
+    send_mail,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -202,3 +209,37 @@ def test_a_trigger_that_keeps_failing_ends_in_the_poison_queue_and_a_resync_reco
     [subscription] = subscriptions_of(stack, user)
     stack.sim("POST", f"/_sim/subscriptions/{subscription['id']}/lifecycle", json={"event": "missed"})
     events.wait("created", sent, timeout=30)
+
+
+def test_after_an_expired_delta_token_only_what_is_new_is_published(stack: LocalStack, mailbox: Any) -> None:
+    user, events = mailbox
+    kept = send_mail(stack, user["id"], "kept")["id"]
+    gone = send_mail(stack, user["id"], "deleted during the outage")["id"]
+    events.wait("created", kept)
+    events.wait("created", gone)
+    stack.sim("PUT", "/_sim/faults", json={"dropRate": 1.0})
+    stack.sim("POST", f"/_sim/users/{user['id']}/delta/reset")  # the stored deltaLink now gets 410
+    stack.sim("DELETE", f"/_sim/users/{user['id']}/messages/{gone}")
+    fresh = send_mail(stack, user["id"], "arrived during the outage")["id"]
+    stack.sim("DELETE", "/_sim/faults")
+    resync = requests.post(
+        f"{stack.devhost_url}/api/accounts/{events.account_id}/resync",
+        headers=function_key_headers(stack),
+        timeout=60,
+    )
+    assert resync.status_code == 200, resync.text
+    assert resync.json() | {"pages": 0} == {
+        "account": events.account_id,
+        "created": 1,
+        "updated": 0,
+        "deleted": 1,
+        "pages": 0,
+        "restarted": True,
+        "skipped": None,
+    }
+    events.wait("created", fresh, timeout=30)
+    events.wait("deleted", gone)
+    time.sleep(QUIET)
+    assert len(events.of("created", kept)) == 1  # the full round did not publish it again
+    assert len(events.of("created", fresh)) == 1
+    assert len(events.all()) == 4
