@@ -9,12 +9,13 @@ at all) goes to the poison queue at once rather than being retried.
 from __future__ import annotations
 
 import logging
+import time
 
 import azure.functions as func
 
 from shared import bootstrap
 from shared.config import NOTIFICATION_QUEUE
-from shared.errors import InvalidInputError
+from shared.errors import InvalidInputError, ThrottledError
 from shared.notifications import process_trigger
 from shared.webhook import parse_trigger
 
@@ -22,31 +23,41 @@ bp = func.Blueprint()
 log = logging.getLogger(__name__)
 
 POISON_QUEUE = f"{NOTIFICATION_QUEUE}-poison"
+# Graph's Retry-After is honoured before the message goes back to the queue, whose own
+# retry comes after host.json's visibilityTimeout only (GRAPH_NOTES "Throttling").
+MAX_THROTTLE_WAIT_SECONDS = 30.0
+sleep = time.sleep
 
 
 @bp.function_name("process_graph_notifications")
 @bp.queue_trigger(arg_name="message", queue_name=NOTIFICATION_QUEUE, connection="AzureWebJobsStorage")
 def process_graph_notifications(message: func.QueueMessage) -> None:
     services = bootstrap.services()
-    body = message.get_body()
     try:
-        trigger = parse_trigger(body)
+        trigger = parse_trigger(message.get_body())
     except InvalidInputError as error:
         log.error(
             "message %s is not a notification trigger (%s): moved to %s", message.id, error, POISON_QUEUE
         )
-        services.queues.send(POISON_QUEUE, [body.decode("utf-8", "replace")])
+        services.queues.send(POISON_QUEUE, [message.get_body().decode("utf-8", "replace")])
         return
     try:
         outcome = process_trigger(services, trigger)
     except Exception as error:
-        log.error(
-            "account %s: processing failed on attempt %s (%s: %s); the queue retries it",
-            trigger.account_id,
-            message.dequeue_count,
-            type(error).__name__,
-            error,
-        )
+        _before_retry(trigger.account_id, message, error)
         raise
     if outcome.dropped:
         log.warning("account %s: trigger dropped: %s", trigger.account_id, outcome.dropped)
+
+
+def _before_retry(account_id: str, message: func.QueueMessage, error: Exception) -> None:
+    """Log why the message goes back to the queue; after throttling, wait out Retry-After."""
+    log.error(
+        "account %s: processing failed on attempt %s (%s: %s); the queue retries it",
+        account_id,
+        message.dequeue_count,
+        type(error).__name__,
+        error,
+    )
+    if isinstance(error, ThrottledError):
+        sleep(min(error.retry_after, MAX_THROTTLE_WAIT_SECONDS))

@@ -141,11 +141,18 @@ def test_reauthorization_of_a_subscription_graph_lost_recreates_it(services: Any
     assert current.subscription_id != "sub-1"
 
 
-def test_throttling_is_raised_so_that_the_queue_retries(services: Any, account: Any) -> None:
+def test_throttling_waits_for_retry_after_then_is_raised_so_that_the_queue_retries(
+    services: Any, account: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from functions import processing
+
+    waited: list[float] = []
+    monkeypatch.setattr(processing, "sleep", waited.append)
     services.graph.fail["delta_page"] = [ThrottledError("429", retry_after=2)]
     deliver(services, account, "later")
     with pytest.raises(ThrottledError):
         run(notification(account.account_id))
+    assert waited == [2]
     run(notification(account.account_id), dequeue_count=2)
     assert len(events_of(services)) == 1
 
