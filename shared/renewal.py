@@ -363,6 +363,14 @@ class _RenewalRun:
                 log.info("renewal: subscription %s was claimed by another run", sub.subscription_id)
                 return "skipped"
             job.account, job.claimed = account, True
+        elif sub.renewing_until is None or sub.renewing_until - now < LEASE / 2:
+            # Back after a long Retry-After: extend the claim before calling Graph again.
+            sub.renewing_until = now + LEASE
+            try:
+                job.subscription = sub = services.subscriptions.save(sub)
+            except ConcurrencyError:
+                log.info("renewal: subscription %s was taken over while throttled", sub.subscription_id)
+                return "skipped"
         account = job.account
         assert account is not None
         job.attempts += 1
@@ -553,6 +561,14 @@ class _RenewalRun:
                 self.count("swept", len(accounts))
                 if continuation is None:
                     break  # a full cycle: the next run starts from the top
+                # Progress is kept page by page and the lease extended: a crash loses one
+                # page at most, and a long sweep is not taken over by the next run.
+                checkpoint.continuation = continuation
+                checkpoint.leased_until = self.services.clock.now() + LEASE
+                checkpoint = store.save(checkpoint)
+        except ConcurrencyError:
+            log.warning("renewal: another run took over the account sweep")
+            return
         finally:
             checkpoint.continuation = continuation
             checkpoint.leased_until = None

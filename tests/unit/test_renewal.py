@@ -412,3 +412,29 @@ def test_a_refused_access_token_is_replaced_once_and_the_renewal_goes_through(se
     assert report.renewed == 1 and report.failed == 0
     assert patches(services) == 2
     assert services.tokens.issued.count(account.account_id) == 2
+
+
+def test_a_claim_lost_during_a_long_retry_after_is_not_renewed_twice(resync):
+    class TakenOverWhileThrottled(FakeGraphApi):
+        throttled = False
+
+        def renew_subscription(self, auth: Any, subscription_id: str, expires_at: dt.datetime) -> Any:
+            if not self.throttled:
+                self.throttled = True
+                self.calls.append(("renew_subscription", auth.account_id))
+                self.clock.advance(minutes=6)  # our lease ran out meanwhile ...
+                other = store.get(auth.account_id, subscription_id)
+                other.renewing_until = self.clock.now() + LEASE  # ... and another run claimed it
+                store.save(other)
+                raise ThrottledError("429", 0.0)
+            return super().renew_subscription(auth, subscription_id, expires_at)
+
+    services: Any = make_services(real_tokens=False)
+    services.__dict__["graph"] = TakenOverWhileThrottled(services.clock)
+    store = services.subscriptions
+    connect_account(services, 1)
+
+    report = run(services, resync)
+
+    assert report.skipped == 1 and report.renewed == 0
+    assert patches(services) == 1
