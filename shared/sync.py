@@ -29,7 +29,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shared.config import MAIL_EVENT_QUEUE
-from shared.errors import ConcurrencyError, DeltaTokenExpiredError, ReauthRequiredError, UpstreamError
+from shared.errors import (
+    ConcurrencyError,
+    DeltaTokenExpiredError,
+    GraphError,
+    ReauthRequiredError,
+    UpstreamError,
+)
 from shared.events import CREATED, DELETED, UPDATED, encode_event, mail_event
 from shared.ledger import LedgerMark, MailLedger
 from shared.models import Account, AccountStatus
@@ -126,7 +132,18 @@ def sync_mailbox(
             result.skipped = "inactive"
         else:
             auth = services.tokens.graph_auth(account)
-            _rounds(services, account, auth, result, emit_history, lease, notified_at=notified_at)
+            try:
+                _rounds(services, account, auth, result, emit_history, lease, notified_at=notified_at)
+            except GraphError as error:
+                if error.status != 401:
+                    raise
+                # The cached access token was refused (revoked, say): once more with a fresh one,
+                # whose refresh tells a dead refresh token (ReauthRequiredError) from a hiccup.
+                forget = getattr(services.tokens, "forget", None)
+                if forget is not None:
+                    forget(account_id)
+                auth = services.tokens.graph_auth(account)
+                _rounds(services, account, auth, result, emit_history, lease, notified_at=notified_at)
 
     try:
         _with_lease(services, account_id, result, run)
