@@ -33,7 +33,8 @@ param principalId string = ''
 @description('Kind of principal behind principalId.')
 param principalType string = 'User'
 
-@description('Application (client) id of the Entra ID app registration (MICROSOFT_CLIENT_ID).')
+@minLength(1)
+@description('Application (client) id of the Entra ID app registration (MICROSOFT_CLIENT_ID): `azd env set MICROSOFT_CLIENT_ID <id>`.')
 param microsoftClientId string
 
 @secure()

@@ -71,6 +71,8 @@ def test_main_takes_the_parameters_azd_provides(main: dict[str, Any]) -> None:
     assert parameters["principalId"]["value"] == "${AZURE_PRINCIPAL_ID}"
     assert parameters["microsoftClientId"]["value"] == "${MICROSOFT_CLIENT_ID}"
     assert set(parameters) <= set(main["parameters"]), "main.parameters.json names an unknown parameter"
+    # An unset MICROSOFT_CLIENT_ID stops the deployment instead of starting an app that cannot sign in.
+    assert decorator(main["parameters"]["microsoftClientId"], "min_length") == 1
 
 
 def test_every_parameter_without_default_gets_a_value_from_azd(main: dict[str, Any]) -> None:
