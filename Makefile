@@ -5,10 +5,11 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
+INFRA_VENV := .venv-infra
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: run test deps lint typecheck unit integration e2e browser-deps bench demo clean
+.PHONY: run test deps lint typecheck unit infra-check browser-deps bench demo clean
 
 $(VENV)/.deps: requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,11 +28,22 @@ deps: $(VENV)/.deps node_modules/.package-lock.json
 run: deps local.settings.json
 	$(PY) -m devstack
 
-## test: lint, types, then unit, function, integration and end-to-end tests.
+## test: lint, types, then unit, function, integration and end-to-end tests, then the infra checks.
 test: deps browser-deps
 	$(PY) -m ruff check .
 	$(PY) -m mypy
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --ignore=tests/infra $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory infra-check
+
+# checkov and pycep-parser pin packages the app's venv must not share: a venv of their own.
+$(INFRA_VENV)/.installed: requirements-infra.txt
+	@test -x $(INFRA_VENV)/bin/python || $(PYTHON) -m venv $(INFRA_VENV)
+	$(INFRA_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-infra.txt
+	@touch $@
+
+## infra-check: Bicep templates parse, settings in step with shared/config.py, checkov clean.
+infra-check: $(INFRA_VENV)/.installed
+	$(INFRA_VENV)/bin/python -m pytest --confcutdir=tests/infra tests/infra
 
 lint: deps
 	$(PY) -m ruff check .
@@ -60,4 +72,4 @@ demo: deps
 	$(PY) -m devstack.demo
 
 clean:
-	rm -rf .devstack .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .devstack .pytest_cache .mypy_cache .ruff_cache $(INFRA_VENV)

@@ -28,11 +28,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from devstack.certs import PROJECT_ROOT, ensure_ca
+from devstack.devhost import DEFAULT_FUNCTION_KEY
 
 AZURITE_ACCOUNT = "devstoreaccount1"
 # Azurite's well-known development key (public, documented by Microsoft; not a secret).
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-DEFAULT_FUNCTION_KEY = "devstack-local-function-key"
+
 DEFAULT_PORTS = {
     "AZURITE_BLOB_PORT": 10000,
     "AZURITE_QUEUE_PORT": 10001,
