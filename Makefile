@@ -9,10 +9,15 @@ INFRA_VENV := .venv-infra
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: run test deps lint typecheck unit infra-check browser-deps bench demo clean
+.PHONY: run run-deps test deps lint typecheck unit infra-check browser-deps bench demo clean
 
-$(VENV)/.deps: requirements.txt requirements-dev.txt
+# `make run` needs the app and the devstack only; `make test` adds the test and lint tools.
+$(VENV)/.devstack: requirements.txt requirements-devstack.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-devstack.txt
+	@touch $@
+
+$(VENV)/.deps: $(VENV)/.devstack requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
 
@@ -24,12 +29,16 @@ local.settings.json:
 
 deps: $(VENV)/.deps node_modules/.package-lock.json
 
+run-deps: $(VENV)/.devstack node_modules/.package-lock.json local.settings.json
+
 ## run: Azurite, Key Vault emulator, Graph simulator and the Functions devhost, in the foreground.
-run: deps local.settings.json
+run:
+	@$(MAKE) --no-print-directory -j3 run-deps
 	$(PY) -m devstack
 
 ## test: lint, types, then unit, function, integration and end-to-end tests, then the infra checks.
-test: deps browser-deps
+test:
+	@$(MAKE) --no-print-directory -j4 deps browser-deps $(INFRA_VENV)/.installed
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m pytest --ignore=tests/infra $(PYTEST_ARGS)
