@@ -21,6 +21,8 @@ if TYPE_CHECKING:
         AuthFlowStore,
         Clock,
         GraphApi,
+        IdentityPlatform,
+        MailLedger,
         QueueSender,
         SecretStore,
         SubscriptionStore,
@@ -80,7 +82,13 @@ class Services:
         return RequestsGraphApi(self.settings.graph_endpoint)
 
     @cached_property
-    def identity(self) -> Any:
+    def ledger(self) -> MailLedger:
+        from shared.adapters.ledger import TableMailLedger
+
+        return TableMailLedger(self.settings.storage_connection)
+
+    @cached_property
+    def identity(self) -> IdentityPlatform:
         from shared.adapters.identity import MsalIdentity
 
         return MsalIdentity(self.settings)

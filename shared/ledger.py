@@ -17,50 +17,9 @@ one small entity per published message; no scan except the rare full round after
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+# The port lives with the others in ``shared.ports``; re-exported for the sync's readers.
+from shared.ports import LedgerMark, MailLedger
 
 LEDGER_TABLE = "mailledger"
 
-
-@dataclass(frozen=True)
-class LedgerMark:
-    message_id: str
-    change_key: str | None
-    removed: bool = False
-
-
-class MailLedger(Protocol):
-    def marks(self, account_id: str, message_ids: Sequence[str]) -> dict[str, LedgerMark]:
-        """The marks of those messages that have one."""
-        ...
-
-    def record(self, account_id: str, marks: Sequence[LedgerMark]) -> None:
-        """Insert or replace the marks."""
-        ...
-
-    def live_message_ids(self, account_id: str) -> Iterator[str]:
-        """Ids of the messages published and not (yet) published as deleted."""
-        ...
-
-    def forget_account(self, account_id: str) -> None:
-        """Drop the account's marks and lease (on disconnect); idempotent."""
-        ...
-
-    def acquire_lease(
-        self, account_id: str, holder: str, now: dt.datetime, stale_after: dt.timedelta
-    ) -> bool:
-        """Take the account's sync lease; when someone else holds a live one, mark work as
-        pending for them and return False."""
-        ...
-
-    def renew_lease(self, account_id: str, holder: str, now: dt.datetime) -> bool:
-        """Keep the lease; False when it was taken over (stop without writing)."""
-        ...
-
-    def release_lease(self, account_id: str, holder: str, *, abandon: bool = False) -> bool:
-        """Let go of the lease. False (lease kept, pending cleared) when work arrived in the
-        meantime and another round must run, unless ``abandon`` (after a failure)."""
-        ...
+__all__ = ["LEDGER_TABLE", "LedgerMark", "MailLedger"]

@@ -9,11 +9,11 @@ adapters against Azurite and the devstack emulators.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from shared.models import Account, PendingAuthFlow, Subscription
+from shared.models import Account, ClientKind, PendingAuthFlow, Subscription
 
 
 class Clock(Protocol):
@@ -126,6 +126,14 @@ class TokenProvider(Protocol):
         """Raises ``ReauthRequiredError`` when the refresh token is dead."""
         ...
 
+    def remember(self, account_id: str, access_token: str, expires_in: int) -> None:
+        """Keep a freshly issued access token (right after a connect)."""
+        ...
+
+    def forget(self, account_id: str) -> None:
+        """Drop the account's access token (disconnect, reconnect, a 401 from Graph)."""
+        ...
+
 
 class GraphApi(Protocol):
     """Microsoft Graph, as the connector uses it. One client, one retry policy: 429/503 are
@@ -156,4 +164,103 @@ class GraphApi(Protocol):
 
     def delta_page(self, auth: GraphAuth, link: str | None, *, folder: str = "inbox") -> DeltaPage:
         """``link`` None starts a new round for ``folder``; otherwise a nextLink or deltaLink."""
+        ...
+
+
+@dataclass(frozen=True)
+class TokenGrant:
+    """What the identity platform gave for one account.
+
+    ``home_account_id`` is MSAL's ``{oid}.{tid}`` of the home tenant (the account id);
+    ``tenant_id`` and ``object_id`` are the id token's ``tid`` and ``oid``.
+    ``cache_state`` is the account's serialised MSAL cache after the grant, or None when it
+    did not change (then there is nothing to write back).
+    """
+
+    home_account_id: str
+    tenant_id: str
+    object_id: str
+    username: str
+    access_token: str = field(repr=False)
+    expires_in: int
+    client_kind: ClientKind = ClientKind.CONFIDENTIAL
+    display_name: str = ""
+    cache_state: str | None = field(default=None, repr=False)
+
+
+class IdentityPlatform(Protocol):
+    """The Microsoft identity platform, as the connector uses it (MSAL behind it).
+
+    Protocol errors come back translated: ``AuthFlowError`` for what the user or the
+    browser can fix (state mismatch, denied consent, a stale code), ``ReauthRequiredError``
+    for a dead refresh token, ``IdentityError`` for anything else the platform refused.
+    """
+
+    def start_auth_code_flow(
+        self, scopes: Sequence[str], redirect_uri: str, login_hint: str | None = None
+    ) -> dict[str, Any]:
+        """A new auth-code flow with PKCE (MSAL's flow dict, ``auth_uri`` and ``state`` in it)."""
+        ...
+
+    def redeem_auth_code(self, flow: Mapping[str, Any], auth_response: Mapping[str, str]) -> TokenGrant:
+        """Redeem the callback's code; the grant carries a brand-new cache for the account."""
+        ...
+
+    def start_device_flow(self, scopes: Sequence[str]) -> dict[str, Any]:
+        """A device-code flow (``message`` tells the user where to enter ``user_code``)."""
+        ...
+
+    def redeem_device_flow(self, flow: Mapping[str, Any]) -> TokenGrant:
+        """Wait until the user finished the device-code sign-in; a public-client grant."""
+        ...
+
+    def acquire_silent(
+        self, cache_state: str, home_account_id: str, scopes: Sequence[str], client_kind: ClientKind
+    ) -> TokenGrant:
+        """An access token from the cache or by refresh; ``cache_state`` of the grant is None
+        when the cache did not change."""
+        ...
+
+
+# --- the mail ledger (see shared/ledger.py for why it exists) ---------------------------
+
+
+@dataclass(frozen=True)
+class LedgerMark:
+    message_id: str
+    change_key: str | None
+    removed: bool = False
+
+
+class MailLedger(Protocol):
+    def marks(self, account_id: str, message_ids: Sequence[str]) -> dict[str, LedgerMark]:
+        """The marks of those messages that have one."""
+        ...
+
+    def record(self, account_id: str, marks: Sequence[LedgerMark]) -> None:
+        """Insert or replace the marks."""
+        ...
+
+    def live_message_ids(self, account_id: str) -> Iterator[str]:
+        """Ids of the messages published and not (yet) published as deleted."""
+        ...
+
+    def forget_account(self, account_id: str) -> None:
+        """Drop the account's marks and lease (on disconnect); idempotent."""
+        ...
+
+    def acquire_lease(
+        self, account_id: str, holder: str, now: dt.datetime, stale_after: dt.timedelta
+    ) -> bool:
+        """Take the account's sync lease; when someone else holds a live one, mark work as
+        pending for them and return False."""
+        ...
+
+    def renew_lease(self, account_id: str, holder: str, now: dt.datetime) -> bool:
+        """Keep the lease; False when it was taken over (stop without writing)."""
+        ...
+
+    def release_lease(self, account_id: str, holder: str, *, abandon: bool = False) -> bool:
+        """Let go of the lease. False (lease kept, pending cleared) when work arrived in the
+        meantime and another round must run, unless ``abandon`` (after a failure)."""
         ...

@@ -81,14 +81,7 @@ class SyncResult:
 
 
 def mail_ledger(services: Services) -> MailLedger:
-    """The ledger of ``services`` (built on first use, like the other adapters)."""
-    ledger = getattr(services, "ledger", None)
-    if ledger is None:
-        from shared.adapters.ledger import TableMailLedger
-
-        ledger = TableMailLedger(services.settings.storage_connection)
-        services.__dict__["ledger"] = ledger
-    return ledger
+    return services.ledger
 
 
 def record_initial_delta(

@@ -21,13 +21,13 @@ import logging
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
 from shared.errors import ConcurrencyError, ReauthRequiredError
-from shared.models import Account, AccountStatus, ClientKind
-from shared.ports import GraphAuth
+from shared.models import Account, AccountStatus
+from shared.ports import GraphAuth, TokenGrant
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
@@ -58,61 +58,6 @@ def token_cache_secret_name(account_id: str) -> str:
     readable = _NOT_NAME_CHARS.sub("-", account_id).strip("-")[:90]
     digest = hashlib.sha256(account_id.encode("utf-8")).hexdigest()[:16]
     return f"{_SECRET_PREFIX}{readable}-{digest}" if readable else f"{_SECRET_PREFIX}{digest}"
-
-
-@dataclass(frozen=True)
-class TokenGrant:
-    """What the identity platform gave for one account.
-
-    ``home_account_id`` is MSAL's ``{oid}.{tid}`` of the home tenant (the account id);
-    ``tenant_id`` and ``object_id`` are the id token's ``tid`` and ``oid``.
-    ``cache_state`` is the account's serialised MSAL cache after the grant, or None when it
-    did not change (then there is nothing to write back).
-    """
-
-    home_account_id: str
-    tenant_id: str
-    object_id: str
-    username: str
-    access_token: str = field(repr=False)
-    expires_in: int
-    client_kind: ClientKind = ClientKind.CONFIDENTIAL
-    display_name: str = ""
-    cache_state: str | None = field(default=None, repr=False)
-
-
-class IdentityPlatform(Protocol):
-    """The Microsoft identity platform, as the connector uses it (MSAL behind it).
-
-    Protocol errors come back translated: ``AuthFlowError`` for what the user or the
-    browser can fix (state mismatch, denied consent, a stale code), ``ReauthRequiredError``
-    for a dead refresh token, ``IdentityError`` for anything else the platform refused.
-    """
-
-    def start_auth_code_flow(
-        self, scopes: Sequence[str], redirect_uri: str, login_hint: str | None = None
-    ) -> dict[str, Any]:
-        """A new auth-code flow with PKCE (MSAL's flow dict, ``auth_uri`` and ``state`` in it)."""
-        ...
-
-    def redeem_auth_code(self, flow: Mapping[str, Any], auth_response: Mapping[str, str]) -> TokenGrant:
-        """Redeem the callback's code; the grant carries a brand-new cache for the account."""
-        ...
-
-    def start_device_flow(self, scopes: Sequence[str]) -> dict[str, Any]:
-        """A device-code flow (``message`` tells the user where to enter ``user_code``)."""
-        ...
-
-    def redeem_device_flow(self, flow: Mapping[str, Any]) -> TokenGrant:
-        """Wait until the user finished the device-code sign-in; a public-client grant."""
-        ...
-
-    def acquire_silent(
-        self, cache_state: str, home_account_id: str, scopes: Sequence[str], client_kind: ClientKind
-    ) -> TokenGrant:
-        """An access token from the cache or by refresh; ``cache_state`` of the grant is None
-        when the cache did not change."""
-        ...
 
 
 @dataclass(frozen=True)

@@ -567,12 +567,9 @@ def make_services(
         "queues": FakeQueueSender(),
         "graph": FakeGraphApi(clock),
         "identity": FakeIdentity(),
+        "ledger": FakeMailLedger(),
     }
     if not real_tokens:
         parts["tokens"] = FakeTokenProvider()
-    ledger = overrides.pop("ledger", None) or FakeMailLedger()
     parts.update(overrides)
-    services = Services(settings or make_settings(), **parts)
-    # The sync's mail ledger (shared/sync.py ``mail_ledger``) is looked up on the instance.
-    services.__dict__["ledger"] = ledger
-    return services
+    return Services(settings or make_settings(), **parts)
