@@ -10,13 +10,12 @@ from typing import Any
 
 import pytest
 import requests
+from selenium import webdriver
 
 from devstack.stack import LocalStack
 from tests.support.stack import function_key_headers, new_user
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
-
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in requirements-dev.txt")
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -25,7 +24,7 @@ CHROMEDRIVER = shutil.which("chromedriver")
 @pytest.fixture
 def chromium(tmp_path: Path) -> Iterator[Any]:
     if CHROMIUM is None or CHROMEDRIVER is None:
-        pytest.skip("chromium and chromium-driver are not installed (make browser-deps installs them)")
+        pytest.fail("chromium and chromium-driver are not installed (make browser-deps installs them)")
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
