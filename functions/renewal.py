@@ -18,4 +18,4 @@ bp = func.Blueprint()
 def renew_subscriptions(timer: func.TimerRequest) -> None:
     services = bootstrap.services()
     # The sweep's checkpoint store comes with the tables adapter; without it, no sweep.
-    run_renewal(services, past_due=timer.past_due, checkpoints=getattr(services, "checkpoints", None))
+    run_renewal(services, past_due=timer.past_due, checkpoints=services.checkpoints)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from shared.ports import (
         AccountStore,
         AuthFlowStore,
+        CheckpointStore,
         Clock,
         GraphApi,
         IdentityPlatform,
@@ -62,6 +63,12 @@ class Services:
         from shared.adapters.tables import TableAuthFlowStore
 
         return TableAuthFlowStore(self.settings.storage_connection)
+
+    @cached_property
+    def checkpoints(self) -> CheckpointStore:
+        from shared.adapters.tables import TableCheckpointStore
+
+        return TableCheckpointStore(self.settings.storage_connection)
 
     @cached_property
     def secrets(self) -> SecretStore:

@@ -20,6 +20,7 @@ MAIL_EVENT_QUEUE = "mail-events"
 ACCOUNTS_TABLE = "accounts"
 SUBSCRIPTIONS_TABLE = "subscriptions"
 AUTHFLOWS_TABLE = "authflows"
+CHECKPOINTS_TABLE = "checkpoints"
 
 # Every setting the code reads, with its default (None: required).
 SETTING_DEFAULTS: dict[str, str | None] = {

@@ -84,3 +84,15 @@ class PendingAuthFlow:
     flow: dict[str, Any]
     expires_at: dt.datetime
     client_kind: ClientKind = ClientKind.CONFIDENTIAL
+
+
+@dataclass
+class SweepCheckpoint:
+    """Where a paced sweep (the renewal's walk over all accounts) resumes: the accounts
+    table's continuation token. ``leased_until`` keeps a second, overlapping run from
+    sweeping the same slice."""
+
+    name: str
+    continuation: str | None = None
+    leased_until: dt.datetime | None = None
+    etag: str | None = field(default=None, compare=False)

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from shared.models import Account, ClientKind, PendingAuthFlow, Subscription
+from shared.models import Account, ClientKind, PendingAuthFlow, Subscription, SweepCheckpoint
 
 
 class Clock(Protocol):
@@ -55,6 +55,16 @@ class SubscriptionStore(Protocol):
 
     def expiring_before(self, when: dt.datetime) -> Iterator[Subscription]:
         """Subscriptions whose expiry is before ``when`` (expired ones included)."""
+        ...
+
+
+class CheckpointStore(Protocol):
+    """Table ``checkpoints``: one small entity per named checkpoint, same ETag rules."""
+
+    def get(self, name: str) -> SweepCheckpoint | None: ...
+
+    def save(self, checkpoint: SweepCheckpoint) -> SweepCheckpoint:
+        """With ``etag`` set, only if unchanged; without, only if absent (else ConcurrencyError)."""
         ...
 
 

@@ -40,8 +40,8 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from shared.errors import (
     ConcurrencyError,
@@ -51,7 +51,7 @@ from shared.errors import (
     ReauthRequiredError,
     ThrottledError,
 )
-from shared.models import Account, AccountStatus, Subscription, SubscriptionStatus
+from shared.models import Account, AccountStatus, Subscription, SubscriptionStatus, SweepCheckpoint
 from shared.subscriptions import (
     ensure_mailbox_subscription,
     mailbox_subscription_expiry,
@@ -60,7 +60,7 @@ from shared.subscriptions import (
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
-    from shared.ports import GraphAuth, JsonObject
+    from shared.ports import CheckpointStore, GraphAuth, JsonObject
 
 log = logging.getLogger(__name__)
 
@@ -78,29 +78,6 @@ MAX_ATTEMPTS = 4
 CONNECT_GRACE = dt.timedelta(minutes=10)
 SWEEP_CHECKPOINT = "renewal-account-sweep"
 _SWEEP_PAGE = 100
-
-
-@dataclass
-class SweepCheckpoint:
-    """Where the account sweep resumes: the accounts table's continuation token.
-
-    ``leased_until`` keeps a second, overlapping run from sweeping the same slice.
-    """
-
-    name: str
-    continuation: str | None = None
-    leased_until: dt.datetime | None = None
-    etag: str | None = field(default=None, compare=False)
-
-
-class SweepCheckpointStore(Protocol):
-    """One small entity per named checkpoint, written under ETags like the other stores."""
-
-    def get(self, name: str) -> SweepCheckpoint | None: ...
-
-    def save(self, checkpoint: SweepCheckpoint) -> SweepCheckpoint:
-        """With ``etag`` set, only if unchanged; without, only if absent (else ConcurrencyError)."""
-        ...
 
 
 Recreate = Callable[["Services", Account, "GraphAuth"], Subscription]
@@ -160,7 +137,7 @@ def renew_subscriptions(
     *,
     past_due: bool = False,
     policy: RenewalPolicy | None = None,
-    checkpoints: SweepCheckpointStore | None = None,
+    checkpoints: CheckpointStore | None = None,
     recreate: Recreate = ensure_mailbox_subscription,
     resync: Resync | None = None,
     monotonic: Callable[[], float] = time.monotonic,
@@ -237,7 +214,7 @@ class _RenewalRun:
         services: Services,
         policy: RenewalPolicy,
         *,
-        checkpoints: SweepCheckpointStore | None,
+        checkpoints: CheckpointStore | None,
         recreate: Recreate,
         resync: Callable[..., object],
         monotonic: Callable[[], float],

@@ -28,6 +28,7 @@ var tableNames = [
   'authflows'
   'subscriptionexpiry'
   'mailledger'
+  'checkpoints'
 ]
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {

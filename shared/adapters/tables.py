@@ -12,6 +12,8 @@ Keys are chosen for the access paths of a large deployment (DESIGN.md "Scale"):
   the size of the table. ``save`` writes the index entry first; an entry left behind by an
   expiry that moved, or by a deleted subscription, is noticed and removed on the next
   read, because every hit is checked against the subscription itself.
+- ``checkpoints``: PartitionKey = checkpoint name, RowKey = "checkpoint": where a paced
+  sweep over all accounts resumes, leased under its ETag.
 - ``authflows``: PartitionKey = state, RowKey = "flow"; taken by an ETag-conditional
   claim, so exactly one caller wins a state, then deleted.
 
@@ -29,7 +31,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from shared.config import ACCOUNTS_TABLE, AUTHFLOWS_TABLE, SUBSCRIPTIONS_TABLE
+from shared.config import ACCOUNTS_TABLE, AUTHFLOWS_TABLE, CHECKPOINTS_TABLE, SUBSCRIPTIONS_TABLE
 from shared.errors import ConcurrencyError, InvalidInputError, PersistenceError
 from shared.models import (
     Account,
@@ -38,6 +40,7 @@ from shared.models import (
     PendingAuthFlow,
     Subscription,
     SubscriptionStatus,
+    SweepCheckpoint,
 )
 
 if TYPE_CHECKING:
@@ -46,6 +49,7 @@ if TYPE_CHECKING:
 EXPIRY_INDEX_TABLE = "subscriptionexpiry"
 _ACCOUNT_ROW = "account"
 _FLOW_ROW = "flow"
+_CHECKPOINT_ROW = "checkpoint"
 _FORBIDDEN_KEY_CHARS = set("/\\#?") | {chr(c) for c in range(0x20)} | {chr(0x7F)}
 _MIN_TIME = dt.datetime(1601, 1, 1, tzinfo=dt.UTC)
 
@@ -365,6 +369,39 @@ class TableSubscriptionStore:
 
     def check(self) -> None:
         self._tables.check()
+
+
+# --- checkpoints ------------------------------------------------------------------------
+
+
+class TableCheckpointStore:
+    def __init__(self, connection: str) -> None:
+        self._tables = _Tables.for_connection(connection)
+
+    @property
+    def _client(self) -> TableClient:
+        return self._tables.table(CHECKPOINTS_TABLE)
+
+    def get(self, name: str) -> SweepCheckpoint | None:
+        entity = _read(self._client, _check_key(name, "checkpoint name"), _CHECKPOINT_ROW)
+        if entity is None:
+            return None
+        return SweepCheckpoint(
+            name=name,
+            continuation=entity.get("Continuation") or None,
+            leased_until=_utc(entity.get("LeasedUntil")),
+            etag=entity.metadata.get("etag"),
+        )
+
+    def save(self, checkpoint: SweepCheckpoint) -> SweepCheckpoint:
+        entity = {
+            "PartitionKey": _check_key(checkpoint.name, "checkpoint name"),
+            "RowKey": _CHECKPOINT_ROW,
+            "Continuation": checkpoint.continuation,
+            "LeasedUntil": checkpoint.leased_until,
+        }
+        checkpoint.etag = _write(self._client, entity, checkpoint.etag)
+        return checkpoint
 
 
 # --- pending OAuth flows ----------------------------------------------------------------

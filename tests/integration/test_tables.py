@@ -13,10 +13,11 @@ from shared.adapters.tables import (
     EXPIRY_INDEX_TABLE,
     TableAccountStore,
     TableAuthFlowStore,
+    TableCheckpointStore,
     TableSubscriptionStore,
 )
 from shared.errors import ConcurrencyError, InvalidInputError
-from shared.models import Account, AccountStatus, PendingAuthFlow, Subscription
+from shared.models import Account, AccountStatus, PendingAuthFlow, Subscription, SweepCheckpoint
 
 NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
 
@@ -164,3 +165,19 @@ def test_an_auth_flow_is_taken_once_even_by_racing_callbacks(azurite) -> None:  
     assert len(winners) == 1 and winners[0].flow["code_verifier"] == "v"
     assert flows.take(state) is None
     assert flows.take("not/a valid#state") is None
+
+
+def test_a_checkpoint_is_saved_and_leased_under_its_etag(azurite) -> None:  # type: ignore[no-untyped-def]
+    store = TableCheckpointStore(azurite.connection_string)
+    name = f"sweep-{uuid.uuid4().hex[:8]}"
+    assert store.get(name) is None
+    store.save(SweepCheckpoint(name, continuation="page-2", leased_until=NOW))
+    with pytest.raises(ConcurrencyError):
+        store.save(SweepCheckpoint(name))  # a second run cannot create it again
+    mine, theirs = store.get(name), store.get(name)
+    assert mine is not None and theirs is not None and mine.continuation == "page-2"
+    mine.leased_until = NOW + dt.timedelta(minutes=5)
+    store.save(mine)
+    theirs.leased_until = NOW + dt.timedelta(minutes=5)
+    with pytest.raises(ConcurrencyError):
+        store.save(theirs)
