@@ -25,6 +25,7 @@ from shared.errors import (
     ConnectorError,
     InvalidInputError,
     NotFoundError,
+    PersistenceError,
     ReauthRequiredError,
     UpstreamError,
 )
@@ -219,23 +220,17 @@ def _record_initial_delta(services: Services, account: Account, auth: GraphAuth)
     A failure here does not undo the connect: the account is connected and subscribed, and
     the first notification or the renewal's catch-up sync runs the round again.
     """
-    try:
-        from shared.sync import record_initial_delta
-    except ImportError:  # pragma: no cover - a deployment without the push pipeline
-        return
+    from shared.sync import record_initial_delta
+
     try:
         record_initial_delta(services, account, auth, emit_history=services.settings.emit_history_on_connect)
-    except (UpstreamError, ConcurrencyError) as exc:
+    except (UpstreamError, ConcurrencyError, PersistenceError) as exc:
         log.warning("account %s: initial delta round failed: %s", account.account_id, type(exc).__name__)
 
 
 def _forget_published_mail(services: Services, account_id: str) -> None:
     """A reconnect after a disconnect starts a fresh history: drop the mail ledger."""
-    try:
-        from shared.sync import mail_ledger
-    except ImportError:  # pragma: no cover - a deployment without the push pipeline
-        return
-    mail_ledger(services).forget_account(account_id)
+    services.ledger.forget_account(account_id)
 
 
 # -- disconnect ------------------------------------------------------------------------

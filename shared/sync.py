@@ -37,7 +37,7 @@ from shared.errors import (
     UpstreamError,
 )
 from shared.events import CREATED, DELETED, UPDATED, encode_event, mail_event
-from shared.ledger import LedgerMark, MailLedger
+from shared.ledger import LedgerMark
 from shared.models import Account, AccountStatus
 
 if TYPE_CHECKING:
@@ -78,10 +78,6 @@ class SyncResult:
     @property
     def published(self) -> int:
         return self.created + self.updated + self.deleted
-
-
-def mail_ledger(services: Services) -> MailLedger:
-    return services.ledger
 
 
 def record_initial_delta(
@@ -170,7 +166,7 @@ class _Lease:
 def _with_lease(
     services: Services, account_id: str, result: SyncResult, run: Callable[[_Lease], None]
 ) -> None:
-    ledger = mail_ledger(services)
+    ledger = services.ledger
     holder = uuid.uuid4().hex
     now = services.clock.now()
     if not ledger.acquire_lease(account_id, holder, now, LEASE_STALE_AFTER):
@@ -238,7 +234,7 @@ class _Round:
         self.result = result
         self.mode = mode
         self.emit_history = emit_history
-        self.ledger = mail_ledger(services)
+        self.ledger = services.ledger
         self.baseline = _baseline(account)
         self.returned: set[str] = set()
 

@@ -8,7 +8,7 @@ import pytest
 
 from shared.errors import ConcurrencyError, ThrottledError
 from shared.models import AccountStatus
-from shared.sync import LEASE_STALE_AFTER, mail_ledger, record_initial_delta, sync_mailbox
+from shared.sync import LEASE_STALE_AFTER, record_initial_delta, sync_mailbox
 from tests.fakes import EPOCH, make_services
 from tests.unit.pipeline_fakes import DeltaGraphApi, connected_account, events_of
 
@@ -146,7 +146,7 @@ def test_events_carry_stable_ids(services, account):
     message_id = inbox(services, account).deliver("x", AFTER)
     sync_mailbox(services, account.account_id, reason="notification")
     first = events_of(services)[0]["id"]
-    mail_ledger(services).forget_account(account.account_id)  # as if the mark had never been written
+    services.ledger.forget_account(account.account_id)  # as if the mark had never been written
     current = services.accounts.get(account.account_id)
     current.delta_link = None
     services.accounts.save(current)
@@ -157,7 +157,7 @@ def test_events_carry_stable_ids(services, account):
 
 def test_a_busy_account_is_left_to_the_running_round_which_runs_once_more(services, account):
     connect(services, account)
-    ledger = mail_ledger(services)
+    ledger = services.ledger
     assert ledger.acquire_lease(account.account_id, "other-worker", services.clock.now(), LEASE_STALE_AFTER)
     inbox(services, account).deliver("while busy", AFTER)
     result = sync_mailbox(services, account.account_id, reason="notification")
@@ -191,7 +191,7 @@ def test_the_lease_holder_runs_another_round_for_work_that_arrived_meanwhile(ser
 
 def test_a_stale_lease_of_a_dead_worker_is_taken_over(services, account):
     connect(services, account)
-    ledger = mail_ledger(services)
+    ledger = services.ledger
     ledger.acquire_lease(
         account.account_id, "dead-worker", services.clock.now() - 2 * LEASE_STALE_AFTER, LEASE_STALE_AFTER
     )
