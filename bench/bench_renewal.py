@@ -1,10 +1,10 @@
 """Renewal throughput: 10,000 subscriptions of 10,000 mailboxes renewed in one timer run.
 
 Real Azurite (tables, expiry index) and the real adapters; the Graph simulator in its own
-process (so it does not share this interpreter's lock), every Graph call slowed by
-``graphLatencyMs`` (50 ms by default). The simulator is seeded directly through its Python
-state (users, their inbox subscriptions, one access token each) before it serves; the
-tables are seeded through the real stores. The connector's in-process access-token cache
+process (``python -m devstack.graphsim``, so it does not share this interpreter's lock),
+every Graph call slowed by ``graphLatencyMs`` (50 ms by default). The simulator is seeded
+through its control API (``POST /_sim/bulk``: users, their inbox subscriptions, one access
+token each); the tables are seeded through the real stores. The connector's in-process access-token cache
 is warmed with those tokens, so the figures are for renewal itself, not for token refresh
 (Key Vault + identity platform), which a cold instance would add per mailbox.
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import random
 import resource
@@ -44,59 +43,65 @@ TARGET_PEAK_MB = 300.0
 # --- the simulator's process --------------------------------------------------------------
 
 
-def serve_simulator(count: int, out: Path) -> None:
-    """Run in a child process: seed ``count`` users with one inbox subscription each, serve,
-    write what the benchmark needs to ``out``, then serve until stdin closes."""
-    from devstack.graphsim.server import GraphSimulator
-    from devstack.graphsim.state import DEFAULT_CLIENT_ID, Subscription, new_graph_id, utcnow
+def start_simulator(count: int, workdir: Path) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """``python -m devstack.graphsim`` on a free port, seeded through its control API
+    (``POST /_sim/bulk``: users, their inbox subscriptions, one access token each)."""
+    import requests
+
+    from devstack.stack import free_port
     from shared.subscriptions import MAILBOX_CHANGE_TYPES, MAILBOX_RESOURCE
 
-    sim = GraphSimulator(port=0, cert_dir=os.environ.get("DEVSTACK_CERT_DIR") or None)
-    state = sim.state
-    app = state.apps[DEFAULT_CLIENT_ID]
-    seeded: list[dict[str, str]] = []
-    expiry = utcnow() + dt.timedelta(days=1)
-    for n in range(count):
-        user = state.add_user(f"bench{n:06d}@contoso.test", f"Bench {n}")
-        inbox = user.folder("inbox")
-        assert inbox is not None
-        sub = Subscription(
-            id=new_graph_id("sub"),
-            app_id=app.client_id,
-            user_id=user.id,
-            delegated=True,
-            resource=MAILBOX_RESOURCE,
-            folder_id=inbox.id,
-            change_types=MAILBOX_CHANGE_TYPES.split(","),
-            notification_url="https://connector.example.test/api/notifications",
-            lifecycle_url="https://connector.example.test/api/lifecycle",
-            expiration=expiry,
-            client_state="bench",
-            created=utcnow(),
-        )
-        state.subscriptions[sub.id] = sub
-        token = sim.identity.access_token(app, user, ["User.Read", "Mail.Read"], True)
-        seeded.append({"user": user.id, "tenant": user.tenant_id, "subscription": sub.id, "token": token})
-    sim.start()
-    out.write_text(json.dumps({"url": sim.base_url, "ca": sim.ca_file, "seeded": seeded}))
-    sys.stdin.read()  # until the benchmark closes our stdin
-    sim.stop()
-
-
-def start_simulator(count: int, workdir: Path) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
-    out = workdir / "graphsim.json"
+    port = free_port()
     child = subprocess.Popen(
-        [sys.executable, __file__, "--serve-simulator", str(count), str(out)],
-        stdin=subprocess.PIPE,
-        env={**os.environ, "DEVSTACK_CERT_DIR": str(workdir / "certs"), "PYTHONPATH": str(ROOT)},
+        [sys.executable, "-m", "devstack.graphsim"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "GRAPHSIM_PORT": str(port),
+            "GRAPHSIM_LOG_LEVEL": "WARNING",
+            "DEVSTACK_CERT_DIR": str(workdir / "certs"),
+            "PYTHONPATH": str(ROOT),
+        },
     )
-    deadline = time.monotonic() + 600
-    while not out.exists():
-        if child.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit("the simulator did not start")
-        time.sleep(0.2)
-    time.sleep(0.2)  # the file is written in one go; let the writer finish
-    return child, json.loads(out.read_text())
+    assert child.stdout is not None
+    url = ca = ""
+    for line in child.stdout:  # it prints where it listens and which CA to trust, then serves
+        if line.startswith("graphsim listening on "):
+            url = line.split()[3]
+        elif line.startswith("trust CA: "):
+            ca = line.removeprefix("trust CA: ").strip()
+            break
+    if not url or not ca:
+        child.kill()
+        raise SystemExit("the simulator did not start")
+    expiry = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    seeded = requests.post(
+        f"{url}/_sim/bulk",
+        json={
+            "users": count,
+            "userPrefix": "bench",
+            "subscription": {
+                "notificationUrl": "https://connector.example.test/api/notifications",
+                "lifecycleNotificationUrl": "https://connector.example.test/api/lifecycle",
+                "expirationDateTime": expiry.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "resource": MAILBOX_RESOURCE,
+                "changeType": MAILBOX_CHANGE_TYPES,
+                "clientState": "bench",
+            },
+            "skipValidation": True,
+        },
+        verify=ca,
+        timeout=600,
+    )
+    seeded.raise_for_status()
+    mailboxes = [
+        {"user": m["userId"], "tenant": m["tenantId"], "subscription": m["subscriptionId"], "token": m["accessToken"]}
+        for m in seeded.json()["value"]
+    ]
+    return child, {"url": url, "ca": ca, "seeded": mailboxes}
 
 
 # --- the connector's side -----------------------------------------------------------------
@@ -180,11 +185,7 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=300)
     parser.add_argument("--latency-ms", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=0, help="default: RENEWAL_CONCURRENCY's default")
-    parser.add_argument("--serve-simulator", nargs=2, metavar=("COUNT", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve_simulator:
-        serve_simulator(int(args.serve_simulator[0]), Path(args.serve_simulator[1]))
-        return
 
     import logging
 
@@ -242,8 +243,7 @@ def main() -> None:
                     f"{sim['url']}/_sim/subscriptions/{probe['subscription']}", verify=sim["ca"], timeout=10
                 ).json()
         finally:
-            if child.stdin is not None:
-                child.stdin.close()
+            child.terminate()
             child.wait(timeout=30)
 
     per_item = seq_seconds / sample

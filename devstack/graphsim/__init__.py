@@ -15,7 +15,8 @@ Control API (no auth, loopback), under ``{base_url}/_sim``:
 ``POST /users/{u}/messages``, ``GET|PATCH|DELETE /users/{u}/messages/{id}``,
 ``POST /users/{u}/revoke``, ``POST /users/{u}/delta/reset``, ``GET /subscriptions``,
 ``GET|DELETE /subscriptions/{id}``, ``POST /subscriptions/{id}/lifecycle``,
-``GET|PUT|DELETE /faults``, ``GET|DELETE /deliveries``, ``GET /health``.
+``GET|PUT|DELETE /faults``, ``GET|DELETE /deliveries``, ``GET /health``,
+``POST /bulk`` (many users, their subscriptions and access tokens in one call; see ``control``).
 """
 
 from __future__ import annotations

@@ -178,9 +178,12 @@ class IdentityPlatform:
     def _pairwise_sub(self, user: User, client_id: str) -> str:
         return b64url_encode(hashlib.sha256(f"{user.id}|{client_id}".encode()).digest()[:24])
 
-    def access_token(self, app: App, user: User | None, scopes: list[str], confidential: bool) -> str:
+    def access_token(
+        self, app: App, user: User | None, scopes: list[str], confidential: bool, lifetime: int | None = None
+    ) -> str:
         now = int(time.time())
-        lifetime = self.state.settings.access_token_lifetime_seconds
+        if lifetime is None:
+            lifetime = self.state.settings.access_token_lifetime_seconds
         claims: dict[str, Any] = {
             "aud": GRAPH_AUDIENCE,
             "iss": f"https://sts.windows.net/{app.tenant_id if user is None else user.tenant_id}/",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
+
+import requests
 
 from .conftest import ControlSession
 
@@ -54,3 +57,42 @@ def test_unknown_subscription_is_404(sim: ControlSession):
     assert sim.delete("/subscriptions/00000000-0000-0000-0000-000000000000").status_code == 404
     assert sim.post("/subscriptions/00000000-0000-0000-0000-000000000000/lifecycle",
                     json={"event": "missed"}).status_code == 404
+
+
+def test_bulk_seeding_makes_users_with_a_live_subscription_and_a_working_token(sim: ControlSession):
+    expiry = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    response = sim.post("/bulk", json={
+        "users": 3,
+        "subscription": {
+            "notificationUrl": "https://connector.example.test/api/notifications",
+            "lifecycleNotificationUrl": "https://connector.example.test/api/lifecycle",
+            "expirationDateTime": expiry,
+            "clientState": "bulk",
+        },
+        "skipValidation": True,
+    })
+    assert response.status_code == 201
+    seeded = response.json()["value"]
+    assert len(seeded) == 3 and len({s["userId"] for s in seeded}) == 3
+    first = seeded[0]
+    assert sim.get(f"/users/{first['userPrincipalName']}").json()["id"] == first["userId"]
+    subscription = sim.get(f"/subscriptions/{first['subscriptionId']}").json()
+    assert subscription["userId"] == first["userId"]
+    assert subscription["resource"] == "/me/mailFolders('inbox')/messages"
+    me = requests.get(f"{sim.simulator.graph_url}/me", verify=sim.simulator.ca_file,
+                      headers={"Authorization": f"Bearer {first['accessToken']}"}, timeout=10)
+    assert me.status_code == 200 and me.json()["id"] == first["userId"]
+
+
+def test_bulk_seeding_keeps_graphs_rules_and_validates_unless_told_not_to(sim: ControlSession):
+    past = "2001-01-01T00:00:00Z"
+    soon = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert sim.post("/bulk", json={"users": 0}).status_code == 400
+    assert sim.post("/bulk", json={"users": 1, "subscription": {
+        "notificationUrl": "https://x.example.test/n", "expirationDateTime": past}}).status_code == 400
+    unreachable = sim.post("/bulk", json={"users": 1, "subscription": {
+        "notificationUrl": "https://127.0.0.1:9/n", "expirationDateTime": soon}})
+    assert unreachable.status_code == 400 and "validation" in unreachable.text
+    without = sim.post("/bulk", json={"users": 2})
+    assert without.status_code == 201
+    assert [s["subscriptionId"] for s in without.json()["value"]] == [None, None]
