@@ -74,6 +74,9 @@ class Subscription:
     # owns it until then; other runs leave it alone. None when nobody holds it.
     renewing_until: dt.datetime | None = None
     etag: str | None = field(default=None, compare=False)
+    # The expiry the store's expiry index holds for this record (as read or last saved):
+    # lets a save that keeps the expiry's bucket (a claim, a lease release) skip the index.
+    indexed_expires_at: dt.datetime | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass

@@ -9,9 +9,11 @@ Keys are chosen for the access paths of a large deployment (DESIGN.md "Scale"):
   (``yyyymmddHH``), RowKey = ``{account id}|{subscription id}``. Tables keep entities
   sorted by key, so "everything that expires before T" is one range query over
   ``PartitionKey le bucket(T)`` that touches only the matching index entries, whatever
-  the size of the table. ``save`` writes the index entry first; an entry left behind by an
-  expiry that moved, or by a deleted subscription, is noticed and removed on the next
-  read, because every hit is checked against the subscription itself.
+  the size of the table. ``save`` touches the index only when the expiry's bucket moves
+  (a renewal), not for a claim or a lease release: the new entry is written before the
+  subscription, the old one deleted after it. An entry left behind anyway (a crash between
+  the writes, a deleted subscription) is noticed and removed on the next read, because
+  every hit is checked against the subscription itself.
 - ``checkpoints``: PartitionKey = checkpoint name, RowKey = "checkpoint": where a paced
   sweep over all accounts resumes, leased under its ETag.
 - ``authflows``: PartitionKey = state, RowKey = "flow"; taken by an ETag-conditional
@@ -275,17 +277,19 @@ def _subscription_fields(s: Subscription) -> dict[str, Any]:
 
 
 def _subscription_from(e: Any) -> Subscription:
+    expires_at = _utc(e.get("ExpiresAt")) or _MIN_TIME
     return Subscription(
         subscription_id=e["RowKey"],
         account_id=e["PartitionKey"],
         resource=e.get("Resource", ""),
         change_type=e.get("ChangeType", ""),
-        expires_at=_utc(e.get("ExpiresAt")) or _MIN_TIME,
+        expires_at=expires_at,
         status=SubscriptionStatus(e.get("Status", SubscriptionStatus.ACTIVE.value)),
         last_renewed_at=_utc(e.get("LastRenewedAt")),
         last_reauthorized_at=_utc(e.get("LastReauthorizedAt")),
         renewing_until=_utc(e.get("RenewingUntil")),
         etag=e.metadata.get("etag"),
+        indexed_expires_at=expires_at,
     )
 
 
@@ -314,21 +318,30 @@ class TableSubscriptionStore:
             "PartitionKey": _check_key(s.account_id, "account id"),
             "RowKey": _check_key(s.subscription_id, "subscription id"),
         }
-        # Index first: a crash between the two writes leaves an extra index entry (cleaned
-        # on read), never a subscription the renewal cannot find.
-        index_entry = {
-            "PartitionKey": _bucket(s.expires_at),
-            "RowKey": f"{s.account_id}|{s.subscription_id}",
-            "ExpiresAt": s.expires_at,
-        }
-        from azure.core.exceptions import AzureError
-        from azure.data.tables import UpdateMode
+        row = f"{s.account_id}|{s.subscription_id}"
+        bucket = _bucket(s.expires_at)
+        old_bucket = None if s.indexed_expires_at is None else _bucket(s.indexed_expires_at)
+        # A new record always gets its entry: the one of an earlier record of the same id may
+        # have been cleaned away already.
+        moved = s.etag is None or old_bucket != bucket
+        if moved:
+            # Index first: a crash between the writes leaves an extra index entry (cleaned on
+            # read), never a subscription the renewal cannot find.
+            from azure.core.exceptions import AzureError
+            from azure.data.tables import UpdateMode
 
-        try:
-            self._index.upsert_entity(index_entry, mode=UpdateMode.REPLACE)
-        except AzureError as exc:
-            raise PersistenceError(f"write to the expiry index failed: {type(exc).__name__}") from exc
+            entry = {"PartitionKey": bucket, "RowKey": row, "ExpiresAt": s.expires_at}
+            try:
+                self._index.upsert_entity(entry, mode=UpdateMode.REPLACE)
+            except AzureError as exc:
+                raise PersistenceError(f"write to the expiry index failed: {type(exc).__name__}") from exc
         s.etag = _write(self._client, {**key, **_subscription_fields(s)}, s.etag)
+        s.indexed_expires_at = s.expires_at
+        if moved and old_bucket is not None and old_bucket != bucket:
+            try:
+                _delete(self._index, old_bucket, row)
+            except PersistenceError:
+                pass  # the subscription is stored; its old entry is cleaned on the next read
         return s
 
     def delete(self, account_id: str, subscription_id: str) -> None:

@@ -131,6 +131,36 @@ def test_a_renewed_subscription_leaves_the_old_expiry_bucket(
     assert len(rows) == 1
 
 
+def test_a_renewed_subscriptions_old_index_entry_is_gone_right_after_save(
+    subscriptions: TableSubscriptionStore, azurite  # type: ignore[no-untyped-def]
+) -> None:
+    sub = subscriptions.save(_subscription(_account().account_id, NOW + dt.timedelta(minutes=10)))
+    claimed = subscriptions.get(sub.account_id, sub.subscription_id)
+    assert claimed is not None
+    claimed.renewing_until = NOW + dt.timedelta(minutes=5)
+    claimed = subscriptions.save(claimed)
+    claimed.expires_at = NOW + dt.timedelta(days=6)
+    claimed.renewing_until = None
+    subscriptions.save(claimed)
+    index = TableServiceClient.from_connection_string(azurite.connection_string).get_table_client(EXPIRY_INDEX_TABLE)
+    rows = [
+        e["PartitionKey"]
+        for e in index.query_entities("RowKey eq @r", parameters={"r": f"{sub.account_id}|{sub.subscription_id}"})
+    ]
+    assert rows == [(NOW + dt.timedelta(days=6)).astimezone(dt.UTC).strftime("%Y%m%d%H")]
+
+
+def test_a_subscription_recorded_again_after_its_deletion_is_found_as_expiring(
+    subscriptions: TableSubscriptionStore,
+) -> None:
+    sub = subscriptions.save(_subscription(_account().account_id, NOW + dt.timedelta(minutes=10)))
+    subscriptions.delete(sub.account_id, sub.subscription_id)
+    assert sub.subscription_id not in {s.subscription_id for s in subscriptions.expiring_before(NOW + dt.timedelta(hours=1))}
+    sub.etag = None  # recorded again, as the renewal puts back a removed one
+    subscriptions.save(sub)
+    assert sub.subscription_id in {s.subscription_id for s in subscriptions.expiring_before(NOW + dt.timedelta(hours=1))}
+
+
 def test_a_deleted_subscription_is_not_reported_as_expiring(subscriptions: TableSubscriptionStore) -> None:
     sub = subscriptions.save(_subscription(_account().account_id, NOW + dt.timedelta(minutes=10)))
     subscriptions.delete(sub.account_id, sub.subscription_id)
