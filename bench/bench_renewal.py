@@ -197,8 +197,6 @@ def main() -> None:
     from tests.support.azurite import Azurite
 
     logging.basicConfig(level=logging.WARNING)
-    # The table SDK's pool holds 10 connections; more threads only make it say so, often.
-    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     concurrency = args.concurrency or int(SETTING_DEFAULTS["RENEWAL_CONCURRENCY"] or 32)
     total, sample = args.subscriptions, args.sample
     with tempfile.TemporaryDirectory(prefix="bench-renewal-") as tmp:

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from shared.adapters.storage_http import pooled_transport
 from shared.errors import PersistenceError
 
 if TYPE_CHECKING:
@@ -24,9 +25,10 @@ def queue_service_client(connection: str) -> QueueServiceClient:
 
         account = connection.removeprefix("identity:")
         return QueueServiceClient(
-            account_url=f"https://{account}.queue.core.windows.net", credential=DefaultAzureCredential()
+            account_url=f"https://{account}.queue.core.windows.net", credential=DefaultAzureCredential(),
+            transport=pooled_transport(),
         )
-    return QueueServiceClient.from_connection_string(connection)
+    return QueueServiceClient.from_connection_string(connection, transport=pooled_transport())
 
 
 class StorageQueueSender:

@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from shared.adapters.storage_http import pooled_transport
 from shared.config import ACCOUNTS_TABLE, AUTHFLOWS_TABLE, CHECKPOINTS_TABLE, SUBSCRIPTIONS_TABLE
 from shared.errors import ConcurrencyError, InvalidInputError, PersistenceError
 from shared.models import (
@@ -80,9 +81,10 @@ def service_client(connection: str) -> TableServiceClient:
 
         account = connection.removeprefix("identity:")
         return TableServiceClient(
-            endpoint=f"https://{account}.table.core.windows.net", credential=DefaultAzureCredential()
+            endpoint=f"https://{account}.table.core.windows.net", credential=DefaultAzureCredential(),
+            transport=pooled_transport(),
         )
-    return TableServiceClient.from_connection_string(connection)
+    return TableServiceClient.from_connection_string(connection, transport=pooled_transport())
 
 
 class _Tables:
