@@ -10,7 +10,7 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from shared.adapters.storage_http import pooled_transport
+from shared.adapters.storage_http import storage_service_client
 from shared.errors import PersistenceError
 
 if TYPE_CHECKING:
@@ -20,15 +20,7 @@ if TYPE_CHECKING:
 def queue_service_client(connection: str) -> QueueServiceClient:
     from azure.storage.queue import QueueServiceClient
 
-    if connection.startswith("identity:"):
-        from azure.identity import DefaultAzureCredential
-
-        account = connection.removeprefix("identity:")
-        return QueueServiceClient(
-            account_url=f"https://{account}.queue.core.windows.net", credential=DefaultAzureCredential(),
-            transport=pooled_transport(),
-        )
-    return QueueServiceClient.from_connection_string(connection, transport=pooled_transport())
+    return storage_service_client(QueueServiceClient, connection, "queue")  # type: ignore[no-any-return]
 
 
 class StorageQueueSender:

@@ -15,7 +15,7 @@ bundle is taken once and ``trust_env`` turned off. With proxy variables (and the
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.request import getproxies_environment
 
 if TYPE_CHECKING:
@@ -48,3 +48,19 @@ def pooled_transport(pool_size: int = STORAGE_POOL_SIZE) -> RequestsTransport:
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return RequestsTransport(session=session, session_owner=False)
+
+
+def storage_service_client(client_class: Any, connection: str, service: str) -> Any:
+    """A Storage SDK service client (``TableServiceClient``, ``QueueServiceClient``) for
+    ``connection``: a connection string, or ``identity:<account>`` in Azure, where the app
+    reaches storage with its managed identity (``AzureWebJobsStorage__accountName``)."""
+    if connection.startswith("identity:"):
+        from azure.identity import DefaultAzureCredential
+
+        account = connection.removeprefix("identity:")
+        return client_class(
+            f"https://{account}.{service}.core.windows.net",
+            credential=DefaultAzureCredential(),
+            transport=pooled_transport(),
+        )
+    return client_class.from_connection_string(connection, transport=pooled_transport())

@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from shared.adapters.storage_http import pooled_transport
+from shared.adapters.storage_http import storage_service_client
 from shared.config import ACCOUNTS_TABLE, AUTHFLOWS_TABLE, CHECKPOINTS_TABLE, SUBSCRIPTIONS_TABLE
 from shared.errors import ConcurrencyError, InvalidInputError, PersistenceError
 from shared.models import (
@@ -76,15 +76,7 @@ def service_client(connection: str) -> TableServiceClient:
     """A TableServiceClient for a connection string, or ``identity:<account>`` in Azure."""
     from azure.data.tables import TableServiceClient
 
-    if connection.startswith("identity:"):
-        from azure.identity import DefaultAzureCredential
-
-        account = connection.removeprefix("identity:")
-        return TableServiceClient(
-            endpoint=f"https://{account}.table.core.windows.net", credential=DefaultAzureCredential(),
-            transport=pooled_transport(),
-        )
-    return TableServiceClient.from_connection_string(connection, transport=pooled_transport())
+    return storage_service_client(TableServiceClient, connection, "table")  # type: ignore[no-any-return]
 
 
 class _Tables:
