@@ -182,7 +182,7 @@ class LocalStack:
         if not azurite.exists():
             raise RuntimeError("Azurite is not installed: run `npm ci` (make does it)")
         argv = [
-            str(azurite), "--silent", "--skipApiVersionCheck", "--loose", "--disableProductStyleUrl",
+            str(azurite), "--silent", "--skipApiVersionCheck", "--loose", "--disableProductStyleUrl", "--disableTelemetry",
             "--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1", "--tableHost", "127.0.0.1",
             "--blobPort", str(self.ports["AZURITE_BLOB_PORT"]),
             "--queuePort", str(self.ports["AZURITE_QUEUE_PORT"]),

@@ -16,6 +16,4 @@ bp = func.Blueprint()
 @bp.function_name("renew_subscriptions")
 @bp.timer_trigger(arg_name="timer", schedule="%RENEWAL_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def renew_subscriptions(timer: func.TimerRequest) -> None:
-    services = bootstrap.services()
-    # The sweep's checkpoint store comes with the tables adapter; without it, no sweep.
-    run_renewal(services, past_due=timer.past_due, checkpoints=services.checkpoints)
+    run_renewal(bootstrap.services(), past_due=timer.past_due)

@@ -70,12 +70,10 @@ class Subscription:
     status: SubscriptionStatus = SubscriptionStatus.ACTIVE
     last_renewed_at: dt.datetime | None = None
     last_reauthorized_at: dt.datetime | None = None
-    # Renewal lease: a renewal run that claimed this subscription (ETag-conditional write)
-    # owns it until then; other runs leave it alone. None when nobody holds it.
-    renewing_until: dt.datetime | None = None
     etag: str | None = field(default=None, compare=False)
-    # The expiry the store's expiry index holds for this record (as read or last saved):
-    # lets a save that keeps the expiry's bucket (a claim, a lease release) skip the index.
+    # The expiry the store's expiry index holds for this record (as read or last indexed):
+    # lets a save that keeps the expiry's bucket skip the index, and a renewal saved with
+    # ``defer_index`` find its old entry when its index entries are moved.
     indexed_expires_at: dt.datetime | None = field(default=None, compare=False, repr=False)
 
 
@@ -91,9 +89,10 @@ class PendingAuthFlow:
 
 @dataclass
 class SweepCheckpoint:
-    """Where a paced sweep (the renewal's walk over all accounts) resumes: the accounts
-    table's continuation token. ``leased_until`` keeps a second, overlapping run from
-    sweeping the same slice."""
+    """A named lease with a resume point: where a paced sweep (the renewal's walk over all
+    accounts) resumes, the accounts table's continuation token, and until when a run holds
+    it (``leased_until``), so that a second, overlapping run keeps off. The renewal run's
+    own lease is one too, without a continuation."""
 
     name: str
     continuation: str | None = None

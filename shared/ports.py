@@ -43,8 +43,14 @@ class SubscriptionStore(Protocol):
 
     def get(self, account_id: str, subscription_id: str) -> Subscription | None: ...
 
-    def save(self, subscription: Subscription) -> Subscription:
-        """Same ETag rules as ``AccountStore.save``; keeps the expiry index in step."""
+    def save(self, subscription: Subscription, *, defer_index: bool = False) -> Subscription:
+        """Same ETag rules as ``AccountStore.save``; keeps the expiry index in step. With
+        ``defer_index`` the index is left as it is and the caller hands the subscription to
+        ``reindex`` soon after (many at once); until then its old entry still finds it."""
+        ...
+
+    def reindex(self, subscriptions: Sequence[Subscription]) -> None:
+        """Moves the expiry index entries of subscriptions saved with ``defer_index``."""
         ...
 
     def delete(self, account_id: str, subscription_id: str) -> None:
@@ -54,7 +60,8 @@ class SubscriptionStore(Protocol):
     def for_account(self, account_id: str) -> list[Subscription]: ...
 
     def expiring_before(self, when: dt.datetime) -> Iterator[Subscription]:
-        """Subscriptions whose expiry is before ``when`` (expired ones included)."""
+        """Subscriptions whose expiry is before ``when`` (expired ones included), as stored
+        now (each with its ETag)."""
         ...
 
 

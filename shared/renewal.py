@@ -6,10 +6,13 @@ A Graph subscription to Outlook mail lives at most 10,080 minutes (GRAPH_NOTES
 
 1. **Renews** what expires within ``RENEWAL_WINDOW_MINUTES``. The candidates come from the
    store's expiry index (``SubscriptionStore.expiring_before``: a range query over expiry
-   buckets, never a scan of the table). Each candidate is *claimed* before Graph is
-   called: ``renewing_until`` is set by an ETag-conditional write, so of two overlapping
-   runs only one renews it; the other gets ``ConcurrencyError`` or sees the lease and
-   leaves it alone. The renewed expiry is written under the claim's ETag.
+   buckets, never a scan of the table). One run at a time renews: the run holds a lease
+   (``renewal-run`` in the checkpoint store, an ETag-conditional write, extended while the
+   run lasts); a second, overlapping run (another instance, a past-due start) finds it
+   held and leaves the renewals to the first. A lease per run rather than a claim per
+   subscription saves a table write per renewal, and the Functions host runs a timer on
+   one instance at a time anyway. The renewed expiry is written under the ETag read with
+   the subscription; the index entries move in batches (``SubscriptionStore.reindex``).
 2. **Heals** along the way: a subscription Graph no longer knows (404) is recreated and the
    mailbox resynced by delta, so no mail is lost in between; an account whose refresh
    token is dead is marked ``reauth_required`` (by the token provider) and skipped from
@@ -25,8 +28,8 @@ Graph's rules are kept: no PATCH within 10 minutes of a reauthorize (or of anoth
 of the same subscription; at most one request at a time per mailbox from this run (the
 Graph adapter caps a process at Outlook's 4); a ``ThrottledError`` puts the item back
 until its ``Retry-After`` has passed. A run stops picking new work after
-``RENEWAL_TIME_BUDGET_SECONDS``: what is left (leases released) is picked up by the next
-run, as it is still in the expiry index.
+``RENEWAL_TIME_BUDGET_SECONDS``: what is left is picked up by the next run, as it is
+still in the expiry index.
 """
 
 from __future__ import annotations
@@ -67,16 +70,22 @@ log = logging.getLogger(__name__)
 # GRAPH_NOTES "Subscriptions": never a reauthorize and a PATCH of one subscription within
 # 10 minutes of each other. A PATCH that recent also means somebody else just renewed it.
 GRAPH_COOLDOWN = dt.timedelta(minutes=10)
-# How long a claim keeps other runs away: longer than one item can take (a PATCH with the
-# adapter's retries after Retry-After, a recreation, a delta sync), short enough that a
-# crashed run's claims are free again by the next run.
+# How long the run's lease (and the sweep's) keeps other runs away without being extended:
+# longer than one item can take (a PATCH with the adapter's retries after Retry-After, a
+# recreation, a delta sync), short enough that a crashed run's lease is free again by the
+# next run. A live run extends it every HEARTBEAT.
 LEASE = dt.timedelta(minutes=5)
+HEARTBEAT_SECONDS = 60.0
 # Throttled items are retried later in the run, at most this many times; then the next run.
 MAX_ATTEMPTS = 4
 # The sweep leaves alone an account connected moments ago: its connect flow may still be
 # creating the subscription.
 CONNECT_GRACE = dt.timedelta(minutes=10)
+RUN_LEASE = "renewal-run"
 SWEEP_CHECKPOINT = "renewal-account-sweep"
+# Renewed subscriptions whose index entries are moved together: one entity-group
+# transaction per bucket holds at most 100 operations.
+REINDEX_BATCH = 100
 _SWEEP_PAGE = 100
 
 
@@ -119,6 +128,7 @@ class RenewalReport:
     swept: int = 0
     throttled: int = 0
     past_due: bool = False
+    another_run: bool = False  # another run held the renewal lease: renewals left to it
     stopped_early: bool = False
     duration_seconds: float = 0.0
 
@@ -127,7 +137,8 @@ class RenewalReport:
             f"renewed={self.renewed} recreated={self.recreated} failed={self.failed} "
             f"skipped={self.skipped} reauth_required={self.reauth_required} deferred={self.deferred} "
             f"caught_up={self.caught_up} subscribed={self.subscribed} swept={self.swept} "
-            f"throttled={self.throttled} past_due={self.past_due} stopped_early={self.stopped_early} "
+            f"throttled={self.throttled} past_due={self.past_due} another_run={self.another_run} "
+            f"stopped_early={self.stopped_early} "
             f"duration={self.duration_seconds:.1f}s"
         )
 
@@ -146,7 +157,7 @@ def renew_subscriptions(
     run = _RenewalRun(
         services,
         policy or RenewalPolicy.from_services(services),
-        checkpoints=checkpoints,
+        checkpoints=checkpoints or services.checkpoints,
         recreate=recreate,
         resync=resync or _sync_mailbox,
         monotonic=monotonic,
@@ -171,11 +182,10 @@ def _sync_mailbox(services: Services, account_id: str, *, reason: str = "renewal
 
 @dataclass
 class _Job:
-    """One subscription being renewed; ``claimed`` once our lease is written."""
+    """One subscription being renewed, and its account once read."""
 
     subscription: Subscription
     account: Account | None = None
-    claimed: bool = False
     attempts: int = 0
 
 
@@ -208,13 +218,65 @@ class _AccountGates:
                     self._gates[account_id] = (gate, users - 1)
 
 
+class _RunLease:
+    """The run's lease in the checkpoint store: taken, extended every heartbeat, given back."""
+
+    def __init__(self, services: Services, store: CheckpointStore, monotonic: Callable[[], float]) -> None:
+        self._services, self._store, self._monotonic = services, store, monotonic
+        self._held: SweepCheckpoint | None = None
+        self._extended_at = 0.0
+
+    def take(self) -> bool:
+        now = self._services.clock.now()
+        try:
+            lease = self._store.get(RUN_LEASE) or SweepCheckpoint(RUN_LEASE)
+            if lease.leased_until is not None and lease.leased_until > now:
+                return False
+            lease.leased_until = now + LEASE
+            self._held = self._store.save(lease)
+        except ConcurrencyError:
+            return False  # taken by the other run between our read and our write
+        self._extended_at = self._monotonic()
+        return True
+
+    def keep(self) -> bool:
+        """Extends the lease when a heartbeat is due; False once it is lost."""
+        if self._held is None:
+            return False
+        if self._monotonic() - self._extended_at < HEARTBEAT_SECONDS:
+            return True
+        self._held.leased_until = self._services.clock.now() + LEASE
+        try:
+            self._held = self._store.save(self._held)
+        except ConcurrencyError:
+            log.warning("renewal: another run took over the renewal lease; stopping")
+            self._held = None
+            return False
+        except ConnectorError as exc:
+            # Not lost yet: it holds until leased_until; try again at the next item.
+            log.warning("renewal: the renewal lease could not be extended (%s)", _describe(exc))
+            return True
+        self._extended_at = self._monotonic()
+        return True
+
+    def give_back(self) -> None:
+        if self._held is None:
+            return
+        self._held.leased_until = None
+        try:
+            self._store.save(self._held)
+        except ConnectorError as exc:
+            log.info("renewal: renewal lease left to expire (%s)", _describe(exc))
+        self._held = None
+
+
 class _RenewalRun:
     def __init__(
         self,
         services: Services,
         policy: RenewalPolicy,
         *,
-        checkpoints: CheckpointStore | None,
+        checkpoints: CheckpointStore,
         recreate: Recreate,
         resync: Callable[..., object],
         monotonic: Callable[[], float],
@@ -230,6 +292,9 @@ class _RenewalRun:
         self._gates = _AccountGates()
         self._started = monotonic()
         self._stop_at = self._started + policy.time_budget_seconds
+        self._lease = _RunLease(services, checkpoints, monotonic)
+        self._reindex_lock = threading.Lock()
+        self._to_reindex: list[Subscription] = []
 
     # bookkeeping
 
@@ -245,7 +310,21 @@ class _RenewalRun:
 
     def execute(self) -> None:
         with ThreadPoolExecutor(max_workers=self.policy.concurrency, thread_name_prefix="renewal") as pool:
-            self._renew_expiring(pool)
+            try:
+                taken = self._lease.take()
+            except ConnectorError as exc:
+                log.warning("renewal: renewals not started, the lease is unreachable (%s)", _describe(exc))
+                taken = False
+            else:
+                if not taken:
+                    self.report.another_run = True
+                    log.info("renewal: another run holds the renewal lease; leaving the renewals to it")
+            if taken:
+                try:
+                    self._renew_expiring(pool)
+                finally:
+                    self._reindex(everything=True)
+                    self._lease.give_back()
             if not self.out_of_time():
                 self._sweep_accounts(pool)
         self.report.duration_seconds = self.monotonic() - self._started
@@ -264,6 +343,10 @@ class _RenewalRun:
         while True:
             if self.out_of_time():
                 break
+            if not self._lease.keep():
+                self.report.stopped_early = True
+                break
+            self._reindex()
             clock = self.monotonic()
             while retries and retries[0][0] <= clock and len(pending) < capacity:
                 job = heapq.heappop(retries)[2]
@@ -282,6 +365,8 @@ class _RenewalRun:
             if not pending:
                 time.sleep(timeout or 0.0)
                 continue
+            if timeout is None:
+                timeout = HEARTBEAT_SECONDS
             done, _ = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
             for future in done:
                 job = pending.pop(future)
@@ -290,17 +375,13 @@ class _RenewalRun:
                     heapq.heappush(retries, (self.monotonic() + outcome.after_seconds, next(order), job))
                 else:
                     self.count(outcome)
-        # Out of time: what is in flight finishes; throttled items wait for the next run.
+        # Out of time (or lease): what is in flight finishes; throttled items wait for the
+        # next run, which finds them in the expiry index.
         for future in list(pending):
             outcome = future.result()
-            job = pending.pop(future)
-            if isinstance(outcome, _Retry):
-                retries.append((0.0, next(order), job))
-            else:
-                self.count(outcome)
-        for _, _, job in retries:
-            self._release(job.subscription)
-            self.count("deferred")
+            pending.pop(future)
+            self.count("deferred" if isinstance(outcome, _Retry) else outcome)
+        self.count("deferred", len(retries))
         if not exhausted:
             close = getattr(candidates, "close", None)
             if close is not None:
@@ -317,15 +398,13 @@ class _RenewalRun:
                 subscription.account_id,
                 subscription.subscription_id,
             )
-            if job.claimed:
-                self._release(job.subscription)
             return "failed"
 
     def _renew(self, job: _Job) -> str | _Retry:
         services = self.services
         now = services.clock.now()
         sub = job.subscription
-        if not job.claimed:
+        if job.account is None:
             reason = self._not_due(sub, now)
             if reason:
                 log.debug("renewal: subscription %s skipped: %s", sub.subscription_id, reason)
@@ -333,23 +412,8 @@ class _RenewalRun:
             account = services.accounts.get(sub.account_id)
             if account is None or account.status != AccountStatus.ACTIVE:
                 return self._skip_inactive(sub, account, now)
-            sub.renewing_until = now + LEASE
-            try:
-                job.subscription = sub = services.subscriptions.save(sub)
-            except ConcurrencyError:
-                log.info("renewal: subscription %s was claimed by another run", sub.subscription_id)
-                return "skipped"
-            job.account, job.claimed = account, True
-        elif sub.renewing_until is None or sub.renewing_until - now < LEASE / 2:
-            # Back after a long Retry-After: extend the claim before calling Graph again.
-            sub.renewing_until = now + LEASE
-            try:
-                job.subscription = sub = services.subscriptions.save(sub)
-            except ConcurrencyError:
-                log.info("renewal: subscription %s was taken over while throttled", sub.subscription_id)
-                return "skipped"
+            job.account = account
         account = job.account
-        assert account is not None
         job.attempts += 1
         try:
             auth = services.tokens.graph_auth(account)
@@ -367,12 +431,10 @@ class _RenewalRun:
                 return self._recreate(job, auth)
         except ReauthRequiredError:
             # The token provider has marked the account; it is skipped until reconnected.
-            self._release(sub)
             return "reauth_required"
         except ThrottledError as exc:
             self.count("throttled")
             if job.attempts >= MAX_ATTEMPTS:
-                self._release(sub)
                 return "deferred"
             return _Retry(max(exc.retry_after, 0.0))
         except ConnectorError as exc:
@@ -382,7 +444,6 @@ class _RenewalRun:
                 sub.subscription_id,
                 _describe(exc),
             )
-            self._release(sub)
             return "failed"
         new_expiry = parse_graph_datetime(answer.get("expirationDateTime"), expires_at)
         self._store_renewed(sub, new_expiry, now)
@@ -406,8 +467,6 @@ class _RenewalRun:
         return graph.renew_subscription(tokens.graph_auth(account), subscription_id, expires_at)
 
     def _not_due(self, sub: Subscription, now: dt.datetime) -> str:
-        if sub.renewing_until is not None and sub.renewing_until > now:
-            return "claimed by another run"
         if sub.status != SubscriptionStatus.ACTIVE:
             return ""  # to be recreated: neither a PATCH nor a reauthorize
         if sub.expires_at >= now + self.policy.window:
@@ -433,7 +492,11 @@ class _RenewalRun:
             # expiry index and the next run tries again.
             sub.status = SubscriptionStatus.REMOVED
             job.subscription = sub = services.subscriptions.save(sub)
-        created = self.recreate(services, account, auth)
+        try:
+            created = self.recreate(services, account, auth)
+        except ConnectorError:
+            self._keep_in_index(sub)
+            raise
         log.info(
             "renewal: account %s subscription %s replaced by %s",
             sub.account_id,
@@ -443,6 +506,25 @@ class _RenewalRun:
         self._resync(account.account_id, "subscription_recreated")
         return "recreated"
 
+    def _keep_in_index(self, sub: Subscription) -> None:
+        """After a failed recreation: the old record may be deleted already (recreation
+        starts by discarding it). Recorded again as removed, unless a live one exists, it
+        stays in the expiry index and the next run tries again sooner than the sweep."""
+        store = self.services.subscriptions
+        try:
+            if store.get(sub.account_id, sub.subscription_id) is not None:
+                return
+            if any(s.status == SubscriptionStatus.ACTIVE for s in store.for_account(sub.account_id)):
+                return
+            sub.etag, sub.indexed_expires_at = None, None
+            store.save(sub)
+        except ConnectorError as exc:
+            log.warning(
+                "renewal: subscription %s not recorded again (%s); the sweep will replace it",
+                sub.subscription_id,
+                _describe(exc),
+            )
+
     def _store_renewed(self, sub: Subscription, expires_at: dt.datetime, now: dt.datetime) -> None:
         store = self.services.subscriptions
         current: Subscription | None = sub
@@ -451,45 +533,30 @@ class _RenewalRun:
                 return  # deleted meanwhile (a disconnect): nothing to keep
             current.expires_at = max(current.expires_at, expires_at)
             current.last_renewed_at = now
-            current.renewing_until = None
             current.status = SubscriptionStatus.ACTIVE
             try:
-                store.save(current)
-                return
+                saved = store.save(current, defer_index=True)
             except ConcurrencyError:
                 # Somebody else wrote (the lifecycle handling, say): keep their changes.
                 current = store.get(sub.account_id, sub.subscription_id)
+                continue
+            with self._reindex_lock:
+                self._to_reindex.append(saved)
+            return
         log.warning("renewal: subscription %s renewed but its new expiry was not stored", sub.subscription_id)
 
-    def _release(self, sub: Subscription) -> None:
-        store = self.services.subscriptions
-        sub.renewing_until = None
+    def _reindex(self, *, everything: bool = False) -> None:
+        """Moves the index entries of renewed subscriptions, a batch at a time. Until then
+        the old entry still points at the subscription; a crash in between is repaired
+        when the next run reads that entry."""
+        with self._reindex_lock:
+            if not self._to_reindex or (len(self._to_reindex) < REINDEX_BATCH and not everything):
+                return
+            batch, self._to_reindex = self._to_reindex, []
         try:
-            store.save(sub)
-        except ConcurrencyError:
-            # A failed recreation may have deleted the record already: put it back (removed),
-            # so that the expiry index offers it to the next run, unless a live one exists.
-            if (
-                sub.status != SubscriptionStatus.ACTIVE
-                and store.get(sub.account_id, sub.subscription_id) is None
-            ):
-                live = [s for s in store.for_account(sub.account_id) if s.status == SubscriptionStatus.ACTIVE]
-                if not live:
-                    sub.etag = None
-                    self._save_quietly(sub)
+            self.services.subscriptions.reindex(batch)
         except ConnectorError as exc:
-            # The lease runs out by itself; nothing else is lost.
-            log.info(
-                "renewal: lease on subscription %s left to expire (%s)", sub.subscription_id, _describe(exc)
-            )
-
-    def _save_quietly(self, sub: Subscription) -> None:
-        try:
-            self.services.subscriptions.save(sub)
-        except ConnectorError as exc:
-            log.warning(
-                "renewal: subscription %s not recorded again (%s)", sub.subscription_id, _describe(exc)
-            )
+            log.warning("renewal: %d index entries not moved yet (%s)", len(batch), _describe(exc))
 
     # catch-up
 
@@ -514,7 +581,7 @@ class _RenewalRun:
 
     def _sweep_accounts(self, pool: ThreadPoolExecutor) -> None:
         store, wanted = self.checkpoints, self.policy.sweep_accounts
-        if store is None or wanted <= 0:
+        if wanted <= 0:
             return
         now = self.services.clock.now()
         try:

@@ -36,7 +36,7 @@ from shared.errors import (
     NotFoundError,
     ReauthRequiredError,
 )
-from shared.models import Account, ClientKind, PendingAuthFlow, Subscription, account_id_for
+from shared.models import Account, ClientKind, PendingAuthFlow, Subscription, SweepCheckpoint, account_id_for
 from shared.ports import DeltaPage, GraphAuth, JsonObject
 from shared.tokens import TokenGrant
 
@@ -102,13 +102,14 @@ class FakeSubscriptionStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.items: dict[tuple[str, str], Subscription] = {}
+        self.reindexed: list[str] = []
 
     def get(self, account_id: str, subscription_id: str) -> Subscription | None:
         with self._lock:
             found = self.items.get((account_id, subscription_id))
             return copy.deepcopy(found) if found is not None else None
 
-    def save(self, subscription: Subscription) -> Subscription:
+    def save(self, subscription: Subscription, *, defer_index: bool = False) -> Subscription:
         key = (subscription.account_id, subscription.subscription_id)
         with self._lock:
             _check_etag(
@@ -116,8 +117,20 @@ class FakeSubscriptionStore:
             )
             stored = copy.deepcopy(subscription)
             stored.etag = _new_etag()
+            if not defer_index:
+                stored.indexed_expires_at = stored.expires_at
             self.items[key] = stored
             return copy.deepcopy(stored)
+
+    def reindex(self, subscriptions: Sequence[Subscription]) -> None:
+        """No index to move here (``expiring_before`` looks at the records); remembers what
+        was handed over, so that a test sees every deferred save reach it."""
+        with self._lock:
+            self.reindexed.extend(s.subscription_id for s in subscriptions)
+            for s in subscriptions:
+                stored = self.items.get((s.account_id, s.subscription_id))
+                if stored is not None:
+                    stored.indexed_expires_at = stored.expires_at
 
     def delete(self, account_id: str, subscription_id: str) -> None:
         with self._lock:
@@ -131,6 +144,25 @@ class FakeSubscriptionStore:
         with self._lock:
             chosen = [copy.deepcopy(s) for s in self.items.values() if s.expires_at < when]
         return iter(sorted(chosen, key=lambda s: s.expires_at))
+
+
+class FakeCheckpointStore:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.items: dict[str, SweepCheckpoint] = {}
+
+    def get(self, name: str) -> SweepCheckpoint | None:
+        with self._lock:
+            found = self.items.get(name)
+            return copy.deepcopy(found) if found is not None else None
+
+    def save(self, checkpoint: SweepCheckpoint) -> SweepCheckpoint:
+        with self._lock:
+            _check_etag(self.items.get(checkpoint.name), checkpoint.etag, f"checkpoint {checkpoint.name}")
+            stored = copy.deepcopy(checkpoint)
+            stored.etag = _new_etag()
+            self.items[checkpoint.name] = stored
+            return copy.deepcopy(stored)
 
 
 class FakeAuthFlowStore:
@@ -562,6 +594,7 @@ def make_services(
         "clock": clock,
         "accounts": FakeAccountStore(),
         "subscriptions": FakeSubscriptionStore(),
+        "checkpoints": FakeCheckpointStore(),
         "authflows": FakeAuthFlowStore(),
         "secrets": FakeSecretStore(),
         "queues": FakeQueueSender(),

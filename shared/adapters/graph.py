@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote
+from urllib.request import getproxies_environment
 
 import requests
 
@@ -100,6 +102,12 @@ class RequestsGraphApi:
     @staticmethod
     def _new_session() -> requests.Session:
         session = requests.Session()
+        if not getproxies_environment():
+            # Nothing for requests to re-read from the environment on every call (about
+            # 0.6 ms of CPU each): the CA bundle is taken once. With proxy variables it
+            # keeps deciding per request.
+            session.trust_env = False
+            session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=64)
         session.mount("https://", adapter)
         session.mount("http://", adapter)

@@ -10,10 +10,13 @@ Keys are chosen for the access paths of a large deployment (DESIGN.md "Scale"):
   sorted by key, so "everything that expires before T" is one range query over
   ``PartitionKey le bucket(T)`` that touches only the matching index entries, whatever
   the size of the table. ``save`` touches the index only when the expiry's bucket moves
-  (a renewal), not for a claim or a lease release: the new entry is written before the
-  subscription, the old one deleted after it. An entry left behind anyway (a crash between
-  the writes, a deleted subscription) is noticed and removed on the next read, because
-  every hit is checked against the subscription itself.
+  (a renewal), not for other changes: the new entry is written before the subscription,
+  the old one deleted after it. The renewal run saves with ``defer_index`` and moves the
+  entries of many renewals at once (``reindex``: one entity-group transaction per bucket
+  and 100 entries, new entries first). An entry left behind anyway (a crash between the
+  writes, a deleted subscription) is noticed on the next read, because every hit is
+  checked against the subscription itself: the right entry is written if need be, and
+  the stale one deleted.
 - ``checkpoints``: PartitionKey = checkpoint name, RowKey = "checkpoint": where a paced
   sweep over all accounts resumes, leased under its ETag.
 - ``authflows``: PartitionKey = state, RowKey = "flow"; taken by an ETag-conditional
@@ -29,9 +32,9 @@ import base64
 import datetime as dt
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from shared.adapters.storage_http import storage_service_client
 from shared.config import ACCOUNTS_TABLE, AUTHFLOWS_TABLE, CHECKPOINTS_TABLE, SUBSCRIPTIONS_TABLE
@@ -55,6 +58,7 @@ _FLOW_ROW = "flow"
 _CHECKPOINT_ROW = "checkpoint"
 _FORBIDDEN_KEY_CHARS = set("/\\#?") | {chr(c) for c in range(0x20)} | {chr(0x7F)}
 _MIN_TIME = dt.datetime(1601, 1, 1, tzinfo=dt.UTC)
+_T = TypeVar("_T")
 
 
 def _check_key(value: str, what: str) -> str:
@@ -258,6 +262,21 @@ def _bucket(when: dt.datetime) -> str:
     return when.astimezone(dt.UTC).strftime("%Y%m%d%H")
 
 
+def _index_row(s: Subscription) -> str:
+    return f"{s.account_id}|{s.subscription_id}"
+
+
+def _chunks_by(items: Iterable[_T], key: Callable[[_T], str], size: int = 100) -> Iterator[tuple[str, list[_T]]]:
+    """Items grouped by ``key``, in chunks of at most ``size`` (an entity-group transaction
+    holds one partition's entities, 100 at most)."""
+    groups: dict[str, list[_T]] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    for name, group in sorted(groups.items()):
+        for start in range(0, len(group), size):
+            yield name, group[start : start + size]
+
+
 def _subscription_fields(s: Subscription) -> dict[str, Any]:
     return {
         "Resource": s.resource,
@@ -266,7 +285,6 @@ def _subscription_fields(s: Subscription) -> dict[str, Any]:
         "Status": s.status.value,
         "LastRenewedAt": s.last_renewed_at,
         "LastReauthorizedAt": s.last_reauthorized_at,
-        "RenewingUntil": s.renewing_until,
     }
 
 
@@ -281,7 +299,6 @@ def _subscription_from(e: Any) -> Subscription:
         status=SubscriptionStatus(e.get("Status", SubscriptionStatus.ACTIVE.value)),
         last_renewed_at=_utc(e.get("LastRenewedAt")),
         last_reauthorized_at=_utc(e.get("LastReauthorizedAt")),
-        renewing_until=_utc(e.get("RenewingUntil")),
         etag=e.metadata.get("etag"),
         indexed_expires_at=expires_at,
     )
@@ -306,30 +323,25 @@ class TableSubscriptionStore:
         )
         return None if entity is None else _subscription_from(entity)
 
-    def save(self, subscription: Subscription) -> Subscription:
+    def save(self, subscription: Subscription, *, defer_index: bool = False) -> Subscription:
         s = subscription
         key = {
             "PartitionKey": _check_key(s.account_id, "account id"),
             "RowKey": _check_key(s.subscription_id, "subscription id"),
         }
-        row = f"{s.account_id}|{s.subscription_id}"
+        row = _index_row(s)
         bucket = _bucket(s.expires_at)
         old_bucket = None if s.indexed_expires_at is None else _bucket(s.indexed_expires_at)
         # A new record always gets its entry: the one of an earlier record of the same id may
         # have been cleaned away already.
         moved = s.etag is None or old_bucket != bucket
-        if moved:
+        if moved and not defer_index:
             # Index first: a crash between the writes leaves an extra index entry (cleaned on
             # read), never a subscription the renewal cannot find.
-            from azure.core.exceptions import AzureError
-            from azure.data.tables import UpdateMode
-
-            entry = {"PartitionKey": bucket, "RowKey": row, "ExpiresAt": s.expires_at}
-            try:
-                self._index.upsert_entity(entry, mode=UpdateMode.REPLACE)
-            except AzureError as exc:
-                raise PersistenceError(f"write to the expiry index failed: {type(exc).__name__}") from exc
+            self._put_entry(bucket, row, s.expires_at)
         s.etag = _write(self._client, {**key, **_subscription_fields(s)}, s.etag)
+        if defer_index:
+            return s  # indexed_expires_at still names the old entry, for reindex
         s.indexed_expires_at = s.expires_at
         if moved and old_bucket is not None and old_bucket != bucket:
             try:
@@ -337,6 +349,54 @@ class TableSubscriptionStore:
             except PersistenceError:
                 pass  # the subscription is stored; its old entry is cleaned on the next read
         return s
+
+    def reindex(self, subscriptions: Sequence[Subscription]) -> None:
+        from azure.core.exceptions import AzureError
+        from azure.data.tables import UpdateMode
+
+        moves: dict[str, Subscription] = {}
+        for s in subscriptions:
+            if s.indexed_expires_at is None or _bucket(s.indexed_expires_at) != _bucket(s.expires_at):
+                moves[_index_row(s)] = s  # once per entry: a transaction refuses duplicates
+        # New entries first, a transaction per bucket: an old entry is deleted only once the
+        # new one exists, so that a subscription never drops out of the index.
+        written: list[tuple[str, Subscription]] = []  # (old bucket, subscription)
+        unwritten = 0
+        for bucket, chunk in _chunks_by(moves.values(), lambda s: _bucket(s.expires_at)):
+            entries = [{"PartitionKey": bucket, "RowKey": _index_row(s), "ExpiresAt": s.expires_at} for s in chunk]
+            try:
+                self._index.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in entries])
+            except AzureError:
+                unwritten += len(chunk)  # their old entries stay: the next read repairs them
+                continue
+            for s in chunk:
+                if s.indexed_expires_at is not None:
+                    written.append((_bucket(s.indexed_expires_at), s))
+                s.indexed_expires_at = s.expires_at
+        for old_bucket, moved in _chunks_by(written, lambda move: move[0]):
+            rows = [_index_row(s) for _, s in moved]
+            try:
+                self._index.submit_transaction([("delete", {"PartitionKey": old_bucket, "RowKey": r}) for r in rows])
+            except AzureError:
+                # A transaction fails as a whole when one entry is gone already (a read
+                # cleaned it): one by one then, where a missing entry is no error.
+                for row in rows:
+                    try:
+                        _delete(self._index, old_bucket, row)
+                    except PersistenceError:
+                        pass  # cleaned on the next read
+        if unwritten:
+            raise PersistenceError(f"{unwritten} expiry index entries not moved yet")
+
+    def _put_entry(self, bucket: str, row: str, expires_at: dt.datetime) -> None:
+        from azure.core.exceptions import AzureError
+        from azure.data.tables import UpdateMode
+
+        entry = {"PartitionKey": bucket, "RowKey": row, "ExpiresAt": expires_at}
+        try:
+            self._index.upsert_entity(entry, mode=UpdateMode.REPLACE)
+        except AzureError as exc:
+            raise PersistenceError(f"write to the expiry index failed: {type(exc).__name__}") from exc
 
     def delete(self, account_id: str, subscription_id: str) -> None:
         _delete(self._client, _check_key(account_id, "account id"), _check_key(subscription_id, "subscription id"))
@@ -351,28 +411,52 @@ class TableSubscriptionStore:
         hits = self._index.query_entities(
             "PartitionKey le @bucket", parameters={"bucket": _bucket(when)}, results_per_page=500
         )
+        # Records offered through a repaired entry: the scan may meet their new entry later
+        # (or not: pages fetched already do not show it), and must not offer them twice.
+        repaired: set[str] = set()
         with ThreadPoolExecutor(max_workers=self._read_parallelism) as pool:
             batch: list[Any] = []
             for hit in hits:
                 batch.append(hit)
                 if len(batch) >= 200:
-                    yield from self._resolve(pool, batch, when)
+                    yield from self._resolve(pool, batch, when, repaired)
                     batch = []
             if batch:
-                yield from self._resolve(pool, batch, when)
+                yield from self._resolve(pool, batch, when, repaired)
 
-    def _resolve(self, pool: ThreadPoolExecutor, hits: list[Any], when: dt.datetime) -> Iterator[Subscription]:
-        def current(hit: Any) -> Subscription | None:
-            account_id, _, subscription_id = str(hit["RowKey"]).rpartition("|")
+    def _resolve(
+        self, pool: ThreadPoolExecutor, hits: list[Any], when: dt.datetime, repaired: set[str]
+    ) -> Iterator[Subscription]:
+        def current(hit: Any) -> tuple[Subscription | None, bool]:
+            bucket, row = hit["PartitionKey"], hit["RowKey"]
+            account_id, _, subscription_id = str(row).rpartition("|")
             sub = self.get(account_id, subscription_id)
-            if sub is None or _bucket(sub.expires_at) != hit["PartitionKey"]:
-                _delete(self._index, hit["PartitionKey"], hit["RowKey"])  # left behind: forget it
-                return None
-            return sub
+            if sub is None:
+                _delete(self._index, bucket, row)  # left behind by a deleted subscription
+                return None, False
+            actual = _bucket(sub.expires_at)
+            if actual == bucket:
+                return sub, False
+            # Left behind by a move that did not finish: a crash between a deferred save and
+            # its reindex (the record's expiry lies ahead: its entry may be missing, so it
+            # is written, and the record offered now), or an old entry whose delete failed
+            # (the right one exists, behind this one: offered there already).
+            if actual < bucket:
+                _delete(self._index, bucket, row)
+                return None, False
+            self._put_entry(actual, row, sub.expires_at)
+            _delete(self._index, bucket, row)
+            return sub, True
 
-        for sub in pool.map(current, hits):
-            if sub is not None and sub.expires_at < when:
-                yield sub
+        for sub, was_repaired in pool.map(current, hits):
+            if sub is None or sub.expires_at >= when:
+                continue
+            row = _index_row(sub)
+            if row in repaired:
+                continue  # offered when its stale entry was repaired
+            if was_repaired:
+                repaired.add(row)
+            yield sub
 
     def check(self) -> None:
         self._tables.check()

@@ -17,7 +17,14 @@ from shared.adapters.tables import (
     TableSubscriptionStore,
 )
 from shared.errors import ConcurrencyError, InvalidInputError
-from shared.models import Account, AccountStatus, PendingAuthFlow, Subscription, SweepCheckpoint
+from shared.models import (
+    Account,
+    AccountStatus,
+    PendingAuthFlow,
+    Subscription,
+    SubscriptionStatus,
+    SweepCheckpoint,
+)
 
 NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
 
@@ -131,23 +138,83 @@ def test_a_renewed_subscription_leaves_the_old_expiry_bucket(
     assert len(rows) == 1
 
 
+def _index_buckets(azurite, sub: Subscription) -> list[str]:  # type: ignore[no-untyped-def]
+    index = TableServiceClient.from_connection_string(azurite.connection_string).get_table_client(EXPIRY_INDEX_TABLE)
+    found = index.query_entities("RowKey eq @r", parameters={"r": f"{sub.account_id}|{sub.subscription_id}"})
+    return sorted(e["PartitionKey"] for e in found)
+
+
+def _bucket(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime("%Y%m%d%H")
+
+
 def test_a_renewed_subscriptions_old_index_entry_is_gone_right_after_save(
     subscriptions: TableSubscriptionStore, azurite  # type: ignore[no-untyped-def]
 ) -> None:
     sub = subscriptions.save(_subscription(_account().account_id, NOW + dt.timedelta(minutes=10)))
-    claimed = subscriptions.get(sub.account_id, sub.subscription_id)
-    assert claimed is not None
-    claimed.renewing_until = NOW + dt.timedelta(minutes=5)
-    claimed = subscriptions.save(claimed)
-    claimed.expires_at = NOW + dt.timedelta(days=6)
-    claimed.renewing_until = None
-    subscriptions.save(claimed)
-    index = TableServiceClient.from_connection_string(azurite.connection_string).get_table_client(EXPIRY_INDEX_TABLE)
-    rows = [
-        e["PartitionKey"]
-        for e in index.query_entities("RowKey eq @r", parameters={"r": f"{sub.account_id}|{sub.subscription_id}"})
+    read = subscriptions.get(sub.account_id, sub.subscription_id)
+    assert read is not None
+    read.last_reauthorized_at = NOW  # a change that keeps the bucket
+    read = subscriptions.save(read)
+    read.expires_at = NOW + dt.timedelta(days=6)
+    subscriptions.save(read)
+    assert _index_buckets(azurite, sub) == [_bucket(NOW + dt.timedelta(days=6))]
+
+
+def test_deferred_renewals_move_their_index_entries_in_batches(
+    subscriptions: TableSubscriptionStore, azurite  # type: ignore[no-untyped-def]
+) -> None:
+    """250 renewals over two old buckets: saved with defer_index (the index untouched), then
+    moved by one reindex: each ends with exactly one entry, in its new bucket."""
+    account_id = _account().account_id
+    subs = [
+        subscriptions.save(_subscription(account_id, NOW + dt.timedelta(minutes=10 + 60 * (n % 2))))
+        for n in range(250)
     ]
-    assert rows == [(NOW + dt.timedelta(days=6)).astimezone(dt.UTC).strftime("%Y%m%d%H")]
+    renewed = []
+    for sub in subs:
+        sub.expires_at = NOW + dt.timedelta(days=6, minutes=subs.index(sub) % 90)
+        renewed.append(subscriptions.save(sub, defer_index=True))
+    assert _index_buckets(azurite, subs[0]) == [_bucket(NOW + dt.timedelta(minutes=10))]  # not moved yet
+
+    subscriptions.reindex(renewed)
+
+    for n, sub in enumerate(subs):
+        assert _index_buckets(azurite, sub) == [_bucket(NOW + dt.timedelta(days=6, minutes=n % 90))]
+    ours = {s.subscription_id for s in subs}
+    later = {s.subscription_id for s in subscriptions.expiring_before(NOW + dt.timedelta(days=7))}
+    soon = {s.subscription_id for s in subscriptions.expiring_before(NOW + dt.timedelta(hours=3))}
+    assert ours <= later and not ours & soon
+
+
+def test_a_renewal_whose_index_move_never_happened_is_repaired_when_read(
+    subscriptions: TableSubscriptionStore, azurite  # type: ignore[no-untyped-def]
+) -> None:
+    """A crash between the deferred save and its reindex: the old entry finds the record,
+    the read writes the right entry and drops the stale one, and offers it once."""
+    sub = subscriptions.save(_subscription(_account().account_id, NOW + dt.timedelta(minutes=10)))
+    sub.expires_at = NOW + dt.timedelta(days=6)
+    subscriptions.save(sub, defer_index=True)
+
+    first = [s.subscription_id for s in subscriptions.expiring_before(NOW + dt.timedelta(days=8))]
+
+    assert first.count(sub.subscription_id) == 1
+    assert _index_buckets(azurite, sub) == [_bucket(NOW + dt.timedelta(days=6))]
+    assert sub.subscription_id not in {s.subscription_id for s in subscriptions.expiring_before(NOW + dt.timedelta(days=1))}
+
+
+def test_an_old_entry_whose_delete_failed_is_dropped_and_its_record_offered_once(
+    subscriptions: TableSubscriptionStore, azurite  # type: ignore[no-untyped-def]
+) -> None:
+    sub = subscriptions.save(_subscription(_account().account_id, NOW + dt.timedelta(minutes=20)))
+    index = TableServiceClient.from_connection_string(azurite.connection_string).get_table_client(EXPIRY_INDEX_TABLE)
+    stale = _bucket(NOW + dt.timedelta(hours=5))
+    index.create_entity({"PartitionKey": stale, "RowKey": f"{sub.account_id}|{sub.subscription_id}"})
+
+    found = [s.subscription_id for s in subscriptions.expiring_before(NOW + dt.timedelta(hours=6))]
+
+    assert found.count(sub.subscription_id) == 1
+    assert _index_buckets(azurite, sub) == [_bucket(NOW + dt.timedelta(minutes=20))]
 
 
 def test_a_subscription_recorded_again_after_its_deletion_is_found_as_expiring(
@@ -174,9 +241,9 @@ def test_a_stale_subscription_write_is_rejected(subscriptions: TableSubscription
     a = subscriptions.get(sub.account_id, sub.subscription_id)
     b = subscriptions.get(sub.account_id, sub.subscription_id)
     assert a is not None and b is not None
-    a.renewing_until = NOW + dt.timedelta(minutes=5)
+    a.last_reauthorized_at = NOW
     subscriptions.save(a)
-    b.renewing_until = NOW + dt.timedelta(minutes=5)
+    b.status = SubscriptionStatus.REMOVED
     with pytest.raises(ConcurrencyError):
         subscriptions.save(b)
 

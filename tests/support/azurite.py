@@ -81,7 +81,7 @@ class Azurite:
                 continue
             log = open(location / "azurite.log", "ab")  # noqa: SIM115 - lives as long as the process
             process = subprocess.Popen(
-                [str(binary), "--silent", "--inMemoryPersistence", "--skipApiVersionCheck", "--loose",
+                [str(binary), "--silent", "--inMemoryPersistence", "--skipApiVersionCheck", "--loose", "--disableTelemetry",
                  "--blobHost", HOST, "--queueHost", HOST, "--tableHost", HOST,
                  "--blobPort", str(ports[0]), "--queuePort", str(ports[1]), "--tablePort", str(ports[2])],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=location,

@@ -1,10 +1,9 @@
-"""What the renewal tests need beyond ``tests/fakes.py``: a sweep checkpoint store, a
-recording resync, a Graph that takes its time and counts concurrent requests, and a way
-to connect an account with a live subscription in one line."""
+"""What the renewal tests need beyond ``tests/fakes.py``: a recording resync, a Graph
+that takes its time and counts concurrent requests, and a way to connect an account with
+a live subscription in one line."""
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import threading
 import time
@@ -14,29 +13,9 @@ from typing import Any
 from shared.bootstrap import Services
 from shared.models import Account, Subscription
 from shared.ports import GraphAuth, JsonObject
-from shared.renewal import SweepCheckpoint
 from shared.subscriptions import MAILBOX_CHANGE_TYPES, MAILBOX_RESOURCE
 from shared.tokens import token_cache_secret_name
-from tests.fakes import EPOCH, FakeGraphApi, FakeUser, _check_etag, _new_etag
-
-
-class FakeSweepCheckpointStore:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.items: dict[str, SweepCheckpoint] = {}
-
-    def get(self, name: str) -> SweepCheckpoint | None:
-        with self._lock:
-            found = self.items.get(name)
-            return copy.deepcopy(found) if found is not None else None
-
-    def save(self, checkpoint: SweepCheckpoint) -> SweepCheckpoint:
-        with self._lock:
-            _check_etag(self.items.get(checkpoint.name), checkpoint.etag, f"checkpoint {checkpoint.name}")
-            stored = copy.deepcopy(checkpoint)
-            stored.etag = _new_etag()
-            self.items[checkpoint.name] = stored
-            return copy.deepcopy(stored)
+from tests.fakes import EPOCH, FakeGraphApi, FakeUser
 
 
 class RecordingResync:

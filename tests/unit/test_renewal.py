@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 import threading
 from typing import Any
@@ -11,11 +12,17 @@ import pytest
 
 from shared.errors import GraphError, ThrottledError
 from shared.models import AccountStatus, SubscriptionStatus
-from shared.renewal import LEASE, SWEEP_CHECKPOINT, RenewalPolicy, SweepCheckpoint, renew_subscriptions
+from shared.renewal import (
+    LEASE,
+    RUN_LEASE,
+    SWEEP_CHECKPOINT,
+    RenewalPolicy,
+    SweepCheckpoint,
+    renew_subscriptions,
+)
 from shared.subscriptions import MAILBOX_RESOURCE, MAX_MAIL_SUBSCRIPTION_LIFETIME, mailbox_subscription_expiry
-from tests.fakes import EPOCH, FakeGraphApi, make_services
+from tests.fakes import EPOCH, FakeCheckpointStore, FakeGraphApi, make_services
 from tests.unit.renewal_fakes import (
-    FakeSweepCheckpointStore,
     RecordingResync,
     SlowGraphApi,
     add_subscription,
@@ -71,7 +78,6 @@ def test_an_expiring_subscription_is_renewed_to_the_longest_lifetime_and_stored(
     assert stored.expires_at - EPOCH <= MAX_MAIL_SUBSCRIPTION_LIFETIME
     assert stored.expires_at - EPOCH > MAX_MAIL_SUBSCRIPTION_LIFETIME - dt.timedelta(hours=1)
     assert stored.last_renewed_at == EPOCH
-    assert stored.renewing_until is None
     assert services.graph.subscriptions[sub.subscription_id].expires_at == stored.expires_at
 
 
@@ -135,7 +141,6 @@ def test_an_account_whose_refresh_token_died_becomes_reauth_required_and_is_then
     assert services.accounts.get(account.account_id).status == AccountStatus.REAUTH_REQUIRED
     assert second.skipped == 1 and second.reauth_required == 0
     assert patches(services) == 0
-    assert services.subscriptions.get(account.account_id, sub.subscription_id).renewing_until is None
 
 
 def test_an_expired_subscription_of_an_account_that_must_sign_in_again_is_forgotten(services, resync):
@@ -174,17 +179,18 @@ def test_a_subscription_renewed_moments_ago_is_not_patched_again(services, resyn
     assert patches(services) == 0
 
 
-def test_a_subscription_leased_by_another_run_is_left_alone_until_the_lease_ends(services, resync):
+def test_a_run_leaves_the_renewals_to_another_run_holding_the_lease_until_it_ends(services, resync):
     account, sub = connect_account(services, 1)
-    sub.renewing_until = EPOCH + dt.timedelta(minutes=2)
-    services.subscriptions.save(sub)
+    services.checkpoints.save(SweepCheckpoint(RUN_LEASE, leased_until=EPOCH + dt.timedelta(minutes=2)))
 
     during = run(services, resync)
-    services.clock.advance(minutes=3)
+    services.clock.advance(minutes=3)  # the other run died without giving it back
     after = run(services, resync)
 
-    assert during.skipped == 1 and during.renewed == 0
-    assert after.renewed == 1
+    assert during.another_run and during.renewed == 0
+    assert patches(services) == 1
+    assert after.renewed == 1 and not after.another_run
+    assert services.checkpoints.get(RUN_LEASE).leased_until is None  # given back at the end
 
 
 def test_two_runs_started_together_renew_each_subscription_once(resync):
@@ -231,16 +237,18 @@ def test_a_throttled_renewal_is_retried_after_retry_after_within_the_run(service
     assert services.subscriptions.get(account.account_id, sub.subscription_id).last_renewed_at == EPOCH
 
 
-def test_a_subscription_throttled_again_and_again_waits_for_the_next_run_unclaimed(services, resync):
+def test_a_subscription_throttled_again_and_again_waits_for_the_next_run(services, resync):
     account, sub = connect_account(services, 1)
-    services.graph.fail["renew_subscription"] = [ThrottledError("429", 0.0) for _ in range(10)]
+    services.graph.fail["renew_subscription"] = [ThrottledError("429", 0.0) for _ in range(4)]
 
     report = run(services, resync)
-
     stored = services.subscriptions.get(account.account_id, sub.subscription_id)
+    services.clock.advance(minutes=15)
+    next_run = run(services, resync)
+
     assert report.deferred == 1 and report.failed == 0 and report.renewed == 0
-    assert stored.renewing_until is None
     assert stored.expires_at == sub.expires_at
+    assert next_run.renewed == 1
 
 
 def test_a_run_stops_picking_new_work_when_its_time_budget_is_spent(services, resync):
@@ -256,7 +264,6 @@ def test_a_run_stops_picking_new_work_when_its_time_budget_is_spent(services, re
     assert 0 < report.renewed < 20
     leftovers = [s for s in services.subscriptions.expiring_before(EPOCH + WINDOW)]
     assert len(leftovers) == 20 - report.renewed
-    assert all(s.renewing_until is None for s in leftovers)
     after = run(services, resync)
     assert after.renewed == 20 - report.renewed
 
@@ -280,17 +287,27 @@ def test_a_lost_final_write_keeps_the_concurrent_change_and_the_new_expiry(resyn
     assert report.renewed == 1
     assert stored.expires_at == mailbox_subscription_expiry(EPOCH)
     assert stored.last_reauthorized_at == EPOCH - dt.timedelta(minutes=30)
-    assert stored.renewing_until is None
 
 
-def test_an_unexpected_graph_error_counts_as_failed_and_releases_the_lease(services, resync):
+def test_an_unexpected_graph_error_counts_as_failed_and_the_next_run_tries_again(services, resync):
     account, sub = connect_account(services, 1)
     services.graph.fail["renew_subscription"] = [GraphError(400, "BadRequest", "nope")]
 
     report = run(services, resync)
+    services.clock.advance(minutes=15)
+    next_run = run(services, resync)
 
-    assert report.failed == 1
-    assert services.subscriptions.get(account.account_id, sub.subscription_id).renewing_until is None
+    assert report.failed == 1 and report.renewed == 0
+    assert next_run.renewed == 1
+
+
+def test_every_renewed_subscription_has_its_index_entry_moved(services, resync):
+    subs = [connect_account(services, n)[1] for n in range(250)]
+
+    report = run(services, resync)
+
+    assert report.renewed == 250
+    assert sorted(services.subscriptions.reindexed) == sorted(s.subscription_id for s in subs)
 
 
 # --- catch-up -------------------------------------------------------------------------------
@@ -312,7 +329,7 @@ def test_a_quiet_account_gets_a_catch_up_sync_when_its_subscription_is_renewed(s
 def test_the_sweep_gives_an_account_without_subscription_one_and_resyncs_it(services, resync):
     bare = connect_bare_account(services, 1)
     connect_account(services, 2, expires_in=dt.timedelta(days=5))
-    checkpoints = FakeSweepCheckpointStore()
+    checkpoints = FakeCheckpointStore()
 
     report = run(services, resync, policy=policy(sweep_accounts=100), checkpoints=checkpoints)
 
@@ -326,7 +343,7 @@ def test_the_sweep_catches_up_quiet_accounts_only(services, resync):
     quiet, _ = connect_account(services, 1, expires_in=dt.timedelta(days=5), heard_ago=dt.timedelta(hours=8))
     connect_account(services, 2, expires_in=dt.timedelta(days=5), heard_ago=dt.timedelta(hours=1))
 
-    report = run(services, resync, policy=policy(sweep_accounts=100), checkpoints=FakeSweepCheckpointStore())
+    report = run(services, resync, policy=policy(sweep_accounts=100), checkpoints=FakeCheckpointStore())
 
     assert report.caught_up == 1
     assert resync.calls == [(quiet.account_id, "catch_up")]
@@ -340,7 +357,7 @@ def test_the_sweep_leaves_accounts_that_must_sign_in_again_and_fresh_connects_al
     fresh.connected_at = EPOCH - dt.timedelta(minutes=2)
     services.accounts.save(fresh)
 
-    report = run(services, resync, policy=policy(sweep_accounts=100), checkpoints=FakeSweepCheckpointStore())
+    report = run(services, resync, policy=policy(sweep_accounts=100), checkpoints=FakeCheckpointStore())
 
     assert report.swept == 2 and report.subscribed == 0 and report.caught_up == 0
     assert services.graph.calls == []
@@ -348,7 +365,7 @@ def test_the_sweep_leaves_accounts_that_must_sign_in_again_and_fresh_connects_al
 
 def test_the_sweep_resumes_where_the_last_run_stopped_and_wraps_around(services, resync):
     accounts = [connect_bare_account(services, n) for n in range(5)]
-    checkpoints = FakeSweepCheckpointStore()
+    checkpoints = FakeCheckpointStore()
     sweep = policy(sweep_accounts=2)
 
     per_run = [run(services, resync, policy=sweep, checkpoints=checkpoints).subscribed for _ in range(3)]
@@ -363,7 +380,7 @@ def test_the_sweep_resumes_where_the_last_run_stopped_and_wraps_around(services,
 
 def test_the_sweep_is_skipped_while_another_run_holds_its_lease(services, resync):
     connect_bare_account(services, 1)
-    checkpoints = FakeSweepCheckpointStore()
+    checkpoints = FakeCheckpointStore()
     checkpoints.save(SweepCheckpoint(SWEEP_CHECKPOINT, leased_until=EPOCH + LEASE))
 
     report = run(services, resync, policy=policy(sweep_accounts=100), checkpoints=checkpoints)
@@ -414,7 +431,7 @@ def test_a_refused_access_token_is_replaced_once_and_the_renewal_goes_through(se
     assert services.tokens.issued.count(account.account_id) == 2
 
 
-def test_a_claim_lost_during_a_long_retry_after_is_not_renewed_twice(resync):
+def test_a_run_whose_lease_was_taken_over_stops_without_renewing_again(resync):
     class TakenOverWhileThrottled(FakeGraphApi):
         throttled = False
 
@@ -423,18 +440,19 @@ def test_a_claim_lost_during_a_long_retry_after_is_not_renewed_twice(resync):
                 self.throttled = True
                 self.calls.append(("renew_subscription", auth.account_id))
                 self.clock.advance(minutes=6)  # our lease ran out meanwhile ...
-                other = store.get(auth.account_id, subscription_id)
-                other.renewing_until = self.clock.now() + LEASE  # ... and another run claimed it
-                store.save(other)
+                lease = services.checkpoints.get(RUN_LEASE)
+                lease.leased_until = self.clock.now() + LEASE  # ... and another run took it
+                services.checkpoints.save(lease)
                 raise ThrottledError("429", 0.0)
             return super().renew_subscription(auth, subscription_id, expires_at)
 
     services: Any = make_services(real_tokens=False)
     services.__dict__["graph"] = TakenOverWhileThrottled(services.clock)
-    store = services.subscriptions
     connect_account(services, 1)
+    seconds = itertools.count(step=30)  # a heartbeat is due every other look at the time
 
-    report = run(services, resync)
+    report = run(services, resync, policy=policy(time_budget_seconds=10_000), monotonic=lambda: next(seconds))
 
-    assert report.skipped == 1 and report.renewed == 0
+    assert report.renewed == 0 and report.deferred == 1 and report.stopped_early
     assert patches(services) == 1
+    assert services.checkpoints.get(RUN_LEASE).leased_until > services.clock.now()  # theirs, untouched
