@@ -37,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from shared.adapters.storage_http import storage_service_client
+from shared.adapters.table_batch import MAX_OPERATIONS, move_index_entries
 from shared.config import ACCOUNTS_TABLE, AUTHFLOWS_TABLE, CHECKPOINTS_TABLE, SUBSCRIPTIONS_TABLE
 from shared.errors import ConcurrencyError, InvalidInputError, PersistenceError
 from shared.models import (
@@ -266,7 +267,9 @@ def _index_row(s: Subscription) -> str:
     return f"{s.account_id}|{s.subscription_id}"
 
 
-def _chunks_by(items: Iterable[_T], key: Callable[[_T], str], size: int = 100) -> Iterator[tuple[str, list[_T]]]:
+def _chunks_by(
+    items: Iterable[_T], key: Callable[[_T], str], size: int = MAX_OPERATIONS
+) -> Iterator[tuple[str, list[_T]]]:
     """Items grouped by ``key``, in chunks of at most ``size`` (an entity-group transaction
     holds one partition's entities, 100 at most)."""
     groups: dict[str, list[_T]] = {}
@@ -351,9 +354,6 @@ class TableSubscriptionStore:
         return s
 
     def reindex(self, subscriptions: Sequence[Subscription]) -> None:
-        from azure.core.exceptions import AzureError
-        from azure.data.tables import UpdateMode
-
         moves: dict[str, Subscription] = {}
         for s in subscriptions:
             if s.indexed_expires_at is None or _bucket(s.indexed_expires_at) != _bucket(s.expires_at):
@@ -363,10 +363,9 @@ class TableSubscriptionStore:
         written: list[tuple[str, Subscription]] = []  # (old bucket, subscription)
         unwritten = 0
         for bucket, chunk in _chunks_by(moves.values(), lambda s: _bucket(s.expires_at)):
-            entries = [{"PartitionKey": bucket, "RowKey": _index_row(s), "ExpiresAt": s.expires_at} for s in chunk]
             try:
-                self._index.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in entries])
-            except AzureError:
+                move_index_entries(self._index, bucket, upserts=[(_index_row(s), s.expires_at) for s in chunk])
+            except PersistenceError:
                 unwritten += len(chunk)  # their old entries stay: the next read repairs them
                 continue
             for s in chunk:
@@ -376,9 +375,9 @@ class TableSubscriptionStore:
         for old_bucket, moved in _chunks_by(written, lambda move: move[0]):
             rows = [_index_row(s) for _, s in moved]
             try:
-                self._index.submit_transaction([("delete", {"PartitionKey": old_bucket, "RowKey": r}) for r in rows])
-            except AzureError:
-                # A transaction fails as a whole when one entry is gone already (a read
+                move_index_entries(self._index, old_bucket, deletes=rows)
+            except PersistenceError:
+                # A changeset fails as a whole when one entry is gone already (a read
                 # cleaned it): one by one then, where a missing entry is no error.
                 for row in rows:
                     try:

@@ -1,0 +1,59 @@
+"""The hand-written entity-group transactions of the expiry index, against a real Azurite."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import pytest
+
+from shared.adapters.table_batch import MAX_OPERATIONS, BatchRefusedError, move_index_entries
+from shared.adapters.tables import _Tables
+
+WHEN = dt.datetime(2026, 11, 27, 9, 30, 15, 123456, tzinfo=dt.UTC)
+
+
+@pytest.fixture()
+def table(azurite):  # type: ignore[no-untyped-def]
+    return _Tables.for_connection(azurite.connection_string).table(f"batch{uuid.uuid4().hex[:12]}")
+
+
+def rows(table, partition: str) -> dict[str, dt.datetime]:  # type: ignore[no-untyped-def]
+    found = table.query_entities("PartitionKey eq @p", parameters={"p": partition})
+    return {e["RowKey"]: e["ExpiresAt"] for e in found}
+
+
+def test_a_hundred_entries_are_written_and_then_deleted_in_one_changeset_each(table) -> None:  # type: ignore[no-untyped-def]
+    names = [f"{uuid.uuid4()}.{uuid.uuid4()}|{uuid.uuid4()}" for _ in range(MAX_OPERATIONS)]
+
+    move_index_entries(table, "2026112709", upserts=[(n, WHEN) for n in names])
+    written = rows(table, "2026112709")
+    move_index_entries(table, "2026112709", deletes=names[:60])
+
+    assert set(written) == set(names)
+    assert all(when == WHEN for when in written.values())  # Edm.DateTime, microseconds kept
+    assert set(rows(table, "2026112709")) == set(names[60:])
+
+
+def test_a_changeset_is_all_or_nothing(table) -> None:  # type: ignore[no-untyped-def]
+    move_index_entries(table, "2026112710", upserts=[("kept|1", WHEN)])
+
+    with pytest.raises(BatchRefusedError) as refused:
+        move_index_entries(table, "2026112710", deletes=["kept|1", "never-written|2"])
+
+    assert refused.value.status == 404
+    assert set(rows(table, "2026112710")) == {"kept|1"}
+
+
+def test_keys_with_quotes_and_spaces_are_addressed_exactly(table) -> None:  # type: ignore[no-untyped-def]
+    odd = "o'brien & co|sub 1"
+    move_index_entries(table, "2026112711", upserts=[(odd, WHEN), ("plain|2", WHEN)])
+    move_index_entries(table, "2026112711", deletes=["plain|2"])
+
+    assert set(rows(table, "2026112711")) == {odd}
+
+
+def test_more_than_a_changeset_holds_is_refused_before_anything_is_sent(table) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match="at most 100"):
+        move_index_entries(table, "2026112712", upserts=[(f"r{n}", WHEN) for n in range(101)])
+    assert rows(table, "2026112712") == {}
