@@ -218,18 +218,23 @@ class _AccountGates:
                     self._gates[account_id] = (gate, users - 1)
 
 
-class _RunLease:
-    """The run's lease in the checkpoint store: taken, extended every heartbeat, given back."""
+class _Lease:
+    """A named lease in the checkpoint store (the run's, the sweep's): taken under its
+    ETag, extended every heartbeat while held, given back at the end. The sweep's resume
+    point (``continuation``) travels with it."""
 
-    def __init__(self, services: Services, store: CheckpointStore, monotonic: Callable[[], float]) -> None:
-        self._services, self._store, self._monotonic = services, store, monotonic
+    def __init__(
+        self, name: str, services: Services, store: CheckpointStore, monotonic: Callable[[], float]
+    ) -> None:
+        self._name, self._services, self._store, self._monotonic = name, services, store, monotonic
         self._held: SweepCheckpoint | None = None
         self._extended_at = 0.0
 
     def take(self) -> bool:
+        """False when another run holds it; ``ConnectorError`` when the store is unreachable."""
         now = self._services.clock.now()
         try:
-            lease = self._store.get(RUN_LEASE) or SweepCheckpoint(RUN_LEASE)
+            lease = self._store.get(self._name) or SweepCheckpoint(self._name)
             if lease.leased_until is not None and lease.leased_until > now:
                 return False
             lease.leased_until = now + LEASE
@@ -239,22 +244,31 @@ class _RunLease:
         self._extended_at = self._monotonic()
         return True
 
-    def keep(self) -> bool:
-        """Extends the lease when a heartbeat is due; False once it is lost."""
+    @property
+    def continuation(self) -> str | None:
+        return None if self._held is None else self._held.continuation
+
+    def record(self, continuation: str | None) -> None:
+        """Where the work resumes; stored with the next extension or the give-back."""
+        if self._held is not None:
+            self._held.continuation = continuation
+
+    def keep(self, *, now: bool = False) -> bool:
+        """Extends the lease when a heartbeat is due (or ``now``); False once it is lost."""
         if self._held is None:
             return False
-        if self._monotonic() - self._extended_at < HEARTBEAT_SECONDS:
+        if not now and self._monotonic() - self._extended_at < HEARTBEAT_SECONDS:
             return True
         self._held.leased_until = self._services.clock.now() + LEASE
         try:
             self._held = self._store.save(self._held)
         except ConcurrencyError:
-            log.warning("renewal: another run took over the renewal lease; stopping")
+            log.warning("renewal: another run took over the lease %s; stopping", self._name)
             self._held = None
             return False
         except ConnectorError as exc:
-            # Not lost yet: it holds until leased_until; try again at the next item.
-            log.warning("renewal: the renewal lease could not be extended (%s)", _describe(exc))
+            # Not lost yet: it holds until leased_until; tried again at the next heartbeat.
+            log.warning("renewal: the lease %s could not be extended (%s)", self._name, _describe(exc))
             return True
         self._extended_at = self._monotonic()
         return True
@@ -266,7 +280,7 @@ class _RunLease:
         try:
             self._store.save(self._held)
         except ConnectorError as exc:
-            log.info("renewal: renewal lease left to expire (%s)", _describe(exc))
+            log.warning("renewal: the lease %s is left to expire (%s)", self._name, _describe(exc))
         self._held = None
 
 
@@ -292,7 +306,7 @@ class _RenewalRun:
         self._gates = _AccountGates()
         self._started = monotonic()
         self._stop_at = self._started + policy.time_budget_seconds
-        self._lease = _RunLease(services, checkpoints, monotonic)
+        self._lease = _Lease(RUN_LEASE, services, checkpoints, monotonic)
         self._reindex_lock = threading.Lock()
         self._to_reindex: list[Subscription] = []
 
@@ -580,21 +594,18 @@ class _RenewalRun:
     # phase 2: the account sweep
 
     def _sweep_accounts(self, pool: ThreadPoolExecutor) -> None:
-        store, wanted = self.checkpoints, self.policy.sweep_accounts
+        wanted = self.policy.sweep_accounts
         if wanted <= 0:
             return
-        now = self.services.clock.now()
+        lease = _Lease(SWEEP_CHECKPOINT, self.services, self.checkpoints, self.monotonic)
         try:
-            checkpoint = store.get(SWEEP_CHECKPOINT) or SweepCheckpoint(SWEEP_CHECKPOINT)
-            if checkpoint.leased_until is not None and checkpoint.leased_until > now:
+            if not lease.take():
                 log.info("renewal: another run is sweeping accounts")
                 return
-            checkpoint.leased_until = now + LEASE
-            checkpoint = store.save(checkpoint)
         except ConnectorError as exc:
             log.info("renewal: account sweep not started (%s)", _describe(exc))
             return
-        continuation = checkpoint.continuation
+        continuation = lease.continuation
         try:
             while self.report.swept < wanted and not self.out_of_time():
                 size = min(_SWEEP_PAGE, wanted - self.report.swept)
@@ -607,19 +618,12 @@ class _RenewalRun:
                     break  # a full cycle: the next run starts from the top
                 # Progress is kept page by page and the lease extended: a crash loses one
                 # page at most, and a long sweep is not taken over by the next run.
-                checkpoint.continuation = continuation
-                checkpoint.leased_until = self.services.clock.now() + LEASE
-                checkpoint = store.save(checkpoint)
-        except ConcurrencyError:
-            log.warning("renewal: another run took over the account sweep")
-            return
+                lease.record(continuation)
+                if not lease.keep(now=True):
+                    return
         finally:
-            checkpoint.continuation = continuation
-            checkpoint.leased_until = None
-            try:
-                store.save(checkpoint)
-            except ConnectorError as exc:
-                log.warning("renewal: account sweep checkpoint not stored (%s)", _describe(exc))
+            lease.record(continuation)
+            lease.give_back()
 
     def _tend_guarded(self, account: Account) -> str:
         try:

@@ -263,6 +263,11 @@ def _bucket(when: dt.datetime) -> str:
     return when.astimezone(dt.UTC).strftime("%Y%m%d%H")
 
 
+def _entry_moves(s: Subscription) -> bool:
+    """Whether the record's expiry left the bucket of the index entry it has."""
+    return s.indexed_expires_at is None or _bucket(s.indexed_expires_at) != _bucket(s.expires_at)
+
+
 def _index_row(s: Subscription) -> str:
     return f"{s.account_id}|{s.subscription_id}"
 
@@ -337,7 +342,7 @@ class TableSubscriptionStore:
         old_bucket = None if s.indexed_expires_at is None else _bucket(s.indexed_expires_at)
         # A new record always gets its entry: the one of an earlier record of the same id may
         # have been cleaned away already.
-        moved = s.etag is None or old_bucket != bucket
+        moved = s.etag is None or _entry_moves(s)
         if moved and not defer_index:
             # Index first: a crash between the writes leaves an extra index entry (cleaned on
             # read), never a subscription the renewal cannot find.
@@ -356,7 +361,7 @@ class TableSubscriptionStore:
     def reindex(self, subscriptions: Sequence[Subscription]) -> None:
         moves: dict[str, Subscription] = {}
         for s in subscriptions:
-            if s.indexed_expires_at is None or _bucket(s.indexed_expires_at) != _bucket(s.expires_at):
+            if _entry_moves(s):
                 moves[_index_row(s)] = s  # once per entry: a transaction refuses duplicates
         # New entries first, a transaction per bucket: an old entry is deleted only once the
         # new one exists, so that a subscription never drops out of the index.
