@@ -50,7 +50,7 @@ class SubscriptionStore(Protocol):
         ...
 
     def reindex(self, subscriptions: Sequence[Subscription]) -> None:
-        """Moves the expiry index entries of subscriptions saved with ``defer_index``."""
+        """Writes the expiry index entries of subscriptions saved with ``defer_index``."""
         ...
 
     def delete(self, account_id: str, subscription_id: str) -> None:
@@ -59,9 +59,17 @@ class SubscriptionStore(Protocol):
 
     def for_account(self, account_id: str) -> list[Subscription]: ...
 
-    def expiring_before(self, when: dt.datetime) -> Iterator[Subscription]:
-        """Subscriptions whose expiry is before ``when`` (expired ones included), as stored
-        now (each with its ETag)."""
+    def expiring_before(self, when: dt.datetime, *, recheck: bool = False) -> Iterator[Subscription]:
+        """Subscriptions whose expiry is before ``when`` (expired ones included), each with
+        the ETag of the record it shows. They may come from the index's copy of the
+        record, which a crash between two writes can leave stale: the ETag then refuses
+        the next write, and ``reread`` tells the truth. ``recheck`` reads every record
+        instead (after a run that may have left many copies stale)."""
+        ...
+
+    def reread(self, offered: Subscription) -> Subscription | None:
+        """The record behind a subscription ``expiring_before`` offered (None when deleted);
+        the index entry that offered it is dropped when it no longer names the record."""
         ...
 
 
@@ -141,6 +149,11 @@ class TokenProvider(Protocol):
 
     def graph_auth(self, account: Account) -> GraphAuth:
         """Raises ``ReauthRequiredError`` when the refresh token is dead."""
+        ...
+
+    def cached_auth(self, account_id: str) -> GraphAuth | None:
+        """The account's access token when this process holds one with time to live (no
+        I/O, no account needed); None otherwise."""
         ...
 
     def remember(self, account_id: str, access_token: str, expires_in: int) -> None:

@@ -6,18 +6,23 @@ A Graph subscription to Outlook mail lives at most 10,080 minutes (GRAPH_NOTES
 
 1. **Renews** what expires within ``RENEWAL_WINDOW_MINUTES``. The candidates come from the
    store's expiry index (``SubscriptionStore.expiring_before``: a range query over expiry
-   buckets, never a scan of the table). One run at a time renews: the run holds a lease
-   (``renewal-run`` in the checkpoint store, an ETag-conditional write, extended while the
-   run lasts); a second, overlapping run (another instance, a past-due start) finds it
-   held and leaves the renewals to the first. A lease per run rather than a claim per
-   subscription saves a table write per renewal, and the Functions host runs a timer on
-   one instance at a time anyway. The renewed expiry is written under the ETag read with
-   the subscription; the index entries move in batches (``SubscriptionStore.reindex``).
+   buckets, never a scan of the table, whose entries carry a copy of their subscription
+   and its ETag, so no record is read per candidate). One run at a time renews: the run
+   holds a lease (``renewal-run`` in the checkpoint store, an ETag-conditional write,
+   extended while the run lasts); a second, overlapping run (another instance, a past-due
+   start) finds it held and leaves the renewals to the first. A lease per run rather than
+   a claim per subscription saves a table write per renewal, and the Functions host runs
+   a timer on one instance at a time anyway. A PATCH needs an access token, not the
+   account: the account is read only when its token must be refreshed (or the
+   subscription recreated). The renewed expiry is written under the ETag of the copy (a
+   stale copy is refused there, and the record read then); the index entries are written
+   in batches (``SubscriptionStore.reindex``). A run that could not write them all gives
+   its lease back marked unfinished, and the next run reads the records instead of the
+   copies (``recheck``).
 2. **Heals** along the way: a subscription Graph no longer knows (404) is recreated and the
    mailbox resynced by delta, so no mail is lost in between; an account whose refresh
    token is dead is marked ``reauth_required`` (by the token provider) and skipped from
-   then on; a renewed account that heard nothing for ``CATCHUP_AFTER_MINUTES`` gets a
-   catch-up delta sync while we are at it.
+   then on.
 3. **Sweeps** a slice of the accounts table (``RENEWAL_SWEEP_ACCOUNTS`` per run, resumed
    from a stored continuation token): an active account with no live subscription gets
    one, and a quiet account gets a catch-up sync. With the default 15-minute schedule,
@@ -194,6 +199,10 @@ class _Retry:
     after_seconds: float
 
 
+class _CannotRenew(Exception):
+    """The subscription's account is gone or not active: the item is skipped."""
+
+
 class _AccountGates:
     """One request at a time per mailbox from this run; entries vanish when unused."""
 
@@ -229,6 +238,9 @@ class _Lease:
         self._name, self._services, self._store, self._monotonic = name, services, store, monotonic
         self._held: SweepCheckpoint | None = None
         self._extended_at = 0.0
+        # The holder before us did not give the lease back cleanly (a crash, a stall, work
+        # it could not finish): what it wrote may need checking.
+        self.left_unfinished = False
 
     def take(self) -> bool:
         """False when another run holds it; ``ConnectorError`` when the store is unreachable."""
@@ -237,10 +249,12 @@ class _Lease:
             lease = self._store.get(self._name) or SweepCheckpoint(self._name)
             if lease.leased_until is not None and lease.leased_until > now:
                 return False
+            unfinished = lease.leased_until is not None
             lease.leased_until = now + LEASE
             self._held = self._store.save(lease)
         except ConcurrencyError:
             return False  # taken by the other run between our read and our write
+        self.left_unfinished = unfinished
         self._extended_at = self._monotonic()
         return True
 
@@ -273,10 +287,12 @@ class _Lease:
         self._extended_at = self._monotonic()
         return True
 
-    def give_back(self) -> None:
+    def give_back(self, *, finished: bool = True) -> None:
+        """Free for the next run; one that did not finish its work gives the lease back
+        expired rather than cleared, and the next holder sees ``left_unfinished``."""
         if self._held is None:
             return
-        self._held.leased_until = None
+        self._held.leased_until = None if finished else self._services.clock.now()
         try:
             self._store.save(self._held)
         except ConnectorError as exc:
@@ -309,6 +325,7 @@ class _RenewalRun:
         self._lease = _Lease(RUN_LEASE, services, checkpoints, monotonic)
         self._reindex_lock = threading.Lock()
         self._to_reindex: list[Subscription] = []
+        self._index_behind = False  # some renewed subscriptions' index entries were not written
 
     # bookkeeping
 
@@ -338,7 +355,7 @@ class _RenewalRun:
                     self._renew_expiring(pool)
                 finally:
                     self._reindex(everything=True)
-                    self._lease.give_back()
+                    self._lease.give_back(finished=not self._index_behind)
             if not self.out_of_time():
                 self._sweep_accounts(pool)
         self.report.duration_seconds = self.monotonic() - self._started
@@ -347,7 +364,12 @@ class _RenewalRun:
 
     def _renew_expiring(self, pool: ThreadPoolExecutor) -> None:
         now = self.services.clock.now()
-        candidates = iter(self.services.subscriptions.expiring_before(now + self.policy.window))
+        # After a run that did not finish, index copies it left stale would cost a PATCH
+        # each before their stale ETag showed: this run reads the records instead.
+        recheck = self._lease.left_unfinished
+        if recheck:
+            log.warning("renewal: the last run did not finish; checking the index against the records")
+        candidates = iter(self.services.subscriptions.expiring_before(now + self.policy.window, recheck=recheck))
         # At most 2x the pool in flight: the candidates are read lazily, memory stays flat.
         capacity = 2 * self.policy.concurrency
         pending: dict[Future[str | _Retry], _Job] = {}
@@ -415,34 +437,29 @@ class _RenewalRun:
             return "failed"
 
     def _renew(self, job: _Job) -> str | _Retry:
-        services = self.services
-        now = services.clock.now()
+        now = self.services.clock.now()
         sub = job.subscription
-        if job.account is None:
+        if job.attempts == 0:
             reason = self._not_due(sub, now)
             if reason:
                 log.debug("renewal: subscription %s skipped: %s", sub.subscription_id, reason)
                 return "skipped"
-            account = services.accounts.get(sub.account_id)
-            if account is None or account.status != AccountStatus.ACTIVE:
-                return self._skip_inactive(sub, account, now)
-            job.account = account
-        account = job.account
         job.attempts += 1
         try:
-            auth = services.tokens.graph_auth(account)
             if sub.status != SubscriptionStatus.ACTIVE:
-                return self._recreate(job, auth)
+                return self._recreate(job)
             expires_at = mailbox_subscription_expiry(now)
             try:
-                answer = self._patch(account, auth, sub.subscription_id, expires_at)
+                answer = self._patch(job, expires_at)
             except NotFoundError:
                 log.info(
                     "renewal: account %s subscription %s is gone from Graph; recreating",
                     sub.account_id,
                     sub.subscription_id,
                 )
-                return self._recreate(job, auth)
+                return self._recreate(job)
+        except _CannotRenew:
+            return "skipped"
         except ReauthRequiredError:
             # The token provider has marked the account; it is skipped until reconnected.
             return "reauth_required"
@@ -461,24 +478,37 @@ class _RenewalRun:
             return "failed"
         new_expiry = parse_graph_datetime(answer.get("expirationDateTime"), expires_at)
         self._store_renewed(sub, new_expiry, now)
-        self._catch_up_if_quiet(account, now)
         return "renewed"
 
-    def _patch(
-        self, account: Account, auth: GraphAuth, subscription_id: str, expires_at: dt.datetime
-    ) -> JsonObject:
+    def _account(self, job: _Job) -> Account:
+        """The subscription's account, read once per job; ``_CannotRenew`` when there is no
+        active account to renew for (gone, disconnected, waiting for a new sign-in)."""
+        if job.account is None:
+            sub = job.subscription
+            account = self.services.accounts.get(sub.account_id)
+            if account is None or account.status != AccountStatus.ACTIVE:
+                self._skip_inactive(sub, account, self.services.clock.now())
+                raise _CannotRenew
+            job.account = account
+        return job.account
+
+    def _patch(self, job: _Job, expires_at: dt.datetime) -> JsonObject:
         graph, tokens = self.services.graph, self.services.tokens
+        sub = job.subscription
+        # An access token at hand is all a PATCH needs: the account is read only when its
+        # token must be refreshed (the refresh needs it). An account marked for a new sign-in
+        # forgets its token here; one marked by another instance is renewed while the token
+        # we hold lives (an hour at most), which keeps its mail flowing meanwhile.
+        auth = tokens.cached_auth(sub.account_id) or tokens.graph_auth(self._account(job))
         try:
-            return graph.renew_subscription(auth, subscription_id, expires_at)
+            return graph.renew_subscription(auth, sub.subscription_id, expires_at)
         except GraphError as exc:
             if exc.status != 401:
                 raise
-        # The cached access token was refused (revoked, say): once more with a fresh one, whose
-        # refresh tells a dead refresh token (ReauthRequiredError) from a passing problem.
-        forget = getattr(tokens, "forget", None)
-        if forget is not None:
-            forget(account.account_id)
-        return graph.renew_subscription(tokens.graph_auth(account), subscription_id, expires_at)
+        # The token was refused (revoked, say): once more with a fresh one, whose refresh
+        # tells a dead refresh token (ReauthRequiredError) from a passing problem.
+        tokens.forget(sub.account_id)
+        return graph.renew_subscription(tokens.graph_auth(self._account(job)), sub.subscription_id, expires_at)
 
     def _not_due(self, sub: Subscription, now: dt.datetime) -> str:
         if sub.status != SubscriptionStatus.ACTIVE:
@@ -498,14 +528,21 @@ class _RenewalRun:
             self.services.subscriptions.delete(sub.account_id, sub.subscription_id)
         return "skipped"
 
-    def _recreate(self, job: _Job, auth: GraphAuth) -> str | _Retry:
-        services, sub, account = self.services, job.subscription, job.account
-        assert account is not None
+    def _recreate(self, job: _Job) -> str | _Retry:
+        services = self.services
+        store = services.subscriptions
+        # Rare, and it replaces the record: it starts from the record, not the index's copy.
+        current = store.reread(job.subscription)
+        if current is None:
+            return "skipped"  # deleted meanwhile (a disconnect): nothing to recreate
+        job.subscription = sub = current
+        account = self._account(job)
+        auth = services.tokens.graph_auth(account)
         if sub.status == SubscriptionStatus.ACTIVE:
             # Recorded as removed first: should recreation fail, the record stays in the
             # expiry index and the next run tries again.
             sub.status = SubscriptionStatus.REMOVED
-            job.subscription = sub = services.subscriptions.save(sub)
+            job.subscription = sub = store.save(sub)
         try:
             created = self.recreate(services, account, auth)
         except ConnectorError:
@@ -551,8 +588,9 @@ class _RenewalRun:
             try:
                 saved = store.save(current, defer_index=True)
             except ConcurrencyError:
-                # Somebody else wrote (the lifecycle handling, say): keep their changes.
-                current = store.get(sub.account_id, sub.subscription_id)
+                # Somebody else wrote (the lifecycle handling, say), or the index's copy was
+                # stale: their record it is, with its changes kept.
+                current = store.reread(current)
                 continue
             with self._reindex_lock:
                 self._to_reindex.append(saved)
@@ -570,17 +608,14 @@ class _RenewalRun:
         try:
             self.services.subscriptions.reindex(batch)
         except ConnectorError as exc:
-            log.warning("renewal: %d index entries not moved yet (%s)", len(batch), _describe(exc))
+            self._index_behind = True
+            log.warning("renewal: %d index entries not written yet (%s)", len(batch), _describe(exc))
 
     # catch-up
 
     def _is_quiet(self, account: Account, now: dt.datetime) -> bool:
         heard = [t for t in (account.last_notification_at, account.last_sync_at, account.connected_at) if t]
         return not heard or max(heard) < now - self.policy.catchup_after
-
-    def _catch_up_if_quiet(self, account: Account, now: dt.datetime) -> None:
-        if self._is_quiet(account, now) and self._resync(account.account_id, "catch_up"):
-            self.count("caught_up")
 
     def _resync(self, account_id: str, reason: str) -> bool:
         try:

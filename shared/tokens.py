@@ -75,6 +75,10 @@ class CachedTokenProvider:
         self._tokens: OrderedDict[str, _CachedToken] = OrderedDict()
         self._stripes = [threading.Lock() for _ in range(_LOCK_STRIPES)]
 
+    def cached_auth(self, account_id: str) -> GraphAuth | None:
+        cached = self._cached(account_id)
+        return None if cached is None else GraphAuth(account_id, cached)
+
     def graph_auth(self, account: Account) -> GraphAuth:
         account_id = account.account_id
         cached = self._cached(account_id)

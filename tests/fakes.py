@@ -103,6 +103,7 @@ class FakeSubscriptionStore:
         self._lock = threading.Lock()
         self.items: dict[tuple[str, str], Subscription] = {}
         self.reindexed: list[str] = []
+        self.rechecks: list[bool] = []  # the ``recheck`` of every expiring_before call
 
     def get(self, account_id: str, subscription_id: str) -> Subscription | None:
         with self._lock:
@@ -140,8 +141,13 @@ class FakeSubscriptionStore:
         with self._lock:
             return [copy.deepcopy(s) for (a, _), s in sorted(self.items.items()) if a == account_id]
 
-    def expiring_before(self, when: dt.datetime) -> Iterator[Subscription]:
+    def reread(self, offered: Subscription) -> Subscription | None:
+        return self.get(offered.account_id, offered.subscription_id)
+
+    def expiring_before(self, when: dt.datetime, *, recheck: bool = False) -> Iterator[Subscription]:
+        """From the records themselves: no copy here goes stale."""
         with self._lock:
+            self.rechecks.append(recheck)
             chosen = [copy.deepcopy(s) for s in self.items.values() if s.expires_at < when]
         return iter(sorted(chosen, key=lambda s: s.expires_at))
 
@@ -439,11 +445,13 @@ class FakeMailLedger:
 
 
 class FakeTokenProvider:
-    """Hands out ``token-{account id}``; accounts in ``dead`` raise ``ReauthRequiredError``."""
+    """Hands out ``token-{account id}``; accounts in ``dead`` raise ``ReauthRequiredError``.
+    Tokens handed to ``remember`` are what ``cached_auth`` answers with, until forgotten."""
 
     def __init__(self) -> None:
         self.dead: set[str] = set()
         self.issued: list[str] = []
+        self.cached: dict[str, str] = {}
 
     def graph_auth(self, account: Account) -> GraphAuth:
         if account.account_id in self.dead:
@@ -451,11 +459,15 @@ class FakeTokenProvider:
         self.issued.append(account.account_id)
         return GraphAuth(account.account_id, f"token-{account.account_id}")
 
+    def cached_auth(self, account_id: str) -> GraphAuth | None:
+        token = self.cached.get(account_id)
+        return None if token is None else GraphAuth(account_id, token)
+
     def forget(self, account_id: str) -> None:
-        pass
+        self.cached.pop(account_id, None)
 
     def remember(self, account_id: str, access_token: str, expires_in: int) -> None:
-        pass
+        self.cached[account_id] = access_token
 
 
 @dataclass

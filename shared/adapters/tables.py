@@ -9,14 +9,18 @@ Keys are chosen for the access paths of a large deployment (DESIGN.md "Scale"):
   (``yyyymmddHH``), RowKey = ``{account id}|{subscription id}``. Tables keep entities
   sorted by key, so "everything that expires before T" is one range query over
   ``PartitionKey le bucket(T)`` that touches only the matching index entries, whatever
-  the size of the table. ``save`` touches the index only when the expiry's bucket moves
-  (a renewal), not for other changes: the new entry is written before the subscription,
-  the old one deleted after it. The renewal run saves with ``defer_index`` and moves the
+  the size of the table. An entry carries a copy of its subscription (every field, and
+  the record's ETag as ``Version``): the renewal reads the index alone, not one record
+  per candidate, and a copy gone stale (a crash between two writes) is caught by the
+  ETag-conditional write of the renewed record (``reread`` then drops the stale entry).
+  ``save`` first turns the entry in the expiry's bucket into one without a copy, then
+  writes the record, then the entry's copy, then deletes the old bucket's entry: a crash
+  in between leaves an entry that sends its reader to the record, never a subscription
+  the renewal cannot find. The renewal run saves with ``defer_index`` and writes the
   entries of many renewals at once (``reindex``: one entity-group transaction per bucket
-  and 100 entries, new entries first). An entry left behind anyway (a crash between the
-  writes, a deleted subscription) is noticed on the next read, because every hit is
-  checked against the subscription itself: the right entry is written if need be, and
-  the stale one deleted.
+  and 100 entries, new entries first). Entries without a copy, and every entry when the
+  reader asks for a ``recheck``, are checked against their records: a missing copy is
+  written, an entry left behind deleted, a missing one written.
 - ``checkpoints``: PartitionKey = checkpoint name, RowKey = "checkpoint": where a paced
   sweep over all accounts resumes, leased under its ETag.
 - ``authflows``: PartitionKey = state, RowKey = "flow"; taken by an ETag-conditional
@@ -296,20 +300,44 @@ def _subscription_fields(s: Subscription) -> dict[str, Any]:
     }
 
 
-def _subscription_from(e: Any) -> Subscription:
+def _subscription_with(account_id: str, subscription_id: str, e: Any, etag: str | None) -> Subscription:
     expires_at = _utc(e.get("ExpiresAt")) or _MIN_TIME
     return Subscription(
-        subscription_id=e["RowKey"],
-        account_id=e["PartitionKey"],
+        subscription_id=subscription_id,
+        account_id=account_id,
         resource=e.get("Resource", ""),
         change_type=e.get("ChangeType", ""),
         expires_at=expires_at,
         status=SubscriptionStatus(e.get("Status", SubscriptionStatus.ACTIVE.value)),
         last_renewed_at=_utc(e.get("LastRenewedAt")),
         last_reauthorized_at=_utc(e.get("LastReauthorizedAt")),
-        etag=e.metadata.get("etag"),
+        etag=etag,
         indexed_expires_at=expires_at,
     )
+
+
+def _subscription_from(e: Any) -> Subscription:
+    return _subscription_with(e["PartitionKey"], e["RowKey"], e, e.metadata.get("etag"))
+
+
+# An index entry with a copy holds every field of its record and the record's ETag, under
+# this name; one without holds ``ExpiresAt`` alone, and whoever reads it reads the record.
+_COPY_VERSION = "Version"
+
+
+def _entry_fields(s: Subscription, *, with_copy: bool) -> dict[str, Any]:
+    if not with_copy or s.etag is None:
+        return {"ExpiresAt": s.expires_at}
+    return {**_subscription_fields(s), _COPY_VERSION: s.etag}
+
+
+def _copy_in(entry: Any) -> Subscription | None:
+    """The subscription as the entry's copy has it (its ETag that of the record copied)."""
+    version = entry.get(_COPY_VERSION)
+    if not version:
+        return None
+    account_id, _, subscription_id = str(entry["RowKey"]).rpartition("|")
+    return _subscription_with(account_id, subscription_id, entry, str(version))
 
 
 class TableSubscriptionStore:
@@ -340,41 +368,42 @@ class TableSubscriptionStore:
         row = _index_row(s)
         bucket = _bucket(s.expires_at)
         old_bucket = None if s.indexed_expires_at is None else _bucket(s.indexed_expires_at)
-        # A new record always gets its entry: the one of an earlier record of the same id may
-        # have been cleaned away already.
-        moved = s.etag is None or _entry_moves(s)
-        if moved and not defer_index:
-            # Index first: a crash between the writes leaves an extra index entry (cleaned on
-            # read), never a subscription the renewal cannot find.
-            self._put_entry(bucket, row, s.expires_at)
+        if not defer_index:
+            # The entry in the expiry's bucket, without a copy, before the record changes: a
+            # crash between the writes leaves an entry that sends its reader to the record,
+            # never a copy that contradicts it, nor a record the renewal cannot find.
+            self._put_entry(bucket, row, s, with_copy=False)
         s.etag = _write(self._client, {**key, **_subscription_fields(s)}, s.etag)
         if defer_index:
             return s  # indexed_expires_at still names the old entry, for reindex
         s.indexed_expires_at = s.expires_at
-        if moved and old_bucket is not None and old_bucket != bucket:
-            try:
+        try:
+            self._put_entry(bucket, row, s, with_copy=True)
+            if old_bucket is not None and old_bucket != bucket:
                 _delete(self._index, old_bucket, row)
-            except PersistenceError:
-                pass  # the subscription is stored; its old entry is cleaned on the next read
+        except PersistenceError:
+            pass  # the record is stored; a copy-less or stale entry is repaired when read
         return s
 
     def reindex(self, subscriptions: Sequence[Subscription]) -> None:
-        moves: dict[str, Subscription] = {}
-        for s in subscriptions:
-            if _entry_moves(s):
-                moves[_index_row(s)] = s  # once per entry: a transaction refuses duplicates
-        # New entries first, a transaction per bucket: an old entry is deleted only once the
-        # new one exists, so that a subscription never drops out of the index.
+        latest = {_index_row(s): s for s in subscriptions}  # a transaction refuses duplicates
+        # New entries (with their copies) first, a transaction per bucket: an old entry is
+        # deleted only once the new one exists, so that a subscription never drops out of
+        # the index.
         written: list[tuple[str, Subscription]] = []  # (old bucket, subscription)
         unwritten = 0
-        for bucket, chunk in _chunks_by(moves.values(), lambda s: _bucket(s.expires_at)):
+        for bucket, chunk in _chunks_by(latest.values(), lambda s: _bucket(s.expires_at)):
             try:
-                move_index_entries(self._index, bucket, upserts=[(_index_row(s), s.expires_at) for s in chunk])
+                move_index_entries(
+                    self._index,
+                    bucket,
+                    upserts=[(_index_row(s), _entry_fields(s, with_copy=True)) for s in chunk],
+                )
             except PersistenceError:
-                unwritten += len(chunk)  # their old entries stay: the next read repairs them
+                unwritten += len(chunk)  # their old entries stay: read, they are repaired
                 continue
             for s in chunk:
-                if s.indexed_expires_at is not None:
+                if s.indexed_expires_at is not None and _entry_moves(s):
                     written.append((_bucket(s.indexed_expires_at), s))
                 s.indexed_expires_at = s.expires_at
         for old_bucket, moved in _chunks_by(written, lambda move: move[0]):
@@ -385,25 +414,45 @@ class TableSubscriptionStore:
                 # A changeset fails as a whole when one entry is gone already (a read
                 # cleaned it): one by one then, where a missing entry is no error.
                 for row in rows:
-                    try:
-                        _delete(self._index, old_bucket, row)
-                    except PersistenceError:
-                        pass  # cleaned on the next read
+                    self._drop_entry(old_bucket, row)
         if unwritten:
             raise PersistenceError(f"{unwritten} expiry index entries not moved yet")
 
-    def _put_entry(self, bucket: str, row: str, expires_at: dt.datetime) -> None:
+    def _put_entry(self, bucket: str, row: str, s: Subscription, *, with_copy: bool) -> None:
         from azure.core.exceptions import AzureError
         from azure.data.tables import UpdateMode
 
-        entry = {"PartitionKey": bucket, "RowKey": row, "ExpiresAt": expires_at}
+        entry = {"PartitionKey": bucket, "RowKey": row, **_entry_fields(s, with_copy=with_copy)}
         try:
             self._index.upsert_entity(entry, mode=UpdateMode.REPLACE)
         except AzureError as exc:
             raise PersistenceError(f"write to the expiry index failed: {type(exc).__name__}") from exc
 
+    def _drop_entry(self, bucket: str, row: str) -> None:
+        """Best effort: an entry that stays is dropped when read again."""
+        try:
+            _delete(self._index, bucket, row)
+        except PersistenceError:
+            pass
+
     def delete(self, account_id: str, subscription_id: str) -> None:
-        _delete(self._client, _check_key(account_id, "account id"), _check_key(subscription_id, "subscription id"))
+        partition = _check_key(account_id, "account id")
+        row = _check_key(subscription_id, "subscription id")
+        entity = _read(self._client, partition, row)
+        if entity is None:
+            return
+        _delete(self._client, partition, row)
+        # The record first: a crash in between leaves an entry whose reader finds no record.
+        self._drop_entry(_bucket(_subscription_from(entity).expires_at), f"{account_id}|{subscription_id}")
+
+    def reread(self, offered: Subscription) -> Subscription | None:
+        current = self.get(offered.account_id, offered.subscription_id)
+        if offered.indexed_expires_at is None:
+            return current
+        stale = _bucket(offered.indexed_expires_at)
+        if current is None or _bucket(current.expires_at) != stale:
+            self._drop_entry(stale, _index_row(offered))
+        return current
 
     def for_account(self, account_id: str) -> list[Subscription]:
         entities = self._client.query_entities(
@@ -411,7 +460,7 @@ class TableSubscriptionStore:
         )
         return [_subscription_from(e) for e in entities]
 
-    def expiring_before(self, when: dt.datetime) -> Iterator[Subscription]:
+    def expiring_before(self, when: dt.datetime, *, recheck: bool = False) -> Iterator[Subscription]:
         hits = self._index.query_entities(
             "PartitionKey le @bucket", parameters={"bucket": _bucket(when)}, results_per_page=500
         )
@@ -419,37 +468,50 @@ class TableSubscriptionStore:
         # (or not: pages fetched already do not show it), and must not offer them twice.
         repaired: set[str] = set()
         with ThreadPoolExecutor(max_workers=self._read_parallelism) as pool:
-            batch: list[Any] = []
+            to_read: list[Any] = []
             for hit in hits:
-                batch.append(hit)
-                if len(batch) >= 200:
-                    yield from self._resolve(pool, batch, when, repaired)
-                    batch = []
-            if batch:
-                yield from self._resolve(pool, batch, when, repaired)
+                copy = None if recheck else _copy_in(hit)
+                if copy is None:
+                    to_read.append(hit)
+                    if len(to_read) >= 200:
+                        yield from self._resolve(pool, to_read, when, repaired)
+                        to_read = []
+                elif copy.expires_at < when and _index_row(copy) not in repaired:
+                    yield copy
+            if to_read:
+                yield from self._resolve(pool, to_read, when, repaired)
 
     def _resolve(
         self, pool: ThreadPoolExecutor, hits: list[Any], when: dt.datetime, repaired: set[str]
     ) -> Iterator[Subscription]:
+        """Entries checked against their records (no copy, or a recheck): stale entries are
+        repaired on the way, best effort (a failed repair is tried again on the next read)."""
+
         def current(hit: Any) -> tuple[Subscription | None, bool]:
             bucket, row = hit["PartitionKey"], hit["RowKey"]
             account_id, _, subscription_id = str(row).rpartition("|")
             sub = self.get(account_id, subscription_id)
             if sub is None:
-                _delete(self._index, bucket, row)  # left behind by a deleted subscription
+                self._drop_entry(bucket, row)  # left behind by a deleted subscription
                 return None, False
             actual = _bucket(sub.expires_at)
-            if actual == bucket:
-                return sub, False
-            # Left behind by a move that did not finish: a crash between a deferred save and
-            # its reindex (the record's expiry lies ahead: its entry may be missing, so it
-            # is written, and the record offered now), or an old entry whose delete failed
-            # (the right one exists, behind this one: offered there already).
             if actual < bucket:
-                _delete(self._index, bucket, row)
+                # An old entry whose delete failed: the right one exists, behind this one,
+                # and offered the record there already.
+                self._drop_entry(bucket, row)
                 return None, False
-            self._put_entry(actual, row, sub.expires_at)
-            _delete(self._index, bucket, row)
+            try:
+                if actual == bucket:
+                    if hit.get(_COPY_VERSION) != sub.etag:
+                        self._put_entry(bucket, row, sub, with_copy=True)  # its copy brought up to date
+                    return sub, False
+                # A move that did not finish (a crash between a deferred save and its
+                # reindex): the record's expiry lies ahead, its entry may be missing, so it
+                # is written, and the record offered now.
+                self._put_entry(actual, row, sub, with_copy=True)
+            except PersistenceError:
+                return sub, True  # the entry is repaired on the next read
+            self._drop_entry(bucket, row)
             return sub, True
 
         for sub, was_repaired in pool.map(current, hits):

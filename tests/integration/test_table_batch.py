@@ -26,7 +26,7 @@ def rows(table, partition: str) -> dict[str, dt.datetime]:  # type: ignore[no-un
 def test_a_hundred_entries_are_written_and_then_deleted_in_one_changeset_each(table) -> None:  # type: ignore[no-untyped-def]
     names = [f"{uuid.uuid4()}.{uuid.uuid4()}|{uuid.uuid4()}" for _ in range(MAX_OPERATIONS)]
 
-    move_index_entries(table, "2026112709", upserts=[(n, WHEN) for n in names])
+    move_index_entries(table, "2026112709", upserts=[(n, {"ExpiresAt": WHEN}) for n in names])
     written = rows(table, "2026112709")
     move_index_entries(table, "2026112709", deletes=names[:60])
 
@@ -36,7 +36,7 @@ def test_a_hundred_entries_are_written_and_then_deleted_in_one_changeset_each(ta
 
 
 def test_a_changeset_is_all_or_nothing(table) -> None:  # type: ignore[no-untyped-def]
-    move_index_entries(table, "2026112710", upserts=[("kept|1", WHEN)])
+    move_index_entries(table, "2026112710", upserts=[("kept|1", {"ExpiresAt": WHEN})])
 
     with pytest.raises(BatchRefusedError) as refused:
         move_index_entries(table, "2026112710", deletes=["kept|1", "never-written|2"])
@@ -47,7 +47,7 @@ def test_a_changeset_is_all_or_nothing(table) -> None:  # type: ignore[no-untype
 
 def test_keys_with_quotes_and_spaces_are_addressed_exactly(table) -> None:  # type: ignore[no-untyped-def]
     odd = "o'brien & co|sub 1"
-    move_index_entries(table, "2026112711", upserts=[(odd, WHEN), ("plain|2", WHEN)])
+    move_index_entries(table, "2026112711", upserts=[(odd, {"ExpiresAt": WHEN}), ("plain|2", {"ExpiresAt": WHEN})])
     move_index_entries(table, "2026112711", deletes=["plain|2"])
 
     assert set(rows(table, "2026112711")) == {odd}
@@ -55,5 +55,22 @@ def test_keys_with_quotes_and_spaces_are_addressed_exactly(table) -> None:  # ty
 
 def test_more_than_a_changeset_holds_is_refused_before_anything_is_sent(table) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match="at most 100"):
-        move_index_entries(table, "2026112712", upserts=[(f"r{n}", WHEN) for n in range(101)])
+        move_index_entries(table, "2026112712", upserts=[(f"r{n}", {"ExpiresAt": WHEN}) for n in range(101)])
     assert rows(table, "2026112712") == {}
+
+
+def test_an_entry_is_replaced_as_a_whole_with_its_strings_and_date_times(table) -> None:  # type: ignore[no-untyped-def]
+    first = {"ExpiresAt": WHEN, "Status": "active", "Version": 'W/"datetime\'2026-11-27T09%3A30Z\'"'}
+    move_index_entries(table, "2026112713", upserts=[("a|1", first)])
+    stored = table.get_entity("2026112713", "a|1")
+    move_index_entries(table, "2026112713", upserts=[("a|1", {"ExpiresAt": WHEN, "Status": "remové", "Version": None})])
+    replaced = table.get_entity("2026112713", "a|1")
+
+    assert stored["Version"] == first["Version"] and stored["ExpiresAt"] == WHEN
+    assert replaced["Status"] == "remové"
+    assert "Version" not in replaced  # None leaves the property out, and the old value is gone
+
+
+def test_only_strings_and_date_times_are_written(table) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(TypeError, match="Count"):
+        move_index_entries(table, "2026112714", upserts=[("a|1", {"Count": 3})])

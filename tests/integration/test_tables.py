@@ -187,20 +187,128 @@ def test_deferred_renewals_move_their_index_entries_in_batches(
     assert ours <= later and not ours & soon
 
 
-def test_a_renewal_whose_index_move_never_happened_is_repaired_when_read(
+def test_a_renewal_whose_index_move_never_happened_is_repaired_by_a_recheck(
     subscriptions: TableSubscriptionStore, azurite  # type: ignore[no-untyped-def]
 ) -> None:
-    """A crash between the deferred save and its reindex: the old entry finds the record,
-    the read writes the right entry and drops the stale one, and offers it once."""
+    """A crash between the deferred save and its reindex; the next run rechecks: the old
+    entry finds the record, the read writes the right entry and drops the stale one, and
+    offers the record once."""
     sub = subscriptions.save(_subscription(_account().account_id, NOW + dt.timedelta(minutes=10)))
     sub.expires_at = NOW + dt.timedelta(days=6)
     subscriptions.save(sub, defer_index=True)
 
-    first = [s.subscription_id for s in subscriptions.expiring_before(NOW + dt.timedelta(days=8))]
+    first = [s.subscription_id for s in subscriptions.expiring_before(NOW + dt.timedelta(days=8), recheck=True)]
 
     assert first.count(sub.subscription_id) == 1
     assert _index_buckets(azurite, sub) == [_bucket(NOW + dt.timedelta(days=6))]
     assert sub.subscription_id not in {s.subscription_id for s in subscriptions.expiring_before(NOW + dt.timedelta(days=1))}
+
+
+def _index_client(azurite):  # type: ignore[no-untyped-def]
+    return TableServiceClient.from_connection_string(azurite.connection_string).get_table_client(EXPIRY_INDEX_TABLE)
+
+
+def _offered(subscriptions: TableSubscriptionStore, sub: Subscription, before: dt.datetime, **kw: bool) -> Subscription:
+    found = [s for s in subscriptions.expiring_before(before, **kw) if s.subscription_id == sub.subscription_id]
+    assert len(found) == 1
+    return found[0]
+
+
+def test_the_index_offers_a_full_copy_of_the_record_without_reading_it(
+    subscriptions: TableSubscriptionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sub = _subscription(_account().account_id, NOW + dt.timedelta(minutes=40))
+    sub.last_renewed_at, sub.last_reauthorized_at = NOW - dt.timedelta(days=6), NOW - dt.timedelta(hours=1)
+    saved = subscriptions.save(sub)
+    record = subscriptions.get(saved.account_id, saved.subscription_id)
+
+    def no_reads(*args: object) -> None:
+        raise AssertionError("a record was read")
+
+    monkeypatch.setattr(subscriptions, "get", no_reads)
+    offered = _offered(subscriptions, sub, NOW + dt.timedelta(hours=2))
+
+    assert record is not None
+    assert offered == record and offered.etag == record.etag
+    assert offered.indexed_expires_at == record.expires_at
+
+
+def test_a_stale_copy_is_refused_at_the_write_and_reread_gives_the_record(
+    subscriptions: TableSubscriptionStore, azurite  # type: ignore[no-untyped-def]
+) -> None:
+    """A writer that crashed after writing the record but before its copy: the copy still
+    offers the old state, the ETag refuses a write based on it, ``reread`` tells the truth
+    and a recheck brings the copy up to date."""
+    from azure.data.tables import UpdateMode
+
+    sub = subscriptions.save(_subscription(_account().account_id, NOW + dt.timedelta(minutes=40)))
+    records = TableServiceClient.from_connection_string(azurite.connection_string).get_table_client("subscriptions")
+    records.update_entity(
+        {"PartitionKey": sub.account_id, "RowKey": sub.subscription_id, "LastReauthorizedAt": NOW},
+        mode=UpdateMode.MERGE,
+    )
+
+    stale = _offered(subscriptions, sub, NOW + dt.timedelta(hours=2))
+    assert stale.last_reauthorized_at is None
+    stale.last_renewed_at = NOW
+    with pytest.raises(ConcurrencyError):
+        subscriptions.save(stale, defer_index=True)
+    current = subscriptions.reread(stale)
+    rechecked = _offered(subscriptions, sub, NOW + dt.timedelta(hours=2), recheck=True)
+    trusted_again = _offered(subscriptions, sub, NOW + dt.timedelta(hours=2))
+
+    assert current is not None and current.last_reauthorized_at == NOW
+    assert _index_buckets(azurite, sub) == [_bucket(NOW + dt.timedelta(minutes=40))]  # the right entry stays
+    assert rechecked.last_reauthorized_at == NOW
+    assert trusted_again.last_reauthorized_at == NOW and trusted_again.etag == current.etag
+
+
+def test_reread_drops_the_entry_a_crashed_renewal_left_behind(
+    subscriptions: TableSubscriptionStore, azurite  # type: ignore[no-untyped-def]
+) -> None:
+    """Renewed and saved with ``defer_index``, then a crash: the old entry's copy offers the
+    old expiry. Its write is refused, ``reread`` drops that entry, and the renewal's own
+    save and reindex leave one entry, in the new bucket."""
+    sub = subscriptions.save(_subscription(_account().account_id, NOW + dt.timedelta(minutes=10)))
+    renewed = subscriptions.get(sub.account_id, sub.subscription_id)
+    assert renewed is not None
+    renewed.expires_at = NOW + dt.timedelta(days=6)
+    subscriptions.save(renewed, defer_index=True)
+
+    stale = _offered(subscriptions, sub, NOW + dt.timedelta(hours=1))
+    stale.expires_at = NOW + dt.timedelta(days=6, hours=1)
+    with pytest.raises(ConcurrencyError):
+        subscriptions.save(stale, defer_index=True)
+    current = subscriptions.reread(stale)
+    assert current is not None and current.expires_at == NOW + dt.timedelta(days=6)
+    current.expires_at = NOW + dt.timedelta(days=6, hours=1)
+    subscriptions.reindex([subscriptions.save(current, defer_index=True)])
+
+    assert _index_buckets(azurite, sub) == [_bucket(NOW + dt.timedelta(days=6, hours=1))]
+    assert _offered(subscriptions, sub, NOW + dt.timedelta(days=8)).etag == current.etag
+
+
+def test_an_entry_without_a_copy_is_read_through_its_record_and_then_gets_one(
+    subscriptions: TableSubscriptionStore, azurite  # type: ignore[no-untyped-def]
+) -> None:
+    """Entries written before they carried copies (or by a save that crashed half-way)."""
+    sub = subscriptions.save(_subscription(_account().account_id, NOW + dt.timedelta(minutes=50)))
+    row = f"{sub.account_id}|{sub.subscription_id}"
+    index = _index_client(azurite)
+    index.upsert_entity({"PartitionKey": _bucket(sub.expires_at), "RowKey": row, "ExpiresAt": sub.expires_at})
+
+    offered = _offered(subscriptions, sub, NOW + dt.timedelta(hours=2))
+
+    assert offered.etag == sub.etag
+    assert index.get_entity(_bucket(sub.expires_at), row)["Version"] == sub.etag
+
+
+def test_a_deleted_subscription_takes_its_index_entry_with_it(
+    subscriptions: TableSubscriptionStore, azurite  # type: ignore[no-untyped-def]
+) -> None:
+    sub = subscriptions.save(_subscription(_account().account_id, NOW + dt.timedelta(minutes=10)))
+    subscriptions.delete(sub.account_id, sub.subscription_id)
+    assert _index_buckets(azurite, sub) == []
 
 
 def test_an_old_entry_whose_delete_failed_is_dropped_and_its_record_offered_once(

@@ -313,13 +313,18 @@ def test_every_renewed_subscription_has_its_index_entry_moved(services, resync):
 # --- catch-up -------------------------------------------------------------------------------
 
 
-def test_a_quiet_account_gets_a_catch_up_sync_when_its_subscription_is_renewed(services, resync):
+def test_a_renewal_leaves_catch_up_to_the_sweep_which_resyncs_the_quiet_account(services, resync):
     quiet, _ = connect_account(services, 1, heard_ago=dt.timedelta(hours=7))
     connect_account(services, 2, heard_ago=dt.timedelta(hours=1))
 
-    report = run(services, resync)
+    renewals_only = run(services, resync)
+    calls_after_renewals = list(resync.calls)
+    services.clock.advance(minutes=15)
+    with_sweep = run(services, resync, policy=policy(sweep_accounts=100), checkpoints=services.checkpoints)
 
-    assert report.renewed == 2 and report.caught_up == 1
+    assert renewals_only.renewed == 2 and renewals_only.caught_up == 0
+    assert calls_after_renewals == []
+    assert with_sweep.caught_up == 1
     assert resync.calls == [(quiet.account_id, "catch_up")]
 
 
@@ -456,3 +461,125 @@ def test_a_run_whose_lease_was_taken_over_stops_without_renewing_again(resync):
     assert report.renewed == 0 and report.deferred == 1 and report.stopped_early
     assert patches(services) == 1
     assert services.checkpoints.get(RUN_LEASE).leased_until > services.clock.now()  # theirs, untouched
+
+
+# --- what a renewal reads -------------------------------------------------------------------
+
+
+class CountingAccounts:
+    """The fake account store, counting point reads."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.reads = 0
+
+    def get(self, account_id: str) -> Any:
+        self.reads += 1
+        return self.inner.get(account_id)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_an_access_token_at_hand_renews_without_reading_the_account(services, resync):
+    accounts = [connect_account(services, n)[0] for n in range(3)]
+    for account in accounts:
+        services.tokens.remember(account.account_id, f"held-{account.account_id}", 3600)
+    counting = services.__dict__["accounts"] = CountingAccounts(services.accounts)
+
+    report = run(services, resync)
+
+    assert report.renewed == 3
+    assert counting.reads == 0
+    assert services.tokens.issued == []  # no refresh either
+
+
+def test_a_held_token_graph_refuses_is_dropped_and_the_account_read_for_a_fresh_one(services, resync):
+    account, _ = connect_account(services, 1)
+    services.tokens.remember(account.account_id, "revoked", 3600)
+    services.graph.fail["renew_subscription"] = [GraphError(401, "InvalidAuthenticationToken", "revoked")]
+    counting = services.__dict__["accounts"] = CountingAccounts(services.accounts)
+
+    report = run(services, resync)
+
+    assert report.renewed == 1
+    assert counting.reads == 1 and services.tokens.issued == [account.account_id]
+    assert account.account_id not in services.tokens.cached
+
+
+def test_a_held_token_refused_for_an_account_whose_sign_in_died_marks_it(services, resync):
+    account, sub = connect_account(services, 1)
+    services.tokens.remember(account.account_id, "revoked", 3600)
+    services.tokens.dead.add(account.account_id)
+    services.graph.fail["renew_subscription"] = [GraphError(401, "InvalidAuthenticationToken", "revoked")]
+
+    report = run(services, resync)
+
+    assert report.reauth_required == 1 and report.renewed == 0
+    assert services.subscriptions.get(account.account_id, sub.subscription_id).expires_at == sub.expires_at
+
+
+def test_a_subscription_deleted_while_graph_answered_404_is_not_recreated(resync):
+    class DisconnectedMeanwhile(FakeGraphApi):
+        def renew_subscription(self, auth: Any, subscription_id: str, expires_at: dt.datetime) -> Any:
+            services.subscriptions.delete(auth.account_id, subscription_id)  # a disconnect, meanwhile
+            del self.subscriptions[subscription_id]
+            return super().renew_subscription(auth, subscription_id, expires_at)
+
+    services: Any = make_services(real_tokens=False)
+    services.__dict__["graph"] = DisconnectedMeanwhile(services.clock)
+    account, _ = connect_account(services, 1)
+
+    report = run(services, resync)
+
+    assert report.skipped == 1 and report.recreated == 0
+    assert services.graph.for_account(account.account_id) == []
+    assert services.subscriptions.for_account(account.account_id) == []
+
+
+# --- a run that did not finish --------------------------------------------------------------
+
+
+def test_runs_read_the_index_copies_after_a_finished_run_and_recheck_after_an_unfinished_one(services, resync):
+    connect_account(services, 1)
+    checkpoints = services.checkpoints
+
+    run(services, resync, checkpoints=checkpoints)  # the first run ever: nothing to distrust
+    services.clock.advance(minutes=15)
+    run(services, resync, checkpoints=checkpoints)  # after a run that gave its lease back
+    crashed = checkpoints.get(RUN_LEASE)
+    crashed.leased_until = services.clock.now() + LEASE  # a run that crashed, its lease left ...
+    checkpoints.save(crashed)
+    services.clock.advance(minutes=6)  # ... to run out (LEASE is 5 minutes)
+    report = run(services, resync, checkpoints=checkpoints)
+
+    assert services.subscriptions.rechecks == [False, False, True]
+    assert not report.another_run
+    assert checkpoints.get(RUN_LEASE).leased_until is None  # this one finished
+
+
+def test_a_run_that_could_not_write_its_index_entries_makes_the_next_run_recheck(resync):
+    from shared.errors import PersistenceError
+    from tests.fakes import FakeSubscriptionStore
+
+    class UnwritableIndex(FakeSubscriptionStore):
+        broken = True
+
+        def reindex(self, subscriptions: Any) -> None:
+            if self.broken:
+                raise PersistenceError("index unreachable")
+            super().reindex(subscriptions)
+
+    services: Any = make_services(real_tokens=False, subscriptions=UnwritableIndex())
+    connect_account(services, 1)
+
+    first = run(services, resync)
+    left = services.checkpoints.get(RUN_LEASE)
+    services.subscriptions.broken = False
+    services.clock.advance(minutes=15)
+    run(services, resync)
+
+    assert first.renewed == 1
+    assert left.leased_until is not None and left.leased_until <= services.clock.now()  # given back, unfinished
+    assert services.subscriptions.rechecks == [False, True]
+    assert services.checkpoints.get(RUN_LEASE).leased_until is None
