@@ -88,9 +88,10 @@ MAX_ATTEMPTS = 4
 CONNECT_GRACE = dt.timedelta(minutes=10)
 RUN_LEASE = "renewal-run"
 SWEEP_CHECKPOINT = "renewal-account-sweep"
-# Renewed subscriptions whose index entries are moved together: one entity-group
-# transaction per bucket holds at most 100 operations.
-REINDEX_BATCH = 100
+# Renewed subscriptions whose index entries are written together: one entity-group
+# transaction per index partition (an hour's shard) and at most 100 operations; 400
+# renewals spread over 16 shards make about 25 per transaction.
+REINDEX_BATCH = 400
 _SWEEP_PAGE = 100
 
 
@@ -370,8 +371,9 @@ class _RenewalRun:
         if recheck:
             log.warning("renewal: the last run did not finish; checking the index against the records")
         candidates = iter(self.services.subscriptions.expiring_before(now + self.policy.window, recheck=recheck))
-        # At most 2x the pool in flight: the candidates are read lazily, memory stays flat.
-        capacity = 2 * self.policy.concurrency
+        # At most 4x the pool in flight: enough queued that the workers keep busy while this
+        # thread reads the next page of candidates; read lazily, memory stays flat.
+        capacity = 4 * self.policy.concurrency
         pending: dict[Future[str | _Retry], _Job] = {}
         retries: list[tuple[float, int, _Job]] = []  # (ready at, tie-breaker, job)
         order = itertools.count()
@@ -382,7 +384,6 @@ class _RenewalRun:
             if not self._lease.keep():
                 self.report.stopped_early = True
                 break
-            self._reindex()
             clock = self.monotonic()
             while retries and retries[0][0] <= clock and len(pending) < capacity:
                 job = heapq.heappop(retries)[2]
@@ -594,13 +595,14 @@ class _RenewalRun:
                 continue
             with self._reindex_lock:
                 self._to_reindex.append(saved)
+            self._reindex()  # in this worker, when a batch is full: the loop never waits on it
             return
         log.warning("renewal: subscription %s renewed but its new expiry was not stored", sub.subscription_id)
 
     def _reindex(self, *, everything: bool = False) -> None:
-        """Moves the index entries of renewed subscriptions, a batch at a time. Until then
-        the old entry still points at the subscription; a crash in between is repaired
-        when the next run reads that entry."""
+        """Writes the index entries of renewed subscriptions, a batch at a time. Until then
+        the old entry, with its old copy, still offers the subscription: should this run
+        not get to write them, it gives its lease back unfinished and the next run rechecks."""
         with self._reindex_lock:
             if not self._to_reindex or (len(self._to_reindex) < REINDEX_BATCH and not everything):
                 return

@@ -5,11 +5,12 @@ Keys are chosen for the access paths of a large deployment (DESIGN.md "Scale"):
   point read; only the paged operator listing walks the table.
 - ``subscriptions``: PartitionKey = account id, RowKey = Graph subscription id. Processing
   and lifecycle handling read one entity by (account, subscription).
-- ``subscriptionexpiry``: the expiry index. PartitionKey = the expiry's UTC hour
-  (``yyyymmddHH``), RowKey = ``{account id}|{subscription id}``. Tables keep entities
-  sorted by key, so "everything that expires before T" is one range query over
-  ``PartitionKey le bucket(T)`` that touches only the matching index entries, whatever
-  the size of the table. An entry carries a copy of its subscription (every field, and
+- ``subscriptionexpiry``: the expiry index. PartitionKey = the expiry's UTC hour and one
+  of 16 shards by a hash of the row key (``yyyymmddHH-07``), RowKey = ``{account
+  id}|{subscription id}``. Tables keep entities sorted by key, so "everything that
+  expires before T" is one range query, ``PartitionKey lt`` the hour after T's, that
+  touches only the matching index entries, whatever the size of the table; the shards
+  spread a run's writes (all one lifetime ahead) over 16 partitions. An entry carries a copy of its subscription (every field, and
   the record's ETag as ``Version``): the renewal reads the index alone, not one record
   per candidate, and a copy gone stale (a crash between two writes) is caught by the
   ETag-conditional write of the renewed record (``reread`` then drops the stale entry).
@@ -36,6 +37,7 @@ import base64
 import datetime as dt
 import json
 import threading
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -263,13 +265,33 @@ class TableAccountStore:
 # --- subscriptions ----------------------------------------------------------------------
 
 
-def _bucket(when: dt.datetime) -> str:
+# The index's partitions: the expiry's UTC hour, split by a hash of the row key. Every
+# renewal of a run lands in the hour one lifetime ahead: unsplit, that one partition would
+# take all of the run's writes (a hot partition; the emulator even finds an entity by
+# scanning its partition). Hour first, so that a range of hours is a range of keys.
+INDEX_SHARDS = 16
+
+
+def _hour(when: dt.datetime) -> str:
     return when.astimezone(dt.UTC).strftime("%Y%m%d%H")
 
 
+def index_partition(when: dt.datetime, account_id: str, subscription_id: str) -> str:
+    """The expiry index partition of a subscription expiring ``when``."""
+    return _partition(when, f"{account_id}|{subscription_id}")
+
+
+def _partition(when: dt.datetime, row: str) -> str:
+    return f"{_hour(when)}-{zlib.crc32(row.encode()) % INDEX_SHARDS:02d}"
+
+
+def _bucket(s: Subscription, when: dt.datetime) -> str:
+    return _partition(when, _index_row(s))
+
+
 def _entry_moves(s: Subscription) -> bool:
-    """Whether the record's expiry left the bucket of the index entry it has."""
-    return s.indexed_expires_at is None or _bucket(s.indexed_expires_at) != _bucket(s.expires_at)
+    """Whether the record's expiry left the hour of the index entry it has."""
+    return s.indexed_expires_at is None or _hour(s.indexed_expires_at) != _hour(s.expires_at)
 
 
 def _index_row(s: Subscription) -> str:
@@ -366,8 +388,8 @@ class TableSubscriptionStore:
             "RowKey": _check_key(s.subscription_id, "subscription id"),
         }
         row = _index_row(s)
-        bucket = _bucket(s.expires_at)
-        old_bucket = None if s.indexed_expires_at is None else _bucket(s.indexed_expires_at)
+        bucket = _bucket(s, s.expires_at)
+        old_bucket = None if s.indexed_expires_at is None else _bucket(s, s.indexed_expires_at)
         if not defer_index:
             # The entry in the expiry's bucket, without a copy, before the record changes: a
             # crash between the writes leaves an entry that sends its reader to the record,
@@ -392,7 +414,7 @@ class TableSubscriptionStore:
         # the index.
         written: list[tuple[str, Subscription]] = []  # (old bucket, subscription)
         unwritten = 0
-        for bucket, chunk in _chunks_by(latest.values(), lambda s: _bucket(s.expires_at)):
+        for bucket, chunk in _chunks_by(latest.values(), lambda s: _bucket(s, s.expires_at)):
             try:
                 move_index_entries(
                     self._index,
@@ -404,7 +426,7 @@ class TableSubscriptionStore:
                 continue
             for s in chunk:
                 if s.indexed_expires_at is not None and _entry_moves(s):
-                    written.append((_bucket(s.indexed_expires_at), s))
+                    written.append((_bucket(s, s.indexed_expires_at), s))
                 s.indexed_expires_at = s.expires_at
         for old_bucket, moved in _chunks_by(written, lambda move: move[0]):
             rows = [_index_row(s) for _, s in moved]
@@ -443,14 +465,15 @@ class TableSubscriptionStore:
             return
         _delete(self._client, partition, row)
         # The record first: a crash in between leaves an entry whose reader finds no record.
-        self._drop_entry(_bucket(_subscription_from(entity).expires_at), f"{account_id}|{subscription_id}")
+        deleted = _subscription_from(entity)
+        self._drop_entry(_bucket(deleted, deleted.expires_at), _index_row(deleted))
 
     def reread(self, offered: Subscription) -> Subscription | None:
         current = self.get(offered.account_id, offered.subscription_id)
         if offered.indexed_expires_at is None:
             return current
-        stale = _bucket(offered.indexed_expires_at)
-        if current is None or _bucket(current.expires_at) != stale:
+        stale = _bucket(offered, offered.indexed_expires_at)
+        if current is None or _bucket(current, current.expires_at) != stale:
             self._drop_entry(stale, _index_row(offered))
         return current
 
@@ -462,7 +485,7 @@ class TableSubscriptionStore:
 
     def expiring_before(self, when: dt.datetime, *, recheck: bool = False) -> Iterator[Subscription]:
         hits = self._index.query_entities(
-            "PartitionKey le @bucket", parameters={"bucket": _bucket(when)}, results_per_page=500
+            "PartitionKey lt @end", parameters={"end": _hour(when + dt.timedelta(hours=1))}, results_per_page=500
         )
         # Records offered through a repaired entry: the scan may meet their new entry later
         # (or not: pages fetched already do not show it), and must not offer them twice.
@@ -494,7 +517,7 @@ class TableSubscriptionStore:
             if sub is None:
                 self._drop_entry(bucket, row)  # left behind by a deleted subscription
                 return None, False
-            actual = _bucket(sub.expires_at)
+            actual = _bucket(sub, sub.expires_at)
             if actual < bucket:
                 # An old entry whose delete failed: the right one exists, behind this one,
                 # and offered the record there already.
