@@ -43,10 +43,11 @@ import datetime as dt
 import heapq
 import itertools
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -375,9 +376,18 @@ class _RenewalRun:
         # thread reads the next page of candidates; read lazily, memory stays flat.
         capacity = 4 * self.policy.concurrency
         pending: dict[Future[str | _Retry], _Job] = {}
+        # Finished items arrive here, one at a time: waiting on all pending futures at once
+        # (concurrent.futures.wait) would cost work in proportion to how many are pending.
+        finished: queue.SimpleQueue[Future[str | _Retry]] = queue.SimpleQueue()
         retries: list[tuple[float, int, _Job]] = []  # (ready at, tie-breaker, job)
         order = itertools.count()
         exhausted = False
+
+        def submit(job: _Job) -> None:
+            future = pool.submit(self._renew_guarded, job)
+            pending[future] = job
+            future.add_done_callback(finished.put)
+
         while True:
             if self.out_of_time():
                 break
@@ -386,15 +396,13 @@ class _RenewalRun:
                 break
             clock = self.monotonic()
             while retries and retries[0][0] <= clock and len(pending) < capacity:
-                job = heapq.heappop(retries)[2]
-                pending[pool.submit(self._renew_guarded, job)] = job
+                submit(heapq.heappop(retries)[2])
             if not exhausted and len(pending) < capacity:
                 subscription = next(candidates, None)
                 if subscription is None:
                     exhausted = True
                 else:
-                    job = _Job(subscription)
-                    pending[pool.submit(self._renew_guarded, job)] = job
+                    submit(_Job(subscription))
                 continue
             if exhausted and not pending and not retries:
                 break
@@ -404,7 +412,16 @@ class _RenewalRun:
                 continue
             if timeout is None:
                 timeout = HEARTBEAT_SECONDS
-            done, _ = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
+            try:
+                future = finished.get(timeout=timeout)
+            except queue.Empty:
+                continue
+            done = [future]
+            while len(done) < len(pending):
+                try:
+                    done.append(finished.get_nowait())
+                except queue.Empty:
+                    break
             for future in done:
                 job = pending.pop(future)
                 outcome = future.result()
