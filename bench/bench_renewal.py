@@ -4,9 +4,10 @@ Real Azurite (tables, expiry index) and the real adapters; the Graph simulator i
 process (``python -m devstack.graphsim``, so it does not share this interpreter's lock),
 every Graph call slowed by ``graphLatencyMs`` (50 ms by default). The simulator is seeded
 through its control API (``POST /_sim/bulk``: users, their inbox subscriptions, one access
-token each); the tables are seeded through the real stores. The connector's in-process access-token cache
-is warmed with those tokens, so the figures are for renewal itself, not for token refresh
-(Key Vault + identity platform), which a cold instance would add per mailbox.
+token each); the tables are seeded through the real stores. The connector's in-process
+access-token cache is warmed with those tokens, so the figures are for renewal itself, not
+for token refresh, which a cold instance would add per mailbox (an account read, a Key
+Vault read, a token request).
 
 Figures printed:
 - the concurrent run (RENEWAL_CONCURRENCY threads): wall time, renewals per second;

@@ -630,7 +630,7 @@ class _RenewalRun:
             self._index_behind = True
             log.warning("renewal: %d index entries not written yet (%s)", len(batch), _describe(exc))
 
-    # catch-up
+    # delta syncs (a recreated subscription, a quiet account found by the sweep)
 
     def _is_quiet(self, account: Account, now: dt.datetime) -> bool:
         heard = [t for t in (account.last_notification_at, account.last_sync_at, account.connected_at) if t]
