@@ -416,19 +416,12 @@ class _RenewalRun:
                 future = finished.get(timeout=timeout)
             except queue.Empty:
                 continue
-            done = [future]
-            while len(done) < len(pending):
-                try:
-                    done.append(finished.get_nowait())
-                except queue.Empty:
-                    break
-            for future in done:
-                job = pending.pop(future)
-                outcome = future.result()
-                if isinstance(outcome, _Retry):
-                    heapq.heappush(retries, (self.monotonic() + outcome.after_seconds, next(order), job))
-                else:
-                    self.count(outcome)
+            job = pending.pop(future)
+            outcome = future.result()
+            if isinstance(outcome, _Retry):
+                heapq.heappush(retries, (self.monotonic() + outcome.after_seconds, next(order), job))
+            else:
+                self.count(outcome)
         # Out of time (or lease): what is in flight finishes; throttled items wait for the
         # next run, which finds them in the expiry index.
         for future in list(pending):

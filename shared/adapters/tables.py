@@ -276,17 +276,9 @@ def _hour(when: dt.datetime) -> str:
     return when.astimezone(dt.UTC).strftime("%Y%m%d%H")
 
 
-def index_partition(when: dt.datetime, account_id: str, subscription_id: str) -> str:
-    """The expiry index partition of a subscription expiring ``when``."""
-    return _partition(when, f"{account_id}|{subscription_id}")
-
-
-def _partition(when: dt.datetime, row: str) -> str:
-    return f"{_hour(when)}-{zlib.crc32(row.encode()) % INDEX_SHARDS:02d}"
-
-
-def _bucket(s: Subscription, when: dt.datetime) -> str:
-    return _partition(when, _index_row(s))
+def index_partition(s: Subscription, when: dt.datetime) -> str:
+    """The expiry index partition of subscription ``s`` were it to expire ``when``."""
+    return f"{_hour(when)}-{zlib.crc32(_index_row(s).encode()) % INDEX_SHARDS:02d}"
 
 
 def _entry_moves(s: Subscription) -> bool:
@@ -388,8 +380,8 @@ class TableSubscriptionStore:
             "RowKey": _check_key(s.subscription_id, "subscription id"),
         }
         row = _index_row(s)
-        bucket = _bucket(s, s.expires_at)
-        old_bucket = None if s.indexed_expires_at is None else _bucket(s, s.indexed_expires_at)
+        bucket = index_partition(s, s.expires_at)
+        old_bucket = None if s.indexed_expires_at is None else index_partition(s, s.indexed_expires_at)
         if not defer_index:
             # The entry in the expiry's bucket, without a copy, before the record changes: a
             # crash between the writes leaves an entry that sends its reader to the record,
@@ -414,7 +406,7 @@ class TableSubscriptionStore:
         # the index.
         written: list[tuple[str, Subscription]] = []  # (old bucket, subscription)
         unwritten = 0
-        for bucket, chunk in _chunks_by(latest.values(), lambda s: _bucket(s, s.expires_at)):
+        for bucket, chunk in _chunks_by(latest.values(), lambda s: index_partition(s, s.expires_at)):
             try:
                 move_index_entries(
                     self._index,
@@ -426,7 +418,7 @@ class TableSubscriptionStore:
                 continue
             for s in chunk:
                 if s.indexed_expires_at is not None and _entry_moves(s):
-                    written.append((_bucket(s, s.indexed_expires_at), s))
+                    written.append((index_partition(s, s.indexed_expires_at), s))
                 s.indexed_expires_at = s.expires_at
         for old_bucket, moved in _chunks_by(written, lambda move: move[0]):
             rows = [_index_row(s) for _, s in moved]
@@ -466,14 +458,14 @@ class TableSubscriptionStore:
         _delete(self._client, partition, row)
         # The record first: a crash in between leaves an entry whose reader finds no record.
         deleted = _subscription_from(entity)
-        self._drop_entry(_bucket(deleted, deleted.expires_at), _index_row(deleted))
+        self._drop_entry(index_partition(deleted, deleted.expires_at), _index_row(deleted))
 
     def reread(self, offered: Subscription) -> Subscription | None:
         current = self.get(offered.account_id, offered.subscription_id)
         if offered.indexed_expires_at is None:
             return current
-        stale = _bucket(offered, offered.indexed_expires_at)
-        if current is None or _bucket(current, current.expires_at) != stale:
+        stale = index_partition(offered, offered.indexed_expires_at)
+        if current is None or index_partition(current, current.expires_at) != stale:
             self._drop_entry(stale, _index_row(offered))
         return current
 
@@ -517,7 +509,7 @@ class TableSubscriptionStore:
             if sub is None:
                 self._drop_entry(bucket, row)  # left behind by a deleted subscription
                 return None, False
-            actual = _bucket(sub, sub.expires_at)
+            actual = index_partition(sub, sub.expires_at)
             if actual < bucket:
                 # An old entry whose delete failed: the right one exists, behind this one,
                 # and offered the record there already.

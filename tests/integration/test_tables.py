@@ -145,10 +145,6 @@ def _index_buckets(azurite, sub: Subscription) -> list[str]:  # type: ignore[no-
     return sorted(e["PartitionKey"] for e in found)
 
 
-def _bucket(when: dt.datetime, sub: Subscription) -> str:
-    return index_partition(when, sub.account_id, sub.subscription_id)
-
-
 def test_a_renewed_subscriptions_old_index_entry_is_gone_right_after_save(
     subscriptions: TableSubscriptionStore, azurite  # type: ignore[no-untyped-def]
 ) -> None:
@@ -159,7 +155,7 @@ def test_a_renewed_subscriptions_old_index_entry_is_gone_right_after_save(
     read = subscriptions.save(read)
     read.expires_at = NOW + dt.timedelta(days=6)
     subscriptions.save(read)
-    assert _index_buckets(azurite, sub) == [_bucket(NOW + dt.timedelta(days=6), sub)]
+    assert _index_buckets(azurite, sub) == [index_partition(sub, NOW + dt.timedelta(days=6))]
 
 
 def test_deferred_renewals_move_their_index_entries_in_batches(
@@ -176,12 +172,12 @@ def test_deferred_renewals_move_their_index_entries_in_batches(
     for sub in subs:
         sub.expires_at = NOW + dt.timedelta(days=6, minutes=subs.index(sub) % 90)
         renewed.append(subscriptions.save(sub, defer_index=True))
-    assert _index_buckets(azurite, subs[0]) == [_bucket(NOW + dt.timedelta(minutes=10), subs[0])]  # not moved yet
+    assert _index_buckets(azurite, subs[0]) == [index_partition(subs[0], NOW + dt.timedelta(minutes=10))]  # not moved yet
 
     subscriptions.reindex(renewed)
 
     for n, sub in enumerate(subs):
-        assert _index_buckets(azurite, sub) == [_bucket(NOW + dt.timedelta(days=6, minutes=n % 90), sub)]
+        assert _index_buckets(azurite, sub) == [index_partition(sub, NOW + dt.timedelta(days=6, minutes=n % 90))]
     ours = {s.subscription_id for s in subs}
     later = {s.subscription_id for s in subscriptions.expiring_before(NOW + dt.timedelta(days=7))}
     soon = {s.subscription_id for s in subscriptions.expiring_before(NOW + dt.timedelta(hours=3))}
@@ -201,7 +197,7 @@ def test_a_renewal_whose_index_move_never_happened_is_repaired_by_a_recheck(
     first = [s.subscription_id for s in subscriptions.expiring_before(NOW + dt.timedelta(days=8), recheck=True)]
 
     assert first.count(sub.subscription_id) == 1
-    assert _index_buckets(azurite, sub) == [_bucket(NOW + dt.timedelta(days=6), sub)]
+    assert _index_buckets(azurite, sub) == [index_partition(sub, NOW + dt.timedelta(days=6))]
     assert sub.subscription_id not in {s.subscription_id for s in subscriptions.expiring_before(NOW + dt.timedelta(days=1))}
 
 
@@ -259,7 +255,7 @@ def test_a_stale_copy_is_refused_at_the_write_and_reread_gives_the_record(
     trusted_again = _offered(subscriptions, sub, NOW + dt.timedelta(hours=2))
 
     assert current is not None and current.last_reauthorized_at == NOW
-    assert _index_buckets(azurite, sub) == [_bucket(NOW + dt.timedelta(minutes=40), sub)]  # the right entry stays
+    assert _index_buckets(azurite, sub) == [index_partition(sub, NOW + dt.timedelta(minutes=40))]  # the right entry stays
     assert rechecked.last_reauthorized_at == NOW
     assert trusted_again.last_reauthorized_at == NOW and trusted_again.etag == current.etag
 
@@ -285,7 +281,7 @@ def test_reread_drops_the_entry_a_crashed_renewal_left_behind(
     current.expires_at = NOW + dt.timedelta(days=6, hours=1)
     subscriptions.reindex([subscriptions.save(current, defer_index=True)])
 
-    assert _index_buckets(azurite, sub) == [_bucket(NOW + dt.timedelta(days=6, hours=1), sub)]
+    assert _index_buckets(azurite, sub) == [index_partition(sub, NOW + dt.timedelta(days=6, hours=1))]
     assert _offered(subscriptions, sub, NOW + dt.timedelta(days=8)).etag == current.etag
 
 
@@ -296,12 +292,12 @@ def test_an_entry_without_a_copy_is_read_through_its_record_and_then_gets_one(
     sub = subscriptions.save(_subscription(_account().account_id, NOW + dt.timedelta(minutes=50)))
     row = f"{sub.account_id}|{sub.subscription_id}"
     index = _index_client(azurite)
-    index.upsert_entity({"PartitionKey": _bucket(sub.expires_at, sub), "RowKey": row, "ExpiresAt": sub.expires_at})
+    index.upsert_entity({"PartitionKey": index_partition(sub, sub.expires_at), "RowKey": row, "ExpiresAt": sub.expires_at})
 
     offered = _offered(subscriptions, sub, NOW + dt.timedelta(hours=2))
 
     assert offered.etag == sub.etag
-    assert index.get_entity(_bucket(sub.expires_at, sub), row)["Version"] == sub.etag
+    assert index.get_entity(index_partition(sub, sub.expires_at), row)["Version"] == sub.etag
 
 
 def test_an_unsharded_entry_of_an_earlier_version_is_found_and_moved_to_its_shard(
@@ -309,12 +305,12 @@ def test_an_unsharded_entry_of_an_earlier_version_is_found_and_moved_to_its_shar
 ) -> None:
     sub = subscriptions.save(_subscription(_account().account_id, NOW + dt.timedelta(minutes=30)))
     index = _index_client(azurite)
-    index.delete_entity(_bucket(sub.expires_at, sub), f"{sub.account_id}|{sub.subscription_id}")
+    index.delete_entity(index_partition(sub, sub.expires_at), f"{sub.account_id}|{sub.subscription_id}")
     unsharded = sub.expires_at.strftime("%Y%m%d%H")
     index.create_entity({"PartitionKey": unsharded, "RowKey": f"{sub.account_id}|{sub.subscription_id}"})
 
     assert _offered(subscriptions, sub, NOW + dt.timedelta(minutes=45)).etag == sub.etag
-    assert _index_buckets(azurite, sub) == [_bucket(sub.expires_at, sub)]
+    assert _index_buckets(azurite, sub) == [index_partition(sub, sub.expires_at)]
 
 
 def test_a_deleted_subscription_takes_its_index_entry_with_it(
@@ -330,13 +326,13 @@ def test_an_old_entry_whose_delete_failed_is_dropped_and_its_record_offered_once
 ) -> None:
     sub = subscriptions.save(_subscription(_account().account_id, NOW + dt.timedelta(minutes=20)))
     index = TableServiceClient.from_connection_string(azurite.connection_string).get_table_client(EXPIRY_INDEX_TABLE)
-    stale = _bucket(NOW + dt.timedelta(hours=5), sub)
+    stale = index_partition(sub, NOW + dt.timedelta(hours=5))
     index.create_entity({"PartitionKey": stale, "RowKey": f"{sub.account_id}|{sub.subscription_id}"})
 
     found = [s.subscription_id for s in subscriptions.expiring_before(NOW + dt.timedelta(hours=6))]
 
     assert found.count(sub.subscription_id) == 1
-    assert _index_buckets(azurite, sub) == [_bucket(NOW + dt.timedelta(minutes=20), sub)]
+    assert _index_buckets(azurite, sub) == [index_partition(sub, NOW + dt.timedelta(minutes=20))]
 
 
 def test_a_subscription_recorded_again_after_its_deletion_is_found_as_expiring(
