@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from shared.adapters.tables import _read, _Tables, _write
+from shared.adapters.table_support import Tables, read_entity, write_entity
 from shared.errors import ConcurrencyError, PersistenceError
 from shared.ledger import LEDGER_TABLE, LedgerMark
 
@@ -45,7 +45,7 @@ def _mark_from(entity: Any) -> LedgerMark:
 
 class TableMailLedger:
     def __init__(self, connection: str) -> None:
-        self._tables = _Tables.for_connection(connection)
+        self._tables = Tables.for_connection(connection)
         self._lock = threading.Lock()
         self._etags: dict[tuple[str, str], str] = {}  # our lease writes: (account, holder) -> ETag
         self._pool = ThreadPoolExecutor(max_workers=_READ_PARALLELISM, thread_name_prefix="mailledger")
@@ -61,7 +61,7 @@ class TableMailLedger:
         wanted = list(dict.fromkeys(message_ids))
 
         def read(message_id: str) -> Any | None:
-            return _read(client, account_id, _row(message_id))
+            return read_entity(client, account_id, _row(message_id))
 
         if len(wanted) <= 1:
             entities = [read(m) for m in wanted]
@@ -137,7 +137,7 @@ class TableMailLedger:
         entity: dict[str, Any] = {"PartitionKey": account_id, "RowKey": _LEASE_ROW}
         entity.update((name, value) for name, value in fields.items() if value is not None)
         try:
-            return _write(client, entity, etag)
+            return write_entity(client, entity, etag)
         except ConcurrencyError:
             return None
 
@@ -180,7 +180,7 @@ class TableMailLedger:
             if etag is not None:
                 self._remember(account_id, holder, etag)
                 return True
-            entity = _read(client, account_id, _LEASE_ROW)
+            entity = read_entity(client, account_id, _LEASE_ROW)
             if entity is None:
                 continue  # released meanwhile: insert again
             current = entity.get("Holder") or ""
@@ -211,7 +211,7 @@ class TableMailLedger:
                 self._remember(account_id, holder, etag)
                 return True
         for _ in range(_ATTEMPTS):
-            entity = _read(client, account_id, _LEASE_ROW)
+            entity = read_entity(client, account_id, _LEASE_ROW)
             if entity is None or entity.get("Holder") != holder:
                 self._remember(account_id, holder, None)
                 return False
@@ -231,7 +231,7 @@ class TableMailLedger:
             self._remember(account_id, holder, None)
             return True
         for _ in range(_ATTEMPTS):
-            entity = _read(client, account_id, _LEASE_ROW)
+            entity = read_entity(client, account_id, _LEASE_ROW)
             if entity is None or entity.get("Holder") != holder:
                 self._remember(account_id, holder, None)
                 return True
