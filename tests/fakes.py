@@ -6,6 +6,8 @@ the same against the real adapters:
 - ``save`` with an ETag writes only over that exact version, without one only when
   nothing is stored yet; either way a lost race is ``ConcurrencyError``;
 - ``AuthFlowStore.take`` gives a flow to exactly one caller;
+- the subscription store keeps an expiry index of copies as the Table adapter does
+  (tests/integration/test_subscription_store_contract.py runs the same assertions on both);
 - the Graph fake answers 409 to a duplicate subscription, 404 for an unknown one, keeps to
   the 10,080-minute limit and raises the 45-minute minimum (GRAPH_NOTES "Subscriptions").
 
@@ -33,6 +35,7 @@ from shared.errors import (
     DeltaTokenExpiredError,
     GraphError,
     IdentityError,
+    InvalidInputError,
     NotFoundError,
     ReauthRequiredError,
 )
@@ -99,19 +102,27 @@ class FakeAccountStore:
 
 
 class FakeSubscriptionStore:
+    """Records plus an expiry index of copies, as the Table adapter keeps them: a save
+    writes the record and its copy, one saved with ``defer_index`` leaves the old copy in
+    place until ``reindex``; ``expiring_before`` offers the copies (stale ones included),
+    with ``recheck`` the records; ``reread`` drops a copy that no longer names its record.
+    Ids a table key cannot hold are ``InvalidInputError``."""
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.items: dict[tuple[str, str], Subscription] = {}
+        self.index: dict[tuple[str, str], Subscription] = {}  # the copies expiring_before offers
         self.reindexed: list[str] = []
         self.rechecks: list[bool] = []  # the ``recheck`` of every expiring_before call
 
     def get(self, account_id: str, subscription_id: str) -> Subscription | None:
+        key = _table_keys(account_id, subscription_id)
         with self._lock:
-            found = self.items.get((account_id, subscription_id))
+            found = self.items.get(key)
             return copy.deepcopy(found) if found is not None else None
 
     def save(self, subscription: Subscription, *, defer_index: bool = False) -> Subscription:
-        key = (subscription.account_id, subscription.subscription_id)
+        key = _table_keys(subscription.account_id, subscription.subscription_id)
         with self._lock:
             _check_etag(
                 self.items.get(key), subscription.etag, f"subscription {subscription.subscription_id}"
@@ -120,36 +131,72 @@ class FakeSubscriptionStore:
             stored.etag = _new_etag()
             if not defer_index:
                 stored.indexed_expires_at = stored.expires_at
+                self.index[key] = copy.deepcopy(stored)
             self.items[key] = stored
             return copy.deepcopy(stored)
 
     def reindex(self, subscriptions: Sequence[Subscription]) -> None:
-        """No index to move here (``expiring_before`` looks at the records); remembers what
-        was handed over, so that a test sees every deferred save reach it."""
+        """Copies of what was handed over; remembers it, so that a test sees every deferred
+        save reach it."""
         with self._lock:
             self.reindexed.extend(s.subscription_id for s in subscriptions)
             for s in subscriptions:
-                stored = self.items.get((s.account_id, s.subscription_id))
+                key = (s.account_id, s.subscription_id)
+                s.indexed_expires_at = s.expires_at
+                self.index[key] = copy.deepcopy(s)
+                stored = self.items.get(key)
                 if stored is not None:
                     stored.indexed_expires_at = stored.expires_at
 
     def delete(self, account_id: str, subscription_id: str) -> None:
+        key = _table_keys(account_id, subscription_id)
         with self._lock:
-            self.items.pop((account_id, subscription_id), None)
+            self.items.pop(key, None)
+            self.index.pop(key, None)
 
     def for_account(self, account_id: str) -> list[Subscription]:
+        _table_keys(account_id)
         with self._lock:
             return [copy.deepcopy(s) for (a, _), s in sorted(self.items.items()) if a == account_id]
 
     def reread(self, offered: Subscription) -> Subscription | None:
-        return self.get(offered.account_id, offered.subscription_id)
+        key = (offered.account_id, offered.subscription_id)
+        with self._lock:
+            current = self.items.get(key)
+            entry = self.index.get(key)
+            if entry is not None and (current is None or _hour(entry.expires_at) != _hour(current.expires_at)):
+                del self.index[key]  # the entry no longer names the record (its hour moved on)
+            return copy.deepcopy(current) if current is not None else None
 
     def expiring_before(self, when: dt.datetime, *, recheck: bool = False) -> Iterator[Subscription]:
-        """From the records themselves: no copy here goes stale."""
         with self._lock:
             self.rechecks.append(recheck)
-            chosen = [copy.deepcopy(s) for s in self.items.values() if s.expires_at < when]
+            if recheck:  # every copy checked against its record, and brought up to date
+                for key in list(self.index):
+                    record = self.items.get(key)
+                    if record is None:
+                        del self.index[key]
+                    else:
+                        record.indexed_expires_at = record.expires_at
+                        self.index[key] = copy.deepcopy(record)
+            chosen = [copy.deepcopy(s) for s in self.index.values() if s.expires_at < when]
         return iter(sorted(chosen, key=lambda s: s.expires_at))
+
+
+_FORBIDDEN_KEY_CHARS = set("/\\#?") | {chr(c) for c in range(0x20)} | {chr(0x7F)}
+
+
+def _hour(when: dt.datetime) -> dt.datetime:
+    # The Table adapter's index entries are bucketed by the expiry's UTC hour.
+    return when.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _table_keys(*ids: str) -> tuple[str, ...]:
+    """Table keys may not hold / \\ # ? or control characters; the store refuses such ids."""
+    for value in ids:
+        if not value or len(value) > 512 or any(ch in _FORBIDDEN_KEY_CHARS for ch in value):
+            raise InvalidInputError("not a valid identifier")
+    return ids
 
 
 class FakeCheckpointStore:
