@@ -1,5 +1,5 @@
 """Connecting an account in the browser: GET /api/connect/start, GET /api/connect,
-GET|POST /api/auth/callback (DESIGN.md "Connect").
+GET|POST /api/auth/callback (docs/design.md "Connect").
 
 Anonymous by nature: the browser arrives from the product or from Microsoft. Bad input
 (unknown state, an error from Microsoft, a malformed form) is a 400 page, never a 500; no

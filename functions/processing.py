@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 POISON_QUEUE = f"{NOTIFICATION_QUEUE}-poison"
 # Graph's Retry-After is honoured before the message goes back to the queue, whose own
-# retry comes after host.json's visibilityTimeout only (GRAPH_NOTES "Throttling").
+# retry comes after host.json's visibilityTimeout only (docs/graph-notes.md "Throttling").
 MAX_THROTTLE_WAIT_SECONDS = 30.0
 sleep = time.sleep
 

@@ -1,7 +1,7 @@
 """clientState: proof that a notification comes from a subscription we created.
 
 Graph echoes the ``clientState`` we gave at subscription creation on every notification
-(GRAPH_NOTES "Change notifications"). Ours is ``v1.{account_id}.{nonce}.{mac}`` with
+(docs/graph-notes.md "Change notifications"). Ours is ``v1.{account_id}.{nonce}.{mac}`` with
 ``mac = HMAC-SHA256(CLIENT_STATE_KEY, "v1|{account_id}|{nonce}")`` truncated to 128 bits,
 so the webhook verifies it in constant time without a storage read, and the account it
 belongs to travels with it (lifecycle notifications carry no resource). It stays well

@@ -46,7 +46,8 @@ SETTING_DEFAULTS: dict[str, str | None] = {
     "EMIT_HISTORY_ON_CONNECT": "false",
 }
 
-# MSAL adds these itself and raises ValueError when they are passed (GRAPH_NOTES "Tokens").
+# MSAL adds these itself and raises ValueError when they are passed
+# (docs/graph-notes.md "Authorization code flow").
 _RESERVED_SCOPES = {"openid", "profile", "offline_access"}
 
 

@@ -1,4 +1,4 @@
-"""Connecting, reconnecting and disconnecting a Microsoft account (DESIGN.md "Connect").
+"""Connecting, reconnecting and disconnecting a Microsoft account (docs/design.md "Connect").
 
 ``start_connect`` begins an authorization-code flow with PKCE and keeps MSAL's whole flow
 in table ``authflows`` under its ``state`` for ten minutes, single use.
@@ -214,7 +214,7 @@ def _record_error(services: Services, account_id: str, message: str) -> None:
 
 
 def _record_initial_delta(services: Services, account: Account, auth: GraphAuth) -> None:
-    """The initial delta round (DESIGN.md "Connect" step 4): records the mailbox's deltaLink,
+    """The initial delta round (docs/design.md "Connect" step 5): records the mailbox's deltaLink,
     publishing its history only when ``EMIT_HISTORY_ON_CONNECT`` is set.
 
     A failure here does not undo the connect: the account is connected and subscribed, and

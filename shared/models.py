@@ -2,7 +2,7 @@
 
 Plain dataclasses; the table adapter maps them to entities and back. ``etag`` is the
 storage version seen when the record was read: writes that can race pass it back
-(optimistic concurrency, DESIGN.md "State").
+(optimistic concurrency, docs/design.md "State").
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The webhook queued one trigger per account (``shared.webhook``): the subscriptio
 said "something changed" and the lifecycle events received. Here, for that account:
 1. every subscription named must be recorded for the account (one point read each): a
    notification of a deleted or foreign subscription publishes nothing;
-2. lifecycle events are acted on (GRAPH_NOTES "Lifecycle notifications"):
+2. lifecycle events are acted on (docs/graph-notes.md "Lifecycle notifications"):
    ``reauthorizationRequired`` -> reauthorize (or PATCH when Graph refuses),
    ``subscriptionRemoved`` -> recreate the subscription, then resync,
    ``missed`` -> resync;

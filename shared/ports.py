@@ -128,7 +128,7 @@ JsonObject = dict[str, Any]
 @dataclass(frozen=True)
 class GraphAuth:
     """An access token for one account's mailbox. ``account_id`` lets the Graph adapter keep
-    to Outlook's 4 concurrent requests per app per mailbox (GRAPH_NOTES "Throttling")."""
+    to Outlook's 4 concurrent requests per app per mailbox (docs/graph-notes.md "Throttling")."""
 
     account_id: str
     access_token: str = field(repr=False)

@@ -1,6 +1,6 @@
 """Keeping every mailbox subscription alive: the renewal timer's core.
 
-A Graph subscription to Outlook mail lives at most 10,080 minutes (GRAPH_NOTES
+A Graph subscription to Outlook mail lives at most 10,080 minutes (docs/graph-notes.md
 "Subscriptions"), so each one must be renewed (PATCH) before it expires. One run of
 ``renew_subscriptions``:
 
@@ -73,7 +73,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# GRAPH_NOTES "Subscriptions": never a reauthorize and a PATCH of one subscription within
+# docs/graph-notes.md "Subscriptions": never a reauthorize and a PATCH of one subscription within
 # 10 minutes of each other. A PATCH that recent also means somebody else just renewed it.
 GRAPH_COOLDOWN = dt.timedelta(minutes=10)
 # How long the run's lease (and the sweep's) keeps other runs away without being extended:

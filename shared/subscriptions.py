@@ -3,7 +3,7 @@
 Used by the connect flow, by the lifecycle handling (``subscriptionRemoved``) and by the
 renewal timer, so the resource, change types and lifetime are defined here once.
 
-Rules (GRAPH_NOTES "Subscriptions"): an Outlook message subscription without resource data
+Rules (docs/graph-notes.md "Subscriptions"): an Outlook message subscription without resource data
 lives at most 10,080 minutes; a second subscription with the same resource and change types
 from the same app gets 409; deleting an already-gone subscription (404) is normal; the
 notification and lifecycle URLs must pass the validation handshake within 10 s.
@@ -35,8 +35,8 @@ MAX_MAIL_SUBSCRIPTION_LIFETIME = dt.timedelta(minutes=10_080)
 LIFETIME_MARGIN = dt.timedelta(minutes=30)
 MAILBOX_SUBSCRIPTION_LIFETIME = MAX_MAIL_SUBSCRIPTION_LIFETIME - LIFETIME_MARGIN
 # Graph gives our endpoints 10 s to answer its validation handshake; a cold start can miss
-# it. Creation is tried again a few times (GRAPH_NOTES "Validation handshake": "retrying
-# creation" is one of the remedies).
+# it. Creation is tried again a few times (docs/graph-notes.md "Validation handshake": retrying
+# creation is one of the remedies).
 VALIDATION_ATTEMPTS = 3
 VALIDATION_RETRY_DELAY_SECONDS = 2.0
 
@@ -215,7 +215,7 @@ def _create(services: Services, account: Account, auth: GraphAuth, now: dt.datet
 
 
 def _is_validation_failure(exc: GraphError) -> bool:
-    # "Subscription validation request failed / timed out" (GRAPH_NOTES "Validation handshake").
+    # "Subscription validation request failed / timed out" (docs/graph-notes.md "Validation handshake").
     return exc.status == 400 and "validation request" in str(exc).lower()
 
 

@@ -1,7 +1,7 @@
 """Mailbox sync: run the inbox delta query and publish one event per changed message.
 
 Notifications only say "something changed" (and may be dropped, doubled or reordered);
-the delta query is the source of truth (GRAPH_NOTES "Mail delta query"). A round starts
+the delta query is the source of truth (docs/graph-notes.md "Mail delta query"). A round starts
 from the account's stored deltaLink, follows ``@odata.nextLink`` pages and ends with a new
 deltaLink, saved with the account's ETag. Events of a page are published before the page
 is marked in the ledger, and the deltaLink is saved last: a crash anywhere means the

@@ -1,11 +1,11 @@
 """Graph access tokens per account: MSAL silent acquisition over the account's token cache.
 
-Each account's MSAL ``SerializableTokenCache`` is one Key Vault secret (DESIGN.md "State");
+Each account's MSAL ``SerializableTokenCache`` is one Key Vault secret (docs/design.md "State");
 nothing else holds a refresh token. ``CachedTokenProvider.graph_auth(account)`` answers
 from an in-process cache of access tokens while they have more than a few minutes to live;
 otherwise it loads the account's cache from Key Vault, asks the identity platform for a
 token silently (which refreshes and may rotate the refresh token), and writes the cache back
-only when MSAL says it changed (GRAPH_NOTES "Tokens"). A dead refresh token
+only when MSAL says it changed (docs/graph-notes.md "Tokens"). A dead refresh token
 (``invalid_grant``) marks the account ``reauth_required`` and raises
 ``ReauthRequiredError``; the account stays visible to operators.
 
@@ -51,7 +51,7 @@ _NOT_NAME_CHARS = re.compile(r"[^A-Za-z0-9-]+")
 def token_cache_secret_name(account_id: str) -> str:
     """The Key Vault secret holding the account's MSAL token cache.
 
-    Key Vault names are 1-127 letters, digits and dashes (GRAPH_NOTES "Key Vault"). The
+    Key Vault names are 1-127 letters, digits and dashes (docs/graph-notes.md "Key Vault"). The
     readable part replaces everything else by dashes; a digest of the exact id keeps two
     ids that differ only there (``a.b`` and ``a-b``) apart.
     """

@@ -1,11 +1,11 @@
 """Graph webhook input: the validation handshake and change / lifecycle notification batches.
 
-Handshake (GRAPH_NOTES "Validation handshake"): Graph POSTs ``?validationToken=…`` and
+Handshake (docs/graph-notes.md "Validation handshake"): Graph POSTs ``?validationToken=…`` and
 expects 200, text/plain, the URL-decoded token as the body, within 10 seconds. The query
 string is already URL-decoded by the host. The token is echoed as plain text only, never
 as HTML, and only when it is of a sane length.
 
-Notifications (GRAPH_NOTES "Change notifications", "Lifecycle notifications"): a POST
+Notifications (docs/graph-notes.md "Change notifications", "Lifecycle notifications"): a POST
 carries ``{"value": [item, …]}``, items of several subscriptions and tenants mixed. Each
 item's ``clientState`` is verified in constant time with the key from the settings
 (``shared.client_state``), which also tells the account it belongs to; an item that fails
@@ -14,7 +14,7 @@ is dropped and counted, never echoed. The valid items become one *trigger* per a
     {"v": 1, "accountId": …, "subscriptionIds": [...], "changes": n,
      "lifecycle": [{"subscriptionId": …, "event": "missed"}, …], "receivedAt": epoch ms}
 
-A notification is only a trigger: the delta query is the source of truth (DESIGN.md
+A notification is only a trigger: the delta query is the source of truth (docs/design.md
 "Processing"), so the message ids inside the items are not kept. A trigger stays a few
 hundred bytes whatever the batch size, well under a Storage queue message's 64 KiB.
 Whether the subscription really belongs to the account is checked by processing (one

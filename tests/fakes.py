@@ -9,7 +9,7 @@ the same against the real adapters:
 - the subscription store keeps an expiry index of copies as the Table adapter does
   (tests/integration/test_subscription_store_contract.py runs the same assertions on both);
 - the Graph fake answers 409 to a duplicate subscription, 404 for an unknown one, keeps to
-  the 10,080-minute limit and raises the 45-minute minimum (GRAPH_NOTES "Subscriptions").
+  the 10,080-minute limit and raises the 45-minute minimum (docs/graph-notes.md "Subscriptions").
 
 ``make_services(**overrides)`` builds ``Services`` entirely from fakes.
 """

@@ -1,6 +1,6 @@
 """Microsoft Graph over ``requests``: the one Graph client and its one retry policy.
 
-- 429 and 503 carry ``Retry-After`` (GRAPH_NOTES "Throttling"): wait that long, or back off
+- 429 and 503 carry ``Retry-After`` (docs/graph-notes.md "Throttling"): wait that long, or back off
   exponentially when it is missing, a bounded number of times, then ``ThrottledError``
   so the caller (a queue message, the renewal run) retries later instead of blocking.
 - Outlook allows 4 concurrent requests per app per mailbox: a semaphore per account keeps
@@ -221,7 +221,7 @@ class RequestsGraphApi:
     def delete_subscription(self, auth: GraphAuth, subscription_id: str) -> None:
         response = self._call(auth, "DELETE", f"/subscriptions/{quote(subscription_id, safe='')}")
         if response.status_code == 404:
-            return  # already gone: normal (GRAPH_NOTES "Subscriptions")
+            return  # already gone: normal (docs/graph-notes.md "Subscriptions")
         self._raise_for(response)
 
     def delta_page(self, auth: GraphAuth, link: str | None, *, folder: str = "inbox") -> DeltaPage:

@@ -196,7 +196,7 @@ class MsalIdentity:
         }
         if not _is_microsoft_host(settings.authority):
             # A local or sovereign OpenID authority (the devstack simulator): skip the
-            # instance check against login.microsoftonline.com (GRAPH_NOTES "Tokens").
+            # instance check against login.microsoftonline.com (docs/graph-notes.md "Tokens").
             options["instance_discovery"] = False
         if kind == ClientKind.PUBLIC:
             return msal.PublicClientApplication(settings.client_id, **options)

@@ -8,7 +8,7 @@
 - When the vault URL is on loopback (127.0.0.1, localhost, ::1) it is the devstack
   emulator (``devstack.keyvault``): a static local token answers the challenge, and the
   challenge's resource (``vault.azure.net``) is not checked against the host
-  (``verify_challenge_resource=False``, GRAPH_NOTES "Key Vault").
+  (``verify_challenge_resource=False``, docs/graph-notes.md "Key Vault").
 - TLS trust comes from ``ca_bundle`` when given, else from the environment
   (``REQUESTS_CA_BUNDLE`` points at the devstack CA locally).
 

@@ -1,6 +1,6 @@
 """Azure Table Storage adapters: accounts, subscriptions (+ expiry index), pending OAuth flows.
 
-Keys are chosen for the access paths of a large deployment (DESIGN.md "Scale"):
+Keys are chosen for the access paths of a large deployment (docs/design.md "Scale"):
 - ``accounts``: PartitionKey = account id, RowKey = "account". Every hot-path access is a
   point read; only the paged operator listing walks the table.
 - ``subscriptions``: PartitionKey = account id, RowKey = Graph subscription id. Processing

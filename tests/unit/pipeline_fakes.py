@@ -1,7 +1,7 @@
 """A Graph mailbox with a real delta behaviour, for the pipeline's unit tests.
 
 ``FakeGraphApi.delta_page`` of tests/fakes.py replays a list; the sync needs more of
-Graph's delta semantics (GRAPH_NOTES "Mail delta query"): a round returns each changed
+Graph's delta semantics (docs/graph-notes.md "Mail delta query"): a round returns each changed
 message once in its latest state, deletions as ``@removed``, pages chained by nextLinks,
 a deltaLink that resumes after the round, and ``410 Gone`` once a token has expired
 (after which a round without a link returns every message present).
