@@ -8,13 +8,15 @@ depends on the surfaces, the surfaces on the context.
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from .delivery import Delivery
 from .jwt import SigningKey
-from .state import SimState, graph_time_precise, utcnow
+from .state import SimState, graph_time_precise
 
 MAX_REQUEST_LOG = 100_000
 
@@ -35,8 +37,17 @@ class RequestLog:
     @staticmethod
     def entry(method: str, path: str, url: str, status: int, user_id: str | None,
               app_id: str | None) -> dict[str, Any]:
+        # the time is kept as a number and written out when the log is read: serving stays cheap
         return {"method": method, "path": path, "url": url, "status": status, "userId": user_id,
-                "appId": app_id, "time": graph_time_precise(utcnow())}
+                "appId": app_id, "time": time.time()}
+
+    @staticmethod
+    def _public(entry: dict[str, Any]) -> dict[str, Any]:
+        out = dict(entry)
+        out["time"] = graph_time_precise(dt.datetime.fromtimestamp(entry["time"], dt.UTC))
+        if "requests" in entry:
+            out["requests"] = [RequestLog._public(inner) for inner in entry["requests"]]
+        return out
 
     def append(self, entry: dict[str, Any]) -> None:
         with self._lock:
@@ -46,7 +57,8 @@ class RequestLog:
 
     def entries(self) -> list[dict[str, Any]]:
         with self._lock:
-            return list(self._entries)
+            entries = list(self._entries)
+        return [self._public(e) for e in entries]
 
     def clear(self) -> None:
         with self._lock:

@@ -105,13 +105,14 @@ class GraphApi:
             response, inner = self.batch.handle(request, caller)
             self._log(request, response, caller, segments, inner)
             return response
-        response = self.serve(request, caller)
+        response = self.serve(request, caller, segments)
         self._log(request, response, caller, segments)
         return response
 
-    def serve(self, request: Request, caller: Caller) -> Response:
+    def serve(self, request: Request, caller: Caller, segments: list[str] | None = None) -> Response:
         """One Graph request of an authenticated caller: faults, throttling, then its area."""
-        segments = normalize_path(request.path)
+        if segments is None:
+            segments = normalize_path(request.path)
         faults = self.state.faults
         rng = self.sim.delivery.rng
         if faults.throttle_rate and rng.random() < faults.throttle_rate:
