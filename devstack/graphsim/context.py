@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +33,7 @@ class RequestLog:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._entries: list[dict[str, Any]] = []
+        self._entries: deque[dict[str, Any]] = deque(maxlen=MAX_REQUEST_LOG)  # the oldest go first
 
     @staticmethod
     def entry(method: str, path: str, url: str, status: int, user_id: str | None,
@@ -52,8 +53,6 @@ class RequestLog:
     def append(self, entry: dict[str, Any]) -> None:
         with self._lock:
             self._entries.append(entry)
-            if len(self._entries) > MAX_REQUEST_LOG:
-                del self._entries[: len(self._entries) - MAX_REQUEST_LOG]
 
     def entries(self) -> list[dict[str, Any]]:
         with self._lock:
