@@ -110,6 +110,9 @@ def test_the_request_log_counts_what_a_flow_cost_and_starts_again_when_cleared(g
     assert all(r["time"].endswith("Z") for r in log)
     assert [(r["id"], r["path"], r["status"]) for r in log[3]["requests"]] == [
         ("x", "/v1.0/me/mailFolders/inbox", 200)]
+    mine = sim.get("/requests", params={"userId": sim_user["userPrincipalName"]}).json()["value"]
+    assert [r["status"] for r in mine] == [200, 404, 200]
+    assert sim.get("/requests", params={"userId": "nobody@contoso.test"}).json()["value"] == []
     sim.delete("/requests").raise_for_status()
     assert sim.get("/requests").json()["value"] == []
 
