@@ -67,7 +67,7 @@ def test_a_batch_is_refused_whole_when_it_breaks_the_batching_rules(graphsim, gr
 def test_inner_requests_are_throttled_one_by_one_with_their_own_retry_after(graphsim, graph, sim: ControlSession,
                                                                            sim_user):
     _deliver(sim, sim_user)
-    sim.put("/settings", json={"mailboxConcurrency": 2, "graphLatencyMs": 200,
+    sim.put("/settings", json={"mailboxConcurrency": 2, "graphLatencyMs": 600,
                                "throttleRetryAfterSeconds": 3}).raise_for_status()
     answer = _batch(graph, graphsim, [{"id": str(n), "method": "GET", "url": "/me/messages"} for n in range(4)])
     assert answer.status_code == 200
