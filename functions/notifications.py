@@ -35,7 +35,7 @@ def _accept_batch(req: func.HttpRequest, outbox: func.Out[list[str]], endpoint: 
     if handshake is not None:
         return handshake
     try:
-        batch = read_notification_batch(req.get_body(), bootstrap.settings().client_state_key)
+        batch = read_notification_batch(req.get_body(), bootstrap.settings().client_state_keys)
     except PayloadTooLargeError as error:
         log.warning("%s: rejected a body: %s", endpoint, error)
         return func.HttpResponse(str(error), status_code=413, mimetype="text/plain")

@@ -2,21 +2,28 @@
 
 The webhook queued one trigger per account (``shared.webhook``): the subscriptions that
 said "something changed" and the lifecycle events received. Here, for that account:
-1. every subscription named must be recorded for the account (one point read each): a
-   notification of a deleted or foreign subscription publishes nothing;
-2. lifecycle events are acted on (GRAPH_NOTES "Lifecycle notifications"):
+1. every subscription named must be recorded for the account (one point read each), and
+   the nonce its clientState carried must be the one recorded with it: a notification of
+   a deleted or foreign subscription, or one that replays the clientState of an earlier
+   subscription of the account, publishes nothing (a subscription recorded before nonces
+   were kept has none, and is accepted on its clientState's HMAC alone);
+2. lifecycle events are acted on (docs/graph-notes.md "Lifecycle notifications"):
    ``reauthorizationRequired`` -> reauthorize (or PATCH when Graph refuses),
-   ``subscriptionRemoved`` -> recreate the subscription, then resync,
+   ``subscriptionRemoved`` -> renew it if Graph still has it (a replay), else recreate
+   it, then resync,
    ``missed`` -> resync;
 3. one delta sync (``shared.sync.sync_mailbox``) covers every change of the trigger.
 Transient failures (throttling, Graph 5xx, storage) propagate so the queue retries the
 message and finally moves it to ``graph-notifications-poison``; a dead refresh token
-marks the account ``reauth_required`` and ends the work for it.
+marks the account ``reauth_required`` and ends the work for it. A lifecycle event that
+fails for good (Graph refuses it with a 4xx) is logged and counted, and the rest of the
+trigger still runs: one bad item never takes the valid work of its trigger with it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -40,7 +47,11 @@ REAUTHORIZE_QUIET_PERIOD = dt.timedelta(minutes=10)
 class TriggerOutcome:
     account_id: str
     unknown_subscriptions: int = 0
+    # Notifications whose clientState is not the one of the subscription they name.
+    stale_client_states: int = 0
+    rejected: int = 0  # entries whose subscription id is not a Graph id
     lifecycle_handled: list[str] = field(default_factory=list)
+    lifecycle_failed: list[str] = field(default_factory=list)
     sync: SyncResult | None = None
     dropped: str | None = None  # why the whole trigger was dropped
 
@@ -50,13 +61,18 @@ class TriggerOutcome:
 
 
 def process_trigger(services: Services, trigger: NotificationTrigger) -> TriggerOutcome:
-    outcome = TriggerOutcome(trigger.account_id)
+    outcome = TriggerOutcome(trigger.account_id, rejected=trigger.rejected)
     account_id = trigger.account_id
+    if trigger.rejected:
+        log.warning("account %s: %d trigger entries without a Graph subscription id ignored", account_id, trigger.rejected)
     # Subscriptions are stored under their account: an unknown account has none recorded.
     changed = False
-    for subscription_id in trigger.subscription_ids:
-        if services.subscriptions.get(account_id, subscription_id) is None:
+    for change in trigger.changed:
+        subscription = services.subscriptions.get(account_id, change.subscription_id)
+        if subscription is None:
             outcome.unknown_subscriptions += 1
+        elif not issued_for(subscription, change.nonce):
+            outcome.stale_client_states += 1
         else:
             changed = True
     if outcome.unknown_subscriptions:
@@ -64,6 +80,12 @@ def process_trigger(services: Services, trigger: NotificationTrigger) -> Trigger
             "account %s: %d notified subscription(s) are not recorded for it; ignored",
             account_id,
             outcome.unknown_subscriptions,
+        )
+    if outcome.stale_client_states:
+        log.warning(
+            "account %s: %d notification(s) carry the clientState of another subscription; ignored",
+            account_id,
+            outcome.stale_client_states,
         )
     if not trigger.lifecycle:
         if changed:  # the hot path: the sync reads the account (and checks its status) itself
@@ -94,11 +116,36 @@ def process_trigger(services: Services, trigger: NotificationTrigger) -> Trigger
                 signal.subscription_id,
             )
             continue
+        if not issued_for(subscription, signal.nonce):
+            outcome.stale_client_states += 1
+            log.warning(
+                "account %s: lifecycle %s for subscription %s carries another subscription's clientState; ignored",
+                account.account_id,
+                signal.event,
+                signal.subscription_id,
+            )
+            continue
         try:
             resync |= _handle_lifecycle(services, account, subscription, signal.event)
         except ReauthRequiredError:
             outcome.dropped = "account must sign in again"
             return outcome
+        except GraphError as error:
+            if error.transient:
+                raise
+            # Refused for good: retrying the message would fail again, and take the sync
+            # of this trigger (and the other events) with it. A resync covers the mail.
+            log.warning(
+                "account %s: lifecycle %s for subscription %s failed (%s %s); going on",
+                account.account_id,
+                signal.event,
+                signal.subscription_id,
+                error.status,
+                error.code,
+            )
+            outcome.lifecycle_failed.append(signal.event)
+            resync = True
+            continue
         outcome.lifecycle_handled.append(signal.event)
 
     if changed or resync:
@@ -107,6 +154,17 @@ def process_trigger(services: Services, trigger: NotificationTrigger) -> Trigger
             services, account_id, reason=reason, notified_at=_notified_at(services, trigger)
         )
     return outcome
+
+
+def issued_for(subscription: Subscription, nonce: str | None) -> bool:
+    """Whether a clientState carrying ``nonce`` was issued for ``subscription``.
+
+    Unknown on either side means yes: a subscription recorded before nonces were kept, or
+    a trigger queued before they were, has only its clientState's HMAC to go by.
+    """
+    if subscription.client_state_nonce is None or nonce is None:
+        return True
+    return hmac.compare_digest(subscription.client_state_nonce.encode(), nonce.encode("utf-8", "replace"))
 
 
 def _notified_at(services: Services, trigger: NotificationTrigger) -> dt.datetime:
@@ -127,7 +185,18 @@ def _handle_lifecycle(services: Services, account: Account, subscription: Subscr
         return True
     auth = services.tokens.graph_auth(account)
     if event == "subscriptionRemoved":
-        _recreate(services, account, subscription, auth)
+        # Renewed when Graph still has it (a replayed or spoofed event must not tear down
+        # a live subscription), recreated when the renewal finds it gone.
+        from shared.subscriptions import ensure_mailbox_subscription
+
+        replacement = ensure_mailbox_subscription(services, account, auth)
+        if replacement.subscription_id != subscription.subscription_id:
+            log.info(
+                "account %s: subscription %s replaced by %s",
+                account.account_id,
+                subscription.subscription_id,
+                replacement.subscription_id,
+            )
         return True
     # reauthorizationRequired
     now = services.clock.now()
