@@ -158,3 +158,11 @@ def test_bad_input_gets_a_4xx_or_a_counted_drop_and_queues_nothing(case: Path, f
         ), (response.status_code, response.get_body())
         assert response.get_body()  # a reason, always
     assert outbox.value is None
+
+
+def test_the_corpus_items_with_bad_ids_carry_a_valid_clientstate_so_the_id_is_what_drops_them() -> None:
+    document = json.loads((CORPUS / "48-subscription-id-slash.body").read_bytes())
+    document["value"][0]["subscriptionId"] = SUB_A
+    response, outbox = post("graph_notifications", json.dumps(document).encode())
+    assert response.get_body() == b"accepted 1, dropped 0"
+    assert len(queued(outbox)) == 1
