@@ -12,7 +12,13 @@ said "something changed" and the lifecycle events received. Here, for that accou
    ``subscriptionRemoved`` -> renew it if Graph still has it (a replay), else recreate
    it, then resync,
    ``missed`` -> resync;
-3. one delta sync (``shared.sync.sync_mailbox``) covers every change of the trigger.
+3. one delta sync (``shared.sync.sync_mailbox``) covers every change of the trigger;
+4. a subscription whose clientState was signed with another key than ``CLIENT_STATE_KEY``
+   (the previous one, during a rotation) or that has no nonce recorded (created before
+   nonces were kept) is re-issued once the sync has run: deleted in Graph, created anew
+   under the current key with a nonce, then the mailbox is synced again for what arrived
+   in between. Active mailboxes thus finish a rotation, or the move to nonces, on their
+   next notification.
 Transient failures (throttling, Graph 5xx, storage) propagate so the queue retries the
 message and finally moves it to ``graph-notifications-poison``; a dead refresh token
 marks the account ``reauth_required`` and ends the work for it. A lifecycle event that
@@ -28,7 +34,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from shared.errors import GraphError, NotFoundError, ReauthRequiredError
+from shared.client_state import key_id
+from shared.errors import ConnectorError, GraphError, NotFoundError, ReauthRequiredError
 from shared.models import Account, AccountStatus, Subscription, SubscriptionStatus
 from shared.sync import SyncResult, sync_mailbox
 from shared.webhook import NotificationTrigger
@@ -52,12 +59,14 @@ class TriggerOutcome:
     rejected: int = 0  # entries whose subscription id is not a Graph id
     lifecycle_handled: list[str] = field(default_factory=list)
     lifecycle_failed: list[str] = field(default_factory=list)
+    reissued: int = 0  # subscriptions re-issued under the current key
+    gap_sync: SyncResult | None = None  # the sync after a re-issue
     sync: SyncResult | None = None
     dropped: str | None = None  # why the whole trigger was dropped
 
     @property
     def published(self) -> int:
-        return self.sync.published if self.sync is not None else 0
+        return sum(s.published for s in (self.sync, self.gap_sync) if s is not None)
 
 
 def process_trigger(services: Services, trigger: NotificationTrigger) -> TriggerOutcome:
@@ -67,6 +76,7 @@ def process_trigger(services: Services, trigger: NotificationTrigger) -> Trigger
         log.warning("account %s: %d trigger entries without a Graph subscription id ignored", account_id, trigger.rejected)
     # Subscriptions are stored under their account: an unknown account has none recorded.
     changed = False
+    outdated: dict[str, Subscription] = {}
     for change in trigger.changed:
         subscription = services.subscriptions.get(account_id, change.subscription_id)
         if subscription is None:
@@ -75,6 +85,8 @@ def process_trigger(services: Services, trigger: NotificationTrigger) -> Trigger
             outcome.stale_client_states += 1
         else:
             changed = True
+            if _signed_outdated(services, subscription):
+                outdated[subscription.subscription_id] = subscription
     if outcome.unknown_subscriptions:
         log.warning(
             "account %s: %d notified subscription(s) are not recorded for it; ignored",
@@ -94,6 +106,7 @@ def process_trigger(services: Services, trigger: NotificationTrigger) -> Trigger
             )
             if outcome.sync.skipped in ("unknown_account", "inactive"):
                 outcome.dropped = outcome.sync.skipped
+            _reissue_outdated(services, trigger, outcome, list(outdated.values()))
         return outcome
 
     account = services.accounts.get(account_id)
@@ -153,7 +166,50 @@ def process_trigger(services: Services, trigger: NotificationTrigger) -> Trigger
         outcome.sync = sync_mailbox(
             services, account_id, reason=reason, notified_at=_notified_at(services, trigger)
         )
+        if outdated:  # not one a lifecycle event above replaced already
+            current = {s.subscription_id for s in services.subscriptions.for_account(account_id)}
+            outdated = {k: v for k, v in outdated.items() if k in current}
+        _reissue_outdated(services, trigger, outcome, list(outdated.values()))
     return outcome
+
+
+def _signed_outdated(services: Services, subscription: Subscription) -> bool:
+    """Whether the subscription's clientState is not one the current key issued with a nonce."""
+    return subscription.client_state_nonce is None or subscription.client_state_key_id != key_id(
+        services.settings.client_state_key
+    )
+
+
+def _reissue_outdated(
+    services: Services, trigger: NotificationTrigger, outcome: TriggerOutcome, outdated: list[Subscription]
+) -> None:
+    """Replace ``outdated`` subscriptions once the sync ran; then sync what fell in the gap.
+
+    Best effort: the trigger's changes are published already, and a subscription that could
+    not be replaced now is tried again on its next notification (or is recreated by the
+    renewal's sweep if it was deleted and its replacement failed).
+    """
+    if not outdated or outcome.sync is None or outcome.sync.skipped is not None:
+        return
+    account = services.accounts.get(trigger.account_id)
+    if account is None or account.status is not AccountStatus.ACTIVE:
+        return
+    try:
+        auth = services.tokens.graph_auth(account)
+        for subscription in outdated:
+            _recreate(services, account, subscription, auth)
+            outcome.reissued += 1
+    except (ConnectorError, OSError) as error:
+        log.warning(
+            "account %s: re-issuing a subscription under the current clientState key failed (%s); "
+            "tried again on its next notification",
+            account.account_id,
+            type(error).__name__,
+        )
+    if outcome.reissued:
+        outcome.gap_sync = sync_mailbox(
+            services, account.account_id, reason="lifecycle", notified_at=_notified_at(services, trigger)
+        )
 
 
 def issued_for(subscription: Subscription, nonce: str | None) -> bool:

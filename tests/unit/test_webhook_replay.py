@@ -142,3 +142,73 @@ def test_a_lifecycle_event_graph_refuses_for_good_does_not_take_the_changes_of_i
 def graph_client_state_of_record(services: Any, subscription: Any) -> str:
     stored = services.subscriptions.get(subscription.account_id, subscription.subscription_id)
     return issue_client_state(CLIENT_STATE_KEY, subscription.account_id, stored.client_state_nonce)
+
+
+# --- rotation and the move to nonces: outdated subscriptions are re-issued -----------------------
+
+NEW_KEY = b"the-key-after-the-rotation-9876543210ab"
+PARTS = ("clock", "accounts", "subscriptions", "checkpoints", "authflows", "secrets", "queues", "graph",
+         "identity", "ledger", "tokens")
+
+
+def rotated(services: Any, **env: str) -> Any:
+    """The same stores and fakes under new settings, as after an app restart with new keys."""
+    from shared.bootstrap import Services
+    from tests.fakes import make_settings
+
+    again = Services(make_settings(**env), **{name: getattr(services, name) for name in PARTS})
+    bootstrap.use(again)
+    return again
+
+
+def deliver_through_webhook(services: Any, *items: Any) -> None:
+    batch = read_notification_batch(json.dumps({"value": list(items)}).encode(), services.settings.client_state_keys)
+    assert batch.dropped == 0
+    for body in batch.messages:
+        handler("process_graph_notifications")(message=QueueMessage(id="m-1", body=body.encode()))
+
+
+def test_during_a_rotation_a_notification_signed_with_the_previous_key_is_published_and_its_subscription_reissued(
+    services: Any, live: Any
+) -> None:
+    account, old = live
+    old_state = graph_client_state(services, old)
+    services = rotated(services, CLIENT_STATE_KEY=NEW_KEY.decode(), CLIENT_STATE_KEY_PREVIOUS=CLIENT_STATE_KEY.decode())
+    sent = services.graph.deliver(account.account_id, "during the rotation", AFTER)
+    deliver_through_webhook(services, notification(account.account_id, old.subscription_id, clientState=old_state))
+    assert [e["subject"] for e in events_of(services)] == [sent]
+    [current] = services.subscriptions.for_account(account.account_id)
+    assert current.subscription_id != old.subscription_id
+    assert list(services.graph.subscriptions) == [current.subscription_id]  # the old one deleted in Graph
+    # The rotation is done for this mailbox: without the previous key its notifications still verify.
+    services = rotated(services, CLIENT_STATE_KEY=NEW_KEY.decode())
+    later = services.graph.deliver(account.account_id, "after the rotation", AFTER + dt.timedelta(minutes=1))
+    deliver_through_webhook(
+        services, notification(account.account_id, current.subscription_id,
+                               clientState=graph_client_state(services, current))
+    )
+    assert [e["subject"] for e in events_of(services)] == [sent, later]
+
+
+def test_a_subscription_recorded_without_a_nonce_gets_one_on_its_next_notification(services: Any) -> None:
+    account = connected_account(services)
+    auth = services.tokens.graph_auth(account)
+    record_initial_delta(services, account, auth, emit_history=False)
+    legacy = ensure_mailbox_subscription(services, account, auth)
+    legacy.client_state_nonce = legacy.client_state_key_id = None  # as recorded before nonces were kept
+    services.subscriptions.save(legacy)
+    sent = services.graph.deliver(account.account_id, "to a legacy subscription", AFTER)
+    run(notification(account.account_id, legacy.subscription_id))
+    [current] = services.subscriptions.for_account(account.account_id)
+    assert current.subscription_id != legacy.subscription_id and current.client_state_nonce
+    assert [e["subject"] for e in events_of(services)] == [sent]  # published once
+
+
+def test_a_reissue_that_fails_loses_no_mail_of_its_trigger(services: Any) -> None:
+    account = connected_account(services)
+    record_initial_delta(services, account, services.tokens.graph_auth(account), emit_history=False)
+    recorded_subscription(services, account, SUB_1)  # no nonce: outdated
+    services.graph.fail["create_subscription"] = [GraphError(403, "Forbidden", "no")] * 3
+    sent = services.graph.deliver(account.account_id, "published although the re-issue fails", AFTER)
+    run(notification(account.account_id, SUB_1))  # no exception: the queue does not retry
+    assert [e["subject"] for e in events_of(services)] == [sent]
