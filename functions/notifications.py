@@ -4,7 +4,7 @@ Only the settings are touched here: no SDK import, no storage read, so Graph's 1
 validation handshake and 3 s notification deadline hold even on a cold start. Verified
 notifications leave through the queue output binding (written by the host once the
 function returned): 202 means "persisted"; if the host cannot write the queue it answers
-5xx itself and Graph retries (GRAPH_NOTES "Change notifications").
+5xx itself and Graph retries (docs/graph-notes.md "Change notifications").
 """
 
 from __future__ import annotations

@@ -32,10 +32,10 @@ import datetime as dt
 import hmac
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from shared.client_state import key_id
-from shared.errors import ConnectorError, GraphError, NotFoundError, ReauthRequiredError
+from shared.errors import ConnectorError, GraphError, InvalidInputError, NotFoundError, ReauthRequiredError
 from shared.models import Account, AccountStatus, Subscription, SubscriptionStatus
 from shared.sync import SyncResult, sync_mailbox
 from shared.webhook import NotificationTrigger
@@ -78,7 +78,9 @@ def process_trigger(services: Services, trigger: NotificationTrigger) -> Trigger
     changed = False
     outdated: dict[str, Subscription] = {}
     for change in trigger.changed:
-        subscription = services.subscriptions.get(account_id, change.subscription_id)
+        subscription = _recorded(services, account_id, change.subscription_id, outcome)
+        if subscription is False:
+            continue
         if subscription is None:
             outcome.unknown_subscriptions += 1
         elif not issued_for(subscription, change.nonce):
@@ -119,7 +121,9 @@ def process_trigger(services: Services, trigger: NotificationTrigger) -> Trigger
 
     resync = False
     for signal in trigger.lifecycle:
-        subscription = services.subscriptions.get(account.account_id, signal.subscription_id)
+        subscription = _recorded(services, account.account_id, signal.subscription_id, outcome)
+        if subscription is False:
+            continue
         if subscription is None:
             outcome.unknown_subscriptions += 1
             log.warning(
@@ -171,6 +175,19 @@ def process_trigger(services: Services, trigger: NotificationTrigger) -> Trigger
             outdated = {k: v for k, v in outdated.items() if k in current}
         _reissue_outdated(services, trigger, outcome, list(outdated.values()))
     return outcome
+
+
+def _recorded(
+    services: Services, account_id: str, subscription_id: str, outcome: TriggerOutcome
+) -> Subscription | None | Literal[False]:
+    """The subscription's record, None when there is none, False when the id cannot be one
+    (the store refuses it as a key): counted, and the trigger's other entries go on."""
+    try:
+        return services.subscriptions.get(account_id, subscription_id)
+    except InvalidInputError:
+        outcome.rejected += 1
+        log.warning("account %s: a trigger entry names an impossible subscription id; ignored", account_id)
+        return False
 
 
 def _signed_outdated(services: Services, subscription: Subscription) -> bool:

@@ -1,6 +1,6 @@
 """Graph webhook input: the validation handshake and change / lifecycle notification batches.
 
-Handshake (GRAPH_NOTES "Validation handshake"): Graph POSTs ``?validationToken=…`` and
+Handshake (docs/graph-notes.md "Validation handshake"): Graph POSTs ``?validationToken=…`` and
 expects 200, text/plain, the URL-decoded token as the body, within 10 seconds. The query
 string is already URL-decoded by the host. The token is echoed as plain text only, never
 as HTML, and only when it is of a sane length.
