@@ -48,7 +48,7 @@ LEGACY_TRIGGER_VERSION = 1
 # Graph's subscription ids are GUIDs. Nothing else is accepted: a '/', '#', '?' or a control
 # character is refused by Azure Tables in a key, and would fail every read of the trigger.
 _SUBSCRIPTION_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", re.ASCII)
-# Verified clientStates, per key. Graph repeats a subscription's clientState on each of its
+# Verified clientStates, per set of keys. Graph repeats a subscription's clientState on each of its
 # notifications, so the HMAC runs once per subscription and process instead of per item.
 # Only strings that passed the constant-time check are kept: a hit proves nothing to a
 # caller who did not already hold a valid clientState, and a miss runs the full check.
