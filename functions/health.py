@@ -10,7 +10,7 @@ import azure.functions as func
 
 from functions.http import secured
 from shared import bootstrap
-from shared.health import HealthReport, current_health
+from shared.health import HealthReport, current_health, details_of
 
 bp = func.Blueprint()
 
@@ -36,5 +36,6 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="health/details", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @secured
 def health_details(req: func.HttpRequest) -> func.HttpResponse:
-    report = current_health(bootstrap.services())
-    return _answer(report, report.as_json())
+    services = bootstrap.services()
+    report = current_health(services)
+    return _answer(report, details_of(services, report))

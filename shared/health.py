@@ -87,3 +87,20 @@ _cache = HealthCache()
 def current_health(services: Services) -> HealthReport:
     """The health report of this instance, at most ``CACHE_SECONDS`` old."""
     return _cache.report(services)
+
+
+def details_of(services: Services, report: HealthReport) -> dict[str, Any]:
+    """What operators see: each dependency, and the ids of the clientState keys in use (a
+    hash, not the key: table ``subscriptions`` names the key of each subscription by it,
+    which tells how far a rotation has come)."""
+    from shared.client_state import key_id
+
+    settings = services.settings
+    previous = settings.client_state_previous_key
+    return {
+        **report.as_json(),
+        "clientStateKeyIds": {
+            "current": key_id(settings.client_state_key),
+            "previous": None if previous is None else key_id(previous),
+        },
+    }

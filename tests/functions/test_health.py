@@ -50,9 +50,20 @@ def get(name: str) -> tuple[int, dict[str, object]]:
 def test_all_dependencies_up_gives_200_and_ok(install) -> None:  # type: ignore[no-untyped-def]
     install(accounts=Probe(), queues=Probe(), secrets=Probe())
     assert get("health") == (200, {"status": "ok"})
-    assert get("health_details") == (
-        200, {"status": "ok", "dependencies": {"tables": "ok", "queues": "ok", "keyvault": "ok"}}
-    )
+    status, details = get("health_details")
+    assert status == 200
+    assert details["status"] == "ok"
+    assert details["dependencies"] == {"tables": "ok", "queues": "ok", "keyvault": "ok"}
+
+
+def test_the_details_name_the_clientstate_keys_by_id_never_by_value(install) -> None:  # type: ignore[no-untyped-def]
+    from shared.client_state import key_id
+
+    install(accounts=Probe(), queues=Probe(), secrets=Probe())
+    _, details = get("health_details")
+    current = EXAMPLE["CLIENT_STATE_KEY"]
+    assert details["clientStateKeyIds"] == {"current": key_id(current.encode()), "previous": None}
+    assert current not in json.dumps(details)
 
 
 def test_one_dependency_down_gives_503_and_the_anonymous_route_says_nothing_more(install) -> None:  # type: ignore[no-untyped-def]
