@@ -104,12 +104,13 @@ class Supervisor:
             pass  # the group is gone already: nothing left to stop
 
     def signal_storm(self, seconds: float = 3.0, interval: float = 0.02) -> None:
-        """SIGTERM and SIGINT in turn until the supervisor exits: some land during its stop."""
+        """SIGTERM, SIGINT and SIGHUP in turn until the supervisor exits: some land during its stop."""
         deadline = time.monotonic() + seconds
+        kinds = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
         for n in range(10_000):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 return
-            self.signal_group(signal.SIGTERM if n % 2 == 0 else signal.SIGINT)
+            self.signal_group(kinds[n % len(kinds)])
             time.sleep(interval)
 
     def listening(self) -> list[int]:
