@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -69,6 +70,7 @@ class Supervisor:
     """``python -m devstack`` in a process group of its own, as a terminal or make starts it."""
 
     def __init__(self, tmp_path: Path, *, via_make: bool, env: dict[str, str] | None = None) -> None:
+        tmp_path.mkdir(parents=True, exist_ok=True)
         self.ports = {name: free_port() for name in DEFAULT_PORTS}
         self.data_dir = tmp_path / "data"
         self.log_path = tmp_path / "supervisor.log"
@@ -92,10 +94,17 @@ class Supervisor:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_until_up(self) -> None:
+    def wait_until_up(self) -> bool:
+        """Whether the stack came up on its ports. False when another process on this shared
+        machine took one of the free ports in between (it answered in our devhost's place)."""
         wait_for(lambda: "Local stack is up" in self.log() or self.process.poll() is not None,
                  timeout=120, interval=0.2, what="the stack to start")
         assert self.process.poll() is None, self.log()[-3000:]
+        try:
+            answer = requests.get(f"{self.devhost_url}/api/health", timeout=10).json()
+        except ValueError:
+            answer = None
+        return answer == {"status": "ok"} and any(b"devstack.devhost" in _cmdline(pid) for pid in self.own_processes())
 
     def signal_group(self, signum: int) -> None:
         try:
@@ -143,6 +152,13 @@ class Supervisor:
                 pass
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def _state(proc: Path) -> bytes:
     return (proc / "stat").read_bytes().rsplit(b")", 1)[-1].split()[0]
 
@@ -155,6 +171,20 @@ def supervisors() -> Iterator[list[Supervisor]]:
         supervisor.kill_leftovers()
 
 
+def running_supervisor(tmp_path: Path, started: list[Supervisor], **kwargs: Any) -> Supervisor:
+    """A supervisor whose stack is up on its own ports (tried again on fresh ports when another
+    process took one of them between choosing and binding it)."""
+    for attempt in range(3):
+        supervisor = Supervisor(tmp_path / f"try{attempt}", **kwargs)
+        started.append(supervisor)
+        if supervisor.wait_until_up():
+            return supervisor
+        supervisor.signal_group(signal.SIGTERM)
+        supervisor.process.wait(timeout=60)
+        supervisor.kill_leftovers()
+    raise AssertionError("the stack did not come up on free ports three times")
+
+
 def assert_stopped_completely(supervisor: Supervisor) -> None:
     try:
         code = supervisor.process.wait(timeout=60)
@@ -165,18 +195,14 @@ def assert_stopped_completely(supervisor: Supervisor) -> None:
 
 
 def test_the_group_sigterm_through_make_stops_every_child(tmp_path: Path, supervisors: list[Supervisor]) -> None:
-    supervisor = Supervisor(tmp_path, via_make=True)
-    supervisors.append(supervisor)
-    supervisor.wait_until_up()
+    supervisor = running_supervisor(tmp_path, supervisors, via_make=True)
     assert len(supervisor.listening()) == len(DEFAULT_PORTS)
     supervisor.signal_group(signal.SIGTERM)  # make forwards it: the supervisor gets it twice
     assert_stopped_completely(supervisor)
 
 
 def test_ctrl_c_pressed_twice_stops_every_child(tmp_path: Path, supervisors: list[Supervisor]) -> None:
-    supervisor = Supervisor(tmp_path, via_make=False)
-    supervisors.append(supervisor)
-    supervisor.wait_until_up()
+    supervisor = running_supervisor(tmp_path, supervisors, via_make=False)
     supervisor.signal_group(signal.SIGINT)
     time.sleep(0.3)
     supervisor.signal_group(signal.SIGINT)
@@ -204,11 +230,11 @@ def test_signals_while_the_stack_is_starting_stop_what_had_started(
 def test_a_storm_of_signals_at_any_moment_stops_every_child(
     tmp_path: Path, supervisors: list[Supervisor], moment: str
 ) -> None:
-    supervisor = Supervisor(tmp_path, via_make=False)
-    supervisors.append(supervisor)
     if moment == "while running":
-        supervisor.wait_until_up()
+        supervisor = running_supervisor(tmp_path, supervisors, via_make=False)
     else:
+        supervisor = Supervisor(tmp_path, via_make=False)
+        supervisors.append(supervisor)
         keyvault = supervisor.ports["KEYVAULT_PORT"]
         wait_for(lambda: keyvault in supervisor.listening() or supervisor.process.poll() is not None,
                  timeout=60, interval=0.05, what="the Key Vault emulator to listen")
@@ -219,13 +245,11 @@ def test_a_storm_of_signals_at_any_moment_stops_every_child(
 def test_settings_in_the_environment_win_over_local_settings_but_not_over_the_stacks_addresses(
     tmp_path: Path, supervisors: list[Supervisor]
 ) -> None:
-    supervisor = Supervisor(tmp_path, via_make=False, env={
+    supervisor = running_supervisor(tmp_path, supervisors, via_make=False, env={
         "MAIL_ACTIONS_ENABLED": "true",                     # a product setting: the environment wins
         "KEY_VAULT_URL": "https://127.0.0.1:1",             # the stack's address: the stack wins
         "REQUESTS_CA_BUNDLE": str(tmp_path / "no-such-ca.pem"),
     })
-    supervisors.append(supervisor)
-    supervisor.wait_until_up()
     connect = requests.get(f"{supervisor.devhost_url}/api/connect", params={"login_hint": "x@contoso.test"},
                            allow_redirects=False, timeout=30)
     assert connect.status_code == 302, connect.text
