@@ -288,8 +288,8 @@ class LocalStack:
     def stop(self, grace: float = 10.0) -> None:
         """Terminate every child's process group; SIGKILL what is left after ``grace`` s.
 
-        Idempotent, and nothing in it waits for a signal-raised exception: a signal that
-        arrives meanwhile (the supervisor's handlers only set a flag) cannot cut it short.
+        Idempotent. The supervisor's signal handlers only set a flag, so a signal that
+        arrives meanwhile cannot cut it short.
         """
         children = list(reversed(self.children))
         for child in children:
