@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl
 
 import azure.functions as func
 
+from functions.http import secured
 from shared import bootstrap
 from shared.connect import complete_connect, start_connect
 from shared.errors import (
@@ -41,12 +42,14 @@ def _redirect(location: str) -> func.HttpResponse:
 
 @bp.function_name("connect_start_page")
 @bp.route(route="connect/start", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@secured
 def connect_start_page(req: func.HttpRequest) -> func.HttpResponse:
     return _html(start_page(f"{bootstrap.settings().public_base_url}/api/connect"))
 
 
 @bp.function_name("connect")
 @bp.route(route="connect", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@secured
 def connect(req: func.HttpRequest) -> func.HttpResponse:
     try:
         return _redirect(start_connect(bootstrap.services(), req.params.get("login_hint")))
@@ -59,6 +62,7 @@ def connect(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.function_name("auth_callback")
 @bp.route(route="auth/callback", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@secured
 def auth_callback(req: func.HttpRequest) -> func.HttpResponse:
     response = _callback_fields(req)
     if response is None:

@@ -55,6 +55,10 @@ param microsoftClientSecret string = ''
 })
 param clientStateKey string
 
+@secure()
+@description('The clientState key before the last rotation (CLIENT_STATE_KEY_PREVIOUS): notifications of subscriptions signed with it are still accepted. Empty: none.')
+param clientStateKeyPrevious string = ''
+
 @description('Entra tenant that may sign in (MICROSOFT_TENANT_ID): common, organizations, consumers or a tenant id.')
 param microsoftTenantId string = 'common'
 
@@ -176,6 +180,7 @@ module keyVault 'app/keyvault.bicep' = {
     logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
     microsoftClientSecret: microsoftClientSecret
     clientStateKey: clientStateKey
+    clientStateKeyPrevious: clientStateKeyPrevious
   }
 }
 
@@ -222,6 +227,7 @@ module functionApp 'app/function.bicep' = {
       GRAPH_API_ENDPOINT: graphApiEndpoint
       KEY_VAULT_URL: keyVault.outputs.uri
       CLIENT_STATE_KEY: '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.clientStateKeyUri})'
+      CLIENT_STATE_KEY_PREVIOUS: empty(clientStateKeyPrevious) ? '' : '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.clientStateKeyPreviousUri})'
       RENEWAL_SCHEDULE: renewalSchedule
       RENEWAL_WINDOW_MINUTES: renewalWindowMinutes
       CATCHUP_AFTER_MINUTES: catchupAfterMinutes

@@ -34,6 +34,7 @@ SETTING_DEFAULTS: dict[str, str | None] = {
     "KEY_VAULT_URL": None,
     "PUBLIC_BASE_URL": None,
     "CLIENT_STATE_KEY": None,
+    "CLIENT_STATE_KEY_PREVIOUS": "",
     "RENEWAL_SCHEDULE": "0 */15 * * * *",
     "RENEWAL_WINDOW_MINUTES": "1440",
     "CATCHUP_AFTER_MINUTES": "360",
@@ -61,7 +62,7 @@ class Settings:
     graph_endpoint: str
     key_vault_url: str
     public_base_url: str
-    client_state_key: bytes = field(repr=False)
+    client_state_key: bytes = field(repr=False)  # signs new subscriptions' clientState
     renewal_schedule: str
     renewal_window_minutes: int
     catchup_after_minutes: int
@@ -74,6 +75,15 @@ class Settings:
     renewal_concurrency: int = 32
     renewal_time_budget_seconds: int = 420
     renewal_sweep_accounts: int = 5000
+    # The key before the last rotation: clientStates it signed are still accepted.
+    client_state_previous_key: bytes | None = field(default=None, repr=False)
+
+    @property
+    def client_state_keys(self) -> tuple[bytes, ...]:
+        """The keys a clientState may be signed with, the current one first."""
+        if self.client_state_previous_key is None:
+            return (self.client_state_key,)
+        return (self.client_state_key, self.client_state_previous_key)
 
     @property
     def authority(self) -> str:
@@ -143,10 +153,23 @@ def _storage(env: Mapping[str, str]) -> str:
     return _get(env, "AzureWebJobsStorage")
 
 
-def _parse(env: Mapping[str, str]) -> Settings:
-    key = _get(env, "CLIENT_STATE_KEY")
+def _client_state_key(env: Mapping[str, str], name: str) -> bytes | None:
+    key = _get(env, name)
+    if not key:
+        return None
+    if key.startswith("@Microsoft.KeyVault("):
+        # App Service leaves a reference it could not resolve in place, as text.
+        raise ConfigurationError(f"setting {name} is a Key Vault reference that did not resolve")
     if len(key) < 32:
-        raise ConfigurationError("setting CLIENT_STATE_KEY must be at least 32 characters long")
+        raise ConfigurationError(f"setting {name} must be at least 32 characters long")
+    return key.encode("utf-8")
+
+
+def _parse(env: Mapping[str, str]) -> Settings:
+    key = _client_state_key(env, "CLIENT_STATE_KEY")
+    if key is None:  # required: _get raised already; this keeps the type exact
+        raise ConfigurationError("setting CLIENT_STATE_KEY is required but not set")
+    previous_key = _client_state_key(env, "CLIENT_STATE_KEY_PREVIOUS")
     scopes = tuple(s for s in _get(env, "GRAPH_SCOPES").replace(",", " ").split() if s)
     reserved = _RESERVED_SCOPES.intersection(s.lower() for s in scopes)
     if reserved:
@@ -168,7 +191,8 @@ def _parse(env: Mapping[str, str]) -> Settings:
         graph_endpoint=_url(env, "GRAPH_API_ENDPOINT", https_only=True),
         key_vault_url=_url(env, "KEY_VAULT_URL", https_only=True),
         public_base_url=_url(env, "PUBLIC_BASE_URL"),
-        client_state_key=key.encode("utf-8"),
+        client_state_key=key,
+        client_state_previous_key=None if previous_key == key else previous_key,
         renewal_schedule=_get(env, "RENEWAL_SCHEDULE"),
         renewal_window_minutes=_int(env, "RENEWAL_WINDOW_MINUTES", 1),
         catchup_after_minutes=_int(env, "CATCHUP_AFTER_MINUTES", 1),

@@ -70,6 +70,11 @@ class Subscription:
     status: SubscriptionStatus = SubscriptionStatus.ACTIVE
     last_renewed_at: dt.datetime | None = None
     last_reauthorized_at: dt.datetime | None = None
+    # The nonce and key id inside the clientState it was created with (shared.client_state):
+    # processing accepts only notifications that carry this nonce. None for a subscription
+    # recorded before nonces were kept: its notifications are accepted on the HMAC alone.
+    client_state_nonce: str | None = None
+    client_state_key_id: str | None = None
     etag: str | None = field(default=None, compare=False)
     # The expiry the store's expiry index holds for this record (as read or last indexed):
     # lets a save that keeps the expiry's bucket skip the index, and a renewal saved with

@@ -16,7 +16,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from shared.client_state import issue_client_state
+from shared.client_state import issue_client_state, key_id, new_nonce
 from shared.errors import ConcurrencyError, GraphError, NotFoundError, UpstreamError
 from shared.models import Account, Subscription, SubscriptionStatus
 from shared.ports import GraphAuth
@@ -174,6 +174,7 @@ def _discard(
 def _create(services: Services, account: Account, auth: GraphAuth, now: dt.datetime) -> Subscription:
     settings = services.settings
     expires_at = mailbox_subscription_expiry(now)
+    nonce = new_nonce()  # recorded below: processing accepts this subscription's clientState only
     for attempt in range(1, VALIDATION_ATTEMPTS + 1):
         try:
             answer: dict[str, Any] = services.graph.create_subscription(
@@ -183,7 +184,7 @@ def _create(services: Services, account: Account, auth: GraphAuth, now: dt.datet
                 notification_url=settings.notification_url,
                 lifecycle_notification_url=settings.lifecycle_notification_url,
                 expires_at=expires_at,
-                client_state=issue_client_state(settings.client_state_key, account.account_id),
+                client_state=issue_client_state(settings.client_state_key, account.account_id, nonce),
             )
             break
         except GraphError as exc:
@@ -203,6 +204,8 @@ def _create(services: Services, account: Account, auth: GraphAuth, now: dt.datet
         expires_at=parse_graph_datetime(answer.get("expirationDateTime"), expires_at),
         status=SubscriptionStatus.ACTIVE,
         last_renewed_at=now,
+        client_state_nonce=nonce,
+        client_state_key_id=key_id(settings.client_state_key),
     )
     try:
         saved = services.subscriptions.save(subscription)

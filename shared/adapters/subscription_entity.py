@@ -19,6 +19,8 @@ def subscription_fields(s: Subscription) -> dict[str, Any]:
         "Status": s.status.value,
         "LastRenewedAt": s.last_renewed_at,
         "LastReauthorizedAt": s.last_reauthorized_at,
+        "ClientStateNonce": s.client_state_nonce,
+        "ClientStateKeyId": s.client_state_key_id,
     }
 
 
@@ -33,6 +35,8 @@ def subscription_with(account_id: str, subscription_id: str, e: Any, etag: str |
         status=SubscriptionStatus(e.get("Status", SubscriptionStatus.ACTIVE.value)),
         last_renewed_at=utc(e.get("LastRenewedAt")),
         last_reauthorized_at=utc(e.get("LastReauthorizedAt")),
+        client_state_nonce=e.get("ClientStateNonce") or None,
+        client_state_key_id=e.get("ClientStateKeyId") or None,
         etag=etag,
         indexed_expires_at=expires_at,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -158,7 +159,7 @@ def test_a_forged_clientstate_or_an_unknown_subscription_publishes_nothing(
     response = _post(stack, "notifications", json.dumps({"value": [forged]}).encode())
     assert response.status_code == 202 and response.text == "accepted 0, dropped 1"
     key = stack.settings["CLIENT_STATE_KEY"].encode()
-    unknown = _item("no-such-subscription", issue_client_state(key, account_id))
+    unknown = _item(str(uuid.uuid4()), issue_client_state(key, account_id))  # no such subscription
     assert _post(stack, "notifications", json.dumps({"value": [unknown]}).encode()).status_code == 202
     time.sleep(QUIET)
     assert events.of("created", sent) == []

@@ -19,6 +19,7 @@ from tests.fakes import EPOCH, make_services
 from tests.support.app import handler
 from tests.unit.pipeline_fakes import (
     CLIENT_STATE_KEY,
+    SUB_1,
     DeltaGraphApi,
     connected_account,
     events_of,
@@ -41,7 +42,7 @@ def services() -> Iterator[Any]:
 @pytest.fixture
 def account(services: Any) -> Any:
     account = connected_account(services)
-    recorded_subscription(services, account, "sub-1")
+    recorded_subscription(services, account, SUB_1)
     record_initial_delta(services, account, services.tokens.graph_auth(account), emit_history=False)
     return services.accounts.get(account.account_id)
 
@@ -82,7 +83,7 @@ def test_duplicated_and_replayed_notifications_publish_nothing_twice(services: A
 def test_a_notification_for_an_unknown_subscription_publishes_nothing(services: Any, account: Any) -> None:
     deliver(services, account, "not via this subscription")
     calls = len(services.graph.calls)
-    run(notification(account.account_id, "deleted-subscription"))
+    run(notification(account.account_id, "0d1e7e7e-0000-4000-8000-00000000dead"))
     assert events_of(services) == []
     assert services.graph.calls[calls:] == []  # not even a delta query
 
@@ -110,7 +111,7 @@ def test_subscription_removed_recreates_the_subscription_and_resyncs(services: A
     deliver(services, account, "arrived while removed")
     run(lifecycle(account.account_id, "subscriptionRemoved"))
     [current] = services.subscriptions.for_account(account.account_id)
-    assert current.subscription_id != "sub-1"
+    assert current.subscription_id != SUB_1
     assert current.status is SubscriptionStatus.ACTIVE
     assert len(services.graph.for_account(account.account_id)) == 1
     assert len(events_of(services)) == 1
@@ -127,7 +128,7 @@ def test_reauthorization_required_reauthorizes_the_subscription(services: Any, a
         expires_at=EPOCH + dt.timedelta(days=2),
         client_state="cs",
     )
-    services.subscriptions.delete(account.account_id, "sub-1")
+    services.subscriptions.delete(account.account_id, SUB_1)
     recorded_subscription(services, account, graph_sub["id"])
     run(lifecycle(account.account_id, "reauthorizationRequired", graph_sub["id"]))
     assert ("reauthorize_subscription", account.account_id) in services.graph.calls
@@ -136,9 +137,9 @@ def test_reauthorization_required_reauthorizes_the_subscription(services: Any, a
 
 
 def test_reauthorization_of_a_subscription_graph_lost_recreates_it(services: Any, account: Any) -> None:
-    run(lifecycle(account.account_id, "reauthorizationRequired"))  # sub-1 is unknown to the Graph fake
+    run(lifecycle(account.account_id, "reauthorizationRequired"))  # SUB_1 is unknown to the Graph fake
     [current] = services.subscriptions.for_account(account.account_id)
-    assert current.subscription_id != "sub-1"
+    assert current.subscription_id != SUB_1
 
 
 def test_throttling_waits_for_retry_after_then_is_raised_so_that_the_queue_retries(

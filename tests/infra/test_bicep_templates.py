@@ -247,12 +247,14 @@ def test_key_vault_authorises_by_rbac_and_keeps_deleted_secrets(keyvault_module:
     assert param_default(keyvault_module, retention) >= 7
 
 
-def test_key_vault_holds_the_two_app_secrets_under_the_names_the_references_use(
+def test_key_vault_holds_the_app_secrets_under_the_names_the_references_use(
     keyvault_module: dict[str, Any],
 ) -> None:
     secrets = resources_of_type(keyvault_module, "Microsoft.KeyVault/vaults/secrets")
     names = {keyvault_module["variables"][body["name"]]["value"] for body in secrets.values()}
-    assert names == {"microsoft-client-secret", "client-state-key"}
+    assert names == {"microsoft-client-secret", "client-state-key", "client-state-key-previous"}
+    # The previous clientState key exists only during a rotation.
+    assert keyvault_module["resources"]["clientStateKeyPreviousSecret"]["config"]["condition"] is not None
     outputs = "".join(
         iter_strings(
             [keyvault_module["outputs"]["clientSecretUri"], keyvault_module["outputs"]["clientStateKeyUri"]]

@@ -106,11 +106,27 @@ def test_bicep_defaults_are_the_code_defaults(main: dict[str, Any], product_sett
             # Required: a parameter without default, a Key Vault reference or a module output.
             if isinstance(value, str) and value in main["parameters"]:
                 assert param_default(main, value) is None, f"{name} is required: its parameter has no default"
+        elif default == "" and _optional_reference(value) is not None:
+            # empty(param) ? '' : '@Microsoft.KeyVault(...)': a secret that is usually unset.
+            assert param_default(main, _optional_reference(value)) == "", name
         else:
             assert isinstance(value, str) and value in main["parameters"], (
                 f"{name} is not a parameter of main.bicep"
             )
             assert param_default(main, value) == default, name
+
+
+def _optional_reference(value: Any) -> str | None:
+    """The parameter of ``empty(param) ? '' : '@Microsoft.KeyVault(...)'``, else None."""
+    operands = value.get("operator", {}).get("operands", {}) if isinstance(value, dict) else {}
+    condition = operands.get("condition", {}).get("function", {})
+    if (
+        condition.get("type") == "empty"
+        and operands.get("true_value") == ""
+        and str(operands.get("false_value", "")).startswith("@Microsoft.KeyVault(")
+    ):
+        return str(condition["parameters"]["item_to_test"])
+    return None
 
 
 def test_local_example_values_match_the_code_defaults(example_settings: dict[str, str]) -> None:

@@ -144,7 +144,11 @@ def connected_account(services: Any, *, connected_at: dt.datetime = EPOCH, name:
     return services.accounts.save(account)
 
 
-def recorded_subscription(services: Any, account: Account, subscription_id: str = "sub-1") -> Subscription:
+# Graph's subscription ids are GUIDs; the webhook accepts no other shape.
+SUB_1 = "7f105c7d-2dc5-4530-97cd-4e7ae6534c07"
+
+
+def recorded_subscription(services: Any, account: Account, subscription_id: str = SUB_1) -> Subscription:
     return services.subscriptions.save(
         Subscription(
             subscription_id=subscription_id,
@@ -157,7 +161,7 @@ def recorded_subscription(services: Any, account: Account, subscription_id: str 
 
 
 def notification(
-    account_id: str, subscription_id: str = "sub-1", *, change_type: str = "created", **extra: Any
+    account_id: str, subscription_id: str = SUB_1, *, change_type: str = "created", **extra: Any
 ) -> JsonObject:
     item: JsonObject = {
         "id": "lsgTZMr9KwAAA",
@@ -178,7 +182,7 @@ def notification(
     return item
 
 
-def lifecycle(account_id: str, event: str, subscription_id: str = "sub-1") -> JsonObject:
+def lifecycle(account_id: str, event: str, subscription_id: str = SUB_1) -> JsonObject:
     return {
         "subscriptionId": subscription_id,
         "subscriptionExpirationDateTime": "2026-11-26T11:00:00.0000000Z",
