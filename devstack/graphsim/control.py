@@ -30,6 +30,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from . import mailbox
+from .drive_control import DriveControl
 from .graph import CHANGE_TYPES, Caller, GraphApi
 from .state import (
     DEFAULT_CLIENT_ID,
@@ -58,10 +59,15 @@ class ControlApi:
     def __init__(self, sim: GraphSimulator) -> None:
         self.sim = sim
         self.state = sim.state
+        self.drive = DriveControl(sim.drive)
 
     def handle(self, request: Request) -> Response:
         seg = [p for p in request.path.split("/") if p][1:]
         method = request.method
+        if len(seg) >= 3 and seg[0] == "users" and seg[2] == "drive":  # raw bodies: see drive_control
+            with self.state.lock:
+                user = self.state.find_user(seg[1])
+                return self.drive.handle(request, user, seg[3:]) if user else _bad(f"unknown user {seg[1]}", 404)
         try:
             body = request.json() if request.body else {}
         except ValueError:

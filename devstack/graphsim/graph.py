@@ -25,6 +25,7 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from . import mailbox
+from .drive_notify import is_drive_resource, max_minutes
 from .identity import GRAPH_AUDIENCE
 from .jwt import TokenInvalid
 from .state import (
@@ -157,6 +158,8 @@ class GraphApi:
         head = seg[0].lower()
         if head == "subscriptions":
             return self._subscriptions(request, caller, seg[1:])
+        if head == "drives":
+            return self.sim.drive.handle_drives(request, caller, seg)
         if head == "me":
             if caller.user is None:
                 return graph_error(400, "BadRequest", "/me request is only valid with delegated authentication flow.")
@@ -180,6 +183,8 @@ class GraphApi:
             if not caller.has(USER_READ):
                 return graph_error(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
             return Response.json(200, _select_fields(user.public(), _select(request)))
+        if rest[0].lower() in ("drive", "drives"):
+            return self.sim.drive.handle_user(request, caller, user, rest)
         return self._mail(request, caller, user, rest)
 
     # mail ---------------------------------------------------------------------------------
@@ -383,7 +388,8 @@ class GraphApi:
             if request.method == "PATCH":
                 try:
                     body = request.json() or {}
-                    expiry = self._expiry(str(body["expirationDateTime"]))
+                    expiry = self._expiry(str(body["expirationDateTime"]),
+                                          max_minutes(sub, MAX_MAIL_SUBSCRIPTION_MINUTES))
                 except (ValueError, KeyError, TypeError, AttributeError) as exc:
                     return graph_error(400, "InvalidRequest", str(exc) if isinstance(exc, ValueError)
                                        else "expirationDateTime is required.")
@@ -398,7 +404,7 @@ class GraphApi:
         return caller.user is None or sub.user_id == caller.user.id
 
     @staticmethod
-    def _expiry(text: str) -> dt.datetime:
+    def _expiry(text: str, maximum_minutes: int = MAX_MAIL_SUBSCRIPTION_MINUTES) -> dt.datetime:
         try:
             value = parse_graph_time(text)
         except ValueError as exc:
@@ -406,9 +412,8 @@ class GraphApi:
         now = utcnow()
         if value <= now:
             raise ValueError("Subscription expiration date time cannot be in the past.")
-        if value > now + dt.timedelta(minutes=MAX_MAIL_SUBSCRIPTION_MINUTES):
-            raise ValueError(f"Subscription expiration can only be {MAX_MAIL_SUBSCRIPTION_MINUTES} minutes in "
-                             "the future.")
+        if value > now + dt.timedelta(minutes=maximum_minutes):
+            raise ValueError(f"Subscription expiration can only be {maximum_minutes} minutes in the future.")
         return max(value, now + dt.timedelta(minutes=MIN_SUBSCRIPTION_MINUTES))
 
     def _parse_resource(self, caller: Caller, resource: str) -> tuple[User, Folder | None] | Response:
@@ -449,6 +454,9 @@ class GraphApi:
         for name in ("changeType", "notificationUrl", "resource", "expirationDateTime"):
             if not body.get(name):
                 return graph_error(400, "InvalidRequest", f"The '{name}' property is required.")
+        if is_drive_resource(str(body["resource"])):
+            return self.sim.drive.subscriptions.create(request, caller, body, self._validate_endpoint,
+                                                       self.sim.graph_url)
         change_types = [c.strip() for c in str(body["changeType"]).split(",") if c.strip()]
         if not change_types or any(c not in CHANGE_TYPES for c in change_types):
             return graph_error(400, "InvalidRequest", f"Invalid changeType '{body['changeType']}'.")

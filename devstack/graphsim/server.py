@@ -24,6 +24,7 @@ from devstack import certs
 
 from .control import ControlApi
 from .delivery import Delivery
+from .drive import DriveService
 from .graph import GraphApi
 from .identity import IdentityPlatform
 from .jwt import SigningKey
@@ -126,6 +127,7 @@ class GraphSimulator:
         self.key = SigningKey()
         self.ca_file = str(certs.ensure_server_certificate(CERT_NAME, self.cert_dir).ca_file)
         self.delivery = Delivery(self.state, self.ca_file)
+        self.drive = DriveService.build(self.state, self.delivery)
         self.identity = IdentityPlatform(self)
         self.graph = GraphApi(self)
         self.control = ControlApi(self)
@@ -191,4 +193,6 @@ class GraphSimulator:
             return self.control.handle(request)
         if request.path.startswith("/v1.0/") or request.path == "/v1.0":
             return self.graph.handle(request)
+        if request.path.startswith("/_files/"):  # pre-authenticated upload and download URLs of drives
+            return self.drive.transfers.handle(request)
         return self.identity.handle(request)
