@@ -3,23 +3,7 @@
 No authentication (the listener is on loopback). The contract is fixed; see the package
 docstring for the list of endpoints.
 
-``POST /_sim/bulk`` seeds many mailboxes in one call (load tests, benchmarks)::
-
-    {"users": 10000,                       # how many new users, each with the default mailbox
-     "userPrefix": "bulk",                 # optional: UPNs are {prefix}{n:06d}-{random}@contoso.test
-     "subscription": {                     # optional: one subscription per user, for the default app
-         "notificationUrl": "https://...", "lifecycleNotificationUrl": "https://...",
-         "expirationDateTime": "...",      # Graph's rules: in the future, at most 10,080 minutes
-         "resource": "/me/mailFolders('inbox')/messages",   # optional, this by default
-         "changeType": "created,updated,deleted",           # optional, this by default
-         "clientState": "..."},            # optional
-     "skipValidation": true,               # optional: no validation handshake (else one per URL)
-     "tokenLifetimeSeconds": 86400}        # optional: lifetime of the access tokens issued
-
-answers ``201 {"value": [{"userId", "userPrincipalName", "tenantId", "subscriptionId",
-"accessToken"}]}``: per user a delegated access token of the default app (User.Read
-Mail.Read), and the subscription's id (null without ``subscription``). At most 100,000
-users per call.
+``POST /_sim/bulk`` seeds many mailboxes in one call (``seeding.py``).
 """
 
 from __future__ import annotations
@@ -27,24 +11,22 @@ from __future__ import annotations
 import secrets
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import mailbox
+from .context import SimContext
+from .drive import DriveService
 from .drive_control import DriveControl
-from .graph import CHANGE_TYPES, Caller, GraphApi
+from .graph_subscriptions import SubscriptionsApi
+from .identity import IdentityPlatform
+from .seeding import BulkSeeding
 from .state import (
-    DEFAULT_CLIENT_ID,
     Faults,
-    Subscription,
     User,
     graph_time_precise,
     parse_graph_time,
-    utcnow,
 )
 from .wire import Request, Response
-
-if TYPE_CHECKING:
-    from .server import GraphSimulator
 
 LIFECYCLE_EVENTS = ("reauthorizationRequired", "subscriptionRemoved", "missed")
 BULK_MAX_USERS = 100_000
@@ -56,10 +38,14 @@ def _bad(message: str, status: int = 400) -> Response:
 
 
 class ControlApi:
-    def __init__(self, sim: GraphSimulator) -> None:
-        self.sim = sim
-        self.state = sim.state
-        self.drive = DriveControl(sim.drive)
+    def __init__(self, ctx: SimContext, identity: IdentityPlatform, subscriptions: SubscriptionsApi,
+                 drive: DriveService) -> None:
+        self.sim = ctx
+        self.state = ctx.state
+        self.drive = DriveControl(drive)
+        self.identity = identity
+        self.subscriptions = subscriptions
+        self.seeding = BulkSeeding(ctx, identity, subscriptions)
 
     def handle(self, request: Request) -> Response:
         seg = [p for p in request.path.split("/") if p][1:]
@@ -77,7 +63,7 @@ class ControlApi:
         if not isinstance(body, dict):
             return _bad("the body must be a JSON object")
         if seg == ["bulk"] and method == "POST":
-            return self._bulk(body)
+            return self.seeding.handle(body)
         if seg == ["health"] and method == "GET":
             return Response.json(200, {"status": "ok"})
         if seg == ["apps"]:
@@ -202,92 +188,6 @@ class ControlApi:
                 del self.state.delta_rounds[round_id]
             return Response.empty(204)
         return _bad(f"no control endpoint {method} {request.path}", 404)
-
-    # bulk seeding -------------------------------------------------------------------------
-    def _bulk(self, body: dict[str, Any]) -> Response:
-        count = body.get("users")
-        if not isinstance(count, int) or isinstance(count, bool) or not 0 < count <= BULK_MAX_USERS:
-            return _bad(f"users must be a whole number from 1 to {BULK_MAX_USERS}")
-        prefix = str(body.get("userPrefix") or "bulk")
-        lifetime = body.get("tokenLifetimeSeconds", 86_400)
-        if not isinstance(lifetime, int) or isinstance(lifetime, bool) or lifetime <= 0:
-            return _bad("tokenLifetimeSeconds must be a positive whole number")
-        spec = body.get("subscription")
-        if spec is not None and not isinstance(spec, dict):
-            return _bad("subscription must be a JSON object")
-        app = self.state.apps[DEFAULT_CLIENT_ID]
-        if spec is not None:
-            checked = self._bulk_subscription_spec(spec, skip_validation=bool(body.get("skipValidation", False)))
-            if isinstance(checked, Response):
-                return checked
-        run = secrets.token_hex(4)
-        seeded: list[dict[str, Any]] = []
-        with self.state.lock:
-            for n in range(count):
-                user = self.state.add_user(f"{prefix}{n:06d}-{run}@contoso.test", f"{prefix} {n}")
-                subscription_id = None
-                if spec is not None:
-                    subscription_id = self._bulk_subscribe(app.client_id, user, spec, checked)
-                seeded.append({
-                    "userId": user.id,
-                    "userPrincipalName": user.user_principal_name,
-                    "tenantId": user.tenant_id,
-                    "subscriptionId": subscription_id,
-                })
-        # Signing is the slow part and needs no lock.
-        for entry in seeded:
-            user = self.state.users[entry["userId"]]
-            entry["accessToken"] = self.sim.identity.access_token(app, user, list(BULK_SCOPES), True, lifetime)
-        return Response.json(201, {"value": seeded})
-
-    def _bulk_subscription_spec(self, spec: dict[str, Any], *, skip_validation: bool) -> Any:
-        """Graph's checks of a new subscription, done once for the whole batch."""
-        for name in ("notificationUrl", "expirationDateTime"):
-            if not spec.get(name):
-                return _bad(f"subscription.{name} is required")
-        change_types = [c.strip() for c in str(spec.get("changeType") or ",".join(CHANGE_TYPES)).split(",")]
-        if not all(c in CHANGE_TYPES for c in change_types):
-            return _bad(f"subscription.changeType must be made of {', '.join(CHANGE_TYPES)}")
-        client_state = spec.get("clientState")
-        if client_state is not None and len(str(client_state)) > 128:
-            return _bad("subscription.clientState cannot be longer than 128 characters")
-        try:
-            expiry = GraphApi._expiry(str(spec["expirationDateTime"]))
-        except ValueError as exc:
-            return _bad(str(exc))
-        urls = [str(spec["notificationUrl"])]
-        if spec.get("lifecycleNotificationUrl"):
-            urls.append(str(spec["lifecycleNotificationUrl"]))
-        # A fresh user's mailbox has the well-known folders only: any user of the tenant will do.
-        resource = str(spec.get("resource") or "/me/mailFolders('inbox')/messages")
-        if not resource.lower().startswith("/me/"):
-            return _bad("subscription.resource must be a /me/... mail resource")
-        probe = next(iter(self.state.users.values()))
-        parsed = self.sim.graph._parse_resource(Caller(DEFAULT_CLIENT_ID, probe, set(BULK_SCOPES)), resource)
-        if isinstance(parsed, Response):
-            return _bad(f"subscription.resource {resource} is not supported")
-        if not skip_validation:
-            for url in urls:
-                failure = self.sim.graph._validate_endpoint(url)
-                if failure is not None:
-                    return _bad(failure)
-        return change_types, expiry, urls
-
-    def _bulk_subscribe(self, app_id: str, user: User, spec: dict[str, Any], checked: Any) -> str:
-        change_types, expiry, urls = checked
-        resource = str(spec.get("resource") or "/me/mailFolders('inbox')/messages")
-        parsed = self.sim.graph._parse_resource(Caller(app_id, user, set(BULK_SCOPES)), resource)
-        assert not isinstance(parsed, Response)  # checked on a user of the same shape first
-        folder = parsed[1]
-        client_state = spec.get("clientState")
-        sub = Subscription(
-            id=str(uuid.uuid4()), app_id=app_id, user_id=user.id, delegated=True,
-            resource=resource, folder_id=folder.id if folder else None, change_types=list(change_types),
-            notification_url=urls[0], lifecycle_url=urls[1] if len(urls) > 1 else None, expiration=expiry,
-            client_state=None if client_state is None else str(client_state), created=utcnow(),
-        )
-        self.state.subscriptions[sub.id] = sub
-        return sub.id
 
     # subscriptions -----------------------------------------------------------------------
     @staticmethod

@@ -161,7 +161,7 @@ class DriveService:
             return Response(302, b"", {"Location": self.transfers.download_url(request, drive, target),
                                        "Cache-Control": "no-store"})
         if lowered == "createlink" and method == "POST":
-            return self._create_link(request, drive, target)
+            return create_link(request, drive, target, self.transfers.share_token())
         if lowered == "permissions" and method == "GET":
             return Response.json(200, {"@odata.context": f"{GRAPH}/$metadata#Collection(permission)",
                                        "value": list(target.links)})
@@ -279,41 +279,41 @@ class DriveService:
                 return invalid(str(exc))
         return Response.json(200, self._render(request, drive, item))
 
-    def _create_link(self, request: Request, drive: Drive, item: DriveItem) -> Response:
-        """createLink (https://learn.microsoft.com/graph/api/driveitem-createlink): 201 a new link,
-        200 the existing one of the same type and scope."""
-        try:
-            body = request.json() or {}
-        except ValueError:
-            return invalid("Unable to read JSON request payload.")
-        kind = body.get("type") if isinstance(body, dict) else None
-        if kind not in ("view", "edit", "embed"):
-            return invalid("type must be view, edit or embed.")
-        if kind == "embed":
-            return graph_error(400, "notSupported", "Embed links are supported by OneDrive personal only.")
-        scope = body.get("scope") or "organization"
-        if scope not in ("anonymous", "organization", "users"):
-            return invalid("scope must be anonymous, organization or users.")
-        for link in item.links:
-            if link["link"]["type"] == kind and link["link"]["scope"] == scope:
-                return Response.json(200, link)
-        token = self.transfers.share_token()
-        letter = "f" if item.is_folder else {"docx": "w", "xlsx": "x", "pptx": "p"}.get(
-            item.name.rpartition(".")[2].lower(), "u")
-        site = drive.web_url.removesuffix("/Documents").split("/personal/", 1)[1]
-        permission = {
-            "@odata.context": f"{GRAPH}/$metadata#permission",
-            "id": token[:12],
-            "roles": ["write" if kind == "edit" else "read"],
-            "shareId": "u!" + token,
-            "hasPassword": False,
-            "link": {"scope": scope, "type": kind, "preventsDownload": False,
-                     "webUrl": f"https://contoso-my.sharepoint.com/:{letter}:/g/personal/{site}/{token}"},
-        }
-        item.links.append(permission)
-        return Response.json(201, permission)
-
 
 def _select(request: Request) -> list[str] | None:
     raw = request.query.get("$select")
     return [s.strip() for s in raw.split(",") if s.strip()] if raw else None
+
+
+def create_link(request: Request, drive: Drive, item: DriveItem, token: str) -> Response:
+    """createLink (https://learn.microsoft.com/graph/api/driveitem-createlink): 201 a new link,
+    200 the existing one of the same type and scope."""
+    try:
+        body = request.json() or {}
+    except ValueError:
+        return invalid("Unable to read JSON request payload.")
+    kind = body.get("type") if isinstance(body, dict) else None
+    if kind not in ("view", "edit", "embed"):
+        return invalid("type must be view, edit or embed.")
+    if kind == "embed":
+        return graph_error(400, "notSupported", "Embed links are supported by OneDrive personal only.")
+    scope = body.get("scope") or "organization"
+    if scope not in ("anonymous", "organization", "users"):
+        return invalid("scope must be anonymous, organization or users.")
+    for link in item.links:
+        if link["link"]["type"] == kind and link["link"]["scope"] == scope:
+            return Response.json(200, link)
+    letter = "f" if item.is_folder else {"docx": "w", "xlsx": "x", "pptx": "p"}.get(
+        item.name.rpartition(".")[2].lower(), "u")
+    site = drive.web_url.removesuffix("/Documents").split("/personal/", 1)[1]
+    permission = {
+        "@odata.context": f"{GRAPH}/$metadata#permission",
+        "id": token[:12],
+        "roles": ["write" if kind == "edit" else "read"],
+        "shareId": "u!" + token,
+        "hasPassword": False,
+        "link": {"scope": scope, "type": kind, "preventsDownload": False,
+                 "webUrl": f"https://contoso-my.sharepoint.com/:{letter}:/g/personal/{site}/{token}"},
+    }
+    item.links.append(permission)
+    return Response.json(201, permission)
