@@ -11,7 +11,8 @@ Served under ``{base_url}/_files/`` without a bearer token, as Graph's ``uploadU
   the last byte, then 201 (new file) or 200 (replaced) with the item; 409
   ``nameAlreadyExists`` on a ``fail`` conflict (the session stays until it expires).
   Each fragment extends the expiry (``uploadSessionLifetimeSeconds``).
-- ``GET {uploadUrl}`` -> the status; ``DELETE {uploadUrl}`` -> 204; unknown or expired -> 404.
+- ``GET {uploadUrl}`` -> the status; ``DELETE {uploadUrl}`` -> 204; unknown, cancelled or
+  expired -> 404; a PUT after the last range -> 400.
 - ``GET {downloadUrl}`` -> the bytes (``Range: bytes=a-b`` -> 206); valid for an hour.
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import json
 import re
 import secrets
 import time
@@ -53,6 +55,14 @@ def precondition_failed(request: Request, item: DriveItem) -> Response | None:
     if wanted.strip() in (item.etag, item.ctag, item.etag.strip('"'), item.ctag.strip('"')):
         return None
     return graph_error(412, "resourceModified", "The resource has changed since the caller last read it.")
+
+
+def _range_error(message: str, inner: str) -> Response:
+    """416 ``invalidRange`` as OneDrive answers a fragment it cannot take (``innerError.code`` says why)."""
+    response = graph_error(416, "invalidRange", message)
+    body = json.loads(response.body)
+    body["error"]["innerError"]["code"] = inner
+    return Response.json(416, body, {k: v for k, v in response.headers.items() if k != "Content-Type"})
 
 
 @dataclass
@@ -179,6 +189,10 @@ class FileTransfers:
 
     def _session_request(self, request: Request, session_id: str) -> Response:
         session = self._live(session_id)
+        done = self.sessions.get(session_id)
+        if session is None and done is not None and done.state == "completed" and request.method == "PUT":
+            # SharePoint refuses a range sent after the last one (msgraph-sdk-python-core issue 718 shows it)
+            return graph_error(400, "invalidRequest", "The upload session is already complete.")
         if session is None:
             return graph_error(404, "itemNotFound", "The upload session was not found or has expired.")
         if request.method == "GET":
@@ -194,8 +208,10 @@ class FileTransfers:
 
     @staticmethod
     def _status(session: UploadSession) -> dict[str, Any]:
-        return {"expirationDateTime": graph_time_precise(session.expires),
-                "nextExpectedRanges": [f"{len(session.buffer)}-"]}
+        """What is missing; OneDrive for Business names both ends once it knows the size."""
+        start = len(session.buffer)
+        missing = f"{start}-{session.total - 1}" if session.total else f"{start}-"
+        return {"expirationDateTime": graph_time_precise(session.expires), "nextExpectedRanges": [missing]}
 
     def _fragment(self, request: Request, session: UploadSession) -> Response:
         header = (request.header("content-range") or "").strip()
@@ -216,11 +232,9 @@ class FileTransfers:
             return graph_error(413, "requestEntityTooLarge", "A fragment must be smaller than 60 MiB.")
         received = len(session.buffer)
         if start < received:
-            return graph_error(416, "invalidRange", f"The fragment overlaps bytes already received; the next "
-                                                    f"expected range starts at {received}.")
+            return _range_error("Uploaded fragment overlaps with existing data.", "fragmentOverlap")
         if start > received:
-            return graph_error(416, "invalidRange", f"Fragments must be uploaded in order; the next expected "
-                                                    f"range starts at {received}.")
+            return _range_error("Uploaded fragment is out of order.", "fragmentOutOfOrder")
         last = end == total - 1
         if not last and len(request.body) % FRAGMENT_MULTIPLE:
             return graph_error(400, "invalidRequest", "A fragment other than the last must be a multiple of "

@@ -46,11 +46,13 @@ def test_a_six_megabyte_file_goes_up_in_ranges_and_arrives_whole(files, sim, sim
         answer = _put(url, payload[start:start + CHUNK], start, len(payload), ca)
         statuses.append(answer.status_code)
         if start + CHUNK < len(payload):
-            assert answer.json()["nextExpectedRanges"] == [f"{start + CHUNK}-"]
+            assert answer.json()["nextExpectedRanges"] == [f"{start + CHUNK}-{len(payload) - 1}"]
     assert statuses[:-1] == [202] * (len(statuses) - 1) and statuses[-1] == 201
     item = answer.json()
     assert item["name"] == "big.docx" and item["size"] == len(payload)
     assert files.get(f"/me/drive/items/{item['id']}/content").content == payload
+    again = _put(url, payload[-CHUNK:], len(payload) - CHUNK, len(payload), ca)
+    assert again.status_code == 400  # the session is complete
     recorded = sim.get(f"/users/{sim_user['id']}/drive/uploads").json()["value"]
     mine = next(s for s in recorded if s["name"] == "big.docx")
     assert mine["state"] == "completed"
@@ -64,10 +66,11 @@ def test_overlapping_and_out_of_order_ranges_are_refused_and_the_status_says_wha
     assert _put(url, payload[:CHUNK], 0, len(payload), ca).status_code == 202
     overlap = _put(url, payload[CHUNK - 10:2 * CHUNK - 10], CHUNK - 10, len(payload), ca)
     assert overlap.status_code == 416 and overlap.json()["error"]["code"] == "invalidRange"
+    assert overlap.json()["error"]["innerError"]["code"] == "fragmentOverlap"
     gap = _put(url, payload[2 * CHUNK:], 2 * CHUNK, len(payload), ca)
-    assert gap.status_code == 416
+    assert gap.status_code == 416 and gap.json()["error"]["innerError"]["code"] == "fragmentOutOfOrder"
     status = requests.get(url, verify=ca, timeout=10).json()
-    assert status["nextExpectedRanges"] == [f"{CHUNK}-"]
+    assert status["nextExpectedRanges"] == [f"{CHUNK}-{len(payload) - 1}"]
     assert _put(url, payload[CHUNK:2 * CHUNK], CHUNK, len(payload), ca).status_code == 202
     done = _put(url, payload[2 * CHUNK:], 2 * CHUNK, len(payload), ca)
     assert done.status_code == 201
