@@ -19,6 +19,7 @@ from .drive import DriveService
 from .drive_control import DriveControl
 from .graph_subscriptions import SubscriptionsApi
 from .identity import IdentityPlatform
+from .mailstore import Message
 from .seeding import BulkSeeding
 from .state import (
     Faults,
@@ -35,6 +36,13 @@ BULK_SCOPES = ["User.Read", "Mail.Read"]
 
 def _bad(message: str, status: int = 400) -> Response:
     return Response.json(status, {"error": {"code": "BadRequest" if status == 400 else "NotFound", "message": message}})
+
+
+def _message_public(message: Message) -> dict[str, Any]:
+    """The message as Graph renders it (REST id), plus its ``immutableId`` and its attachments."""
+    out = mailbox.render_message(message, expand_attachments=True)
+    out["immutableId"] = message.immutable_id
+    return out
 
 
 class ControlApi:
@@ -111,6 +119,12 @@ class ControlApi:
                 return Response.json(200, {"value": [self._subscription_public(s) for s in subs]})
         if len(seg) >= 2 and seg[0] == "subscriptions":
             return self._subscription_routes(request, seg[1], seg[2:], body)
+        if seg == ["requests"]:
+            if method == "GET":
+                return Response.json(200, {"value": self.sim.requests.entries()})
+            if method == "DELETE":
+                self.sim.requests.clear()
+                return Response.empty(204)
         if seg == ["deliveries"]:
             if method == "GET":
                 return Response.json(200, {"value": self.sim.delivery.log()})
@@ -154,13 +168,16 @@ class ControlApi:
             folder = user.folder(str(body.get("folder") or "inbox"))
             if folder is None:
                 return _bad(f"unknown folder {body.get('folder')}")
-            message, change = mailbox.create_message(self.state, user, folder, body)
+            try:
+                message, change = mailbox.create_message(self.state, user, folder, body)
+            except mailbox.InvalidMessage as exc:
+                return _bad(str(exc))
             self.sim.delivery.publish_changes([change])
-            return Response.json(201, mailbox.render_message(message))
+            return Response.json(201, _message_public(message))
         if rest == ["messages"] and method == "GET":
-            return Response.json(200, {"value": [mailbox.render_message(m) for m in user.messages.values()]})
+            return Response.json(200, {"value": [_message_public(m) for m in user.mailbox.messages.values()]})
         if len(rest) == 2 and rest[0] == "messages":
-            found = user.messages.get(rest[1])
+            found = user.mailbox.message(rest[1])
             if found is None:
                 return _bad(f"unknown message {rest[1]}", 404)
             message = found
@@ -169,16 +186,19 @@ class ControlApi:
                     target = user.folder(str(body.pop("folder")))
                     if target is None:
                         return _bad("unknown folder")
-                    message, changes = mailbox.move_message(self.state, user, message, target)
-                    self.sim.delivery.publish_changes(changes)
+                    self.sim.delivery.publish_changes(mailbox.move_message(self.state, user, message, target))
                 if body:
+                    try:
+                        mailbox.check_patch(body)
+                    except mailbox.InvalidMessage as exc:
+                        return _bad(str(exc))
                     self.sim.delivery.publish_changes([mailbox.update_message(self.state, user, message, body)])
-                return Response.json(200, mailbox.render_message(message))
+                return Response.json(200, _message_public(message))
             if method == "DELETE":
                 self.sim.delivery.publish_changes([mailbox.delete_message(self.state, user, message)])
                 return Response.empty(204)
             if method == "GET":
-                return Response.json(200, mailbox.render_message(message))
+                return Response.json(200, _message_public(message))
         if rest == ["revoke"] and method == "POST":
             user.tokens_valid_from = time.time() + 1e-6
             return Response.empty(204)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from .context import RequestLog
 from .delivery import Delivery
 from .drive_delta import DriveDelta
 from .drive_notify import DriveCaller, DriveSubscriptions
@@ -57,11 +58,11 @@ class DriveService:
         self.subscriptions = subscriptions
 
     @classmethod
-    def build(cls, state: SimState, delivery: Delivery) -> DriveService:
+    def build(cls, state: SimState, delivery: Delivery, requests: RequestLog | None = None) -> DriveService:
         store = DriveStore()
         subscriptions = DriveSubscriptions(state, store, delivery)
         store.on_change = subscriptions.drive_changed
-        return cls(state, store, FileTransfers(state, store), DriveDelta(state, store), subscriptions)
+        return cls(state, store, FileTransfers(state, store, requests), DriveDelta(state, store), subscriptions)
 
     # entry -----------------------------------------------------------------------------
     def handle_user(self, request: Request, caller: DriveCaller, user: User, rest: list[str]) -> Response:

@@ -1,9 +1,14 @@
-"""Microsoft Graph v1.0: users, mail folders, messages, delta and subscriptions.
+"""Microsoft Graph v1.0: the front door (authentication, throttling, faults, routing, request log).
 
 Every request is authenticated like Graph does it (RS256 signature, audience, expiry;
-401 ``InvalidAuthenticationToken``), authorised by scope (403), throttled like Outlook
-(4 concurrent requests and a request budget per app per mailbox: 429 with
-``Retry-After`` and ``ApplicationThrottled``) and may be hit by injected faults.
+401 ``InvalidAuthenticationToken``), throttled like Outlook (4 concurrent requests and a
+request budget per app per mailbox: 429 with ``Retry-After`` and
+``ApplicationThrottled``), may be hit by injected faults, and is then handed to its
+area: ``subscriptions`` and ``$batch`` at the top, and under ``/me`` or ``/users/{id}``
+the areas in :attr:`GraphApi.areas` (``mailFolders``, ``messages``,
+``translateExchangeIds``, ``drive``, ``drives``; further areas register there; ``/drives/{id}``
+at the top). The inner requests of a
+``$batch`` pass through the same door one by one (:meth:`GraphApi.serve`).
 """
 
 from __future__ import annotations
@@ -13,21 +18,62 @@ import time
 from collections import deque
 from typing import Any
 
-from .context import SimContext
+from .context import RequestLog, SimContext
 from .drive import DriveService
+from .graph_batch import BatchApi
 from .graph_common import (
-    _PAREN,
     DENIED,
     USER_READ,
+    AreaHandler,
     Caller,
-    _select,
-    _select_fields,
+    normalize_path,
+    select_fields,
+    select_of,
 )
+from .graph_folders import FoldersApi
 from .graph_mail import MailApi
 from .graph_subscriptions import SubscriptionsApi
 from .jwt import TokenInvalid
 from .oauth import GRAPH_AUDIENCE
+from .state import SimState
 from .wire import Request, Response, graph_error
+
+
+class MailboxThrottle:
+    """Outlook's limits per app and mailbox: concurrent requests and a request budget per window.
+
+    (https://learn.microsoft.com/graph/throttling-limits#outlook-service-limits)
+    """
+
+    def __init__(self, state: SimState) -> None:
+        self._state = state
+        self._lock = threading.Lock()
+        self._in_flight: dict[tuple[str, str], int] = {}
+        self._budget: dict[tuple[str, str], deque[float]] = {}
+
+    def enter(self, key: tuple[str, str]) -> Response | None:
+        """Take a slot; a 429 when the mailbox is over one of its limits."""
+        settings = self._state.settings
+        with self._lock:
+            now = time.monotonic()
+            window = self._budget.setdefault(key, deque())
+            while window and window[0] <= now - settings.mailbox_budget_window_seconds:
+                window.popleft()
+            if len(window) >= settings.mailbox_budget:
+                return self.throttled("Application is over its MailboxRequests limit.")
+            if self._in_flight.get(key, 0) >= settings.mailbox_concurrency:
+                return self.throttled("Application is over its MailboxConcurrency limit.")
+            window.append(now)
+            self._in_flight[key] = self._in_flight.get(key, 0) + 1
+        return None
+
+    def leave(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._in_flight[key] -= 1
+
+    def throttled(self, message: str) -> Response:
+        return graph_error(429, "ApplicationThrottled", message,
+                           {"Retry-After": str(self._state.settings.throttle_retry_after_seconds)})
 
 
 class GraphApi:
@@ -35,54 +81,62 @@ class GraphApi:
         self.sim = ctx
         self.state = ctx.state
         self._claims_cache: dict[str, dict[str, Any]] = {}
-        self._throttle_lock = threading.Lock()
-        self._in_flight: dict[tuple[str, str], int] = {}
-        self._budget: dict[tuple[str, str], deque[float]] = {}
-        self.drive = DriveService.build(ctx.state, ctx.delivery)
+        self.throttle = MailboxThrottle(ctx.state)
+        self.drive = DriveService.build(ctx.state, ctx.delivery, ctx.requests)
         self.subscriptions = SubscriptionsApi(ctx, self.drive.subscriptions)
         self.mail = MailApi(ctx)
+        self.folders = FoldersApi(ctx, self.mail)
+        self.batch = BatchApi(ctx, self.serve, self.user_of)
+        self.areas: dict[str, AreaHandler] = {
+            "mailfolders": self.folders.handle,
+            "messages": self.mail.handle,
+            "translateexchangeids": self.mail.translate_ids,
+            "drive": self.drive.handle_user,
+            "drives": self.drive.handle_user,
+        }
 
     # entry --------------------------------------------------------------------------------
     def handle(self, request: Request) -> Response:
-        settings = self.state.settings
         caller = self._authenticate(request)
         if isinstance(caller, Response):
+            self._log(request, caller, None, None)
             return caller
-        path = _PAREN.sub(lambda m: "/" + m.group(1), request.path[len("/v1.0"):]).strip("/")
-        segments = path.split("/") if path else []
+        segments = normalize_path(request.path)
+        if segments == ["$batch"]:
+            if request.method != "POST":
+                response = graph_error(405, "BadRequest", "Specified HTTP method is not allowed for the request.")
+                self._log(request, response, caller, segments)
+                return response
+            response, inner = self.batch.handle(request, caller)
+            self._log(request, response, caller, segments, inner)
+            return response
+        response = self.serve(request, caller)
+        self._log(request, response, caller, segments)
+        return response
+
+    def serve(self, request: Request, caller: Caller) -> Response:
+        """One Graph request of an authenticated caller: faults, throttling, then its area."""
+        segments = normalize_path(request.path)
         faults = self.state.faults
         rng = self.sim.delivery.rng
         if faults.throttle_rate and rng.random() < faults.throttle_rate:
-            return self._throttled("Application is over its resource limit.")
+            return self.throttle.throttled("Application is over its resource limit.")
         if faults.fail_rate and rng.random() < faults.fail_rate:
             if rng.random() < 0.5:
                 return graph_error(503, "ServiceUnavailable", "The service is temporarily unavailable.",
                                    {"Retry-After": "1"})
             return graph_error(500, "InternalServerError", "An internal server error occurred.")
-        mailbox_key = self._mailbox_of(caller, segments)
-        key = (caller.app_id, mailbox_key)
-        with self._throttle_lock:
-            now = time.monotonic()
-            window = self._budget.setdefault(key, deque())
-            while window and window[0] <= now - settings.mailbox_budget_window_seconds:
-                window.popleft()
-            if len(window) >= settings.mailbox_budget:
-                return self._throttled("Application is over its MailboxRequests limit.")
-            if self._in_flight.get(key, 0) >= settings.mailbox_concurrency:
-                return self._throttled("Application is over its MailboxConcurrency limit.")
-            window.append(now)
-            self._in_flight[key] = self._in_flight.get(key, 0) + 1
+        key = (caller.app_id, self._mailbox_of(caller, segments))
+        refused = self.throttle.enter(key)
+        if refused is not None:
+            return refused
         try:
-            if settings.graph_latency_ms:  # Graph's own processing time, inside the concurrency slot
-                time.sleep(settings.graph_latency_ms / 1000.0)
+            latency = self.state.settings.graph_latency_ms
+            if latency:  # Graph's own processing time, inside the concurrency slot
+                time.sleep(latency / 1000.0)
             return self._route(request, caller, segments)
         finally:
-            with self._throttle_lock:
-                self._in_flight[key] -= 1
-
-    def _throttled(self, message: str) -> Response:
-        return graph_error(429, "ApplicationThrottled", message,
-                           {"Retry-After": str(self.state.settings.throttle_retry_after_seconds)})
+            self.throttle.leave(key)
 
     def _mailbox_of(self, caller: Caller, segments: list[str]) -> str:
         if len(segments) >= 2 and segments[0].lower() == "users":
@@ -91,6 +145,20 @@ class GraphApi:
         if caller.user is not None:
             return caller.user.id
         return "app:" + caller.app_id
+
+    def _log(self, request: Request, response: Response, caller: Caller | Response | None,
+             segments: list[str] | None, inner: list[dict[str, Any]] | None = None) -> None:
+        user_id = app_id = None
+        if isinstance(caller, Caller):
+            app_id, user_id = caller.app_id, self.user_of(caller, segments or [])
+        entry = RequestLog.entry(request.method, request.path, request.raw_path, response.status, user_id, app_id)
+        if inner is not None:
+            entry["requests"] = inner
+        self.sim.requests.append(entry)
+
+    def user_of(self, caller: Caller, segments: list[str]) -> str | None:
+        mailbox = self._mailbox_of(caller, segments)
+        return None if mailbox.startswith("app:") else mailbox
 
     # authentication -------------------------------------------------------------------------
     def _authenticate(self, request: Request) -> Caller | Response:
@@ -127,6 +195,8 @@ class GraphApi:
         head = seg[0].lower()
         if head == "subscriptions":
             return self.subscriptions.handle(request, caller, seg[1:])
+        if head == "$batch":
+            return graph_error(400, "BadRequest", "A batch request cannot contain another batch request.")
         if head == "drives":
             return self.drive.handle_drives(request, caller, seg)
         if head == "me":
@@ -142,7 +212,7 @@ class GraphApi:
             user, rest = found, seg[2:]
             if caller.user is not None and caller.user.id != user.id:
                 if not rest and caller.has({"User.Read.All", "User.ReadBasic.All"}):
-                    return Response.json(200, _select_fields(user.public(), _select(request)))
+                    return Response.json(200, select_fields(user.public(), select_of(request)))
                 return graph_error(403, "ErrorAccessDenied", DENIED)
         else:
             return graph_error(400, "BadRequest", f"Resource not found for the segment '{seg[0]}'.")
@@ -151,7 +221,8 @@ class GraphApi:
                 return graph_error(405, "Request_BadRequest", "Specified HTTP method is not allowed for the request.")
             if not caller.has(USER_READ):
                 return graph_error(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
-            return Response.json(200, _select_fields(user.public(), _select(request)))
-        if rest[0].lower() in ("drive", "drives"):
-            return self.drive.handle_user(request, caller, user, rest)
-        return self.mail.handle(request, caller, user, rest)
+            return Response.json(200, select_fields(user.public(), select_of(request)))
+        area = self.areas.get(rest[0].lower())
+        if area is None:
+            return graph_error(400, "BadRequest", f"Resource not found for the segment '{rest[0]}'.")
+        return area(request, caller, user, rest)

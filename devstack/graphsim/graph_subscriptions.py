@@ -26,6 +26,8 @@ from .graph_common import (
     MAX_SUBSCRIPTIONS_PER_MAILBOX,
     MIN_SUBSCRIPTION_MINUTES,
     Caller,
+    Preferences,
+    json_object,
 )
 from .state import (
     Folder,
@@ -128,12 +130,9 @@ class SubscriptionsApi:
         return graph_error(400, "InvalidRequest", f"The resource '{resource}' is not supported.")
 
     def _create_subscription(self, request: Request, caller: Caller) -> Response:
-        try:
-            body = request.json()
-        except ValueError:
-            return graph_error(400, "BadRequest", "Unable to read JSON request payload.")
-        if not isinstance(body, dict):
-            return graph_error(400, "BadRequest", "Unable to read JSON request payload.")
+        body = json_object(request)
+        if isinstance(body, Response):
+            return body
         for name in ("changeType", "notificationUrl", "resource", "expirationDateTime"):
             if not body.get(name):
                 return graph_error(400, "InvalidRequest", f"The '{name}' property is required.")
@@ -190,6 +189,7 @@ class SubscriptionsApi:
                 notification_url=urls[0], lifecycle_url=urls[1] if len(urls) > 1 else None,
                 expiration=expiry, client_state=None if client_state is None else str(client_state), created=now,
                 include_resource_data=bool(body.get("includeResourceData", False)),
+                immutable_ids=Preferences.of(request).immutable_ids,
             )
             self.state.subscriptions[sub.id] = sub
             return Response.json(201, sub.public(), {"Location": f"{self.sim.graph_url}/subscriptions/{sub.id}"})

@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .context import RequestLog
 from .drive_render import render_item
 from .drive_store import Drive, DriveItem, DriveStore, InvalidName, NameConflict, check_name
 from .state import SimState, graph_time_precise, utcnow
@@ -91,9 +92,10 @@ class UploadSession:
 
 
 class FileTransfers:
-    def __init__(self, state: SimState, store: DriveStore) -> None:
+    def __init__(self, state: SimState, store: DriveStore, requests: RequestLog | None = None) -> None:
         self.state = state
         self.store = store
+        self.requests = requests
         self.sessions: dict[str, UploadSession] = {}
         self._key = secrets.token_bytes(32)
 
@@ -171,12 +173,32 @@ class FileTransfers:
     # the pre-authenticated URLs ---------------------------------------------------------------
     def handle(self, request: Request) -> Response:
         seg = [p for p in request.path.split("/") if p][1:]
+        response = graph_error(404, "itemNotFound", "The resource could not be found.")
+        extra: dict[str, Any] = {}
         with self.state.lock:
             if len(seg) == 2 and seg[0] == "upload":
-                return self._session_request(request, seg[1])
-            if len(seg) == 2 and seg[0] == "download" and request.method in ("GET", "HEAD"):
-                return self._download(request, seg[1])
-        return graph_error(404, "itemNotFound", "The resource could not be found.")
+                session = self.sessions.get(seg[1])
+                response = self._session_request(request, seg[1])
+                extra = {"uploadSession": seg[1], "contentRange": request.header("content-range"),
+                         "bytes": len(request.body)}
+                user_id, app_id = (session.user_id, session.app_id) if session else (None, None)
+            elif len(seg) == 2 and seg[0] == "download" and request.method in ("GET", "HEAD"):
+                response = self._download(request, seg[1])
+                extra = {"range": request.header("range")}
+                user_id, app_id = self._owner_of_download(seg[1]), None
+            else:
+                user_id, app_id = None, None
+        if self.requests is not None:  # file transfers show in GET /_sim/requests beside Graph's requests
+            # a download URL is a signed capability: its token stays out of the log
+            path = "/_files/download" if seg[:1] == ["download"] else request.path
+            entry = RequestLog.entry(request.method, path, path, response.status, user_id, app_id)
+            entry.update(extra)
+            self.requests.append(entry)
+        return response
+
+    def _owner_of_download(self, token: str) -> str | None:
+        drive = self.store.drives.get(token.split(".", 1)[0])
+        return drive.owner.id if drive is not None else None
 
     def _live(self, session_id: str) -> UploadSession | None:
         session = self.sessions.get(session_id)
