@@ -53,6 +53,11 @@ def test_a_six_megabyte_file_goes_up_in_ranges_and_arrives_whole(files, sim, sim
     assert files.get(f"/me/drive/items/{item['id']}/content").content == payload
     again = _put(url, payload[-CHUNK:], len(payload) - CHUNK, len(payload), ca)
     assert again.status_code == 400  # the session is complete
+    session_id = url.rsplit("/", 1)[1]
+    served = [r for r in sim.get("/requests").json()["value"] if r.get("uploadSession") == session_id]
+    assert [(r["method"], r["contentRange"], r["status"]) for r in served][:2] == [
+        ("PUT", f"bytes 0-{CHUNK - 1}/{len(payload)}", 202), ("PUT", f"bytes {CHUNK}-{2 * CHUNK - 1}/{len(payload)}", 202)]
+    assert served[-1]["status"] == 400 and all(r["userId"] == sim_user["id"] for r in served)
     recorded = sim.get(f"/users/{sim_user['id']}/drive/uploads").json()["value"]
     mine = next(s for s in recorded if s["name"] == "big.docx")
     assert mine["state"] == "completed"
