@@ -17,6 +17,7 @@ from . import mailbox
 from .context import SimContext
 from .drive import DriveService
 from .drive_control import DriveControl
+from .drive_notify import is_drive_subscription
 from .graph_subscriptions import SubscriptionsApi
 from .identity import IdentityPlatform
 from .mailstore import Message
@@ -241,6 +242,8 @@ class ControlApi:
                 event = body.get("event")
                 if event not in LIFECYCLE_EVENTS:
                     return _bad(f"event must be one of {', '.join(LIFECYCLE_EVENTS)}")
+                if is_drive_subscription(sub) and event != "reauthorizationRequired":
+                    return _bad("drive subscriptions get reauthorizationRequired only (the others are Outlook's)")
                 queued = self.sim.delivery.publish_lifecycle(sub, str(event))
                 if event == "subscriptionRemoved":
                     del self.state.subscriptions[sub.id]

@@ -17,6 +17,8 @@ Changes made here are the user's, as in the browser: ``lastModifiedBy`` is the u
 - ``DELETE /drive/items/{itemId}``: the user deletes it (to the recycle bin). 204.
 - ``POST /drive/delta/reset``: every delta token of the drive answers 410 from now on.
 - ``GET /drive/uploads``: the upload sessions of the drive with each PUT's byte range and status.
+- ``POST /drive/uploads/failures`` ``{"count": 1, "status": 503}``: the user's next ``count``
+  fragment PUTs fail with ``status`` and their bytes are dropped (a connection lost mid-upload).
 """
 
 from __future__ import annotations
@@ -52,6 +54,13 @@ class DriveControl:
             return Response.json(200, render_drive(drive, self.store))
         if rest == ["delta", "reset"] and method == "POST":
             drive.epoch += 1
+            return Response.empty(204)
+        if rest == ["uploads", "failures"] and method == "POST":
+            body = _json(request)
+            count, status = (body.get("count", 1), body.get("status", 503)) if isinstance(body, dict) else (0, 0)
+            if not isinstance(count, int) or not 0 < count <= 100 or status not in (500, 502, 503, 504):
+                return _bad('the body must be {"count": 1..100, "status": 500|502|503|504}')
+            self.service.transfers.failures.setdefault(user.id, []).extend([status] * count)
             return Response.empty(204)
         if rest == ["uploads"] and method == "GET":
             sessions = [s.public() for s in self.service.transfers.sessions.values() if s.drive_id == drive.id]

@@ -13,6 +13,8 @@ Served under ``{base_url}/_files/`` without a bearer token, as Graph's ``uploadU
   Each fragment extends the expiry (``uploadSessionLifetimeSeconds``).
 - ``GET {uploadUrl}`` -> the status; ``DELETE {uploadUrl}`` -> 204; unknown, cancelled or
   expired -> 404; a PUT after the last range -> 400.
+- ``POST /_sim/users/{u}/drive/uploads/failures`` ``{"count": n, "status": 503}``: the
+  user's next n well-formed fragments fail (their bytes are dropped), to exercise resuming.
 - ``GET {downloadUrl}`` -> the bytes (``Range: bytes=a-b`` -> 206); valid for an hour.
 """
 
@@ -97,6 +99,7 @@ class FileTransfers:
         self.store = store
         self.requests = requests
         self.sessions: dict[str, UploadSession] = {}
+        self.failures: dict[str, list[int]] = {}  # user id -> statuses the next fragment PUTs answer
         self._key = secrets.token_bytes(32)
 
     # links --------------------------------------------------------------------------------
@@ -119,6 +122,9 @@ class FileTransfers:
             body = request.json() or {}
         except ValueError:
             return graph_error(400, "invalidRequest", "Unable to read JSON request payload.")
+        if isinstance(body, dict) and body.get("deferCommit"):
+            return graph_error(400, "notSupported", "The simulator commits on the last range; deferCommit is not "
+                                                    "supported.")
         item_props = body.get("item") if isinstance(body, dict) else None
         item_props = item_props if isinstance(item_props, dict) else {}
         conflict = conflict_behavior(item_props.get("@microsoft.graph.conflictBehavior")
@@ -252,6 +258,11 @@ class FileTransfers:
             return graph_error(400, "invalidRequest", "The total size differs from the one declared earlier.")
         if len(request.body) > MAX_FRAGMENT_BYTES:
             return graph_error(413, "requestEntityTooLarge", "A fragment must be smaller than 60 MiB.")
+        pending_failures = self.failures.get(session.user_id)
+        if pending_failures:  # injected: the fragment is lost, as when a connection drops (its bytes are ignored)
+            status = pending_failures.pop(0)
+            return graph_error(status, "serviceNotAvailable" if status == 503 else "generalException",
+                               "The fragment could not be stored; retry it.", {"Retry-After": "1"})
         received = len(session.buffer)
         if start < received:
             return _range_error("Uploaded fragment overlaps with existing data.", "fragmentOverlap")

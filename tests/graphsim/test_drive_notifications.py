@@ -105,3 +105,13 @@ def test_drive_notifications_go_through_the_delivery_faults(files, webhook, sim,
     assert webhook.items() == []
     dropped = [d for d in sim.get("/deliveries").json()["value"] if d["outcome"] == "dropped"]
     assert dropped
+
+
+def test_a_drive_subscription_gets_reauthorization_lifecycle_events_only(files, webhook, sim):
+    sub = _subscribe(files, webhook).json()
+    for outlook_only in ("missed", "subscriptionRemoved"):
+        assert sim.post(f"/subscriptions/{sub['id']}/lifecycle", json={"event": outlook_only}).status_code == 400
+    queued = sim.post(f"/subscriptions/{sub['id']}/lifecycle", json={"event": "reauthorizationRequired"})
+    assert queued.status_code == 202
+    assert webhook.wait_for(lambda: len(webhook.items("/api/lifecycle")) == 1)
+    assert webhook.items("/api/lifecycle")[0]["lifecycleEvent"] == "reauthorizationRequired"

@@ -138,3 +138,25 @@ def test_a_session_on_an_existing_item_replaces_its_content(files, sim, sim_user
 def test_creating_a_session_needs_a_write_scope(graphsim, confidential_app, sign_in, sim_user):
     reader = graph_for(graphsim, confidential_app, sign_in, sim_user["userPrincipalName"], ["User.Read", "Files.Read"])
     assert reader.post("/me/drive/root:/x.bin:/createUploadSession", json={}).status_code == 403
+
+
+def test_a_failed_fragment_is_lost_and_the_upload_resumes_from_the_status(files, sim, sim_user):
+    payload = os.urandom(2 * CHUNK + 1000)
+    url, ca = _session(files, "resume.bin")["uploadUrl"], files.verify
+    assert _put(url, payload[:CHUNK], 0, len(payload), ca).status_code == 202
+    assert sim.post(f"/users/{sim_user['id']}/drive/uploads/failures", json={"count": 1}).status_code == 204
+    lost = _put(url, payload[CHUNK:2 * CHUNK], CHUNK, len(payload), ca)
+    assert lost.status_code == 503 and lost.headers["Retry-After"] == "1"
+    missing = requests.get(url, verify=ca, timeout=10).json()["nextExpectedRanges"][0]
+    start = int(missing.split("-")[0])
+    assert start == CHUNK  # the failed fragment's bytes were not kept
+    assert _put(url, payload[start:2 * CHUNK], start, len(payload), ca).status_code == 202
+    done = _put(url, payload[2 * CHUNK:], 2 * CHUNK, len(payload), ca)
+    assert done.status_code == 201
+    assert files.get(f"/me/drive/items/{done.json()['id']}/content").content == payload
+    assert sim.post(f"/users/{sim_user['id']}/drive/uploads/failures", json={"count": 0}).status_code == 400
+
+
+def test_defer_commit_is_refused_rather_than_ignored(files):
+    refused = files.post("/me/drive/root:/later.bin:/createUploadSession", json={"deferCommit": True})
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "notSupported"
