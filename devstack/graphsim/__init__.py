@@ -16,7 +16,12 @@ Control API (no auth, loopback), under ``{base_url}/_sim``:
 ``POST /users/{u}/revoke``, ``POST /users/{u}/delta/reset``, ``GET /subscriptions``,
 ``GET|DELETE /subscriptions/{id}``, ``POST /subscriptions/{id}/lifecycle``,
 ``GET|PUT|DELETE /faults``, ``GET|DELETE /deliveries``, ``GET /health``,
-``POST /bulk`` (many users, their subscriptions and access tokens in one call; see ``control``).
+``POST /bulk`` (many users, their subscriptions and access tokens in one call; see ``control``),
+``/users/{u}/drive/...`` (seeding files and folders, the user's own edits and renames, upload
+sessions; see ``drive_control``).
+
+Pre-authenticated file transfer URLs of drives (upload sessions, downloads) live under
+``{base_url}/_files`` (``uploads``).
 """
 
 from __future__ import annotations

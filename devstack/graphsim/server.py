@@ -6,6 +6,7 @@ three surfaces on one port, as the tests and the local stack expect them:
 - ``/{tenant}/...``  the Microsoft identity platform (``identity.py``)
 - ``/v1.0/...``      Microsoft Graph (``graph.py``)
 - ``/_sim/...``      the control API for tests and demos (``control.py``)
+- ``/_files/...``    drives' pre-authenticated upload and download URLs (``uploads.py``)
 """
 
 from __future__ import annotations
