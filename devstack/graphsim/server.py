@@ -1,7 +1,7 @@
 """The simulator's HTTPS listener and its Python API, :class:`GraphSimulator`.
 
 One ``ThreadingHTTPServer`` (HTTP/1.1 keep-alive, TLS from the devstack CA) serves
-three surfaces on one port, as the tests and the local stack expect them:
+these surfaces on one port, as the tests and the local stack expect them:
 
 - ``/{tenant}/...``  the Microsoft identity platform (``identity.py``)
 - ``/v1.0/...``      Microsoft Graph (``graph.py``)
