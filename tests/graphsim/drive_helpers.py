@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import ssl
-from collections.abc import Coroutine
 from typing import Any
 
-import httpx
 import requests
-from kiota_abstractions.authentication import (
-    AccessTokenProvider,
-    AllowedHostsValidator,
-    BaseBearerTokenAuthenticationProvider,
-)
-from msgraph import GraphRequestAdapter, GraphServiceClient
-from msgraph.graph_request_adapter import options as graph_middleware_options
-from msgraph_core import GraphClientFactory
 
 from devstack.graphsim import GraphSimulator
 
@@ -60,39 +48,3 @@ def seed(sim: ControlSession, user: dict[str, Any], path: str, content: bytes | 
     assert response.status_code == 201, response.text
     return dict(response.json())
 
-
-class _StaticToken(AccessTokenProvider):
-    """The SDK's token source: one access token, for the simulator's host only."""
-
-    def __init__(self, token: str, host: str) -> None:
-        self._token = token
-        self._hosts = AllowedHostsValidator([host])
-
-    async def get_authorization_token(self, uri: str,
-                                      additional_authentication_context: dict[str, Any] | None = None) -> str:
-        return self._token if self._hosts.is_url_host_valid(uri) else ""
-
-    def get_allowed_hosts_validator(self) -> AllowedHostsValidator:
-        return self._hosts
-
-
-class DriveSdk:
-    """msgraph-sdk's ``GraphServiceClient`` on the simulator (with the SDK's own middleware), and a loop."""
-
-    def __init__(self, simulator: GraphSimulator, token: str) -> None:
-        self.loop = asyncio.new_event_loop()
-        trust = ssl.create_default_context(cafile=simulator.ca_file)
-        self.http = GraphClientFactory.create_with_default_middleware(
-            client=httpx.AsyncClient(base_url=simulator.graph_url, verify=trust, timeout=60),
-            options=graph_middleware_options)
-        self.adapter = GraphRequestAdapter(BaseBearerTokenAuthenticationProvider(
-            _StaticToken(token, simulator.host)), client=self.http)
-        self.adapter.base_url = simulator.graph_url
-        self.client = GraphServiceClient(request_adapter=self.adapter)
-
-    def run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
-        return self.loop.run_until_complete(coroutine)
-
-    def close(self) -> None:
-        self.loop.run_until_complete(self.http.aclose())
-        self.loop.close()

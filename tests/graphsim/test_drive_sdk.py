@@ -20,13 +20,14 @@ from msgraph.generated.models.drive_item_uploadable_properties import DriveItemU
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from msgraph_core.tasks.large_file_upload import LargeFileUploadTask
 
-from .drive_helpers import DriveSdk, graph_for, seed
+from .conftest import GraphSdk
+from .drive_helpers import graph_for, seed
 
 
 @pytest.fixture
 def sdk(graphsim, confidential_app, sign_in, sim_user):
     session = graph_for(graphsim, confidential_app, sign_in, sim_user["userPrincipalName"])
-    client = DriveSdk(graphsim, session.token)
+    client = GraphSdk(graphsim, session.token)
     yield client
     client.close()
     session.close()
@@ -72,7 +73,7 @@ def test_the_sdk_uploads_small_files_and_large_ones_through_an_upload_session(sd
         additional_data={"@microsoft.graph.conflictBehavior": "replace"}))
     session = sdk.run(items.by_drive_item_id("root:/Up/large.docx:").create_upload_session.post(body))
     assert session.upload_url and session.next_expected_ranges == ["0-"]
-    task = LargeFileUploadTask(session, sdk.adapter, io.BytesIO(payload), max_chunk_size=5 * 1024 * 1024,
+    task = LargeFileUploadTask(session, sdk.client.request_adapter, io.BytesIO(payload), max_chunk_size=5 * 1024 * 1024,
                                parsable_factory=DriveItem)
     # The task sends every range, then sends the last one again; SharePoint refuses that with
     # 400 and so does the simulator (msgraph-sdk-python-core issue 718, open): the bytes are in.
