@@ -159,7 +159,7 @@ class DriveService:
         if lowered == "content" and method == "GET":
             if target.is_folder:
                 return invalid("Only files have content.")
-            return Response(302, b"", {"Location": self.transfers.download_url(request, drive, target),
+            return Response(302, b"", {"Location": self.transfers.downloads.url(request, drive, target),
                                        "Cache-Control": "no-store"})
         if lowered == "createlink" and method == "POST":
             return create_link(request, drive, target, self.transfers.share_token())
@@ -178,7 +178,7 @@ class DriveService:
         return actor
 
     def _render(self, request: Request, drive: Drive, item: DriveItem) -> dict[str, Any]:
-        url = None if item.is_folder else self.transfers.download_url(request, drive, item)
+        url = None if item.is_folder else self.transfers.downloads.url(request, drive, item)
         return render_item(drive, self.store, item, download_url=url)
 
     def _children(self, request: Request, drive: Drive, folder: DriveItem) -> Response:

@@ -100,20 +100,12 @@ class FileTransfers:
         self.requests = requests
         self.sessions: dict[str, UploadSession] = {}
         self.failures: dict[str, list[int]] = {}  # user id -> statuses the next fragment PUTs answer
-        self._key = secrets.token_bytes(32)
+        self.downloads = DownloadUrls(store)
 
     # links --------------------------------------------------------------------------------
     @staticmethod
     def share_token() -> str:
         return secrets.token_urlsafe(33)
-
-    def download_url(self, request: Request, drive: Drive, item: DriveItem) -> str:
-        expires = int(time.time()) + DOWNLOAD_URL_SECONDS
-        payload = f"{drive.id}.{item.id}.{expires}"
-        return f"{request.base_url}/_files/download/{payload}.{self._sign(payload)}"
-
-    def _sign(self, payload: str) -> str:
-        return hmac.new(self._key, payload.encode(), hashlib.sha256).hexdigest()[:32]
 
     # sessions -----------------------------------------------------------------------------
     def create_session(self, request: Request, app_id: str, actor: dict[str, Any], drive: Drive,
@@ -189,9 +181,9 @@ class FileTransfers:
                          "bytes": len(request.body)}
                 user_id, app_id = (session.user_id, session.app_id) if session else (None, None)
             elif len(seg) == 2 and seg[0] == "download" and request.method in ("GET", "HEAD"):
-                response = self._download(request, seg[1])
+                response = self.downloads.serve(request, seg[1])
                 extra = {"range": request.header("range")}
-                user_id, app_id = self._owner_of_download(seg[1]), None
+                user_id, app_id = self.downloads.owner_of(seg[1]), None
             else:
                 user_id, app_id = None, None
         if self.requests is not None:  # file transfers show in GET /_sim/requests beside Graph's requests
@@ -201,10 +193,6 @@ class FileTransfers:
             entry.update(extra)
             self.requests.append(entry)
         return response
-
-    def _owner_of_download(self, token: str) -> str | None:
-        drive = self.store.drives.get(token.split(".", 1)[0])
-        return drive.owner.id if drive is not None else None
 
     def _live(self, session_id: str) -> UploadSession | None:
         session = self.sessions.get(session_id)
@@ -301,11 +289,30 @@ class FileTransfers:
                                                              "uploaded session.")
         session.state = "completed"
         session.buffer = bytearray()
-        url = self.download_url(request, drive, item)
+        url = self.downloads.url(request, drive, item)
         return Response.json(201 if created else 200, render_item(drive, self.store, item, download_url=url))
 
-    # downloads -------------------------------------------------------------------------------
-    def _download(self, request: Request, token: str) -> Response:
+
+class DownloadUrls:
+    """``@microsoft.graph.downloadUrl``: signed, short-lived, no bearer token needed; serves ``Range``."""
+
+    def __init__(self, store: DriveStore) -> None:
+        self.store = store
+        self._key = secrets.token_bytes(32)
+
+    def url(self, request: Request, drive: Drive, item: DriveItem) -> str:
+        expires = int(time.time()) + DOWNLOAD_URL_SECONDS
+        payload = f"{drive.id}.{item.id}.{expires}"
+        return f"{request.base_url}/_files/download/{payload}.{self._sign(payload)}"
+
+    def _sign(self, payload: str) -> str:
+        return hmac.new(self._key, payload.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def owner_of(self, token: str) -> str | None:
+        drive = self.store.drives.get(token.split(".", 1)[0])
+        return drive.owner.id if drive is not None else None
+
+    def serve(self, request: Request, token: str) -> Response:
         payload, _, signature = token.rpartition(".")
         parts = payload.rsplit(".", 2)
         if len(parts) != 3 or not hmac.compare_digest(self._sign(payload), signature) or not parts[2].isdigit():
