@@ -79,18 +79,18 @@ class DriveService:
             return self._drive_routes(request, caller, drive, "/".join(rest[1:]))
 
     def handle_drives(self, request: Request, caller: DriveCaller, seg: list[str]) -> Response:
-        """``/drives/{driveId}/...``: the caller's own drive only (others' are not shared)."""
+        """``/drives/{driveId}/...`` (``seg``: from the drive id on): the caller's own drive only."""
         if not caller.has(FILES_READ):
             return denied()
-        if len(seg) < 2:
+        if not seg:
             return invalid("A drive id is required.")
         with self.state.lock:
-            drive = self.store.drives.get(seg[1])
+            drive = self.store.drives.get(seg[0])
             if drive is None:
                 return not_found()
             if caller.user is None or caller.user.id != drive.owner.id:
                 return denied()
-            return self._drive_routes(request, caller, drive, "/".join(seg[2:]))
+            return self._drive_routes(request, caller, drive, "/".join(seg[1:]))
 
     # addressing ----------------------------------------------------------------------------
     def _drive_routes(self, request: Request, caller: DriveCaller, drive: Drive, tail: str) -> Response:

@@ -110,6 +110,9 @@ def test_the_request_log_counts_what_a_flow_cost_and_starts_again_when_cleared(g
     assert all(r["time"].endswith("Z") for r in log)
     assert [(r["id"], r["path"], r["status"]) for r in log[3]["requests"]] == [
         ("x", "/v1.0/me/mailFolders/inbox", 200)]
+    mine = sim.get("/requests", params={"userId": sim_user["userPrincipalName"]}).json()["value"]
+    assert [r["status"] for r in mine] == [200, 404, 200]
+    assert sim.get("/requests", params={"userId": "nobody@contoso.test"}).json()["value"] == []
     sim.delete("/requests").raise_for_status()
     assert sim.get("/requests").json()["value"] == []
 
@@ -163,7 +166,12 @@ def test_translate_exchange_ids_maps_rest_ids_to_immutable_ids_and_back(graphsim
 
 
 # actions -----------------------------------------------------------------------------------------
-def test_deleting_from_deleted_items_takes_the_message_out_of_view(graphsim, graph, sim, sim_user):
+def test_deleting_from_deleted_items_takes_the_message_out_of_view(graphsim, graph, sim, sim_user,
+                                                                  webhook: WebhookReceiver):
+    expiry = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    graph.post(f"{graphsim.graph_url}/subscriptions", timeout=15, headers=IMMUTABLE, json={
+        "changeType": "created,deleted", "notificationUrl": webhook.url, "resource": "/me/messages",
+        "expirationDateTime": expiry}).raise_for_status()
     message = _deliver(sim, sim_user)
     graph.delete(f"{graphsim.graph_url}/me/messages/{message['immutableId']}", timeout=10).raise_for_status()
     in_bin = graph.get(f"{graphsim.graph_url}/me/mailFolders/deleteditems/messages", timeout=10).json()["value"]
@@ -171,6 +179,10 @@ def test_deleting_from_deleted_items_takes_the_message_out_of_view(graphsim, gra
     assert graph.delete(f"{graphsim.graph_url}/me/messages/{in_bin[0]['id']}", timeout=10).status_code == 204
     assert graph.get(f"{graphsim.graph_url}/me/messages", timeout=10).json()["value"] == []
     assert graph.get(f"{graphsim.graph_url}/me/mailFolders/deleteditems", timeout=10).json()["totalItemCount"] == 0
+    # created, moved to Deleted Items (deleted + created), then gone: nothing about the recoverable items
+    assert webhook.wait_for(lambda: len(webhook.items()) >= 4)
+    assert [i["changeType"] for i in webhook.items()] == ["created", "deleted", "created", "deleted"]
+    assert {i["resourceData"]["id"] for i in webhook.items()} == {message["immutableId"]}
 
 
 def test_bad_updates_and_moves_get_a_400_or_404_with_a_reason(graphsim, graph, sim, sim_user):
