@@ -10,7 +10,8 @@
 - A token from before a reset (``POST /_sim/users/{u}/drive/delta/reset``), or an
   unknown page: ``410 Gone`` ``resyncRequired`` with a ``Location`` header that starts a
   fresh enumeration, as Graph answers.
-- Both the path form (``/delta?token=x``) and the function form (``/delta(token='x')``).
+- Both the path form (``/delta?token=x``) and the function form (``/delta(token='x')``);
+  ``$select`` on the first request holds for the whole round.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class DeltaPages:
     ids: list[str]
     snapshot_seq: int
     page_size: int
+    select: list[str] | None = None  # $select of the first request; later pages keep it
 
 
 class DriveDelta:
@@ -76,15 +78,17 @@ class DriveDelta:
             else:
                 ids = self._hierarchy(drive)
             round_id = secrets.token_urlsafe(12)
-            pages = DeltaPages(drive.id, drive.epoch, ids, drive.seq, page_size)
+            raw_select = request.query.get("$select")
+            select = [s.strip() for s in raw_select.split(",") if s.strip()] if raw_select else None
+            pages = DeltaPages(drive.id, drive.epoch, ids, drive.seq, page_size, select)
             if len(self._rounds) >= MAX_ROUNDS:
                 self._rounds.pop(next(iter(self._rounds)))
             self._rounds[round_id] = pages
             offset = 0
         chunk = pages.ids[offset:offset + pages.page_size]
         with_ctag = self.state.settings.drive_delta_includes_ctag
-        value = [render_item(drive, self.store, drive.items[i], in_delta=True, delta_ctag=with_ctag)
-                 for i in chunk if i in drive.items]
+        value = [_selected(render_item(drive, self.store, drive.items[i], in_delta=True, delta_ctag=with_ctag),
+                           pages.select) for i in chunk if i in drive.items]
         next_offset = offset + len(chunk)
         if next_offset < len(pages.ids):
             return self._answer(value, f"{link_base}?token=p.{round_id}.{next_offset}", None)
@@ -145,6 +149,14 @@ class DriveDelta:
         if delta_link is not None:
             body["@odata.deltaLink"] = delta_link
         return Response.json(200, body)
+
+
+def _selected(item: dict[str, Any], select: list[str] | None) -> dict[str, Any]:
+    """``$select`` keeps the named properties; ``id`` and the ``deleted`` facet always stay."""
+    if not select:
+        return item
+    wanted = {name.lower() for name in select} | {"id", "deleted", "@odata.etag"}
+    return {k: v for k, v in item.items() if k.lower() in wanted}
 
 
 def _link_base(request: Request) -> str:

@@ -128,3 +128,12 @@ def test_a_browser_edit_is_the_users_a_rename_keeps_the_ctag(files, sim, sim_use
     assert sim.post(f"/users/{sim_user['id']}/drive/items", json={"content": "no path"}).status_code == 400
     folder = sim.post(f"/users/{sim_user['id']}/drive/items", json={"path": "Empty", "folder": True})
     assert folder.status_code == 201 and "folder" in folder.json()
+
+
+def test_select_on_the_first_request_holds_for_every_page(files, sim, sim_user):
+    for n in range(3):
+        seed(sim, sim_user, f"Sel/s{n}.txt", "x")
+    items, _, pages = _drain(files, "/me/drive/root/delta", **{"$top": "2", "$select": "name,file"})
+    assert pages >= 3
+    assert all(set(i) <= {"id", "name", "file", "@odata.etag"} for i in items)
+    assert {i["name"] for i in items if "file" in i} == {"s0.txt", "s1.txt", "s2.txt"}
