@@ -29,6 +29,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from .context import RequestLog
 from .drive_render import render_item
@@ -324,7 +325,7 @@ class DownloadUrls:
         if item is None or item.is_folder:
             return graph_error(404, "itemNotFound", "The resource could not be found.")
         headers = {"Content-Type": item.mime_type or "application/octet-stream", "Accept-Ranges": "bytes",
-                   "ETag": item.etag, "Content-Disposition": f"attachment; filename=\"{item.name}\""}
+                   "ETag": item.etag, "Content-Disposition": f"attachment; filename*=UTF-8''{quote(item.name)}"}  # RFC 6266
         wanted = request.header("range")
         if not wanted:
             return Response(200, item.content, headers)

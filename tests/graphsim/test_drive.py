@@ -176,3 +176,13 @@ def test_bad_paths_and_names_answer_400_or_404(files):
     bad = files.put("/me/drive/root:/a%3Fb.txt:/content", data=b"x")
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalidRequest"
     assert files.get("/me/drive/root/unknownAction").status_code == 400
+
+
+def test_names_beyond_ascii_upload_list_and_download(files):
+    name = "Überblick – Q3 ✓.txt"
+    created = files.put(f"/me/drive/root:/{name}:/content", data="grüße".encode())
+    assert created.status_code == 201 and created.json()["name"] == name
+    assert [i["name"] for i in files.get("/me/drive/root/children").json()["value"]] == [name]
+    download = files.get(f"/me/drive/items/{created.json()['id']}/content")
+    assert download.status_code == 200 and download.content == "grüße".encode()
+    assert "UTF-8''" in download.headers["Content-Disposition"]
