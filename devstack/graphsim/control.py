@@ -15,6 +15,9 @@ from typing import Any
 
 from . import mailbox
 from .context import SimContext
+from .drive import DriveService
+from .drive_control import DriveControl
+from .drive_notify import is_drive_subscription
 from .graph_subscriptions import SubscriptionsApi
 from .identity import IdentityPlatform
 from .mailstore import Message
@@ -44,9 +47,11 @@ def _message_public(message: Message) -> dict[str, Any]:
 
 
 class ControlApi:
-    def __init__(self, ctx: SimContext, identity: IdentityPlatform, subscriptions: SubscriptionsApi) -> None:
+    def __init__(self, ctx: SimContext, identity: IdentityPlatform, subscriptions: SubscriptionsApi,
+                 drive: DriveService) -> None:
         self.sim = ctx
         self.state = ctx.state
+        self.drive = DriveControl(drive)
         self.identity = identity
         self.subscriptions = subscriptions
         self.seeding = BulkSeeding(ctx, identity, subscriptions)
@@ -54,6 +59,10 @@ class ControlApi:
     def handle(self, request: Request) -> Response:
         seg = [p for p in request.path.split("/") if p][1:]
         method = request.method
+        if len(seg) >= 3 and seg[0] == "users" and seg[2] == "drive":  # raw bodies: see drive_control
+            with self.state.lock:
+                user = self.state.find_user(seg[1])
+                return self.drive.handle(request, user, seg[3:]) if user else _bad(f"unknown user {seg[1]}", 404)
         try:
             body = request.json() if request.body else {}
         except ValueError:
@@ -238,6 +247,8 @@ class ControlApi:
                 event = body.get("event")
                 if event not in LIFECYCLE_EVENTS:
                     return _bad(f"event must be one of {', '.join(LIFECYCLE_EVENTS)}")
+                if is_drive_subscription(sub) and event != "reauthorizationRequired":
+                    return _bad("drive subscriptions get reauthorizationRequired only (the others are Outlook's)")
                 queued = self.sim.delivery.publish_lifecycle(sub, str(event))
                 if event == "subscriptionRemoved":
                     del self.state.subscriptions[sub.id]

@@ -134,6 +134,10 @@ class Delivery:
         self._enqueue_with_faults(Pending(sub.lifecycle_url, "lifecycle", sub.id, item, time.time()))
         return True
 
+    def enqueue(self, pending: Pending) -> None:
+        """Queue one notification item of another producer (drives), with the faults applied."""
+        self._enqueue_with_faults(pending)
+
     def _enqueue_with_faults(self, pending: Pending) -> None:
         faults = self._state.faults
         if faults.drop_rate and self.rng.random() < faults.drop_rate:

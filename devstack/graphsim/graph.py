@@ -4,9 +4,9 @@ Every request is authenticated like Graph does it (RS256 signature, audience, ex
 401 ``InvalidAuthenticationToken``), throttled like Outlook (4 concurrent requests and a
 request budget per app per mailbox: 429 with ``Retry-After`` and
 ``ApplicationThrottled``), may be hit by injected faults, and is then handed to its
-area: ``$batch`` and :attr:`GraphApi.top_level` (``subscriptions``) at the top, and
-under ``/me`` or ``/users/{id}`` :attr:`GraphApi.areas` (``mailFolders``, ``messages``,
-``translateExchangeIds``); further areas register in these two. The inner requests of a
+area: ``$batch`` and :attr:`GraphApi.top_level` (``subscriptions``, ``drives``) at the top,
+and under ``/me`` or ``/users/{id}`` :attr:`GraphApi.areas` (``mailFolders``, ``messages``,
+``translateExchangeIds``, ``drive``, ``drives``); further areas register in these two. The inner requests of a
 ``$batch`` pass through the same door one by one (:meth:`GraphApi.serve`).
 """
 
@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .context import RequestLog, SimContext
+from .drive import DriveService
 from .graph_batch import BatchApi
 from .graph_common import (
     DENIED,
@@ -81,18 +82,22 @@ class GraphApi:
         self.state = ctx.state
         self._claims_cache: dict[str, dict[str, Any]] = {}
         self.throttle = MailboxThrottle(ctx.state)
-        self.subscriptions = SubscriptionsApi(ctx)
+        self.drive = DriveService.build(ctx.state, ctx.delivery, ctx.requests)
+        self.subscriptions = SubscriptionsApi(ctx, self.drive.subscriptions)
         self.mail = MailApi(ctx)
         self.folders = FoldersApi(ctx, self.mail)
         self.batch = BatchApi(ctx, self.serve, self.user_of)
         # top-level segments other than /me and /users: (request, caller, segments after it) -> response
         self.top_level: dict[str, Callable[[Request, Caller, list[str]], Response]] = {
             "subscriptions": self.subscriptions.handle,
+            "drives": self.drive.handle_drives,
         }
         self.areas: dict[str, AreaHandler] = {
             "mailfolders": self.folders.handle,
             "messages": self.mail.handle,
             "translateexchangeids": self.mail.translate_ids,
+            "drive": self.drive.handle_user,
+            "drives": self.drive.handle_user,
         }
 
     # entry --------------------------------------------------------------------------------

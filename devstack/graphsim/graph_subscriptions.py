@@ -15,6 +15,7 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from .context import SimContext
+from .drive_notify import DriveSubscriptions, is_drive_resource, max_minutes
 from .graph_common import (
     _PAREN,
     CHANGE_TYPES,
@@ -39,9 +40,10 @@ from .wire import Request, Response, graph_error
 
 
 class SubscriptionsApi:
-    def __init__(self, ctx: SimContext) -> None:
+    def __init__(self, ctx: SimContext, drive: DriveSubscriptions | None = None) -> None:
         self.sim = ctx
         self.state = ctx.state
+        self.drive = drive
 
     # subscriptions ----------------------------------------------------------------------------
     def handle(self, request: Request, caller: Caller, rest: list[str]) -> Response:
@@ -71,7 +73,8 @@ class SubscriptionsApi:
             if request.method == "PATCH":
                 try:
                     body = request.json() or {}
-                    expiry = self.expiry(str(body["expirationDateTime"]))
+                    expiry = self.expiry(str(body["expirationDateTime"]),
+                                         max_minutes(sub, MAX_MAIL_SUBSCRIPTION_MINUTES))
                 except (ValueError, KeyError, TypeError, AttributeError) as exc:
                     return graph_error(400, "InvalidRequest", str(exc) if isinstance(exc, ValueError)
                                        else "expirationDateTime is required.")
@@ -86,7 +89,7 @@ class SubscriptionsApi:
         return caller.user is None or sub.user_id == caller.user.id
 
     @staticmethod
-    def expiry(text: str) -> dt.datetime:
+    def expiry(text: str, maximum_minutes: int = MAX_MAIL_SUBSCRIPTION_MINUTES) -> dt.datetime:
         try:
             value = parse_graph_time(text)
         except ValueError as exc:
@@ -94,9 +97,8 @@ class SubscriptionsApi:
         now = utcnow()
         if value <= now:
             raise ValueError("Subscription expiration date time cannot be in the past.")
-        if value > now + dt.timedelta(minutes=MAX_MAIL_SUBSCRIPTION_MINUTES):
-            raise ValueError(f"Subscription expiration can only be {MAX_MAIL_SUBSCRIPTION_MINUTES} minutes in "
-                             "the future.")
+        if value > now + dt.timedelta(minutes=maximum_minutes):
+            raise ValueError(f"Subscription expiration can only be {maximum_minutes} minutes in the future.")
         return max(value, now + dt.timedelta(minutes=MIN_SUBSCRIPTION_MINUTES))
 
     def parse_resource(self, caller: Caller, resource: str) -> tuple[User, Folder | None] | Response:
@@ -134,6 +136,8 @@ class SubscriptionsApi:
         for name in ("changeType", "notificationUrl", "resource", "expirationDateTime"):
             if not body.get(name):
                 return graph_error(400, "InvalidRequest", f"The '{name}' property is required.")
+        if self.drive is not None and is_drive_resource(str(body["resource"])):
+            return self.drive.create(request, caller, body, self.validate_endpoint, self.sim.graph_url)
         change_types = [c.strip() for c in str(body["changeType"]).split(",") if c.strip()]
         if not change_types or any(c not in CHANGE_TYPES for c in change_types):
             return graph_error(400, "InvalidRequest", f"Invalid changeType '{body['changeType']}'.")

@@ -26,7 +26,8 @@ GRAPH_RESOURCE_APP_ID = "00000003-0000-0000-c000-000000000000"
 OIDC_SCOPES = {"openid", "profile", "offline_access", "email"}
 GRAPH_DELEGATED_SCOPES = {
     "User.Read", "User.ReadBasic.All", "User.Read.All", "Mail.Read", "Mail.ReadBasic", "Mail.ReadWrite",
-    "Mail.Send", "MailboxSettings.Read", "Files.Read", "Files.Read.All", "offline_access",
+    "Mail.Send", "MailboxSettings.Read", "Files.Read", "Files.Read.All", "Files.ReadWrite", "Files.ReadWrite.All",
+    "offline_access",
 }
 DEFAULT_DELEGATED = ["User.Read", "Mail.ReadWrite"]
 KNOWN_TENANTS = {"common", "organizations", "consumers", DEFAULT_TENANT_ID, "contoso.test"}

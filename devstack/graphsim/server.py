@@ -1,11 +1,12 @@
 """The simulator's HTTPS listener and its Python API, :class:`GraphSimulator`.
 
 One ``ThreadingHTTPServer`` (HTTP/1.1 keep-alive, TLS from the devstack CA) serves
-three surfaces on one port, as the tests and the local stack expect them:
+these surfaces on one port, as the tests and the local stack expect them:
 
 - ``/{tenant}/...``  the Microsoft identity platform (``identity.py``)
 - ``/v1.0/...``      Microsoft Graph (``graph.py``)
 - ``/_sim/...``      the control API for tests and demos (``control.py``)
+- ``/_files/...``    drives' pre-authenticated upload and download URLs (``uploads.py``)
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ class GraphSimulator:
         self.context = SimContext(self.state, self.key, self.delivery, self.ca_file)
         self.identity = IdentityPlatform(self.context)
         self.graph = GraphApi(self.context)
-        self.control = ControlApi(self.context, self.identity, self.graph.subscriptions)
+        self.control = ControlApi(self.context, self.identity, self.graph.subscriptions, self.graph.drive)
         self._server: _TlsServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -198,4 +199,6 @@ class GraphSimulator:
             return self.control.handle(request)
         if request.path.startswith("/v1.0/") or request.path == "/v1.0":
             return self.graph.handle(request)
+        if request.path.startswith("/_files/"):  # pre-authenticated upload and download URLs of drives
+            return self.graph.drive.transfers.handle(request)
         return self.identity.handle(request)

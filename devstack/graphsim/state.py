@@ -152,7 +152,7 @@ class Subscription:
     user_id: str
     delegated: bool
     resource: str
-    folder_id: str | None  # None: every folder of the mailbox (``/me/messages``)
+    folder_id: str | None  # None: every folder of the mailbox (``/me/messages``); ``drive:{id}``: a drive
     change_types: list[str]
     notification_url: str
     lifecycle_url: str | None
@@ -216,6 +216,9 @@ class Settings:
     mailbox_budget_window_seconds: float = 600.0
     throttle_retry_after_seconds: int = 1
     default_page_size: int = 10
+    drive_notification_delay_ms: int = 50
+    upload_session_lifetime_seconds: int = 3600
+    drive_delta_includes_ctag: bool = False
 
     KEYS = {
         "autoConsent": ("auto_consent", bool),
@@ -234,6 +237,9 @@ class Settings:
         "mailboxBudgetWindowSeconds": ("mailbox_budget_window_seconds", float),
         "throttleRetryAfterSeconds": ("throttle_retry_after_seconds", int),
         "defaultPageSize": ("default_page_size", int),
+        "driveNotificationDelayMs": ("drive_notification_delay_ms", int),
+        "uploadSessionLifetimeSeconds": ("upload_session_lifetime_seconds", int),
+        "driveDeltaIncludesCTag": ("drive_delta_includes_ctag", bool),
     }
 
     def update(self, values: dict[str, Any]) -> list[str]:
