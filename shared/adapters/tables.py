@@ -210,6 +210,7 @@ def _account_entity(a: Account) -> dict[str, Any]:
         "LastNotificationAt": a.last_notification_at,
         "LastError": a.last_error,
         "ConnectedAt": a.connected_at,
+        "OwnerId": a.owner_id,
     }
 
 
@@ -228,6 +229,7 @@ def _account_from(e: Any) -> Account:
         last_notification_at=_utc(e.get("LastNotificationAt")),
         last_error=e.get("LastError") or None,
         connected_at=_utc(e.get("ConnectedAt")),
+        owner_id=e.get("OwnerId") or None,
         etag=e.metadata.get("etag") if hasattr(e, "metadata") else None,
     )
 
@@ -594,6 +596,8 @@ class TableAuthFlowStore:
             "Flow": json.dumps(flow.flow),
             "ExpiresAt": flow.expires_at,
             "ClientKind": flow.client_kind.value,
+            "BrowserBinding": flow.browser_binding,
+            "SessionId": flow.session_id,
         }
         _write(self._client, entity, None)
 
@@ -627,4 +631,6 @@ class TableAuthFlowStore:
             flow=json.loads(entity["Flow"]),
             expires_at=_utc(entity.get("ExpiresAt")) or _MIN_TIME,
             client_kind=ClientKind(entity.get("ClientKind", ClientKind.CONFIDENTIAL.value)),
+            browser_binding=entity.get("BrowserBinding") or "",
+            session_id=entity.get("SessionId") or None,
         )

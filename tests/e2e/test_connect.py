@@ -17,18 +17,9 @@ from shared.adapters.keyvault import KeyVaultSecretStore
 from shared.adapters.tables import TableAuthFlowStore
 from shared.models import PendingAuthFlow
 from shared.tokens import token_cache_secret_name
-from tests.support.stack import connect_user, function_key_headers, new_user, read_form
+from tests.support.stack import browser, connect_user, function_key_headers, new_user, read_form
 
 pytestmark = pytest.mark.e2e
-
-
-def browser(stack: LocalStack) -> requests.Session:
-    """A session that trusts the stack's CA. ``trust_env`` off: a ``REQUESTS_CA_BUNDLE`` in
-    the environment would otherwise take the place of the session's own ``verify``."""
-    session = requests.Session()
-    session.trust_env = False
-    session.verify = str(stack.ca_file)
-    return session
 
 
 def connect(stack: LocalStack, user: dict[str, Any]) -> requests.Response:

@@ -15,8 +15,9 @@ import time
 import uuid
 from collections.abc import Callable
 from html.parser import HTMLParser
+from http.cookiejar import Cookie, DefaultCookiePolicy
 from typing import Any, TypeVar
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlparse
 
 import requests
 
@@ -54,10 +55,21 @@ def read_form(html: str) -> _FormReader:
     return reader
 
 
+class _LoopbackIsSecure(DefaultCookiePolicy):
+    """Browsers treat plain-http 127.0.0.1 and localhost as secure contexts and send their
+    ``Secure`` cookies there (the connector's browser-binding cookie is one); the standard
+    library's policy sends them over https only."""
+
+    def return_ok_secure(self, cookie: Cookie, request: Any) -> bool:
+        host = urlparse(request.get_full_url()).hostname
+        return host in ("127.0.0.1", "localhost") or bool(super().return_ok_secure(cookie, request))
+
+
 def browser(stack: LocalStack) -> requests.Session:
     session = requests.Session()
     session.trust_env = False  # the machine may set REQUESTS_CA_BUNDLE, which would override verify
     session.verify = str(stack.ca_file)
+    session.cookies.set_policy(_LoopbackIsSecure())
     return session
 
 
