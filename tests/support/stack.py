@@ -58,11 +58,13 @@ def read_form(html: str) -> _FormReader:
 class _LoopbackIsSecure(DefaultCookiePolicy):
     """Browsers treat plain-http 127.0.0.1 and localhost as secure contexts and send their
     ``Secure`` cookies there (the connector's browser-binding cookie is one); the standard
-    library's policy sends them over https only."""
+    library sends them over https only. A ``Secure`` cookie a loopback host sets is kept
+    without the flag here (requests copies the jar per request, without its policy)."""
 
-    def return_ok_secure(self, cookie: Cookie, request: Any) -> bool:
-        host = urlparse(request.get_full_url()).hostname
-        return host in ("127.0.0.1", "localhost") or bool(super().return_ok_secure(cookie, request))
+    def set_ok(self, cookie: Cookie, request: Any) -> bool:
+        if urlparse(request.get_full_url()).hostname in ("127.0.0.1", "localhost"):
+            cookie.secure = False
+        return bool(super().set_ok(cookie, request))
 
 
 def browser(stack: LocalStack) -> requests.Session:
