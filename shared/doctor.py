@@ -53,6 +53,11 @@ def _settings_findings(env: Mapping[str, str]) -> tuple[list[Finding], Settings 
         findings.append(Finding(False, str(exc), "correct that setting and run doctor again"))
         return findings, None
     findings.append(Finding(True, f"all {len(SETTING_DEFAULTS)} settings read and valid"))
+    bundle = (env.get("REQUESTS_CA_BUNDLE") or "").strip()
+    if bundle and not os.path.isfile(bundle):
+        findings.append(Finding(False, f"REQUESTS_CA_BUNDLE names a file that does not exist ({bundle})",
+                                "point it at the CA file (locally .devstack/certs/ca.pem, made by `make run`) "
+                                "or remove it"))
     base = urlparse(settings.public_base_url)
     if base.path not in ("", "/"):
         findings.append(Finding(False, f"PUBLIC_BASE_URL has a path ({base.path})",
@@ -75,8 +80,24 @@ def _redirect_uri_finding(services: Services) -> Finding:
     if sent != expected:
         return Finding(False, f"the app sends redirect_uri {sent!r}, not {expected!r}",
                        "set PUBLIC_BASE_URL to the address browsers reach the app at")
-    return Finding(True, f"redirect URI is {expected}",
-                   "the app registration must list exactly this URI under Authentication > Web")
+    # The identity platform's own answer to that authorize request: AADSTS50011 when the
+    # app registration does not list the redirect URI, AADSTS700016 for an unknown app
+    # (https://learn.microsoft.com/entra/identity-platform/reference-error-codes).
+    import requests
+
+    try:
+        answer = requests.get(str(flow["auth_uri"]), allow_redirects=False, timeout=HTTP_TIMEOUT_SECONDS)
+    except OSError as exc:
+        return Finding(False, f"the authorize endpoint is unreachable ({type(exc).__name__})",
+                       "check MICROSOFT_AUTHORITY_HOST and the network")
+    if "AADSTS50011" in answer.text:
+        return Finding(False, f"the app registration does not list the redirect URI {expected}",
+                       f"add {expected} under Authentication > Web > Redirect URIs of the app registration")
+    if "AADSTS700016" in answer.text:
+        return Finding(False, f"the identity platform does not know MICROSOFT_CLIENT_ID {settings.client_id}",
+                       "copy the Application (client) ID of the app registration into MICROSOFT_CLIENT_ID, "
+                       "and check MICROSOFT_TENANT_ID")
+    return Finding(True, f"redirect URI {expected} is the one sent and the identity platform accepts it")
 
 
 def _discovery_finding(settings: Settings) -> Finding:
@@ -85,7 +106,7 @@ def _discovery_finding(settings: Settings) -> Finding:
     url = f"{settings.authority}/v2.0/.well-known/openid-configuration"
     try:
         response = requests.get(url, timeout=HTTP_TIMEOUT_SECONDS)
-    except requests.RequestException as exc:
+    except OSError as exc:  # requests' errors, and a CA bundle that cannot be read
         return Finding(False, f"the identity platform's discovery document {url} is unreachable ({type(exc).__name__})",
                        "check MICROSOFT_AUTHORITY_HOST, DNS, the proxy and the CA bundle (REQUESTS_CA_BUNDLE)")
     try:
