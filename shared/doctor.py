@@ -72,7 +72,13 @@ def _settings_findings(env: Mapping[str, str]) -> tuple[list[Finding], Settings 
     return findings, settings
 
 
-def _redirect_uri_finding(services: Services) -> Finding:
+def _http_get(url: str, *, allow_redirects: bool = True) -> Any:
+    import requests
+
+    return requests.get(url, timeout=HTTP_TIMEOUT_SECONDS, allow_redirects=allow_redirects)
+
+
+def _redirect_uri_finding(services: Services, http_get: Callable[..., Any]) -> Finding:
     settings = services.settings
     expected = f"{settings.public_base_url}/api/auth/callback"
     flow = services.identity.start_auth_code_flow(settings.scopes, settings.redirect_uri)
@@ -83,10 +89,8 @@ def _redirect_uri_finding(services: Services) -> Finding:
     # The identity platform's own answer to that authorize request: AADSTS50011 when the
     # app registration does not list the redirect URI, AADSTS700016 for an unknown app
     # (https://learn.microsoft.com/entra/identity-platform/reference-error-codes).
-    import requests
-
     try:
-        answer = requests.get(str(flow["auth_uri"]), allow_redirects=False, timeout=HTTP_TIMEOUT_SECONDS)
+        answer = http_get(str(flow["auth_uri"]), allow_redirects=False)
     except OSError as exc:
         return Finding(False, f"the authorize endpoint is unreachable ({type(exc).__name__})",
                        "check MICROSOFT_AUTHORITY_HOST and the network")
@@ -100,12 +104,10 @@ def _redirect_uri_finding(services: Services) -> Finding:
     return Finding(True, f"redirect URI {expected} is the one sent and the identity platform accepts it")
 
 
-def _discovery_finding(settings: Settings) -> Finding:
-    import requests
-
+def _discovery_finding(settings: Settings, http_get: Callable[..., Any]) -> Finding:
     url = f"{settings.authority}/v2.0/.well-known/openid-configuration"
     try:
-        response = requests.get(url, timeout=HTTP_TIMEOUT_SECONDS)
+        response = http_get(url)
     except OSError as exc:  # requests' errors, and a CA bundle that cannot be read
         return Finding(False, f"the identity platform's discovery document {url} is unreachable ({type(exc).__name__})",
                        "check MICROSOFT_AUTHORITY_HOST, DNS, the proxy and the CA bundle (REQUESTS_CA_BUNDLE)")
@@ -127,16 +129,21 @@ def _probe(what: str, check: Callable[[], object], fix: str) -> Finding:
     return Finding(True, f"{what} answers")
 
 
-def diagnose(env: Mapping[str, str] | None = None, *, services: Services | None = None) -> list[Finding]:
+def diagnose(
+    env: Mapping[str, str] | None = None,
+    *,
+    services: Services | None = None,
+    http_get: Callable[..., Any] = _http_get,
+) -> list[Finding]:
     from shared.bootstrap import Services
 
     findings, settings = _settings_findings(os.environ if env is None else env)
     if settings is None:
         return findings
     current = services or Services(settings)
-    findings.append(_discovery_finding(settings))
+    findings.append(_discovery_finding(settings, http_get))
     try:
-        findings.append(_redirect_uri_finding(current))
+        findings.append(_redirect_uri_finding(current, http_get))
     except Exception as exc:  # noqa: BLE001 - any failure is the finding
         findings.append(Finding(False, f"the app could not build a sign-in request ({type(exc).__name__})",
                                 "check MICROSOFT_CLIENT_ID, MICROSOFT_AUTHORITY_HOST and MICROSOFT_TENANT_ID"))
