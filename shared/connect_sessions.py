@@ -276,9 +276,17 @@ def open_session(services: Services, session_id: str, browser_binding: str | Non
         services.connect_sessions.save(session)
     except ConcurrencyError:
         raise SessionRefusedError("this connect link was already used", error="session_used") from None
-    url = start_connect(
-        services, session.login_hint, browser_binding=binding, session_id=session.session_id
-    )
+    try:
+        url = start_connect(services, session.login_hint, browser_binding=binding, session_id=session.session_id)
+    except ConnectorError:
+        # The sign-in could not start (the identity platform or storage failed): the link
+        # stays usable for another try.
+        session.opened_at = None
+        try:
+            services.connect_sessions.save(session)
+        except ConnectorError as exc:
+            log.warning("connect session could not be reopened: %s", type(exc).__name__)
+        raise
     log.info("connect session opened (owner %s)", session.owner_id)
     return SessionOpened(url, binding)
 

@@ -159,6 +159,22 @@ def test_a_session_opens_once(services: Services) -> None:
     assert raised.value.error == "session_used"
 
 
+def test_a_sign_in_that_cannot_start_leaves_the_link_usable(services: Services) -> None:
+    from shared.errors import IdentityError
+
+    created = new_session(services)
+    real_start = services.identity.start_auth_code_flow
+
+    def unavailable(*args: Any, **kwargs: Any) -> Any:
+        raise IdentityError("authority_unavailable")
+
+    services.identity.start_auth_code_flow = unavailable
+    with pytest.raises(IdentityError):
+        open_session(services, created["sessionId"], BROWSER)
+    services.identity.start_auth_code_flow = real_start
+    assert open_session(services, created["sessionId"], BROWSER).authorize_url
+
+
 def test_an_expired_session_does_not_open_and_reads_expired(services: Services) -> None:
     created = new_session(services, returnUrl=f"{PRODUCT}/done")
     services.clock.advance(minutes=30)
