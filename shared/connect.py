@@ -2,12 +2,16 @@
 
 ``start_connect`` begins an authorization-code flow with PKCE and keeps MSAL's whole flow
 in table ``authflows`` under its ``state`` for ten minutes, single use.
+Every flow is bound to the browser that started it: the flow keeps the SHA-256 of that
+browser's binding cookie (``shared.connect_sessions``), and the callback is taken only with
+the cookie (RFC 9700 §4.7).
 ``complete_connect`` finishes it on the callback: the flow is taken (so a replayed state
 fails), the code redeemed, then ``finish_connect`` does what every way of connecting shares
-(the CLI's device-code flow too): the account's token cache goes to Key Vault, the account
-is created or updated in place (same tenant and object id: same account, never a
-duplicate), its inbox subscription is created or healed, and an initial delta round
-records where the mailbox stands.
+(the CLI's device-code flow too): a tenant outside ``ALLOWED_TENANT_IDS`` is refused before
+anything is stored, the account's token cache goes to Key Vault, the account is created or
+updated in place (same tenant and object id: same account, never a duplicate) with the
+connect session's owner, its inbox subscription is created or healed, an initial delta
+round records where the mailbox stands, and ``account-events`` hears of it.
 ``disconnect_account`` undoes all of it and keeps the account, marked ``disconnected``.
 """
 
