@@ -25,7 +25,6 @@ from shared.connect_sessions import (
     SessionRefusedError,
     binding_cookie,
     complete_browser_connect,
-    expired_binding_cookie,
     open_anonymous,
     open_session,
     read_browser_binding,
@@ -107,14 +106,15 @@ def auth_callback(req: func.HttpRequest) -> func.HttpResponse:
         outcome = complete_browser_connect(services, response, read_browser_binding(req.headers.get("cookie")))
     except ConnectorError as exc:  # not this browser's flow: nothing connected, nothing changed
         return _html(_failure_page(exc))
+    # The binding cookie stays (10 minutes): another tab of this browser may be signing in too.
     location = outcome.return_location()
     if location is not None:
-        return _redirect(location, cookie=expired_binding_cookie())
+        return _redirect(location)
     if outcome.result is None:
         return _html(_failure_page(outcome.error or ConnectorError("connecting failed")))
     redirect = services.settings.post_connect_redirect_url
     if redirect:
-        return _redirect(redirect, cookie=expired_binding_cookie())
+        return _redirect(redirect)
     account = outcome.result.account
     return _html(
         connected_page(

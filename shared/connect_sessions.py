@@ -106,10 +106,6 @@ def binding_cookie(binding: str) -> str:
     return f"{BINDING_COOKIE}={binding}; Path=/api; Max-Age={seconds}; HttpOnly; Secure; SameSite=None"
 
 
-def expired_binding_cookie() -> str:
-    return f"{BINDING_COOKIE}=; Path=/api; Max-Age=0; HttpOnly; Secure; SameSite=None"
-
-
 # -- creating and reading sessions (the product's backend) ---------------------------------
 
 

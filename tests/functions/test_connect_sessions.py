@@ -117,7 +117,6 @@ def test_the_connect_link_sets_the_cookie_and_the_callback_needs_it(services: Se
     assert done.status_code == 302
     query = parse_qs(urlparse(done.headers["Location"]).query)
     assert query["status"] == ["connected"] and query["sessionId"] == [created["sessionId"]]
-    assert "Max-Age=0" in done.headers["Set-Cookie"]
     again = open_link(created["connectUrl"], cookie)
     assert again.status_code == 400 and "already used" in again.get_body().decode()
 
@@ -139,3 +138,19 @@ def test_nothing_secret_is_logged(services: Services, caplog: pytest.LogCaptureF
     assert "connect session" in logged
     for secret in (created["sessionId"], cookie.split("=", 1)[1], state, f"code-for-{state}"):
         assert secret not in logged
+
+
+def test_two_tabs_of_one_browser_both_finish(services: Services) -> None:
+    first = json.loads(create({"ownerId": "u-1", "returnUrl": f"{PRODUCT}/a"}).get_body())
+    second = json.loads(create({"ownerId": "u-1", "returnUrl": f"{PRODUCT}/b"}).get_body())
+    cookie = open_link(first["connectUrl"]).headers["Set-Cookie"].split(";", 1)[0]
+    first_state = services.identity.started[-1]["state"]
+    # The second tab's start reuses the browser's cookie: the first tab's sign-in stays valid.
+    assert open_link(second["connectUrl"], cookie).headers["Set-Cookie"].split(";", 1)[0] == cookie
+    assert callback(services, cookie).status_code == 302
+    body = urlencode({"state": first_state, "code": f"code-for-{first_state}"}).encode()
+    done = handler("auth_callback")(http_request(
+        "POST", f"{BASE}/api/auth/callback", body=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie},
+    ))
+    assert done.status_code == 302 and done.headers["Location"].startswith(f"{PRODUCT}/a?")
