@@ -41,7 +41,8 @@ def accounts_list(req: func.HttpRequest) -> func.HttpResponse:
     try:
         size = int(req.params.get("size", DEFAULT_PAGE_SIZE))
         accounts, continuation = list_accounts(
-            bootstrap.services(), size=size, continuation=req.params.get("continuation")
+            bootstrap.services(), size=size, continuation=req.params.get("continuation"),
+            owner_id=req.params.get("ownerId"),
         )
     except ValueError:
         return _error(400, "size must be a whole number")

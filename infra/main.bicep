@@ -106,6 +106,22 @@ param postConnectRedirectUrl string = ''
 @description('EMIT_HISTORY_ON_CONNECT: publish events for the mail already in the inbox when an account connects.')
 param emitHistoryOnConnect string = 'false'
 
+@description('ALLOWED_RETURN_ORIGINS: comma-separated origins (https://app.example.com) a connect session may send the browser back to; empty: none.')
+param allowedReturnOrigins string = ''
+
+@description('CONNECT_SESSION_MINUTES: how long a connect session can be opened after the product created it.')
+param connectSessionMinutes string = '30'
+
+@description('ALLOW_ANONYMOUS_CONNECT: serve /api/connect without a connect session (anyone could attach a mailbox).')
+@allowed([
+  'true'
+  'false'
+])
+param allowAnonymousConnect string = 'false'
+
+@description('ALLOWED_TENANT_IDS: comma-separated Entra tenant ids whose users may connect; empty: any.')
+param allowedTenantIds string = ''
+
 @description('Always-ready instances of the HTTP functions. At least 1: Graph gives the validation handshake 10 s.')
 @minValue(1)
 param httpAlwaysReadyInstances int = 1
@@ -238,6 +254,10 @@ module functionApp 'app/function.bicep' = {
       MAIL_ACTIONS_ENABLED: mailActionsEnabled
       POST_CONNECT_REDIRECT_URL: postConnectRedirectUrl
       EMIT_HISTORY_ON_CONNECT: emitHistoryOnConnect
+      ALLOWED_RETURN_ORIGINS: allowedReturnOrigins
+      CONNECT_SESSION_MINUTES: connectSessionMinutes
+      ALLOW_ANONYMOUS_CONNECT: allowAnonymousConnect
+      ALLOWED_TENANT_IDS: allowedTenantIds
     }
   }
   // The app must not start before its identity may read the secrets and the storage.

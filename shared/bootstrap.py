@@ -17,10 +17,13 @@ from shared.config import Settings
 
 if TYPE_CHECKING:
     from shared.ports import (
+        AccountOwnerIndex,
         AccountStore,
         AuthFlowStore,
         CheckpointStore,
         Clock,
+        ConnectSessionStore,
+        ExpiredRowPurger,
         GraphApi,
         IdentityPlatform,
         MailLedger,
@@ -63,6 +66,24 @@ class Services:
         from shared.adapters.tables import TableAuthFlowStore
 
         return TableAuthFlowStore(self.settings.storage_connection)
+
+    @cached_property
+    def connect_sessions(self) -> ConnectSessionStore:
+        from shared.adapters.sessions import TableConnectSessionStore
+
+        return TableConnectSessionStore(self.settings.storage_connection)
+
+    @cached_property
+    def account_owners(self) -> AccountOwnerIndex:
+        from shared.adapters.sessions import TableAccountOwnerIndex
+
+        return TableAccountOwnerIndex(self.settings.storage_connection)
+
+    @cached_property
+    def purger(self) -> ExpiredRowPurger:
+        from shared.adapters.sessions import TableExpiredRowPurger
+
+        return TableExpiredRowPurger(self.settings.storage_connection)
 
     @cached_property
     def checkpoints(self) -> CheckpointStore:

@@ -5,6 +5,7 @@
     accounts disconnect ID                delete its subscriptions and token cache (idempotent)
     accounts resync ID                    run a delta round for it now
     connect --device-code                 connect an account on a machine without a browser
+    doctor                                check every setting and dependency, say what to fix
 
 Settings come from the environment, as in the Functions host; ``--settings FILE`` reads a
 ``local.settings.json`` first (its values win over the environment: asked for explicitly).
@@ -56,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
 
     connect = commands.add_parser("connect", help="connect an account")
     connect.add_argument("--device-code", action="store_true", required=True, help="use the device-code flow")
+    commands.add_parser("doctor", help="check settings, redirect URI, identity platform, storage and Key Vault")
     return parser
 
 
@@ -80,6 +82,16 @@ def main(
     out = out or sys.stdout
     err = err or sys.stderr
     args = _parser().parse_args(argv)
+    if args.command == "doctor":
+        from shared.doctor import diagnose, report
+
+        try:
+            if args.settings is not None:
+                load_settings_file(args.settings)
+        except (OSError, ValueError) as exc:
+            print(f"error: {exc}", file=err)
+            return 2
+        return report(diagnose(services=services), out)
     try:
         if args.settings is not None:
             load_settings_file(args.settings)

@@ -8,6 +8,7 @@ connector used, so its operators find them again.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
@@ -21,6 +22,9 @@ ACCOUNTS_TABLE = "accounts"
 SUBSCRIPTIONS_TABLE = "subscriptions"
 AUTHFLOWS_TABLE = "authflows"
 CHECKPOINTS_TABLE = "checkpoints"
+ACCOUNT_EVENT_QUEUE = "account-events"
+CONNECT_SESSIONS_TABLE = "connectsessions"
+ACCOUNT_OWNERS_TABLE = "accountowners"
 
 # Every setting the code reads, with its default (None: required).
 SETTING_DEFAULTS: dict[str, str | None] = {
@@ -45,6 +49,10 @@ SETTING_DEFAULTS: dict[str, str | None] = {
     "MAIL_ACTIONS_ENABLED": "false",
     "POST_CONNECT_REDIRECT_URL": "",
     "EMIT_HISTORY_ON_CONNECT": "false",
+    "ALLOWED_RETURN_ORIGINS": "",
+    "CONNECT_SESSION_MINUTES": "30",
+    "ALLOW_ANONYMOUS_CONNECT": "false",
+    "ALLOWED_TENANT_IDS": "",
 }
 
 # MSAL adds these itself and raises ValueError when they are passed
@@ -84,6 +92,14 @@ class Settings:
         if self.client_state_previous_key is None:
             return (self.client_state_key,)
         return (self.client_state_key, self.client_state_previous_key)
+    # Embedding: origins a connect session may return to (scheme://host[:port], lower
+    # case, default port dropped), the lifetime of a connect session, whether
+    # /api/connect without a session is served, the tenants whose users may connect
+    # (empty: any).
+    allowed_return_origins: frozenset[str] = frozenset()
+    connect_session_minutes: int = 30
+    allow_anonymous_connect: bool = False
+    allowed_tenant_ids: frozenset[str] = frozenset()
 
     @property
     def authority(self) -> str:
@@ -145,6 +161,57 @@ def _bool(env: Mapping[str, str], name: str) -> bool:
     raise ConfigurationError(f"setting {name} must be true or false, got {raw!r}")
 
 
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
+def origin_of(url: str) -> str | None:
+    """``scheme://host[:port]`` of an absolute http(s) URL, lower case, the default port
+    dropped (RFC 6454 §4); None when ``url`` has no such origin."""
+    try:
+        parsed = urlparse(url)
+        port = parsed.port
+    except ValueError:
+        return None
+    scheme = parsed.scheme.lower()
+    host = (parsed.hostname or "").lower()
+    if scheme not in _DEFAULT_PORTS or not host:
+        return None
+    shown = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown}" if port in (None, _DEFAULT_PORTS[scheme]) else f"{scheme}://{shown}:{port}"
+
+
+def is_loopback_host(url: str) -> bool:
+    return (urlparse(url).hostname or "").lower() in _LOOPBACK_HOSTS
+
+
+def _origins(env: Mapping[str, str], name: str) -> frozenset[str]:
+    origins = set()
+    for item in (part.strip() for part in _get(env, name).split(",")):
+        if not item:
+            continue
+        origin = origin_of(item)
+        parsed = urlparse(item)
+        if origin is None or parsed.path not in ("", "/") or parsed.query or parsed.fragment or "@" in parsed.netloc:
+            raise ConfigurationError(f"setting {name}: {item!r} is not an origin such as https://app.example.com")
+        if origin.startswith("http://") and not is_loopback_host(origin):
+            raise ConfigurationError(f"setting {name}: {item!r} must be https (http only on a loopback host)")
+        origins.add(origin)
+    return frozenset(origins)
+
+
+def _tenant_ids(env: Mapping[str, str], name: str) -> frozenset[str]:
+    ids = set()
+    for item in (part.strip() for part in _get(env, name).split(",")):
+        if not item:
+            continue
+        try:
+            ids.add(str(uuid.UUID(item)))
+        except ValueError:
+            raise ConfigurationError(f"setting {name}: {item!r} is not a tenant id (a GUID)") from None
+    return frozenset(ids)
+
+
 def _storage(env: Mapping[str, str]) -> str:
     # In Azure the app reaches storage by identity: AzureWebJobsStorage__accountName.
     account = env.get("AzureWebJobsStorage__accountName", "").strip()
@@ -203,4 +270,8 @@ def _parse(env: Mapping[str, str]) -> Settings:
         renewal_concurrency=_int(env, "RENEWAL_CONCURRENCY", 1),
         renewal_time_budget_seconds=_int(env, "RENEWAL_TIME_BUDGET_SECONDS", 10),
         renewal_sweep_accounts=_int(env, "RENEWAL_SWEEP_ACCOUNTS", 0),
+        allowed_return_origins=_origins(env, "ALLOWED_RETURN_ORIGINS"),
+        connect_session_minutes=_int(env, "CONNECT_SESSION_MINUTES", 1),
+        allow_anonymous_connect=_bool(env, "ALLOW_ANONYMOUS_CONNECT"),
+        allowed_tenant_ids=_tenant_ids(env, "ALLOWED_TENANT_IDS"),
     )

@@ -52,6 +52,7 @@ def mail_event(
         "accountId": account.account_id,
         "tenantId": account.tenant_id,
         "userId": account.user_id,
+        "ownerId": account.owner_id,
         "messageId": message_id,
         "folder": folder,
         "changeType": change_type,

@@ -57,6 +57,9 @@ class Account:
     last_notification_at: dt.datetime | None = None
     last_error: str | None = None
     connected_at: dt.datetime | None = None
+    # The product's user the account belongs to (a connect session's ownerId); None for an
+    # account connected without a session.
+    owner_id: str | None = None
     etag: str | None = field(default=None, compare=False)
 
 
@@ -90,6 +93,37 @@ class PendingAuthFlow:
     flow: dict[str, Any]
     expires_at: dt.datetime
     client_kind: ClientKind = ClientKind.CONFIDENTIAL
+    # SHA-256 (hex) of the browser-binding cookie set when the flow started: the callback
+    # completes only from the browser that carries it (RFC 9700 §4.7, login CSRF).
+    browser_binding: str = field(default="", repr=False)
+    # The connect session the flow was started from, if any.
+    session_id: str | None = field(default=None, repr=False)
+
+
+class ConnectSessionStatus(enum.StrEnum):
+    PENDING = "pending"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    EXPIRED = "expired"  # never stored: a pending session past its time
+
+
+@dataclass
+class ConnectSession:
+    """A product's request to connect one of its users' Microsoft accounts: single use,
+    opened once (by one browser) before ``expires_at``."""
+
+    session_id: str = field(repr=False)
+    owner_id: str
+    expires_at: dt.datetime
+    created_at: dt.datetime
+    return_url: str | None = None
+    login_hint: str | None = None
+    status: ConnectSessionStatus = ConnectSessionStatus.PENDING
+    opened_at: dt.datetime | None = None
+    account_id: str | None = None
+    error: str | None = None
+    reconnected: bool = False
+    etag: str | None = field(default=None, compare=False)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from shared.models import Account, ClientKind, PendingAuthFlow, Subscription, SweepCheckpoint
+from shared.models import Account, ClientKind, ConnectSession, PendingAuthFlow, Subscription, SweepCheckpoint
 
 
 class Clock(Protocol):
@@ -91,6 +91,41 @@ class AuthFlowStore(Protocol):
     def take(self, state: str) -> PendingAuthFlow | None:
         """Remove and return the flow; None when unknown or already taken (even by a
         concurrent caller: exactly one taker wins)."""
+        ...
+
+
+class ConnectSessionStore(Protocol):
+    """Table ``connectsessions``: connect sessions by id, same ETag rules as the accounts."""
+
+    def get(self, session_id: str) -> ConnectSession | None: ...
+
+    def save(self, session: ConnectSession) -> ConnectSession:
+        """Insert (no ``etag``) or replace if unchanged (``etag``), else ``ConcurrencyError``."""
+        ...
+
+
+class AccountOwnerIndex(Protocol):
+    """Table ``accountowners``: which accounts belong to an owner, without a table scan."""
+
+    def add(self, owner_id: str, account_id: str) -> None: ...
+
+    def remove(self, owner_id: str, account_id: str) -> None:
+        """Idempotent."""
+        ...
+
+    def page(
+        self, owner_id: str, *, size: int = 100, continuation: str | None = None
+    ) -> tuple[list[str], str | None]:
+        """One page of the owner's account ids and the continuation of the next one."""
+        ...
+
+
+class ExpiredRowPurger(Protocol):
+    """Deletes what anonymous and abandoned connects leave behind."""
+
+    def purge_expired(self, now: dt.datetime) -> dict[str, int]:
+        """Delete pending OAuth flows expired before ``now`` and connect sessions whose
+        retention ended; the number deleted per table."""
         ...
 
 

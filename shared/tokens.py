@@ -151,7 +151,10 @@ _DOWNGRADABLE = (AccountStatus.ACTIVE, AccountStatus.ERROR)
 def mark_reauth_required(services: Services, account_id: str, reason: str) -> Account | None:
     """Turn an active (or failing) account ``reauth_required``; a disconnected one stays so."""
 
+    transitions: list[bool] = []
+
     def change(account: Account) -> bool:
+        transitions.append(account.status in _DOWNGRADABLE)
         if account.status not in _DOWNGRADABLE:
             return False
         account.status = AccountStatus.REAUTH_REQUIRED
@@ -161,6 +164,10 @@ def mark_reauth_required(services: Services, account_id: str, reason: str) -> Ac
     updated = update_account(services, account_id, change)
     if updated is not None and updated.status == AccountStatus.REAUTH_REQUIRED:
         log.warning("account %s must sign in again (%s)", account_id, reason)
+        if transitions and transitions[-1]:  # this call made the transition: told once
+            from shared.account_events import REAUTH_REQUIRED, publish_transition
+
+            publish_transition(services, updated, REAUTH_REQUIRED, reason=reason)
     return updated
 
 

@@ -39,7 +39,15 @@ from shared.errors import (
     NotFoundError,
     ReauthRequiredError,
 )
-from shared.models import Account, ClientKind, PendingAuthFlow, Subscription, SweepCheckpoint, account_id_for
+from shared.models import (
+    Account,
+    ClientKind,
+    ConnectSession,
+    PendingAuthFlow,
+    Subscription,
+    SweepCheckpoint,
+    account_id_for,
+)
 from shared.ports import DeltaPage, GraphAuth, JsonObject
 from shared.tokens import TokenGrant
 
@@ -232,6 +240,68 @@ class FakeAuthFlowStore:
     def take(self, state: str) -> PendingAuthFlow | None:
         with self._lock:
             return self.items.pop(state, None)
+
+
+class FakeConnectSessionStore:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.items: dict[str, ConnectSession] = {}
+
+    def get(self, session_id: str) -> ConnectSession | None:
+        with self._lock:
+            found = self.items.get(session_id)
+            return copy.deepcopy(found) if found is not None else None
+
+    def save(self, session: ConnectSession) -> ConnectSession:
+        with self._lock:
+            _check_etag(self.items.get(session.session_id), session.etag, "connect session")
+            stored = copy.deepcopy(session)
+            stored.etag = _new_etag()
+            self.items[session.session_id] = stored
+            session.etag = stored.etag
+            return copy.deepcopy(stored)
+
+
+class FakeAccountOwnerIndex:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.entries: set[tuple[str, str]] = set()
+
+    def add(self, owner_id: str, account_id: str) -> None:
+        with self._lock:
+            self.entries.add((owner_id, account_id))
+
+    def remove(self, owner_id: str, account_id: str) -> None:
+        with self._lock:
+            self.entries.discard((owner_id, account_id))
+
+    def page(
+        self, owner_id: str, *, size: int = 100, continuation: str | None = None
+    ) -> tuple[list[str], str | None]:
+        with self._lock:
+            ids = sorted(a for o, a in self.entries if o == owner_id and (continuation is None or a >= continuation))
+        return ids[:size], (ids[size] if len(ids) > size else None)
+
+
+class FakePurger:
+    """Purges the fake flow and session stores as the table purger does."""
+
+    def __init__(self, authflows: FakeAuthFlowStore, sessions: FakeConnectSessionStore) -> None:
+        self.authflows = authflows
+        self.sessions = sessions
+
+    def purge_expired(self, now: dt.datetime) -> dict[str, int]:
+        from shared.adapters.sessions import SESSION_RETENTION
+
+        with self.authflows._lock:
+            flows = [k for k, f in self.authflows.items.items() if f.expires_at < now]
+            for key in flows:
+                del self.authflows.items[key]
+        with self.sessions._lock:
+            gone = [k for k, s in self.sessions.items.items() if s.expires_at + SESSION_RETENTION < now]
+            for key in gone:
+                del self.sessions.items[key]
+        return {"authflows": len(flows), "connectsessions": len(gone)}
 
 
 class FakeSecretStore:
@@ -649,12 +719,17 @@ def make_services(
     ``CachedTokenProvider`` runs over the fake identity and secrets; otherwise
     ``FakeTokenProvider``. ``overrides`` replace single fakes."""
     clock = overrides.pop("clock", None) or FixedClock(EPOCH)
+    authflows = overrides.pop("authflows", None) or FakeAuthFlowStore()
+    sessions = overrides.pop("connect_sessions", None) or FakeConnectSessionStore()
     parts: dict[str, Any] = {
         "clock": clock,
         "accounts": FakeAccountStore(),
         "subscriptions": FakeSubscriptionStore(),
         "checkpoints": FakeCheckpointStore(),
-        "authflows": FakeAuthFlowStore(),
+        "authflows": authflows,
+        "connect_sessions": sessions,
+        "account_owners": FakeAccountOwnerIndex(),
+        "purger": FakePurger(authflows, sessions),
         "secrets": FakeSecretStore(),
         "queues": FakeQueueSender(),
         "graph": FakeGraphApi(clock),

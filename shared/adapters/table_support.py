@@ -7,7 +7,9 @@ overwrites silently. The SDK is imported lazily: the webhook's cold path never l
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import json
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -127,3 +129,19 @@ def delete_entity(client: TableClient, partition: str, row: str) -> None:
         pass
     except AzureError as exc:
         raise PersistenceError(f"delete from table {client.table_name} failed: {type(exc).__name__}") from exc
+
+
+# A page's continuation (the SDK's dict of next keys) as one opaque URL-safe string, and back.
+def encode_continuation(token: Any) -> str | None:
+    if not token:
+        return None
+    return base64.urlsafe_b64encode(json.dumps(token).encode()).decode()
+
+
+def decode_continuation(token: str | None) -> Any:
+    if not token:
+        return None
+    try:
+        return json.loads(base64.urlsafe_b64decode(token.encode()))
+    except ValueError:
+        raise InvalidInputError("continuation token is not valid") from None

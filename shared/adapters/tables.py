@@ -21,7 +21,6 @@ overwrites silently. The SDK is imported lazily: the webhook's cold path never l
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
 from collections.abc import Iterator, Sequence
@@ -33,7 +32,9 @@ from shared.adapters.table_support import (
     MIN_TIME,
     Tables,
     check_key,
+    decode_continuation,
     delete_entity,
+    encode_continuation,
     read_entity,
     utc,
     write_entity,
@@ -57,21 +58,6 @@ _FLOW_ROW = "flow"
 _CHECKPOINT_ROW = "checkpoint"
 
 
-def _encode_token(token: Any) -> str | None:
-    if not token:
-        return None
-    return base64.urlsafe_b64encode(json.dumps(token).encode()).decode()
-
-
-def _decode_token(token: str | None) -> Any:
-    if not token:
-        return None
-    try:
-        return json.loads(base64.urlsafe_b64decode(token.encode()))
-    except ValueError:
-        raise InvalidInputError("continuation token is not valid") from None
-
-
 # --- accounts ---------------------------------------------------------------------------
 
 
@@ -91,6 +77,7 @@ def _account_entity(a: Account) -> dict[str, Any]:
         "LastNotificationAt": a.last_notification_at,
         "LastError": a.last_error,
         "ConnectedAt": a.connected_at,
+        "OwnerId": a.owner_id,
     }
 
 
@@ -109,6 +96,7 @@ def _account_from(e: Any) -> Account:
         last_notification_at=utc(e.get("LastNotificationAt")),
         last_error=e.get("LastError") or None,
         connected_at=utc(e.get("ConnectedAt")),
+        owner_id=e.get("OwnerId") or None,
         etag=e.metadata.get("etag") if hasattr(e, "metadata") else None,
     )
 
@@ -132,12 +120,12 @@ class TableAccountStore:
     def page(self, *, size: int = 100, continuation: str | None = None) -> tuple[list[Account], str | None]:
         pager = self._client.query_entities(
             "RowKey eq @row", parameters={"row": _ACCOUNT_ROW}, results_per_page=max(1, min(size, 1000))
-        ).by_page(continuation_token=_decode_token(continuation))
+        ).by_page(continuation_token=decode_continuation(continuation))
         try:
             accounts = [_account_from(e) for e in next(pager, [])]
         except Exception as exc:  # noqa: BLE001 - the SDK raises several error types here
             raise PersistenceError(f"listing accounts failed: {type(exc).__name__}") from exc
-        return accounts, _encode_token(pager.continuation_token)  # type: ignore[attr-defined]
+        return accounts, encode_continuation(pager.continuation_token)  # type: ignore[attr-defined]
 
     def check(self) -> None:
         self._tables.check()
@@ -274,6 +262,8 @@ class TableAuthFlowStore:
             "Flow": json.dumps(flow.flow),
             "ExpiresAt": flow.expires_at,
             "ClientKind": flow.client_kind.value,
+            "BrowserBinding": flow.browser_binding,
+            "SessionId": flow.session_id,
         }
         write_entity(self._client, entity, None)
 
@@ -307,4 +297,6 @@ class TableAuthFlowStore:
             flow=json.loads(entity["Flow"]),
             expires_at=utc(entity.get("ExpiresAt")) or MIN_TIME,
             client_kind=ClientKind(entity.get("ClientKind", ClientKind.CONFIDENTIAL.value)),
+            browser_binding=entity.get("BrowserBinding") or "",
+            session_id=entity.get("SessionId") or None,
         )

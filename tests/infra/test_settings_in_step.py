@@ -130,8 +130,11 @@ def _optional_reference(value: Any) -> str | None:
 
 
 def test_local_example_values_match_the_code_defaults(example_settings: dict[str, str]) -> None:
-    # Values that differ on purpose locally: the devstack stands in for Microsoft's hosts.
-    local_overrides = {"MICROSOFT_AUTHORITY_HOST", "GRAPH_API_ENDPOINT"}
+    # Values that differ on purpose locally: the devstack stands in for Microsoft's hosts;
+    # the local start page and `make demo` connect without a connect session.
+    local_overrides = {"MICROSOFT_AUTHORITY_HOST", "GRAPH_API_ENDPOINT", "ALLOW_ANONYMOUS_CONNECT"}
     for name, default in SETTING_DEFAULTS.items():
         if default is not None and name not in local_overrides:
             assert example_settings[name] == default, name
+    assert example_settings["ALLOW_ANONYMOUS_CONNECT"] == "true"
+    assert SETTING_DEFAULTS["ALLOW_ANONYMOUS_CONNECT"] == "false"
