@@ -14,6 +14,7 @@ from typing import Any
 
 import azure.functions as func
 
+from functions.http import secured
 from shared import bootstrap
 from shared.connect_sessions import (
     SessionInputError,
@@ -42,6 +43,7 @@ def _error(status: int, code: str, message: str) -> func.HttpResponse:
 
 @bp.function_name("connect_sessions_create")
 @bp.route(route="connect-sessions", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@secured
 def connect_sessions_create(req: func.HttpRequest) -> func.HttpResponse:
     try:
         body = create_session(bootstrap.services(), parse_session_request(req.get_body() or b""))
@@ -55,6 +57,7 @@ def connect_sessions_create(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.function_name("connect_sessions_item")
 @bp.route(route="connect-sessions/{session_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@secured
 def connect_sessions_item(req: func.HttpRequest) -> func.HttpResponse:
     try:
         return _json(show_session(bootstrap.services(), req.route_params.get("session_id", "")))
