@@ -82,6 +82,9 @@ param renewalTimeBudgetSeconds string = '420'
 @description('Accounts swept per renewal run for subscriptions Graph dropped (RENEWAL_SWEEP_ACCOUNTS).')
 param renewalSweepAccounts string = '5000'
 
+@description('Seconds one invocation walks a mailbox before the rest of its delta round goes to the next one (SYNC_TIME_BUDGET_SECONDS).')
+param syncTimeBudgetSeconds string = '120'
+
 @description('Delegated Graph scopes requested at connect time (GRAPH_SCOPES).')
 param graphScopes string = 'User.Read Mail.Read'
 
@@ -232,6 +235,7 @@ module functionApp 'app/function.bicep' = {
       MAIL_ACTIONS_ENABLED: mailActionsEnabled
       POST_CONNECT_REDIRECT_URL: postConnectRedirectUrl
       EMIT_HISTORY_ON_CONNECT: emitHistoryOnConnect
+      SYNC_TIME_BUDGET_SECONDS: syncTimeBudgetSeconds
     }
   }
   // The app must not start before its identity may read the secrets and the storage.

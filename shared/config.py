@@ -17,6 +17,9 @@ from shared.errors import ConfigurationError
 # Queue names are part of the product's contract with its consumers, not settings.
 NOTIFICATION_QUEUE = "graph-notifications"
 MAIL_EVENT_QUEUE = "mail-events"
+# Delta rounds asked for by the app itself: an account's first round after a connect, and
+# the rest of a round that did not fit in one invocation.
+MAIL_SYNC_QUEUE = "mail-sync"
 ACCOUNTS_TABLE = "accounts"
 SUBSCRIPTIONS_TABLE = "subscriptions"
 AUTHFLOWS_TABLE = "authflows"
@@ -44,6 +47,7 @@ SETTING_DEFAULTS: dict[str, str | None] = {
     "MAIL_ACTIONS_ENABLED": "false",
     "POST_CONNECT_REDIRECT_URL": "",
     "EMIT_HISTORY_ON_CONNECT": "false",
+    "SYNC_TIME_BUDGET_SECONDS": "120",
 }
 
 # MSAL adds these itself and raises ValueError when they are passed (GRAPH_NOTES "Tokens").
@@ -73,6 +77,9 @@ class Settings:
     renewal_concurrency: int = 32
     renewal_time_budget_seconds: int = 420
     renewal_sweep_accounts: int = 5000
+    # Seconds one invocation walks a mailbox's delta pages before it keeps its place and
+    # hands the rest of the round to the next invocation (queue ``mail-sync``).
+    sync_time_budget_seconds: int = 120
 
     @property
     def authority(self) -> str:
@@ -178,4 +185,5 @@ def _parse(env: Mapping[str, str]) -> Settings:
         renewal_concurrency=_int(env, "RENEWAL_CONCURRENCY", 1),
         renewal_time_budget_seconds=_int(env, "RENEWAL_TIME_BUDGET_SECONDS", 10),
         renewal_sweep_accounts=_int(env, "RENEWAL_SWEEP_ACCOUNTS", 0),
+        sync_time_budget_seconds=_int(env, "SYNC_TIME_BUDGET_SECONDS", 1),
     )

@@ -21,6 +21,8 @@ var queueNames = [
   'graph-notifications'
   'graph-notifications-poison'
   'mail-events'
+  'mail-sync'
+  'mail-sync-poison'
 ]
 var tableNames = [
   'accounts'
