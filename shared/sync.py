@@ -81,6 +81,7 @@ MAX_ROUNDS_PER_LEASE = 20
 PROGRESS_EVERY_SECONDS = 5.0
 _SAVE_ATTEMPTS = 5
 _JOB_VERSION = 1
+_monotonic = time.monotonic  # the budget's clock (tests replace it)
 
 __all__ = ["LEASE_STALE_AFTER", "LeaseLostError", "SyncResult", "record_initial_delta", "sync_mailbox"]
 
@@ -160,7 +161,7 @@ def sync_mailbox(
     *,
     reason: str,
     notified_at: dt.datetime | None = None,
-    monotonic: Callable[[], float] = time.monotonic,
+    monotonic: Callable[[], float] | None = None,
 ) -> SyncResult:
     """Bring the account's events up to date with its inbox (processing, lifecycle, renewal
     catch-up, operator resync, queued rounds). Returns what was published, or why nothing ran.
@@ -245,7 +246,7 @@ def _with_lease(
     result: SyncResult,
     run: Callable[[_Lease], bool],
     *,
-    monotonic: Callable[[], float] = time.monotonic,
+    monotonic: Callable[[], float] | None = None,
 ) -> None:
     """Run rounds under the account's lease: ``run`` returns False when it stopped for time
     with its place kept. Pending work is never dropped: it runs here, or goes to the queue."""
@@ -256,7 +257,8 @@ def _with_lease(
         result.skipped = "busy"
         return
     budget = float(getattr(services.settings, "sync_time_budget_seconds", 120))
-    lease = _Lease(holder, now, monotonic() + budget, monotonic)
+    clock = monotonic or _monotonic
+    lease = _Lease(holder, now, clock() + budget, clock)
     try:
         extra_round = False
         for _ in range(MAX_ROUNDS_PER_LEASE):

@@ -162,6 +162,14 @@ class ControlApi:
             folder = user.folder(str(body.get("folder") or "inbox"))
             if folder is None:
                 return _bad(f"unknown folder {body.get('folder')}")
+            if "count" in body:  # seeding a large mailbox: that many messages, no notification
+                count = body["count"]
+                if not isinstance(count, int) or isinstance(count, bool) or not 0 < count <= 100_000:
+                    return _bad("count must be a whole number from 1 to 100000")
+                subject = str(body.get("subject") or "message")
+                for n in range(count):
+                    mailbox.create_message(self.state, user, folder, {**body, "subject": f"{subject} {n}"})
+                return Response.json(201, {"created": count})
             message, change = mailbox.create_message(self.state, user, folder, body)
             self.sim.delivery.publish_changes([change])
             return Response.json(201, mailbox.render_message(message))
