@@ -264,8 +264,9 @@ def _with_lease(
         for _ in range(MAX_ROUNDS_PER_LEASE):
             resumed_before = result.resumed
             if not run(lease):
-                _hand_over(services, result, "continue")
+                # Let go first: the queued round must find the lease free, not mark it pending.
                 ledger.release_lease(account_id, holder, abandon=True)
+                _hand_over(services, result, "continue")
                 return
             if result.skipped is not None:
                 ledger.release_lease(account_id, holder, abandon=True)
@@ -280,8 +281,8 @@ def _with_lease(
                 break
         # Work is pending (another trigger marked the lease) but this invocation has run
         # its share: the queue runs it, rather than the pending mark being dropped.
-        _hand_over(services, result, "pending")
         ledger.release_lease(account_id, holder, abandon=True)
+        _hand_over(services, result, "pending")
     except LeaseLostError:
         raise  # not ours any more: nothing to give back
     except BaseException:

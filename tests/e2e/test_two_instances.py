@@ -28,12 +28,20 @@ import requests
 
 from devstack.stack import PROJECT_ROOT, LocalStack, free_port
 from tests.conftest import STACK_SETTINGS
-from tests.support.stack import browser, function_key_headers, new_user, read_form, read_queue, send_mail, wait_for
+from tests.support.stack import (
+    browser,
+    function_key_headers,
+    new_user,
+    read_form,
+    read_queue,
+    send_mail,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
 # Short, so that a large mailbox's first round visibly spans several invocations.
-SYNC_BUDGET_SECONDS = 3
+SYNC_BUDGET_SECONDS = 1
 
 
 @dataclass
@@ -176,8 +184,10 @@ def test_a_20000_message_inbox_connects_fast_and_its_first_round_spans_invocatio
     created = pair.created(account_id)
     assert all(created[m] == 1 for m in arrived)
     assert set(created) == set(arrived)  # no history
-    handed_over = re.findall(rf"sync of account {re.escape(account_id)} \([a-z]+\):[^\n]*the rest queued", pair.logs())
-    assert len(handed_over) >= 2  # the round went on in later invocations
+    rounds = [line for line in pair.logs().splitlines() if f"sync of account {account_id} (" in line]
+    # The round kept its place and went on in a later invocation (on either instance).
+    assert any("the rest queued" in line for line in rounds), rounds
+    assert any("(continue)" in line and "resumed" in line for line in rounds), rounds
 
 
 # -- two instances, faults, renewal, disconnect ------------------------------------------
@@ -215,7 +225,13 @@ def test_every_mail_gets_exactly_one_created_event_under_faults_on_two_instances
     def all_created() -> bool:
         return all(all(pair.created(a)[m] for m in ids) for a, ids in sent.items())
 
-    wait_for(all_created, timeout=90, interval=0.5, what="a created event for every mail")
+    try:
+        wait_for(all_created, timeout=90, interval=0.5, what="a created event for every mail")
+    except AssertionError:
+        missing = {a: [m for m in ids if not pair.created(a)[m]] for a, ids in sent.items()}
+        lines = [line[:400] for line in pair.logs().splitlines() if any(a in line for a, m in missing.items() if m)]
+        errors = [line[:300] for line in pair.logs().splitlines() if "ERROR" in line or "Traceback" in line]
+        raise AssertionError({"missing": {a: len(m) for a, m in missing.items()}, "lines": lines[-40:], "errors": errors[-20:]})
     time.sleep(3)
     for account_id, ids in sent.items():
         created = pair.created(account_id)

@@ -336,3 +336,34 @@ def test_pending_work_after_the_last_round_of_a_lease_goes_to_the_queue(services
     late = services.graph.deliver(account.account_id, "came with the last trigger", AFTER)
     run_queued_rounds(services)
     assert kinds(services, late) == ["created"]
+
+
+def test_a_round_handed_to_the_queue_and_picked_up_at_once_by_another_instance_runs(services, account):
+    from shared.sync import parse_sync_job
+
+    monotonic = Monotonic()
+    services.settings = make_settings(SYNC_TIME_BUDGET_SECONDS="1")
+    box = services.graph.inbox(account.account_id)
+    ids = [box.deliver(f"mail {n}", AFTER) for n in range(9)]
+    graph = services.graph
+    original = graph.delta_page
+
+    def delta_page(auth, link, *, folder="inbox"):
+        monotonic.now += 2.0  # out of time after every page
+        return original(auth, link, folder=folder)
+
+    graph.delta_page = delta_page
+    send = services.queues.send
+
+    def eager_send(queue, messages):
+        send(queue, messages)
+        if queue == "mail-sync":  # another instance takes the job the moment it is queued
+            for message in messages:
+                account_id, reason = parse_sync_job(message)
+                services.queues.sent["mail-sync"].remove(message)
+                sync_mailbox(services, account_id, reason=reason, monotonic=monotonic)
+
+    services.queues.send = eager_send
+    sync_mailbox(services, account.account_id, reason="notification", monotonic=monotonic)
+    assert sorted(e["subject"] for e in events_of(services)) == sorted(ids)
+    assert services.ledger.progress(account.account_id) is None
