@@ -231,7 +231,7 @@ def test_every_mail_gets_exactly_one_created_event_under_faults_on_two_instances
         missing = {a: [m for m in ids if not pair.created(a)[m]] for a, ids in sent.items()}
         lines = [line[:400] for line in pair.logs().splitlines() if any(a in line for a, m in missing.items() if m)]
         errors = [line[:300] for line in pair.logs().splitlines() if "ERROR" in line or "Traceback" in line]
-        raise AssertionError({"missing": {a: len(m) for a, m in missing.items()}, "lines": lines[-40:], "errors": errors[-20:]})
+        raise AssertionError({"missing": {a: len(m) for a, m in missing.items()}, "lines": lines[-40:], "errors": errors[-20:]}) from None
     time.sleep(3)
     for account_id, ids in sent.items():
         created = pair.created(account_id)
