@@ -6,9 +6,11 @@ in table ``authflows`` under its ``state`` for ten minutes, single use.
 fails), the code redeemed, then ``finish_connect`` does what every way of connecting shares
 (the CLI's device-code flow too): the account's token cache goes to Key Vault, the account
 is created or updated in place (same tenant and object id: same account, never a
-duplicate), its inbox subscription is created or healed, and an initial delta round
-records where the mailbox stands.
-``disconnect_account`` undoes all of it and keeps the account, marked ``disconnected``.
+duplicate), its inbox subscription is created or healed, and an initial delta round,
+queued on ``mail-sync`` (a large mailbox takes longer than a callback may), records where
+the mailbox stands.
+``disconnect_account`` undoes all of it and keeps the account, marked ``disconnected``;
+a round running meanwhile on any instance is stopped first.
 """
 
 from __future__ import annotations
