@@ -223,7 +223,7 @@ def _record_error(services: Services, account_id: str, message: str) -> None:
 
 
 def _queue_first_round(services: Services, account: Account) -> None:
-    """The initial delta round (DESIGN.md "Connect" step 4) runs on queue ``mail-sync``, not
+    """The initial delta round (docs/design.md "Connect") runs on queue ``mail-sync``, not
     in the browser's callback: a large mailbox takes longer than an HTTP request may. It
     records the mailbox's deltaLink, publishing its history only when
     ``EMIT_HISTORY_ON_CONNECT`` is set, and mail received since the connect as created.
