@@ -237,10 +237,11 @@ def test_every_mail_gets_exactly_one_created_event_under_faults_on_two_instances
         created = pair.created(account_id)
         assert {m: created[m] for m in ids} == {m: 1 for m in ids}
         assert set(created) == set(ids)
-    both = pair.logs()
-    assert "process_graph_notifications" in (pair.stack.log_dir / "devhost.log").read_text()  # type: ignore[operator]
-    assert "process_graph_notifications" in pair.second_log.read_text()
-    assert both
+    # Both instances took part: each ran queue work.
+    assert pair.stack.log_dir is not None
+    for log in (pair.stack.log_dir / "devhost.log", pair.second_log):
+        text = log.read_text(errors="replace")
+        assert "Executed 'Functions.process_graph_notifications'" in text or "Executed 'Functions.run_mail_sync'" in text
 
 
 def test_two_renewal_runs_started_at_once_renew_each_subscription_once(
