@@ -86,6 +86,9 @@ param renewalTimeBudgetSeconds string = '420'
 @description('Accounts swept per renewal run for subscriptions Graph dropped (RENEWAL_SWEEP_ACCOUNTS).')
 param renewalSweepAccounts string = '5000'
 
+@description('Seconds one invocation walks a mailbox before the rest of its delta round goes to the next one (SYNC_TIME_BUDGET_SECONDS).')
+param syncTimeBudgetSeconds string = '120'
+
 @description('Delegated Graph scopes requested at connect time (GRAPH_SCOPES).')
 param graphScopes string = 'User.Read Mail.Read'
 
@@ -258,6 +261,7 @@ module functionApp 'app/function.bicep' = {
       CONNECT_SESSION_MINUTES: connectSessionMinutes
       ALLOW_ANONYMOUS_CONNECT: allowAnonymousConnect
       ALLOWED_TENANT_IDS: allowedTenantIds
+      SYNC_TIME_BUDGET_SECONDS: syncTimeBudgetSeconds
     }
   }
   // The app must not start before its identity may read the secrets and the storage.

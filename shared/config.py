@@ -18,6 +18,9 @@ from shared.errors import ConfigurationError
 # Queue names are part of the product's contract with its consumers, not settings.
 NOTIFICATION_QUEUE = "graph-notifications"
 MAIL_EVENT_QUEUE = "mail-events"
+# Delta rounds asked for by the app itself: an account's first round after a connect, and
+# the rest of a round that did not fit in one invocation.
+MAIL_SYNC_QUEUE = "mail-sync"
 ACCOUNTS_TABLE = "accounts"
 SUBSCRIPTIONS_TABLE = "subscriptions"
 AUTHFLOWS_TABLE = "authflows"
@@ -53,6 +56,7 @@ SETTING_DEFAULTS: dict[str, str | None] = {
     "CONNECT_SESSION_MINUTES": "30",
     "ALLOW_ANONYMOUS_CONNECT": "false",
     "ALLOWED_TENANT_IDS": "",
+    "SYNC_TIME_BUDGET_SECONDS": "120",
 }
 
 # MSAL adds these itself and raises ValueError when they are passed
@@ -100,6 +104,9 @@ class Settings:
     connect_session_minutes: int = 30
     allow_anonymous_connect: bool = False
     allowed_tenant_ids: frozenset[str] = frozenset()
+    # Seconds one invocation walks a mailbox's delta pages before it keeps its place and
+    # hands the rest of the round to the next invocation (queue ``mail-sync``).
+    sync_time_budget_seconds: int = 120
 
     @property
     def authority(self) -> str:
@@ -274,4 +281,5 @@ def _parse(env: Mapping[str, str]) -> Settings:
         connect_session_minutes=_int(env, "CONNECT_SESSION_MINUTES", 1),
         allow_anonymous_connect=_bool(env, "ALLOW_ANONYMOUS_CONNECT"),
         allowed_tenant_ids=_tenant_ids(env, "ALLOWED_TENANT_IDS"),
+        sync_time_budget_seconds=_int(env, "SYNC_TIME_BUDGET_SECONDS", 1),
     )

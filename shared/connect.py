@@ -11,14 +11,18 @@ fails), the code redeemed, then ``finish_connect`` does what every way of connec
 anything is stored, the account's token cache goes to Key Vault, the account is created or
 updated in place (same tenant and object id: same account, never a duplicate) with the
 connect session's owner, its inbox subscription is created or healed, an initial delta
-round records where the mailbox stands, and ``account-events`` hears of it.
-``disconnect_account`` undoes all of it and keeps the account, marked ``disconnected``.
+round, queued on ``mail-sync`` (a large mailbox takes longer than a callback may), records
+where the mailbox stands, and ``account-events`` hears of it.
+``disconnect_account`` undoes all of it and keeps the account, marked ``disconnected``;
+a round running meanwhile on any instance is stopped first.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -57,6 +61,7 @@ _CALLBACK_FIELDS = (
     "error_uri",
 )
 _MAX_FIELD_LENGTH = 8192
+_sleep = time.sleep  # tests replace it
 
 
 @dataclass(frozen=True)
@@ -215,7 +220,7 @@ def finish_connect(
     except ConnectorError as exc:
         _record_error(services, account_id, f"inbox subscription failed: {type(exc).__name__}: {exc}")
         raise
-    _record_initial_delta(services, account, auth)
+    _queue_first_round(services, account)
     log.info(
         "account %s %s (subscription %s)",
         account_id,
@@ -274,7 +279,11 @@ def _upsert_account(
         previous_owner = existing.owner_id if owner_id is not None and existing.owner_id != owner_id else None
         if owner_id is not None:
             existing.owner_id = owner_id
-        if existing.delta_link is None or existing.connected_at is None:
+        if (
+            existing.status == AccountStatus.DISCONNECTED
+            or existing.delta_link is None
+            or existing.connected_at is None
+        ):
             # A fresh start (first connect, or after a disconnect). Otherwise the mailbox's
             # history continues from the stored deltaLink: mail that came in while the
             # account waited for its user to sign in again is still new mail.
@@ -298,19 +307,21 @@ def _record_error(services: Services, account_id: str, message: str) -> None:
         log.warning("account %s: could not record its error: %s", account_id, type(exc).__name__)
 
 
-def _record_initial_delta(services: Services, account: Account, auth: GraphAuth) -> None:
-    """The initial delta round (docs/design.md "Connect" step 5): records the mailbox's deltaLink,
-    publishing its history only when ``EMIT_HISTORY_ON_CONNECT`` is set.
+def _queue_first_round(services: Services, account: Account) -> None:
+    """The initial delta round (docs/design.md "Connect") runs on queue ``mail-sync``, not
+    in the browser's callback: a large mailbox takes longer than an HTTP request may. It
+    records the mailbox's deltaLink, publishing its history only when
+    ``EMIT_HISTORY_ON_CONNECT`` is set, and mail received since the connect as created.
 
-    A failure here does not undo the connect: the account is connected and subscribed, and
-    the first notification or the renewal's catch-up sync runs the round again.
+    A failure to queue it does not undo the connect: the account is connected and
+    subscribed, and the first notification or the renewal's catch-up runs the round.
     """
-    from shared.sync import record_initial_delta
+    from shared.sync import request_sync
 
     try:
-        record_initial_delta(services, account, auth, emit_history=services.settings.emit_history_on_connect)
+        request_sync(services, account.account_id, reason="connect")
     except (UpstreamError, ConcurrencyError, PersistenceError) as exc:
-        log.warning("account %s: initial delta round failed: %s", account.account_id, type(exc).__name__)
+        log.warning("account %s: initial delta round not queued: %s", account.account_id, type(exc).__name__)
 
 
 def _forget_published_mail(services: Services, account_id: str) -> None:
@@ -323,10 +334,27 @@ def _forget_published_mail(services: Services, account_id: str) -> None:
 
 def disconnect_account(services: Services, account_id: str) -> Account:
     """Delete the account's subscriptions (Graph and store) and its token cache, and mark it
-    ``disconnected``. Idempotent; ``NotFoundError`` for an unknown account."""
+    ``disconnected``. Idempotent; ``NotFoundError`` for an unknown account.
+
+    A round may be running for the account on any instance. The disconnect first seizes the
+    account's sync lease (the round's next fenced write fails, so it writes no mark, no
+    progress and no deltaLink), waits until that round can no longer publish (its last lease
+    proof plus ``PUBLISH_FENCE``), and marks the account disconnected before the token cache
+    goes: a token refresh of the round that ends later cannot write the cache back (a
+    write-back never recovers a deleted secret), and its deltaLink save finds the account
+    disconnected. A reconnect then starts afresh: a new ``connected_at``, no deltaLink."""
+    from shared.sync import PUBLISH_FENCE
+
     account = services.accounts.get(account_id)
     if account is None:
         raise NotFoundError(f"account {account_id} does not exist")
+    holder = "disconnect-" + uuid.uuid4().hex
+    last_proof = services.ledger.seize_lease(account_id, holder, services.clock.now())
+    if last_proof is not None:
+        wait = (last_proof + PUBLISH_FENCE - services.clock.now()).total_seconds()
+        if wait > 0:
+            log.info("account %s: a round was running; waiting %.1fs until it can publish no more", account_id, wait)
+            _sleep(min(wait, PUBLISH_FENCE.total_seconds()))
     auth: GraphAuth | None = None
     if account.status != AccountStatus.DISCONNECTED:
         try:
@@ -337,12 +365,6 @@ def disconnect_account(services: Services, account_id: str) -> Account:
                 account_id,
                 type(exc).__name__,
             )
-    removed = remove_mailbox_subscriptions(services, account, auth)
-    services.secrets.delete(token_cache_secret_name(account_id))
-    _forget_published_mail(services, account_id)
-    tokens: Any = services.tokens
-    if hasattr(tokens, "forget"):
-        tokens.forget(account_id)
 
     transitions: list[bool] = []
 
@@ -352,10 +374,17 @@ def disconnect_account(services: Services, account_id: str) -> Account:
         transitions.append(current.status != AccountStatus.DISCONNECTED)
         current.status = AccountStatus.DISCONNECTED
         current.delta_link = None  # a reconnect starts from a fresh round
+        current.connected_at = None  # ... and from a new connect time
         current.last_error = None
         return True
 
     updated = update_account(services, account_id, change)
+    removed = remove_mailbox_subscriptions(services, account, auth)
+    services.secrets.delete(token_cache_secret_name(account_id))
+    _forget_published_mail(services, account_id)  # the marks, the round's progress, the lease
+    tokens: Any = services.tokens
+    if hasattr(tokens, "forget"):
+        tokens.forget(account_id)
     log.info("account %s disconnected (%d subscriptions removed)", account_id, removed)
     if updated is not None and transitions and transitions[-1]:
         publish_transition(services, updated, DISCONNECTED, reason="operator")

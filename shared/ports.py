@@ -136,8 +136,10 @@ class SecretStore(Protocol):
         """The latest version's value, None when there is no such (live) secret."""
         ...
 
-    def set(self, name: str, value: str) -> None:
-        """Write a new version; a soft-deleted secret of that name is recovered first."""
+    def set(self, name: str, value: str, *, recover: bool = True) -> None:
+        """Write a new version; a soft-deleted secret of that name is recovered first, unless
+        ``recover`` is False: then it stays deleted and ``NotFoundError`` is raised (a token
+        refresh writing back must not bring back the cache a disconnect deleted)."""
         ...
 
     def delete(self, name: str) -> None:
@@ -295,6 +297,17 @@ class LedgerMark:
     message_id: str
     change_key: str | None
     removed: bool = False
+    seen_in: str | None = None  # the full round (after 410) that last returned the message
+
+
+@dataclass(frozen=True)
+class SyncProgress:
+    """Where an unfinished delta round of an account resumes: the next page's link, the
+    round's kind (first, incremental, full) and its id (a full round tags what it saw)."""
+
+    link: str
+    mode: str
+    round_id: str
 
 
 class MailLedger(Protocol):
@@ -306,8 +319,32 @@ class MailLedger(Protocol):
         """Insert or replace the marks."""
         ...
 
-    def live_message_ids(self, account_id: str) -> Iterator[str]:
-        """Ids of the messages published and not (yet) published as deleted."""
+    def live_message_ids(self, account_id: str, *, unseen_in: str | None = None) -> Iterator[str]:
+        """Ids of the messages published and not (yet) published as deleted; with
+        ``unseen_in``, only those the full round of that id did not return."""
+        ...
+
+    def commit(
+        self,
+        account_id: str,
+        holder: str,
+        now: dt.datetime,
+        marks: Sequence[LedgerMark],
+        progress: SyncProgress | None,
+    ) -> None:
+        """Write the marks and the round's progress (None: the round is over) only while
+        ``holder`` holds the sync lease, renewing it: each entity-group transaction carries
+        the lease under its ETag, so a holder that lost it writes nothing
+        (``LeaseLostError``)."""
+        ...
+
+    def progress(self, account_id: str) -> SyncProgress | None:
+        """The unfinished round's progress, None when no round is under way."""
+        ...
+
+    def seize_lease(self, account_id: str, holder: str, now: dt.datetime) -> dt.datetime | None:
+        """Take the sync lease whoever holds it (a disconnect); the running holder's next
+        lease write fails. Returns when that holder last proved it held it (None: free)."""
         ...
 
     def forget_account(self, account_id: str) -> None:

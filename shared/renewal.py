@@ -26,8 +26,14 @@ A Graph subscription to Outlook mail lives at most 10,080 minutes (docs/graph-no
 3. **Sweeps** a slice of the accounts table (``RENEWAL_SWEEP_ACCOUNTS`` per run, resumed
    from a stored continuation token): an active account with no live subscription gets
    one, and a quiet account gets a catch-up sync. With the default 15-minute schedule,
-   5,000 accounts per run cover 100,000 accounts in 5 hours, inside the 6-hour catch-up
-   period, and no run reads more than its slice.
+   5,000 accounts per run cover 100,000 accounts in 5 hours, and no run reads more than its
+   slice. An account is visited once per cycle, so "quiet" looks ahead: it is caught up
+   when it would pass ``CATCHUP_AFTER_MINUTES`` of silence before the sweep's next visit
+   (the last cycle's length plus the gap between runs, stored with the sweep's resume
+   point). That keeps the promise: no active account goes longer than
+   ``CATCHUP_AFTER_MINUTES`` without a notification or a delta sync, from the second
+   cycle on (the first one, right after a deployment, has no measured length yet and
+   catches up only what is quiet already).
 
 Graph's rules are kept: no PATCH within 10 minutes of a reauthorize (or of another PATCH)
 of the same subscription; at most one request at a time per mailbox from this run (the
@@ -42,6 +48,7 @@ from __future__ import annotations
 import datetime as dt
 import heapq
 import itertools
+import json
 import logging
 import queue
 import threading
@@ -328,12 +335,28 @@ class _RenewalRun:
         self._reindex_lock = threading.Lock()
         self._to_reindex: list[Subscription] = []
         self._index_behind = False  # some renewed subscriptions' index entries were not written
+        self._lookahead = dt.timedelta(0)  # how far ahead "quiet" looks: the sweep's pace
 
     # bookkeeping
 
     def count(self, name: str, by: int = 1) -> None:
         with self._counts_lock:
             setattr(self.report, name, getattr(self.report, name) + by)
+
+    def _graph_throttles(self) -> int | None:
+        """429/503 answers the Graph client met on this thread, retried by it or not (None
+        when the client does not count them: then each ThrottledError counts one)."""
+        counter = getattr(self.services.graph, "throttle_count", None)
+        return counter() if callable(counter) else None
+
+    def _count_throttled(self, before: int | None) -> None:
+        after = self._graph_throttles()
+        if before is not None and after is not None and after > before:
+            self.count("throttled", after - before)
+
+    def _throttled_error(self) -> None:
+        if self._graph_throttles() is None:
+            self.count("throttled")
 
     def out_of_time(self) -> bool:
         if self.monotonic() >= self._stop_at:
@@ -436,6 +459,7 @@ class _RenewalRun:
 
     def _renew_guarded(self, job: _Job) -> str | _Retry:
         subscription = job.subscription
+        before = self._graph_throttles()
         try:
             with self._gates.hold(subscription.account_id):
                 return self._renew(job)
@@ -446,6 +470,8 @@ class _RenewalRun:
                 subscription.subscription_id,
             )
             return "failed"
+        finally:
+            self._count_throttled(before)
 
     def _renew(self, job: _Job) -> str | _Retry:
         now = self.services.clock.now()
@@ -475,7 +501,7 @@ class _RenewalRun:
             # The token provider has marked the account; it is skipped until reconnected.
             return "reauth_required"
         except ThrottledError as exc:
-            self.count("throttled")
+            self._throttled_error()
             if job.attempts >= MAX_ATTEMPTS:
                 return "deferred"
             return _Retry(max(exc.retry_after, 0.0))
@@ -625,18 +651,25 @@ class _RenewalRun:
 
     # delta syncs (a recreated subscription, a quiet account found by the sweep)
 
-    def _is_quiet(self, account: Account, now: dt.datetime) -> bool:
+    def _is_quiet(self, account: Account, now: dt.datetime, lookahead: dt.timedelta) -> bool:
+        """Quiet: it would pass ``catchup_after`` without news before the sweep's next visit."""
         heard = [t for t in (account.last_notification_at, account.last_sync_at, account.connected_at) if t]
-        return not heard or max(heard) < now - self.policy.catchup_after
+        return not heard or max(heard) <= now - self.policy.catchup_after + lookahead
 
-    def _resync(self, account_id: str, reason: str) -> bool:
+    def _resync(self, account_id: str, reason: str) -> str:
+        """"synced", "reauth_required" (the sync found the refresh token dead and marked the
+        account) or "failed"."""
         try:
-            self.resync(self.services, account_id, reason=reason)
-            return True
+            result = self.resync(self.services, account_id, reason=reason)
+        except ReauthRequiredError:
+            return "reauth_required"
         except ConnectorError as exc:
             # Not lost: the account stays quiet, so the sweep tries again.
             log.warning("renewal: account %s delta sync (%s) failed: %s", account_id, reason, _describe(exc))
-            return False
+            return "failed"
+        if getattr(result, "skipped", None) == "reauth_required":
+            return "reauth_required"
+        return "synced"
 
     # phase 2: the account sweep
 
@@ -652,7 +685,13 @@ class _RenewalRun:
         except ConnectorError as exc:
             log.info("renewal: account sweep not started (%s)", _describe(exc))
             return
-        continuation = lease.continuation
+        pace = _SweepPace.decode(lease.continuation)
+        now = self.services.clock.now()
+        self._lookahead = pace.lookahead(now, self.policy.catchup_after)
+        pace.last_run_at = now
+        if pace.cycle_started_at is None:
+            pace.cycle_started_at = now
+        continuation = pace.token
         try:
             while self.report.swept < wanted and not self.out_of_time():
                 size = min(_SWEEP_PAGE, wanted - self.report.swept)
@@ -661,24 +700,29 @@ class _RenewalRun:
                     if outcome:
                         self.count(outcome)
                 self.count("swept", len(accounts))
+                pace.token = continuation
                 if continuation is None:
+                    pace.cycle_finished(self.services.clock.now(), self.policy.catchup_after)
                     break  # a full cycle: the next run starts from the top
                 # Progress is kept page by page and the lease extended: a crash loses one
                 # page at most, and a long sweep is not taken over by the next run.
-                lease.record(continuation)
+                lease.record(pace.encode())
                 if not lease.keep(now=True):
                     return
         finally:
-            lease.record(continuation)
+            lease.record(pace.encode())
             lease.give_back()
 
     def _tend_guarded(self, account: Account) -> str:
+        before = self._graph_throttles()
         try:
             with self._gates.hold(account.account_id):
                 return self._tend(account)
         except Exception:  # noqa: BLE001 - one bad account must not end the run
             log.exception("renewal: account %s could not be checked", account.account_id)
             return "failed"
+        finally:
+            self._count_throttled(before)
 
     def _tend(self, account: Account) -> str:
         """An active account gets a subscription when it has none, a catch-up when quiet."""
@@ -696,7 +740,7 @@ class _RenewalRun:
             except ReauthRequiredError:
                 return "reauth_required"
             except ThrottledError:
-                self.count("throttled")
+                self._throttled_error()
                 return "deferred"
             except ConnectorError as exc:
                 log.warning(
@@ -712,9 +756,85 @@ class _RenewalRun:
             )
             self._resync(account.account_id, "subscription_recreated")
             return "subscribed"
-        if self._is_quiet(account, now) and self._resync(account.account_id, "catch_up"):
-            return "caught_up"
+        if self._is_quiet(account, now, self._lookahead):
+            outcome = self._resync(account.account_id, "catch_up")
+            if outcome == "synced":
+                return "caught_up"
+            if outcome == "reauth_required":
+                return "reauth_required"
         return ""
+
+
+@dataclass
+class _SweepPace:
+    """The sweep's resume point and pace, kept in its checkpoint's continuation: the
+    accounts table's continuation token, when the current cycle began, how long the last
+    full cycle took, and when the last sweep ran."""
+
+    token: str | None = None
+    cycle_started_at: dt.datetime | None = None
+    last_cycle: dt.timedelta | None = None
+    last_run_at: dt.datetime | None = None
+
+    _PREFIX = "pace1:"
+
+    @classmethod
+    def decode(cls, raw: str | None) -> _SweepPace:
+        if not raw:
+            return cls()
+        if not raw.startswith(cls._PREFIX):
+            return cls(token=raw)  # a resume point written before the pace was kept
+        try:
+            data = json.loads(raw[len(cls._PREFIX) :])
+            return cls(
+                token=data.get("token") or None,
+                cycle_started_at=_parse_time(data.get("cycleStartedAt")),
+                last_cycle=dt.timedelta(seconds=float(data["lastCycleSeconds"]))
+                if data.get("lastCycleSeconds") is not None
+                else None,
+                last_run_at=_parse_time(data.get("lastRunAt")),
+            )
+        except (ValueError, TypeError, AttributeError, KeyError):
+            log.warning("renewal: the sweep's stored pace is unreadable; starting a new cycle")
+            return cls()
+
+    def encode(self) -> str:
+        return self._PREFIX + json.dumps(
+            {
+                "token": self.token,
+                "cycleStartedAt": self.cycle_started_at.isoformat() if self.cycle_started_at else None,
+                "lastCycleSeconds": self.last_cycle.total_seconds() if self.last_cycle is not None else None,
+                "lastRunAt": self.last_run_at.isoformat() if self.last_run_at else None,
+            }
+        )
+
+    def lookahead(self, now: dt.datetime, catchup_after: dt.timedelta) -> dt.timedelta:
+        """How long until the sweep is back at the accounts it meets now: the last cycle's
+        length plus the gap between two sweeps. Unknown (no full cycle yet, right after a
+        deployment): none, so the first cycle catches up only what is quiet already."""
+        if self.last_cycle is None:
+            return dt.timedelta(0)
+        gap = now - self.last_run_at if self.last_run_at is not None else dt.timedelta(0)
+        return self.last_cycle + max(gap, dt.timedelta(0))
+
+    def cycle_finished(self, now: dt.datetime, catchup_after: dt.timedelta) -> None:
+        if self.cycle_started_at is not None:
+            self.last_cycle = now - self.cycle_started_at
+            if self.last_cycle >= catchup_after:
+                log.warning(
+                    "renewal: the account sweep takes %s per cycle, longer than the catch-up period %s: "
+                    "every quiet account is caught up at each visit, and still some go longer; "
+                    "raise RENEWAL_SWEEP_ACCOUNTS",
+                    self.last_cycle,
+                    catchup_after,
+                )
+        self.cycle_started_at = None  # the next run starts the next cycle
+
+
+def _parse_time(value: object) -> dt.datetime | None:
+    if not isinstance(value, str):
+        return None
+    return dt.datetime.fromisoformat(value)
 
 
 def _describe(exc: Exception) -> str:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from shared.errors import ConcurrencyError, ReauthRequiredError
+from shared.errors import ConcurrencyError, NotFoundError, ReauthRequiredError
 from shared.models import Account, AccountStatus
 from shared.ports import GraphAuth, TokenGrant
 
@@ -92,7 +92,8 @@ class CachedTokenProvider:
                 grant = self._acquire(account)
             except ReauthRequiredError as exc:
                 self.forget(account_id)
-                mark_reauth_required(self._services, account_id, exc.reason)
+                if exc.reason != "disconnected":
+                    mark_reauth_required(self._services, account_id, exc.reason)
                 raise
             self.remember(account_id, grant.access_token, grant.expires_in)
             return GraphAuth(account_id, grant.access_token)
@@ -140,8 +141,12 @@ class CachedTokenProvider:
         )
         if grant.cache_state is not None:
             # The refresh token may have rotated: the new one must be kept, or the next
-            # refresh fails. Written only when MSAL reports a change.
-            services.secrets.set(secret_name, grant.cache_state)
+            # refresh fails. Written only when MSAL reports a change, and never onto a cache a
+            # disconnect deleted meanwhile (that would bring the refresh token back).
+            try:
+                services.secrets.set(secret_name, grant.cache_state, recover=False)
+            except NotFoundError:
+                raise ReauthRequiredError(account.account_id, "disconnected") from None
         return grant
 
 

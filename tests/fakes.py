@@ -318,9 +318,11 @@ class FakeSecretStore:
         with self._lock:
             return self.items.get(name)
 
-    def set(self, name: str, value: str) -> None:
+    def set(self, name: str, value: str, *, recover: bool = True) -> None:
         _check_secret_name(name)
         with self._lock:
+            if name in self.deleted and not recover:
+                raise NotFoundError(f"secret {name} is deleted")
             self.deleted.discard(name)  # the port recovers a soft-deleted name first
             self.items[name] = value
             self.versions[name] = self.versions.get(name, 0) + 1
@@ -502,15 +504,20 @@ class FakeGraphApi:
 
 class FakeMailLedger:
     """``shared.ledger.MailLedger`` in memory: marks per account and message, one sync lease
-    per account with its "pending" flag, takeover of a stale lease."""
+    per account with its "pending" flag and generation, takeover of a stale lease, a round's
+    progress, and commits that write nothing once the lease is no longer the holder's."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.items: dict[str, dict[str, Any]] = {}
         self.leases: dict[str, dict[str, Any]] = {}
+        self.progresses: dict[str, Any] = {}
+        self.reads = 0  # marks looked up
+        self.commits = 0
 
     def marks(self, account_id: str, message_ids: Sequence[str]) -> dict[str, Any]:
         with self._lock:
+            self.reads += len(message_ids)
             stored = self.items.get(account_id, {})
             return {m: stored[m] for m in message_ids if m in stored}
 
@@ -520,15 +527,43 @@ class FakeMailLedger:
             for mark in marks:
                 stored[mark.message_id] = mark
 
-    def live_message_ids(self, account_id: str) -> Iterator[str]:
+    def live_message_ids(self, account_id: str, *, unseen_in: str | None = None) -> Iterator[str]:
         with self._lock:
-            live = [m for m, mark in self.items.get(account_id, {}).items() if not mark.removed]
+            live = [
+                m
+                for m, mark in self.items.get(account_id, {}).items()
+                if not mark.removed and (unseen_in is None or getattr(mark, "seen_in", None) != unseen_in)
+            ]
         return iter(live)
+
+    def commit(
+        self, account_id: str, holder: str, now: dt.datetime, marks: Sequence[Any], progress: Any
+    ) -> None:
+        from shared.ledger import LeaseLostError
+
+        with self._lock:
+            lease = self.leases.get(account_id)
+            if lease is None or lease["holder"] != holder:
+                raise LeaseLostError(f"sync lease of account {account_id} was taken over")
+            lease["renewed_at"] = now
+            stored = self.items.setdefault(account_id, {})
+            for mark in marks:
+                stored[mark.message_id] = mark
+            if progress is None:
+                self.progresses.pop(account_id, None)
+            else:
+                self.progresses[account_id] = progress
+            self.commits += 1
+
+    def progress(self, account_id: str) -> Any:
+        with self._lock:
+            return self.progresses.get(account_id)
 
     def forget_account(self, account_id: str) -> None:
         with self._lock:
             self.items.pop(account_id, None)
             self.leases.pop(account_id, None)
+            self.progresses.pop(account_id, None)
 
     def acquire_lease(
         self, account_id: str, holder: str, now: dt.datetime, stale_after: dt.timedelta
@@ -538,8 +573,16 @@ class FakeMailLedger:
             if lease is not None and lease["holder"] != holder and now - lease["renewed_at"] < stale_after:
                 lease["pending"] = True
                 return False
-            self.leases[account_id] = {"holder": holder, "renewed_at": now, "pending": False}
+            generation = lease["generation"] + 1 if lease is not None else 1
+            self.leases[account_id] = {"holder": holder, "renewed_at": now, "pending": False, "generation": generation}
             return True
+
+    def seize_lease(self, account_id: str, holder: str, now: dt.datetime) -> dt.datetime | None:
+        with self._lock:
+            lease = self.leases.get(account_id)
+            generation = lease["generation"] + 1 if lease is not None else 1
+            self.leases[account_id] = {"holder": holder, "renewed_at": now, "pending": False, "generation": generation}
+            return lease["renewed_at"] if lease is not None else None
 
     def renew_lease(self, account_id: str, holder: str, now: dt.datetime) -> bool:
         with self._lock:

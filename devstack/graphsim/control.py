@@ -174,6 +174,18 @@ class ControlApi:
             folder = user.folder(str(body.get("folder") or "inbox"))
             if folder is None:
                 return _bad(f"unknown folder {body.get('folder')}")
+            if "count" in body:  # seeding a large mailbox: that many messages, no notification
+                count = body["count"]
+                if not isinstance(count, int) or isinstance(count, bool) or not 0 < count <= 100_000:
+                    return _bad("count must be a whole number from 1 to 100000")
+                subject = str(body.get("subject") or "message")
+                seed = {k: v for k, v in body.items() if k != "count"}
+                try:
+                    for n in range(count):
+                        mailbox.create_message(self.state, user, folder, {**seed, "subject": f"{subject} {n}"})
+                except mailbox.InvalidMessage as exc:
+                    return _bad(str(exc))
+                return Response.json(201, {"created": count})
             try:
                 message, change = mailbox.create_message(self.state, user, folder, body)
             except mailbox.InvalidMessage as exc:

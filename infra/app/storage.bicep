@@ -22,6 +22,8 @@ var queueNames = [
   'graph-notifications-poison'
   'mail-events'
   'account-events'
+  'mail-sync'
+  'mail-sync-poison'
 ]
 var tableNames = [
   'accounts'

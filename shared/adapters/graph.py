@@ -37,6 +37,11 @@ from shared.ports import DeltaPage, GraphAuth, JsonObject
 log = logging.getLogger(__name__)
 
 MAILBOX_CONCURRENCY = 4
+# One call, its retries, timeouts and waits after 429 included, ends within this: below the
+# sync lease's 60 s staleness less the 10 s between its proofs (shared/sync.py), so a round
+# never loses its lease to a slow call. A wait that would pass it ends the call with
+# ThrottledError instead, and the queue retries later.
+MAX_CALL_SECONDS = 40.0
 DELTA_PAGE_SIZE = 50
 # What an event needs of a message; everything else stays in the mailbox.
 MESSAGE_FIELDS = (
@@ -90,6 +95,7 @@ class RequestsGraphApi:
         retry: RetryPolicy | None = None,
         timeout: float = 15.0,
         sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._endpoint = endpoint.rstrip("/")
         self._session = session or self._new_session()
@@ -98,6 +104,13 @@ class RequestsGraphApi:
         self._sleep = sleep
         self._mailbox_slots: dict[str, threading.BoundedSemaphore] = {}
         self._slots_lock = threading.Lock()
+        self._monotonic = monotonic
+        self._throttles = threading.local()
+
+    def throttle_count(self) -> int:
+        """429/503 answers this thread has met (retried here or not): callers that count
+        throttling (the renewal run) read it before and after their work."""
+        return int(getattr(self._throttles, "count", 0))
 
     @staticmethod
     def _new_session() -> requests.Session:
@@ -136,30 +149,32 @@ class RequestsGraphApi:
     ) -> requests.Response:
         url = self._url(path_or_link)
         request_headers = {"Authorization": f"Bearer {auth.access_token}", **(headers or {})}
+        ends_at = self._monotonic() + MAX_CALL_SECONDS
         for attempt in range(self._retry.max_attempts):
+            timeout = min(self._timeout, max(ends_at - self._monotonic(), 0.1))
             try:
                 with self._slot(auth.account_id):
                     response = self._session.request(
-                        method, url, json=json_body, headers=request_headers, timeout=self._timeout
+                        method, url, json=json_body, headers=request_headers, timeout=timeout
                     )
             except requests.RequestException as exc:
-                if attempt + 1 >= self._retry.max_attempts:
+                wait = self._retry.wait_for(attempt, None)
+                if attempt + 1 >= self._retry.max_attempts or self._monotonic() + wait >= ends_at:
                     raise UpstreamError(f"Graph unreachable: {type(exc).__name__}") from exc
-                self._sleep(self._retry.wait_for(attempt, None))
+                self._sleep(wait)
                 continue
             if response.status_code not in (429, 503):
                 return response
+            self._throttles.count = self.throttle_count() + 1
             retry_after = _retry_after(response)
-            if attempt + 1 >= self._retry.max_attempts:
+            wait = self._retry.wait_for(attempt, retry_after)
+            if attempt + 1 >= self._retry.max_attempts or self._monotonic() + wait >= ends_at:
                 raise ThrottledError(
                     f"Graph answered {response.status_code} {method} for account {auth.account_id}",
-                    retry_after if retry_after is not None else self._retry.wait_for(attempt, None),
+                    retry_after if retry_after is not None else wait,
                 )
-            log.info(
-                "graph: %s for account %s, retrying in %.1fs",
-                response.status_code, auth.account_id, self._retry.wait_for(attempt, retry_after),
-            )
-            self._sleep(self._retry.wait_for(attempt, retry_after))
+            log.info("graph: %s for account %s, retrying in %.1fs", response.status_code, auth.account_id, wait)
+            self._sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod

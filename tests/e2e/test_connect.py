@@ -18,7 +18,7 @@ from shared.adapters.tables import TableAuthFlowStore
 from shared.connect_sessions import BINDING_COOKIE, binding_digest
 from shared.models import PendingAuthFlow
 from shared.tokens import token_cache_secret_name
-from tests.support.stack import browser, connect_user, function_key_headers, new_user, read_form
+from tests.support.stack import browser, connect_user, function_key_headers, new_user, read_form, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -228,6 +228,8 @@ def test_a_revoked_refresh_token_turns_the_account_reauth_required(stack: LocalS
     before = sim_settings(stack, accessTokenLifetimeSeconds=240)
     try:
         assert connect(stack, user).status_code == 200
+        # The first delta round runs on the queue after the callback: let it finish first.
+        wait_for(lambda: account(stack, user).json()["lastSyncAt"], what="the first delta round")
     finally:
         stack.sim("PUT", "/_sim/settings", json=before)
     stack.sim("POST", f"/_sim/users/{user['id']}/revoke")

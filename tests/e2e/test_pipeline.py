@@ -61,8 +61,17 @@ def mailbox(stack: LocalStack) -> Iterator[tuple[dict[str, Any], Events]]:
     response = connect_user(stack, user["userPrincipalName"])
     assert response.status_code == 200, response.text[:500]
     wait_for(lambda: subscriptions_of(stack, user), what="the inbox subscription")
-    yield user, Events(stack, f"{user['id']}.{user['tenantId']}")
+    account_id = f"{user['id']}.{user['tenantId']}"
+    wait_for(lambda: first_round_done(stack, account_id), what="the first delta round (queued by the connect)")
+    yield user, Events(stack, account_id)
     stack.sim("DELETE", "/_sim/faults")
+
+
+def first_round_done(stack: LocalStack, account_id: str) -> bool:
+    shown = requests.get(
+        f"{stack.devhost_url}/api/accounts/{account_id}", headers=function_key_headers(stack), timeout=10
+    )
+    return shown.status_code == 200 and bool(shown.json()["lastSyncAt"])
 
 
 def subscriptions_of(stack: LocalStack, user: dict[str, Any]) -> list[dict[str, Any]]:

@@ -167,3 +167,37 @@ def test_a_dead_token_marks_nothing_as_failed_and_does_not_retry(services: Any, 
 def test_a_message_that_is_not_a_trigger_goes_to_the_poison_queue_at_once(services: Any) -> None:
     handler("process_graph_notifications")(message=QueueMessage(id="m-2", body=b"<not json>"))
     assert services.queues.sent["graph-notifications-poison"] == ["<not json>"]
+
+
+# -- queue mail-sync: rounds the app asked for itself ------------------------------------
+
+
+def test_a_queued_round_runs_and_a_round_too_long_hands_its_rest_to_the_same_queue(
+    services: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.fakes import make_settings
+
+    services.settings = make_settings(SYNC_TIME_BUDGET_SECONDS="1")
+    fresh = connected_account(services, name="queued")
+    box = services.graph.inbox(fresh.account_id)
+    for n in range(6):
+        box.deliver(f"old {n}", EPOCH - dt.timedelta(days=1))
+    new = box.deliver("new", AFTER)
+    clock = iter(range(0, 1000, 2))  # every read of the monotonic clock: two seconds later
+    monkeypatch.setattr("shared.sync._monotonic", lambda: float(next(clock)))
+    body = json.dumps({"v": 1, "accountId": fresh.account_id, "reason": "connect"}).encode()
+    handler("run_mail_sync")(message=QueueMessage(id="s-1", body=body))
+    assert services.queues.sent.get("mail-sync"), "the rest of the round was not queued"
+    for turn in range(10):
+        queued = services.queues.sent["mail-sync"]
+        if not queued:
+            break
+        message = queued.pop(0).encode()
+        handler("run_mail_sync")(message=QueueMessage(id=f"s-{turn + 2}", body=message))
+    assert services.accounts.get(fresh.account_id).delta_link is not None
+    assert [e["subject"] for e in events_of(services)] == [new]
+
+
+def test_a_message_that_is_not_a_sync_job_goes_to_the_poison_queue(services: Any) -> None:
+    handler("run_mail_sync")(message=QueueMessage(id="s-1", body=b'{"v": 1}'))
+    assert services.queues.sent["mail-sync-poison"] == ['{"v": 1}']

@@ -225,8 +225,9 @@ def test_storage_creates_the_queues_and_tables_the_code_uses(storage_module: dic
     variables = storage_module["variables"]
     code_queues = _names_the_code_uses("_QUEUE")
     assert {config.NOTIFICATION_QUEUE, config.MAIL_EVENT_QUEUE} <= code_queues
-    # The Functions host moves a notification batch that keeps failing to <queue>-poison.
-    assert set(variables["queueNames"]["value"]) == code_queues | {f"{config.NOTIFICATION_QUEUE}-poison"}
+    # The Functions host moves a message of a queue trigger that keeps failing to <queue>-poison.
+    poison = {f"{queue}-poison" for queue in (config.NOTIFICATION_QUEUE, config.MAIL_SYNC_QUEUE)}
+    assert set(variables["queueNames"]["value"]) == code_queues | poison
     code_tables = _names_the_code_uses("_TABLE")
     assert {config.ACCOUNTS_TABLE, config.SUBSCRIPTIONS_TABLE, config.AUTHFLOWS_TABLE} <= code_tables
     assert set(variables["tableNames"]["value"]) == code_tables

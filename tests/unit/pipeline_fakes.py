@@ -195,3 +195,16 @@ def lifecycle(account_id: str, event: str, subscription_id: str = SUB_1) -> Json
 
 def events_of(services: Any) -> list[JsonObject]:
     return [json.loads(m) for m in services.queues.sent.get("mail-events", [])]
+
+
+def run_queued_rounds(services: Any) -> list[Any]:
+    """What the ``mail-sync`` queue function does with the rounds queued so far (and those
+    they queue in turn): run each one. Returns the results."""
+    from shared.sync import parse_sync_job, sync_mailbox
+
+    results = []
+    queued = services.queues.sent.setdefault("mail-sync", [])
+    while queued:
+        account_id, reason = parse_sync_job(queued.pop(0))
+        results.append(sync_mailbox(services, account_id, reason=reason))
+    return results

@@ -27,6 +27,7 @@ from shared.subscriptions import (
 )
 from shared.tokens import token_cache_secret_name
 from tests.fakes import FakeSubscriptionStore, FakeUser, make_services
+from tests.unit.pipeline_fakes import run_queued_rounds
 
 # The browser-binding cookie's value a test browser carries.
 BROWSER = "b" * 43
@@ -111,9 +112,14 @@ def test_connect_creates_the_account_its_token_cache_and_its_inbox_subscription(
     assert stored.status == SubscriptionStatus.ACTIVE
 
 
-def test_connect_records_the_initial_delta_link_without_history(services):
+def test_connect_queues_the_first_round_which_records_the_delta_link_without_history(services):
     result = sign_in(services)
-    assert services.accounts.get(result.account.account_id).delta_link
+    account_id = result.account.account_id
+    # The callback itself walks no mailbox: the first round is queued.
+    assert ("delta_page", account_id) not in services.graph.calls
+    assert len(services.queues.sent["mail-sync"]) == 1
+    run_queued_rounds(services)
+    assert services.accounts.get(account_id).delta_link
     assert services.queues.sent.get("mail-events", []) == []
 
 
@@ -420,6 +426,7 @@ def test_a_subscription_renewed_by_someone_else_meanwhile_is_kept(services):
 
 def test_a_reconnect_keeps_the_mailbox_history_going(services):
     first = sign_in(services).account
+    run_queued_rounds(services)
     services.clock.advance(hours=5)
     second = sign_in(services).account
     assert second.connected_at == first.connected_at
