@@ -102,6 +102,9 @@ param postConnectRedirectUrl string = ''
 @description('EMIT_HISTORY_ON_CONNECT: publish events for the mail already in the inbox when an account connects.')
 param emitHistoryOnConnect string = 'false'
 
+@description('MAX_ATTACHMENT_BYTES: the largest attachment the mail actions hand out (bytes); larger ones get 413.')
+param maxAttachmentBytes string = '26214400'
+
 @description('Always-ready instances of the HTTP functions. At least 1: Graph gives the validation handshake 10 s.')
 @minValue(1)
 param httpAlwaysReadyInstances int = 1
@@ -232,6 +235,7 @@ module functionApp 'app/function.bicep' = {
       MAIL_ACTIONS_ENABLED: mailActionsEnabled
       POST_CONNECT_REDIRECT_URL: postConnectRedirectUrl
       EMIT_HISTORY_ON_CONNECT: emitHistoryOnConnect
+      MAX_ATTACHMENT_BYTES: maxAttachmentBytes
     }
   }
   // The app must not start before its identity may read the secrets and the storage.

@@ -21,6 +21,10 @@ ACCOUNTS_TABLE = "accounts"
 SUBSCRIPTIONS_TABLE = "subscriptions"
 AUTHFLOWS_TABLE = "authflows"
 CHECKPOINTS_TABLE = "checkpoints"
+# Mail actions for consumers that work from queues: commands in, one result event out each.
+MAIL_COMMAND_QUEUE = "mail-commands"
+MAIL_COMMAND_RESULT_QUEUE = "mail-command-results"
+MAIL_COMMANDS_TABLE = "mailcommands"
 
 # Every setting the code reads, with its default (None: required).
 SETTING_DEFAULTS: dict[str, str | None] = {
@@ -44,6 +48,7 @@ SETTING_DEFAULTS: dict[str, str | None] = {
     "MAIL_ACTIONS_ENABLED": "false",
     "POST_CONNECT_REDIRECT_URL": "",
     "EMIT_HISTORY_ON_CONNECT": "false",
+    "MAX_ATTACHMENT_BYTES": str(25 * 1024 * 1024),
 }
 
 # MSAL adds these itself and raises ValueError when they are passed (GRAPH_NOTES "Tokens").
@@ -73,6 +78,9 @@ class Settings:
     renewal_concurrency: int = 32
     renewal_time_budget_seconds: int = 420
     renewal_sweep_accounts: int = 5000
+    # The largest attachment GET .../attachments/{id} hands out (Outlook's own limit for a
+    # message is 150 MB; a function's response stays in memory).
+    max_attachment_bytes: int = 25 * 1024 * 1024
 
     @property
     def authority(self) -> str:
@@ -178,4 +186,5 @@ def _parse(env: Mapping[str, str]) -> Settings:
         renewal_concurrency=_int(env, "RENEWAL_CONCURRENCY", 1),
         renewal_time_budget_seconds=_int(env, "RENEWAL_TIME_BUDGET_SECONDS", 10),
         renewal_sweep_accounts=_int(env, "RENEWAL_SWEEP_ACCOUNTS", 0),
+        max_attachment_bytes=_int(env, "MAX_ATTACHMENT_BYTES", 1),
     )

@@ -21,6 +21,9 @@ var queueNames = [
   'graph-notifications'
   'graph-notifications-poison'
   'mail-events'
+  'mail-commands'
+  'mail-commands-poison'
+  'mail-command-results'
 ]
 var tableNames = [
   'accounts'
@@ -29,6 +32,7 @@ var tableNames = [
   'subscriptionexpiry'
   'mailledger'
   'checkpoints'
+  'mailcommands'
 ]
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {

@@ -1,0 +1,493 @@
+"""The command queue: consumers act on mail from queue ``mail-commands``, outcomes go to
+``mail-command-results``.
+
+A command is JSON (as sent, or base64 of it)::
+
+    {"id", "accountId", "messageId", "action": "move"|"delete"|"permanentDelete"|
+     "markRead"|"markUnread"|"categorize"|"flag", "destination"?, "categories"?, "flag"?}
+
+Each outcome is one CloudEvent of type ``com.m365connector.command.succeeded`` or
+``.failed`` with ``data {commandId, accountId, messageId, action, error?}`` (``error``:
+``{code, message}``, the codes of the HTTP routes).
+
+**At most once.** Table ``mailcommands`` holds one record per command id ever seen:
+``claimed`` (inserted before the Graph call; one of two racing deliveries wins it),
+``finished`` (the result event kept), ``published`` (the result sent). A command whose id
+is known does nothing again: a finished one only has its kept result sent (a crash came
+between the two), a published one nothing at all. A claim found on a redelivery of the
+message (or older than ``CLAIM_STALE_AFTER``) belonged to a delivery that died after
+claiming: the command may or may not have run, so it is not run again and its result says
+``interrupted``. A claim that is fresh and found on a first delivery belongs to a duplicate
+running right now, which publishes.
+
+**Never a poison loop.** A command that cannot be read, or that names an unknown account,
+yields a ``failed`` result with the reason and the message is done. Only a storage failure
+raises, so that the queue delivers the message again.
+
+**Bulk through JSON batching.** Commands of one mailbox that arrive together (the queue
+trigger runs many messages at once) are sent as one ``$batch`` of at most 20 requests
+(``MailboxBatcher``): the first command of a mailbox waits ``BATCH_LINGER_SECONDS`` for
+others, then sends; commands that arrive meanwhile go in the next batch. A batch holds the
+mailbox's 4 concurrency slots in the Graph client; throttled requests inside a batch are
+sent again after their Retry-After. Two commands on one message never share a batch, so
+they run in the order they came.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import json
+import logging
+import threading
+import weakref
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from shared.config import MAIL_COMMAND_RESULT_QUEUE
+from shared.errors import (
+    ConcurrencyError,
+    GraphError,
+    InvalidInputError,
+    MissingScopeError,
+    NotFoundError,
+    ReauthRequiredError,
+    ThrottledError,
+    UpstreamError,
+)
+from shared.mail_actions import (
+    WRITE_SCOPE,
+    active_account,
+    check_categories,
+    check_flag,
+    check_id,
+    require_scope,
+)
+from shared.models import Account
+from shared.ports import (
+    MAX_BATCH_REQUESTS,
+    BatchRequest,
+    BatchResponse,
+    CommandRecord,
+    CommandState,
+    JsonObject,
+)
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Services
+
+log = logging.getLogger(__name__)
+
+# The product's prefix for its own event types (account lifecycle events use
+# com.m365connector.account.*): one result per command, .succeeded or .failed.
+COMMAND_EVENT_TYPE_PREFIX = "com.m365connector.command."
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+ACTIONS = ("move", "delete", "permanentDelete", "markRead", "markUnread", "categorize", "flag")
+MAX_COMMAND_BYTES = 64 * 1024
+# Longer than the function timeout (host.json: 10 minutes): the claimer is gone for sure.
+CLAIM_STALE_AFTER = dt.timedelta(minutes=15)
+BATCH_LINGER_SECONDS = 0.02
+_SAVE_ATTEMPTS = 3
+
+
+class MalformedCommandError(InvalidInputError):
+    """A command that cannot be run; ``known`` holds the fields that could be read."""
+
+    def __init__(self, message: str, known: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.known = known
+
+
+@dataclass(frozen=True)
+class MailCommand:
+    id: str
+    account_id: str
+    message_id: str
+    action: str
+    destination: str | None = None
+    categories: tuple[str, ...] | None = None
+    flag: JsonObject | None = field(default=None, hash=False, compare=False)
+
+    def graph_request(self, request_id: str) -> BatchRequest:
+        """The Graph request that carries the command out, as part of a batch."""
+        path = f"/me/messages/{quote(self.message_id, safe='')}"
+        if self.action == "move":
+            return BatchRequest(request_id, "POST", f"{path}/move", {"destinationId": self.destination})
+        if self.action == "delete":
+            return BatchRequest(request_id, "DELETE", path)
+        if self.action == "permanentDelete":
+            return BatchRequest(request_id, "POST", f"{path}/permanentDelete")
+        if self.action in ("markRead", "markUnread"):
+            return BatchRequest(request_id, "PATCH", path, {"isRead": self.action == "markRead"})
+        if self.action == "categorize":
+            return BatchRequest(request_id, "PATCH", path, {"categories": list(self.categories or ())})
+        return BatchRequest(request_id, "PATCH", path, {"flag": self.flag})
+
+    def fields(self) -> dict[str, Any]:
+        return {"id": self.id, "accountId": self.account_id, "messageId": self.message_id, "action": self.action}
+
+
+def parse_command(body: bytes | str) -> MailCommand:
+    """A command from a queue message's body: JSON, or base64 of JSON."""
+    raw = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+    if len(raw) > MAX_COMMAND_BYTES:
+        raise MalformedCommandError(f"a command has at most {MAX_COMMAND_BYTES} bytes", {})
+    document = _json_object(raw)
+    if document is None:
+        try:
+            document = _json_object(base64.b64decode(raw.strip(), validate=True))
+        except (binascii.Error, ValueError):
+            document = None
+    if document is None:
+        raise MalformedCommandError("the command is not a JSON object (nor base64 of one)", {})
+    known = {k: document[k] for k in ("id", "accountId", "messageId", "action") if isinstance(document.get(k), str)}
+    try:
+        command_id = check_id(document.get("id"), "id")
+        account_id = check_id(document.get("accountId"), "accountId")
+        message_id = check_id(document.get("messageId"), "messageId")
+        action = document.get("action")
+        if action not in ACTIONS:
+            raise InvalidInputError(f"action must be one of {', '.join(ACTIONS)}")
+        destination = check_id(document.get("destination"), "destination") if action == "move" else None
+        categories = tuple(check_categories(document.get("categories"))) if action == "categorize" else None
+        flag = check_flag(document.get("flag")) if action == "flag" else None
+    except InvalidInputError as error:
+        raise MalformedCommandError(str(error), known) from None
+    return MailCommand(command_id, account_id, message_id, str(action), destination, categories, flag)
+
+
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+# --- results -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CommandFailure:
+    code: str
+    message: str
+    retry_after: float | None = None
+
+
+def failure_of(error: Exception) -> CommandFailure:
+    """The reason a consumer reads, with the codes of the HTTP routes."""
+    if isinstance(error, MalformedCommandError | InvalidInputError):
+        return CommandFailure("invalid_command", str(error))
+    if isinstance(error, NotFoundError):
+        return CommandFailure("not_found", str(error))
+    if isinstance(error, MissingScopeError):
+        return CommandFailure("missing_scope", f"the account has not granted {error.scope}; enable mail actions "
+                              "(MAIL_ACTIONS_ENABLED) and have its user connect again")
+    if isinstance(error, ReauthRequiredError):
+        return CommandFailure("reauth_required", "the account's user must sign in again")
+    if isinstance(error, ThrottledError):
+        return CommandFailure(
+            "throttled",
+            "Graph throttled the mailbox; the command was not run and may be sent again with the same id",
+            error.retry_after,
+        )
+    if isinstance(error, GraphError) and error.status == 400:
+        return CommandFailure("invalid_request", f"Graph refused the command: {error.code}")
+    if isinstance(error, GraphError) and error.status == 409:
+        return CommandFailure("conflict", f"Graph refused the command: {error.code}")
+    return CommandFailure("upstream_error", f"Graph failed: {type(error).__name__}")
+
+
+def result_event(
+    fields: dict[str, Any], failure: CommandFailure | None, now: dt.datetime, *, fallback_id: str = ""
+) -> dict[str, Any]:
+    command_id = str(fields.get("id") or fallback_id)
+    account_id = fields.get("accountId")
+    data: dict[str, Any] = {
+        "commandId": fields.get("id"),
+        "accountId": account_id,
+        "messageId": fields.get("messageId"),
+        "action": fields.get("action"),
+    }
+    if failure is not None:
+        data["error"] = {"code": failure.code, "message": failure.message}
+        if failure.retry_after is not None:
+            data["error"]["retryAfter"] = failure.retry_after
+    outcome = FAILED if failure is not None else SUCCEEDED
+    return {
+        "specversion": "1.0",
+        # One result per command id: a consumer de-duplicates on it.
+        "id": hashlib.sha256(f"command|{command_id}|{outcome}".encode()).hexdigest()[:32],
+        "source": f"/accounts/{account_id}" if account_id else "/commands",
+        "type": COMMAND_EVENT_TYPE_PREFIX + outcome,
+        "subject": command_id,
+        "time": now.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+
+
+def _encode(event: dict[str, Any]) -> str:
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+
+
+# --- one queue message ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CommandOutcome:
+    command_id: str | None
+    published: str | None  # SUCCEEDED, FAILED, or None when nothing was sent (a duplicate)
+    note: str = ""  # why nothing ran: duplicate, in_progress, interrupted, republished
+
+
+def handle_command(services: Services, body: bytes | str, *, redelivered: bool = False) -> CommandOutcome:
+    """Run one command from the queue at most once and publish its result.
+
+    ``redelivered``: the queue has handed this message out before (its dequeue count is
+    over 1), so a claim on its id is one a dead delivery left. Storage failures raise."""
+    now = services.clock.now()
+    try:
+        command = parse_command(body)
+    except MalformedCommandError as error:
+        return _refuse_malformed(services, body, error, now)
+    record = services.command_log.claim(command.id, command.account_id, now)
+    if record is None:
+        return _seen_before(services, command, redelivered, now)
+    failure: CommandFailure | None = None
+    try:
+        mailbox_batcher(services).run(command)
+    except ThrottledError as error:
+        # Graph throttles before it runs a request: the command did not run, and its id is
+        # given back so that the consumer can send it again.
+        failure = failure_of(error)
+        services.command_log.release(record)
+        _send(services, result_event(command.fields(), failure, now))
+        return CommandOutcome(command.id, FAILED, "throttled")
+    except (InvalidInputError, NotFoundError, MissingScopeError, ReauthRequiredError, UpstreamError) as error:
+        failure = failure_of(error)
+    outcome = FAILED if failure else SUCCEEDED
+    if failure:
+        log.info("command %s (%s) of account %s failed: %s", command.id, command.action, command.account_id,
+                 failure.code)
+    return _finish(services, record, result_event(command.fields(), failure, now), outcome)
+
+
+def _refuse_malformed(services: Services, body: bytes | str, error: MalformedCommandError, now: dt.datetime) -> CommandOutcome:
+    raw = body.encode("utf-8", "replace") if isinstance(body, str) else bytes(body)
+    fallback = "malformed-" + hashlib.sha256(raw).hexdigest()[:32]
+    command_id = error.known.get("id")
+    log.warning("a command was refused: %s", error)
+    event = result_event(error.known, failure_of(error), now, fallback_id=fallback)
+    if isinstance(command_id, str):
+        try:
+            record = services.command_log.claim(command_id, str(error.known.get("accountId") or ""), now)
+        except InvalidInputError:
+            record = None
+            command_id = None
+        else:
+            if record is None:
+                return CommandOutcome(command_id, None, "duplicate")
+            return _finish(services, record, event, FAILED)
+    _send(services, event)
+    return CommandOutcome(command_id, FAILED)
+
+
+def _seen_before(services: Services, command: MailCommand, redelivered: bool, now: dt.datetime) -> CommandOutcome:
+    record = services.command_log.get(command.id)
+    if record is None:
+        # Released (it was throttled) between our claim and this read: the next delivery runs it.
+        raise ConcurrencyError(f"command {command.id} was released while it was read")
+    if record.state == CommandState.PUBLISHED:
+        log.info("command %s was run before: nothing to do", command.id)
+        return CommandOutcome(command.id, None, "duplicate")
+    if record.state == CommandState.FINISHED and record.result is not None:
+        _send(services, record.result)
+        _mark(services, record, CommandState.PUBLISHED)
+        outcome = json.loads(record.result)["type"].rsplit(".", 1)[1]
+        return CommandOutcome(command.id, outcome, "republished")
+    if not redelivered and now - record.claimed_at < CLAIM_STALE_AFTER:
+        log.info("command %s is being run by another delivery", command.id)
+        return CommandOutcome(command.id, None, "in_progress")
+    log.warning("command %s was claimed by a delivery that did not finish: not run again", command.id)
+    failure = CommandFailure(
+        "interrupted", "the command was interrupted and may or may not have been applied; it is not run again"
+    )
+    return _finish(services, record, result_event(command.fields(), failure, now), FAILED, note="interrupted")
+
+
+def _finish(services: Services, record: CommandRecord, event: dict[str, Any], outcome: str,
+            *, note: str = "") -> CommandOutcome:
+    encoded = _encode(event)
+    record.state = CommandState.FINISHED
+    record.result = encoded
+    try:
+        record = services.command_log.save(record)
+    except ConcurrencyError:
+        # Another delivery finished it meanwhile (declared it interrupted): that one publishes.
+        log.warning("command %s was finished by another delivery", record.command_id)
+        return CommandOutcome(record.command_id, None, "finished_elsewhere")
+    _send(services, encoded)
+    _mark(services, record, CommandState.PUBLISHED)
+    return CommandOutcome(record.command_id, outcome, note)
+
+
+def _mark(services: Services, record: CommandRecord, state: str) -> None:
+    for _ in range(_SAVE_ATTEMPTS):
+        record.state = state
+        try:
+            services.command_log.save(record)
+            return
+        except ConcurrencyError:
+            current = services.command_log.get(record.command_id)
+            if current is None or current.state == state:
+                return
+            record = current
+    log.warning("command %s: could not mark it %s", record.command_id, state)
+
+
+def _send(services: Services, event: dict[str, Any] | str) -> None:
+    services.queues.send(MAIL_COMMAND_RESULT_QUEUE, [event if isinstance(event, str) else _encode(event)])
+
+
+# --- JSON batching per mailbox ------------------------------------------------------------------
+
+
+@dataclass
+class _Pending:
+    command: MailCommand
+    done: Future[None] = field(default_factory=Future)
+
+
+@dataclass
+class _Mailbox:
+    pending: list[_Pending] = field(default_factory=list)
+    sending: bool = False
+
+
+class MailboxBatcher:
+    """Gathers the commands of each mailbox that arrive together into ``$batch`` requests.
+
+    The caller whose command finds no batch being sent for its mailbox sends the batches
+    (waiting ``linger`` first, for others to join) until nothing is pending; the others wait
+    for their own command's answer. ``run`` returns when the command succeeded and raises
+    what it failed with."""
+
+    def __init__(self, services: Services, *, linger: float = BATCH_LINGER_SECONDS,
+                 sleep: Callable[[float], None] | None = None) -> None:
+        import time
+
+        self._services = services
+        self._linger = linger
+        self._sleep = sleep or time.sleep
+        self._lock = threading.Lock()
+        self._mailboxes: dict[str, _Mailbox] = {}
+        self.batches_sent = 0
+
+    def run(self, command: MailCommand) -> None:
+        account = active_account(self._services, command.account_id)
+        require_scope(account, WRITE_SCOPE)
+        mine = _Pending(command)
+        with self._lock:
+            mailbox = self._mailboxes.setdefault(account.account_id, _Mailbox())
+            mailbox.pending.append(mine)
+            lead = not mailbox.sending
+            mailbox.sending = True
+        if lead:
+            self._send_all(account, mailbox)
+        mine.done.result()
+
+    def _send_all(self, account: Account, mailbox: _Mailbox) -> None:
+        first = True
+        while True:
+            if first and self._linger > 0:
+                self._sleep(self._linger)
+            first = False
+            with self._lock:
+                chosen = _take_batch(mailbox.pending)
+                if not chosen:
+                    mailbox.sending = False
+                    if not mailbox.pending:
+                        self._mailboxes.pop(account.account_id, None)
+                    return
+            try:
+                self._send(account, chosen)
+            except BaseException as error:  # noqa: BLE001 - every waiter must hear of it
+                for item in chosen:
+                    if not item.done.done():
+                        item.done.set_exception(error if isinstance(error, Exception) else RuntimeError("stopped"))
+                if not isinstance(error, Exception):
+                    raise
+
+    def _send(self, account: Account, chosen: list[_Pending]) -> None:
+        services = self._services
+        auth = services.tokens.graph_auth(account)
+        requests = [item.command.graph_request(str(n)) for n, item in enumerate(chosen)]
+        answers = services.mail.batch(auth, requests)
+        self.batches_sent += 1
+        refused = [n for n, answer in enumerate(answers) if answer.status == 401]
+        if refused:
+            # The cached token was refused: once more with a fresh one, for those requests.
+            services.tokens.forget(account.account_id)
+            auth = services.tokens.graph_auth(account)
+            again = services.mail.batch(auth, [requests[n] for n in refused])
+            self.batches_sent += 1
+            for n, answer in zip(refused, again, strict=True):
+                answers[n] = answer
+        for item, answer in zip(chosen, answers, strict=True):
+            error = _error_of(account, answer)
+            if error is None:
+                item.done.set_result(None)
+            else:
+                item.done.set_exception(error)
+
+
+def _take_batch(pending: list[_Pending]) -> list[_Pending]:
+    """Up to 20 pending commands in arrival order, at most one per message."""
+    chosen: list[_Pending] = []
+    messages: set[str] = set()
+    for item in list(pending):
+        if len(chosen) >= MAX_BATCH_REQUESTS:
+            break
+        if item.command.message_id in messages:
+            continue
+        messages.add(item.command.message_id)
+        chosen.append(item)
+        pending.remove(item)
+    return chosen
+
+
+def _error_of(account: Account, answer: BatchResponse) -> Exception | None:
+    """What a request of a batch failed with, as the single call would raise it."""
+    if answer.status < 400:
+        return None
+    if answer.status in (429, 503):
+        return ThrottledError(f"Graph answered {answer.status} inside a batch", answer.retry_after or 1.0)
+    error = (answer.body or {}).get("error")
+    code, message = ("unknown", "") if not isinstance(error, dict) else (
+        str(error.get("code", "unknown")), str(error.get("message", ""))[:300]
+    )
+    if answer.status == 404:
+        return NotFoundError(f"Graph 404 {code}: {message}")
+    if answer.status == 403:
+        return MissingScopeError(account.account_id, WRITE_SCOPE)
+    return GraphError(answer.status, code, message)
+
+
+_batchers: weakref.WeakKeyDictionary[Services, MailboxBatcher] = weakref.WeakKeyDictionary()
+_batchers_lock = threading.Lock()
+
+
+def mailbox_batcher(services: Services) -> MailboxBatcher:
+    """The process's batcher of these services (the queue trigger's invocations share it)."""
+    with _batchers_lock:
+        batcher = _batchers.get(services)
+        if batcher is None:
+            batcher = _batchers[services] = MailboxBatcher(services)
+        return batcher
