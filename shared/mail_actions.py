@@ -171,9 +171,12 @@ def encode_continuation(next_link: str | None) -> str | None:
 
 def decode_continuation(token: str) -> str:
     try:
-        return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("utf-8")
+        link = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True).decode("utf-8")
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidInputError("continuation token is not valid") from None
+        link = ""
+    if not link.startswith("https://"):
+        raise InvalidInputError("continuation token is not valid")
+    return link
 
 
 # --- the account behind an action -------------------------------------------------------
