@@ -96,7 +96,8 @@ class Delivery:
                         continue
                     if sub.folder_id is not None and sub.folder_id != change.folder_id:
                         continue
-                    resource = f"Users/{user.id}/Messages/{change.message_id}"
+                    message_id = change.message_id(sub.immutable_ids)
+                    resource = f"Users/{user.id}/Messages/{message_id}"
                     item = {
                         "id": str(uuid.uuid4()),
                         "subscriptionId": sub.id,
@@ -107,7 +108,7 @@ class Delivery:
                             "@odata.type": "#Microsoft.Graph.Message",
                             "@odata.id": resource,
                             "@odata.etag": change.etag,
-                            "id": change.message_id,
+                            "id": message_id,
                         },
                         "clientState": sub.client_state,
                         "tenantId": user.tenant_id,

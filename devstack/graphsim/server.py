@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from devstack import certs
 
+from .context import SimContext
 from .control import ControlApi
 from .delivery import Delivery
 from .graph import GraphApi
@@ -126,9 +127,10 @@ class GraphSimulator:
         self.key = SigningKey()
         self.ca_file = str(certs.ensure_server_certificate(CERT_NAME, self.cert_dir).ca_file)
         self.delivery = Delivery(self.state, self.ca_file)
-        self.identity = IdentityPlatform(self)
-        self.graph = GraphApi(self)
-        self.control = ControlApi(self)
+        self.context = SimContext(self.state, self.key, self.delivery, self.ca_file)
+        self.identity = IdentityPlatform(self.context)
+        self.graph = GraphApi(self.context)
+        self.control = ControlApi(self.context, self.identity, self.graph.subscriptions)
         self._server: _TlsServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -163,6 +165,7 @@ class GraphSimulator:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         _TlsServer.address_family = family
         self._server = _TlsServer((self.host, self._requested_port), ctx, self)
+        self.context.base_url = self.base_url
         self.delivery.start()
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="graphsim-http", daemon=True)
