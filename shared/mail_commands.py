@@ -26,8 +26,8 @@ raises, so that the queue delivers the message again.
 
 **Bulk through JSON batching.** Commands of one mailbox that arrive together (the queue
 trigger runs many messages at once) are sent as one ``$batch`` of at most 20 requests
-(``MailboxBatcher``): the first command of a mailbox waits ``BATCH_LINGER_SECONDS`` for
-others, then sends; commands that arrive meanwhile go in the next batch. A batch holds the
+(``MailboxBatcher``): the first command of a mailbox waits up to ``BATCH_LINGER_SECONDS``
+for 19 others, then sends; commands that arrive meanwhile go in the next batch. A batch holds the
 mailbox's 4 concurrency slots in the Graph client; throttled requests inside a batch are
 sent again after their Retry-After. Two commands on one message never share a batch, so
 they run in the order they came.
@@ -42,8 +42,8 @@ import hashlib
 import json
 import logging
 import threading
+import time
 import weakref
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -92,7 +92,7 @@ ACTIONS = ("move", "delete", "permanentDelete", "markRead", "markUnread", "categ
 MAX_COMMAND_BYTES = 64 * 1024
 # Longer than the function timeout (host.json: 10 minutes): the claimer is gone for sure.
 CLAIM_STALE_AFTER = dt.timedelta(minutes=15)
-BATCH_LINGER_SECONDS = 0.02
+BATCH_LINGER_SECONDS = 0.1
 _SAVE_ATTEMPTS = 3
 
 
@@ -375,18 +375,15 @@ class MailboxBatcher:
     """Gathers the commands of each mailbox that arrive together into ``$batch`` requests.
 
     The caller whose command finds no batch being sent for its mailbox sends the batches
-    (waiting ``linger`` first, for others to join) until nothing is pending; the others wait
+    (waiting up to ``linger`` for a full one first) until nothing is pending; the others wait
     for their own command's answer. ``run`` returns when the command succeeded and raises
     what it failed with."""
 
-    def __init__(self, services: Services, *, linger: float = BATCH_LINGER_SECONDS,
-                 sleep: Callable[[float], None] | None = None) -> None:
-        import time
-
+    def __init__(self, services: Services, *, linger: float = BATCH_LINGER_SECONDS) -> None:
         self._services = services
         self._linger = linger
-        self._sleep = sleep or time.sleep
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
         self._mailboxes: dict[str, _Mailbox] = {}
         self.batches_sent = 0
 
@@ -399,17 +396,19 @@ class MailboxBatcher:
             mailbox.pending.append(mine)
             lead = not mailbox.sending
             mailbox.sending = True
+            self._arrived.notify_all()
         if lead:
             self._send_all(account, mailbox)
         mine.done.result()
 
     def _send_all(self, account: Account, mailbox: _Mailbox) -> None:
-        first = True
         while True:
-            if first and self._linger > 0:
-                self._sleep(self._linger)
-            first = False
             with self._lock:
+                # Up to ``linger`` for a full batch: the queue hands out its messages a few
+                # at a time, and each waits for its claim first.
+                deadline = time.monotonic() + self._linger
+                while len(mailbox.pending) < MAX_BATCH_REQUESTS and (left := deadline - time.monotonic()) > 0:
+                    self._arrived.wait(left)
                 chosen = _take_batch(mailbox.pending)
                 if not chosen:
                     mailbox.sending = False
