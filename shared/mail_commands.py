@@ -26,8 +26,9 @@ raises, so that the queue delivers the message again.
 
 **Bulk through JSON batching.** Commands of one mailbox that arrive together (the queue
 trigger runs many messages at once) are sent as one ``$batch`` of at most 20 requests
-(``MailboxBatcher``): the first command of a mailbox waits up to ``BATCH_LINGER_SECONDS``
-for 19 others, then sends; commands that arrive meanwhile go in the next batch. A batch holds the
+(``MailboxBatcher``): the first command of a mailbox waits for others (until 20 are
+pending, none came for 15 ms, or 100 ms are over), then sends; commands that arrive
+meanwhile go in the next batch. A batch holds the
 mailbox's 4 concurrency slots in the Graph client; throttled requests inside a batch are
 sent again after their Retry-After. Two commands on one message never share a batch, so
 they run in the order they came.
@@ -44,7 +45,7 @@ import logging
 import threading
 import time
 import weakref
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -93,6 +94,7 @@ MAX_COMMAND_BYTES = 64 * 1024
 # Longer than the function timeout (host.json: 10 minutes): the claimer is gone for sure.
 CLAIM_STALE_AFTER = dt.timedelta(minutes=15)
 BATCH_LINGER_SECONDS = 0.1
+BATCH_IDLE_SECONDS = 0.015
 _SAVE_ATTEMPTS = 3
 
 
@@ -244,7 +246,7 @@ def _encode(event: dict[str, Any]) -> str:
 class CommandOutcome:
     command_id: str | None
     published: str | None  # SUCCEEDED, FAILED, or None when nothing was sent (a duplicate)
-    note: str = ""  # why nothing ran: duplicate, in_progress, interrupted, republished
+    note: str = ""  # duplicate, in_progress, interrupted, republished, throttled, finished_elsewhere
 
 
 def handle_command(services: Services, body: bytes | str, *, redelivered: bool = False) -> CommandOutcome:
@@ -252,64 +254,42 @@ def handle_command(services: Services, body: bytes | str, *, redelivered: bool =
 
     ``redelivered``: the queue has handed this message out before (its dequeue count is
     over 1), so a claim on its id is one a dead delivery left. Storage failures raise."""
-    now = services.clock.now()
     try:
         command = parse_command(body)
     except MalformedCommandError as error:
-        return _refuse_malformed(services, body, error, now)
-    record = services.command_log.claim(command.id, command.account_id, now)
-    if record is None:
-        return _seen_before(services, command, redelivered, now)
-    failure: CommandFailure | None = None
-    try:
-        mailbox_batcher(services).run(command)
-    except ThrottledError as error:
-        # Graph throttles before it runs a request: the command did not run, and its id is
-        # given back so that the consumer can send it again.
-        failure = failure_of(error)
-        services.command_log.release(record)
-        _send(services, result_event(command.fields(), failure, now))
-        return CommandOutcome(command.id, FAILED, "throttled")
-    except (InvalidInputError, NotFoundError, MissingScopeError, ReauthRequiredError, UpstreamError) as error:
-        failure = failure_of(error)
-    outcome = FAILED if failure else SUCCEEDED
-    if failure:
-        log.info("command %s (%s) of account %s failed: %s", command.id, command.action, command.account_id,
-                 failure.code)
-    return _finish(services, record, result_event(command.fields(), failure, now), outcome)
+        return _refuse_malformed(services, body, error, services.clock.now())
+    return mailbox_batcher(services).submit(command, redelivered=redelivered)
 
 
-def _refuse_malformed(services: Services, body: bytes | str, error: MalformedCommandError, now: dt.datetime) -> CommandOutcome:
+def _refuse_malformed(
+    services: Services, body: bytes | str, error: MalformedCommandError, now: dt.datetime
+) -> CommandOutcome:
     raw = body.encode("utf-8", "replace") if isinstance(body, str) else bytes(body)
     fallback = "malformed-" + hashlib.sha256(raw).hexdigest()[:32]
     command_id = error.known.get("id")
     log.warning("a command was refused: %s", error)
     event = result_event(error.known, failure_of(error), now, fallback_id=fallback)
-    if isinstance(command_id, str):
-        try:
-            record = services.command_log.claim(command_id, str(error.known.get("accountId") or ""), now)
-        except InvalidInputError:
-            record = None
-            command_id = None
-        else:
-            if record is None:
-                return CommandOutcome(command_id, None, "duplicate")
-            return _finish(services, record, event, FAILED)
-    _send(services, event)
-    return CommandOutcome(command_id, FAILED)
+    if not isinstance(command_id, str):
+        _send(services, _encode(event))
+        return CommandOutcome(None, FAILED)
+    account_id = str(error.known.get("accountId") or "")
+    record = services.command_log.claim(account_id, [command_id], now).get(command_id)
+    if record is None:
+        return CommandOutcome(command_id, None, "duplicate")
+    return _finish(services, [(record, event)])[0]
 
 
 def _seen_before(services: Services, command: MailCommand, redelivered: bool, now: dt.datetime) -> CommandOutcome:
-    record = services.command_log.get(command.id)
+    record = services.command_log.get(command.account_id, command.id)
     if record is None:
-        # Released (it was throttled) between our claim and this read: the next delivery runs it.
+        # Released (it was throttled) between a claim and this read: the next delivery runs it.
         raise ConcurrencyError(f"command {command.id} was released while it was read")
     if record.state == CommandState.PUBLISHED:
         log.info("command %s was run before: nothing to do", command.id)
         return CommandOutcome(command.id, None, "duplicate")
     if record.state == CommandState.FINISHED and record.result is not None:
         _send(services, record.result)
-        _mark(services, record, CommandState.PUBLISHED)
+        _mark_published(services, [record])
         outcome = json.loads(record.result)["type"].rsplit(".", 1)[1]
         return CommandOutcome(command.id, outcome, "republished")
     if not redelivered and now - record.claimed_at < CLAIM_STALE_AFTER:
@@ -319,41 +299,55 @@ def _seen_before(services: Services, command: MailCommand, redelivered: bool, no
     failure = CommandFailure(
         "interrupted", "the command was interrupted and may or may not have been applied; it is not run again"
     )
-    return _finish(services, record, result_event(command.fields(), failure, now), FAILED, note="interrupted")
+    [outcome] = _finish(services, [(record, result_event(command.fields(), failure, now))])
+    return CommandOutcome(command.id, outcome.published, "interrupted" if outcome.published else outcome.note)
 
 
-def _finish(services: Services, record: CommandRecord, event: dict[str, Any], outcome: str,
-            *, note: str = "") -> CommandOutcome:
-    encoded = _encode(event)
-    record.state = CommandState.FINISHED
-    record.result = encoded
-    try:
-        record = services.command_log.save(record)
-    except ConcurrencyError:
-        # Another delivery finished it meanwhile (declared it interrupted): that one publishes.
-        log.warning("command %s was finished by another delivery", record.command_id)
-        return CommandOutcome(record.command_id, None, "finished_elsewhere")
-    _send(services, encoded)
-    _mark(services, record, CommandState.PUBLISHED)
-    return CommandOutcome(record.command_id, outcome, note)
+def _finish(services: Services, done: list[tuple[CommandRecord, dict[str, Any]]]) -> list[CommandOutcome]:
+    """Keep each result with its record, send it, then mark the record published: a crash
+    between two steps leaves a record the next delivery knows what to do with."""
+    for record, event in done:
+        record.state = CommandState.FINISHED
+        record.result = _encode(event)
+    saved = {r.command_id for r in services.command_log.save([r for r, _ in done])}
+    outcomes: list[CommandOutcome] = []
+    published: list[CommandRecord] = []
+    for record, event in done:
+        if record.command_id not in saved:
+            # Another delivery finished it meanwhile (declared it interrupted): that one publishes.
+            log.warning("command %s was finished by another delivery", record.command_id)
+            outcomes.append(CommandOutcome(record.command_id, None, "finished_elsewhere"))
+            continue
+        published.append(record)
+        outcomes.append(CommandOutcome(record.command_id, event["type"].rsplit(".", 1)[1]))
+    _send_all(services, [r.result or "" for r in published])
+    _mark_published(services, published)
+    return outcomes
 
 
-def _mark(services: Services, record: CommandRecord, state: str) -> None:
-    for _ in range(_SAVE_ATTEMPTS):
-        record.state = state
-        try:
-            services.command_log.save(record)
-            return
-        except ConcurrencyError:
-            current = services.command_log.get(record.command_id)
-            if current is None or current.state == state:
-                return
-            record = current
-    log.warning("command %s: could not mark it %s", record.command_id, state)
+def _mark_published(services: Services, records: list[CommandRecord]) -> None:
+    for record in records:
+        record.state = CommandState.PUBLISHED
+    if records and len(services.command_log.save(records)) < len(records):
+        # Harmless: a later delivery of such a command would send its kept result once more.
+        log.warning("%d command records could not be marked published", len(records))
 
 
-def _send(services: Services, event: dict[str, Any] | str) -> None:
-    services.queues.send(MAIL_COMMAND_RESULT_QUEUE, [event if isinstance(event, str) else _encode(event)])
+def _send(services: Services, event: str) -> None:
+    services.queues.send(MAIL_COMMAND_RESULT_QUEUE, [event])
+
+
+_senders = ThreadPoolExecutor(max_workers=MAX_BATCH_REQUESTS, thread_name_prefix="mail-command-results")
+
+
+def _send_all(services: Services, events: list[str]) -> None:
+    """The results of a batch, sent side by side (a queue takes one message per request)."""
+    if len(events) <= 1:
+        for event in events:
+            _send(services, event)
+        return
+    for sent in [_senders.submit(_send, services, event) for event in events]:
+        sent.result()
 
 
 # --- JSON batching per mailbox ------------------------------------------------------------------
@@ -362,7 +356,8 @@ def _send(services: Services, event: dict[str, Any] | str) -> None:
 @dataclass
 class _Pending:
     command: MailCommand
-    done: Future[None] = field(default_factory=Future)
+    redelivered: bool
+    done: Future[CommandOutcome] = field(default_factory=Future)
 
 
 @dataclass
@@ -372,12 +367,14 @@ class _Mailbox:
 
 
 class MailboxBatcher:
-    """Gathers the commands of each mailbox that arrive together into ``$batch`` requests.
+    """Gathers the commands of each mailbox that arrive together, and handles them a batch at
+    a time: one transaction claims them, one ``$batch`` carries them to Graph, one
+    transaction keeps their results, the results go out side by side, one transaction marks
+    them published.
 
-    The caller whose command finds no batch being sent for its mailbox sends the batches
-    (waiting up to ``linger`` for a full one first) until nothing is pending; the others wait
-    for their own command's answer. ``run`` returns when the command succeeded and raises
-    what it failed with."""
+    The caller whose command finds no batch being handled for its mailbox handles the
+    batches (waiting a little for a fuller one first, ``_gather``) until nothing is
+    pending; the others wait for their own command's outcome."""
 
     def __init__(self, services: Services, *, linger: float = BATCH_LINGER_SECONDS) -> None:
         self._services = services
@@ -385,38 +382,30 @@ class MailboxBatcher:
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
         self._mailboxes: dict[str, _Mailbox] = {}
-        self.batches_sent = 0
 
-    def run(self, command: MailCommand) -> None:
-        account = active_account(self._services, command.account_id)
-        require_scope(account, WRITE_SCOPE)
-        mine = _Pending(command)
+    def submit(self, command: MailCommand, *, redelivered: bool = False) -> CommandOutcome:
+        mine = _Pending(command, redelivered)
         with self._lock:
-            mailbox = self._mailboxes.setdefault(account.account_id, _Mailbox())
+            mailbox = self._mailboxes.setdefault(command.account_id, _Mailbox())
             mailbox.pending.append(mine)
             lead = not mailbox.sending
             mailbox.sending = True
             self._arrived.notify_all()
         if lead:
-            self._send_all(account, mailbox)
-        mine.done.result()
+            self._handle_all(command.account_id, mailbox)
+        return mine.done.result()
 
-    def _send_all(self, account: Account, mailbox: _Mailbox) -> None:
+    def _handle_all(self, account_id: str, mailbox: _Mailbox) -> None:
         while True:
             with self._lock:
-                # Up to ``linger`` for a full batch: the queue hands out its messages a few
-                # at a time, and each waits for its claim first.
-                deadline = time.monotonic() + self._linger
-                while len(mailbox.pending) < MAX_BATCH_REQUESTS and (left := deadline - time.monotonic()) > 0:
-                    self._arrived.wait(left)
+                self._gather(mailbox)
                 chosen = _take_batch(mailbox.pending)
                 if not chosen:
                     mailbox.sending = False
-                    if not mailbox.pending:
-                        self._mailboxes.pop(account.account_id, None)
+                    self._mailboxes.pop(account_id, None)
                     return
             try:
-                self._send(account, chosen)
+                self._handle(account_id, chosen)
             except BaseException as error:  # noqa: BLE001 - every waiter must hear of it
                 for item in chosen:
                     if not item.done.done():
@@ -424,27 +413,74 @@ class MailboxBatcher:
                 if not isinstance(error, Exception):
                     raise
 
-    def _send(self, account: Account, chosen: list[_Pending]) -> None:
+    def _gather(self, mailbox: _Mailbox) -> None:
+        """Wait (holding the lock's condition) for a fuller batch: until 20 are pending, or
+        none came for ``BATCH_IDLE_SECONDS``, or ``linger`` is over. The queue hands out its
+        messages several at once; with nothing pending there is nothing to wait for."""
+        deadline = time.monotonic() + self._linger
+        while mailbox.pending and len(mailbox.pending) < MAX_BATCH_REQUESTS:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            before = len(mailbox.pending)
+            self._arrived.wait(min(left, BATCH_IDLE_SECONDS))
+            if len(mailbox.pending) == before:
+                return
+
+    def _handle(self, account_id: str, chosen: list[_Pending]) -> None:
         services = self._services
-        auth = services.tokens.graph_auth(account)
-        requests = [item.command.graph_request(str(n)) for n, item in enumerate(chosen)]
-        answers = services.mail.batch(auth, requests)
-        self.batches_sent += 1
-        refused = [n for n, answer in enumerate(answers) if answer.status == 401]
-        if refused:
-            # The cached token was refused: once more with a fresh one, for those requests.
-            services.tokens.forget(account.account_id)
+        now = services.clock.now()
+        claimed = services.command_log.claim(account_id, [p.command.id for p in chosen], now)
+        fresh = [p for p in chosen if p.command.id in claimed]
+        for item in chosen:
+            if item.command.id not in claimed:
+                try:
+                    item.done.set_result(_seen_before(services, item.command, item.redelivered, now))
+                except Exception as error:  # noqa: BLE001 - that delivery raises it
+                    item.done.set_exception(error)
+        if not fresh:
+            return
+        errors = self._carry_out(account_id, [p.command for p in fresh])
+        throttled = [(p, e) for p, e in zip(fresh, errors, strict=True) if isinstance(e, ThrottledError)]
+        if throttled:
+            # Graph throttles before it runs a request: those commands did not run, and their
+            # ids are given back so that the consumer can send them again.
+            services.command_log.release([claimed[p.command.id] for p, _ in throttled])
+            _send_all(services, [_encode(result_event(p.command.fields(), failure_of(e), now)) for p, e in throttled])
+            for item, _ in throttled:
+                item.done.set_result(CommandOutcome(item.command.id, FAILED, "throttled"))
+        done = [(p, e) for p, e in zip(fresh, errors, strict=True) if not isinstance(e, ThrottledError)]
+        for item, failed in done:
+            if failed is not None:
+                log.info("command %s (%s) of account %s failed: %s", item.command.id, item.command.action,
+                         account_id, failure_of(failed).code)
+        outcomes = _finish(services, [
+            (claimed[p.command.id], result_event(p.command.fields(), failure_of(e) if e else None, now))
+            for p, e in done
+        ])
+        for (item, _), outcome in zip(done, outcomes, strict=True):
+            item.done.set_result(outcome)
+
+    def _carry_out(self, account_id: str, commands: list[MailCommand]) -> list[Exception | None]:
+        """One ``$batch`` with the commands; what each failed with (None: it succeeded)."""
+        services = self._services
+        try:
+            account = active_account(services, account_id)
+            require_scope(account, WRITE_SCOPE)
             auth = services.tokens.graph_auth(account)
-            again = services.mail.batch(auth, [requests[n] for n in refused])
-            self.batches_sent += 1
-            for n, answer in zip(refused, again, strict=True):
-                answers[n] = answer
-        for item, answer in zip(chosen, answers, strict=True):
-            error = _error_of(account, answer)
-            if error is None:
-                item.done.set_result(None)
-            else:
-                item.done.set_exception(error)
+            requests = [command.graph_request(str(n)) for n, command in enumerate(commands)]
+            answers = services.mail.batch(auth, requests)
+            refused = [n for n, answer in enumerate(answers) if answer.status == 401]
+            if refused:
+                # The cached token was refused: once more with a fresh one, for those requests.
+                services.tokens.forget(account_id)
+                auth = services.tokens.graph_auth(account)
+                again = services.mail.batch(auth, [requests[n] for n in refused])
+                for n, answer in zip(refused, again, strict=True):
+                    answers[n] = answer
+        except (InvalidInputError, NotFoundError, MissingScopeError, ReauthRequiredError, UpstreamError) as error:
+            return [error] * len(commands)
+        return [_error_of(account, answer) for answer in answers]
 
 
 def _take_batch(pending: list[_Pending]) -> list[_Pending]:

@@ -408,21 +408,23 @@ class CommandRecord:
 
 
 class MailCommandLog(Protocol):
-    """Table ``mailcommands``: one record per command id ever seen, so that a command runs
-    at most once however often it is delivered."""
+    """Table ``mailcommands``: one record per command id ever seen for an account, so that a
+    command runs at most once however often it is delivered. The commands of one account
+    share a partition: a batch's records are written in one transaction."""
 
-    def claim(self, command_id: str, account_id: str, now: dt.datetime) -> CommandRecord | None:
-        """Record the command as claimed; None when its id is known already (exactly one of
-        concurrent claimers gets the record)."""
+    def claim(self, account_id: str, command_ids: Sequence[str], now: dt.datetime) -> dict[str, CommandRecord]:
+        """Record the commands as claimed; the answer holds those claimed now, an id missing
+        from it was known already (of concurrent claimers of one id exactly one gets it)."""
         ...
 
-    def get(self, command_id: str) -> CommandRecord | None: ...
+    def get(self, account_id: str, command_id: str) -> CommandRecord | None: ...
 
-    def save(self, record: CommandRecord) -> CommandRecord:
-        """Write under the record's ETag (``ConcurrencyError`` when someone wrote first)."""
+    def save(self, records: Sequence[CommandRecord]) -> list[CommandRecord]:
+        """Write each record (all of one account) under its ETag; the answer holds the ones
+        written, with their new ETags: a record someone else wrote first is left out."""
         ...
 
-    def release(self, record: CommandRecord) -> None:
-        """Forget a claim whose command certainly did not run (Graph throttled it before it
-        started), so that the same id may be sent again."""
+    def release(self, records: Sequence[CommandRecord]) -> None:
+        """Forget claims whose commands certainly did not run (Graph throttled them before
+        they started), so that the same ids may be sent again."""
         ...

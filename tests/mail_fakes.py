@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlparse
 
-from shared.errors import ConcurrencyError, GraphError, NotFoundError, PayloadTooLargeError
+from shared.errors import GraphError, NotFoundError, PayloadTooLargeError
 from shared.ports import (
     MAX_BATCH_REQUESTS,
     AttachmentContent,
@@ -346,39 +346,50 @@ _MAIL_METHODS = {
 
 
 class FakeMailCommandLog:
-    """``MailCommandLog`` in memory, with the same ETag rules as the table."""
+    """``MailCommandLog`` in memory, with the same ETag rules as the table; ``writes`` counts
+    the round trips a table would take (a batch's records in one transaction)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.items: dict[str, CommandRecord] = {}
+        self.items: dict[tuple[str, str], CommandRecord] = {}
         self._etags = itertools.count(1)
+        self.writes = 0
 
-    def claim(self, command_id: str, account_id: str, now: dt.datetime) -> CommandRecord | None:
+    def claim(self, account_id: str, command_ids: Sequence[str], now: dt.datetime) -> dict[str, CommandRecord]:
         with self._lock:
-            if command_id in self.items:
-                return None
-            record = CommandRecord(command_id, "claimed", now, account_id, etag=f"e{next(self._etags)}")
-            self.items[command_id] = record
-            return copy.deepcopy(record)
+            self.writes += 1
+            claimed: dict[str, CommandRecord] = {}
+            for command_id in dict.fromkeys(command_ids):
+                if (account_id, command_id) in self.items:
+                    continue
+                record = CommandRecord(command_id, "claimed", now, account_id, etag=f"e{next(self._etags)}")
+                self.items[(account_id, command_id)] = record
+                claimed[command_id] = copy.deepcopy(record)
+            return claimed
 
-    def get(self, command_id: str) -> CommandRecord | None:
+    def get(self, account_id: str, command_id: str) -> CommandRecord | None:
         with self._lock:
-            found = self.items.get(command_id)
+            found = self.items.get((account_id, command_id))
             return copy.deepcopy(found) if found is not None else None
 
-    def save(self, record: CommandRecord) -> CommandRecord:
+    def save(self, records: Sequence[CommandRecord]) -> list[CommandRecord]:
         with self._lock:
-            current = self.items.get(record.command_id)
-            if current is None or current.etag != record.etag:
-                raise ConcurrencyError(f"command {record.command_id} changed since it was read")
-            stored = copy.deepcopy(record)
-            stored.etag = f"e{next(self._etags)}"
-            self.items[record.command_id] = stored
-            return copy.deepcopy(stored)
+            self.writes += 1
+            written = []
+            for record in records:
+                key = (record.account_id, record.command_id)
+                current = self.items.get(key)
+                if current is None or current.etag != record.etag:
+                    continue
+                record.etag = f"e{next(self._etags)}"
+                self.items[key] = copy.deepcopy(record)
+                written.append(record)
+            return written
 
-    def release(self, record: CommandRecord) -> None:
+    def release(self, records: Sequence[CommandRecord]) -> None:
         with self._lock:
-            self.items.pop(record.command_id, None)
+            for record in records:
+                self.items.pop((record.account_id, record.command_id), None)
 
 
 __all__ = ["EPOCH", "FakeMailCommandLog", "FakeMailGraph"]

@@ -1,37 +1,45 @@
 """Table Storage adapter of the mail command log (``ports.MailCommandLog``).
 
-Table ``mailcommands``: PartitionKey ``c{sha256(command id)[:48]}`` (a consumer's ids may
-hold characters a key refuses), RowKey ``command``; the id itself, the account, the state,
-the claim's time and the kept result are properties. A claim is an insert, so of two
-deliveries racing with one id exactly one gets it; every later write is ETag-conditional.
+Table ``mailcommands``: PartitionKey ``a{sha256(account id)[:40]}``, RowKey
+``c{sha256(command id)[:48]}`` (a consumer's ids may hold characters a key refuses); the ids
+themselves, the state, the claim's time and the kept result are properties. The commands of
+one account share a partition, so the records of a batch are claimed, finished and marked
+in one entity-group transaction each (up to 100 entities). A claim is an insert: when a
+transaction finds one of its records existing, the batch is claimed one by one, and of two
+deliveries racing with one id exactly one gets it. Every later write is ETag-conditional.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from shared.adapters.tables import _delete, _read, _Tables, _utc, _write
 from shared.config import MAIL_COMMANDS_TABLE
-from shared.errors import ConcurrencyError
+from shared.errors import ConcurrencyError, PersistenceError
 from shared.ports import CommandRecord, CommandState
 
 if TYPE_CHECKING:
     from azure.data.tables import TableClient
 
-_ROW = "command"
 _MIN_TIME = dt.datetime(1601, 1, 1, tzinfo=dt.UTC)
+MAX_TRANSACTION = 100  # entity-group transactions take at most 100 operations
 
 
-def _partition(command_id: str) -> str:
+def _partition(account_id: str) -> str:
+    return "a" + hashlib.sha256(account_id.encode("utf-8")).hexdigest()[:40]
+
+
+def _row(command_id: str) -> str:
     return "c" + hashlib.sha256(command_id.encode("utf-8")).hexdigest()[:48]
 
 
 def _entity(record: CommandRecord) -> dict[str, Any]:
     return {
-        "PartitionKey": _partition(record.command_id),
-        "RowKey": _ROW,
+        "PartitionKey": _partition(record.account_id),
+        "RowKey": _row(record.command_id),
         "CommandId": record.command_id,
         "AccountId": record.account_id,
         "State": record.state,
@@ -58,23 +66,66 @@ class TableMailCommandLog:
     def _client(self) -> TableClient:
         return self._tables.table(MAIL_COMMANDS_TABLE)
 
-    def claim(self, command_id: str, account_id: str, now: dt.datetime) -> CommandRecord | None:
-        record = CommandRecord(command_id, CommandState.CLAIMED, now, account_id)
-        try:
-            record.etag = _write(self._client(), _entity(record), None)
-        except ConcurrencyError:
-            return None
-        return record
+    def _transaction(self, operations: list[tuple[Any, ...]]) -> list[str] | None:
+        """The new ETags, or None when the service refused the transaction as a whole."""
+        from azure.core.exceptions import AzureError
+        from azure.data.tables import TableTransactionError
 
-    def get(self, command_id: str) -> CommandRecord | None:
-        entity = _read(self._client(), _partition(command_id), _ROW)
+        if not operations or len(operations) > MAX_TRANSACTION:
+            return None
+        try:
+            answers = self._client().submit_transaction(operations)
+        except TableTransactionError:
+            return None
+        except AzureError as exc:
+            raise PersistenceError(f"write to table {MAIL_COMMANDS_TABLE} failed: {type(exc).__name__}") from exc
+        return [str(answer["etag"]) for answer in answers]
+
+    def claim(self, account_id: str, command_ids: Sequence[str], now: dt.datetime) -> dict[str, CommandRecord]:
+        records = [CommandRecord(c, CommandState.CLAIMED, now, account_id) for c in dict.fromkeys(command_ids)]
+        etags = self._transaction([("create", _entity(r)) for r in records])
+        if etags is not None:
+            for record, etag in zip(records, etags, strict=True):
+                record.etag = etag
+            return {r.command_id: r for r in records}
+        claimed: dict[str, CommandRecord] = {}
+        for record in records:  # one of them exists already: each on its own
+            try:
+                record.etag = _write(self._client(), _entity(record), None)
+            except ConcurrencyError:
+                continue
+            claimed[record.command_id] = record
+        return claimed
+
+    def get(self, account_id: str, command_id: str) -> CommandRecord | None:
+        entity = _read(self._client(), _partition(account_id), _row(command_id))
         return None if entity is None else _record(entity)
 
-    def save(self, record: CommandRecord) -> CommandRecord:
-        if record.etag is None:
-            raise ConcurrencyError(f"command {record.command_id} was saved without being claimed")
-        record.etag = _write(self._client(), _entity(record), record.etag)
-        return record
+    def save(self, records: Sequence[CommandRecord]) -> list[CommandRecord]:
+        from azure.core import MatchConditions
+        from azure.data.tables import UpdateMode
 
-    def release(self, record: CommandRecord) -> None:
-        _delete(self._client(), _partition(record.command_id), _ROW)
+        if any(r.etag is None for r in records):
+            raise ConcurrencyError("a command record was saved without being claimed")
+        operations = [
+            ("update", _entity(r), {"mode": UpdateMode.REPLACE, "etag": r.etag,
+                                    "match_condition": MatchConditions.IfNotModified})
+            for r in records
+        ]
+        etags = self._transaction(operations) if len(records) > 1 else None
+        if etags is not None:
+            for record, etag in zip(records, etags, strict=True):
+                record.etag = etag
+            return list(records)
+        written: list[CommandRecord] = []
+        for record in records:
+            try:
+                record.etag = _write(self._client(), _entity(record), record.etag)
+            except ConcurrencyError:
+                continue
+            written.append(record)
+        return written
+
+    def release(self, records: Sequence[CommandRecord]) -> None:
+        for record in records:
+            _delete(self._client(), _partition(record.account_id), _row(record.command_id))
