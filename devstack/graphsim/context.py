@@ -8,13 +8,16 @@ depends on the surfaces, the surfaces on the context.
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
+import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from .delivery import Delivery
 from .jwt import SigningKey
-from .state import SimState, graph_time_precise, utcnow
+from .state import SimState, graph_time_precise
 
 MAX_REQUEST_LOG = 100_000
 
@@ -30,23 +33,31 @@ class RequestLog:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._entries: list[dict[str, Any]] = []
+        self._entries: deque[dict[str, Any]] = deque(maxlen=MAX_REQUEST_LOG)  # the oldest go first
 
     @staticmethod
     def entry(method: str, path: str, url: str, status: int, user_id: str | None,
               app_id: str | None) -> dict[str, Any]:
+        # the time is kept as a number and written out when the log is read: serving stays cheap
         return {"method": method, "path": path, "url": url, "status": status, "userId": user_id,
-                "appId": app_id, "time": graph_time_precise(utcnow())}
+                "appId": app_id, "time": time.time()}
+
+    @staticmethod
+    def _public(entry: dict[str, Any]) -> dict[str, Any]:
+        out = dict(entry)
+        out["time"] = graph_time_precise(dt.datetime.fromtimestamp(entry["time"], dt.UTC))
+        if "requests" in entry:
+            out["requests"] = [RequestLog._public(inner) for inner in entry["requests"]]
+        return out
 
     def append(self, entry: dict[str, Any]) -> None:
         with self._lock:
             self._entries.append(entry)
-            if len(self._entries) > MAX_REQUEST_LOG:
-                del self._entries[: len(self._entries) - MAX_REQUEST_LOG]
 
     def entries(self) -> list[dict[str, Any]]:
         with self._lock:
-            return list(self._entries)
+            entries = list(self._entries)
+        return [self._public(e) for e in entries]
 
     def clear(self) -> None:
         with self._lock:

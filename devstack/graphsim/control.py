@@ -113,7 +113,12 @@ class ControlApi:
             return self._subscription_routes(request, seg[1], seg[2:], body)
         if seg == ["requests"]:
             if method == "GET":
-                return Response.json(200, {"value": self.sim.requests.entries()})
+                entries = self.sim.requests.entries()
+                wanted = request.query.get("userId")
+                if wanted:  # one mailbox's share, by id or UPN
+                    user = self.state.find_user(wanted)
+                    entries = [e for e in entries if user is not None and e["userId"] == user.id]
+                return Response.json(200, {"value": entries})
             if method == "DELETE":
                 self.sim.requests.clear()
                 return Response.empty(204)

@@ -96,6 +96,8 @@ class Delivery:
                         continue
                     if sub.folder_id is not None and sub.folder_id != change.folder_id:
                         continue
+                    if sub.folder_id is None and not user.mailbox.in_view(change.folder_id):
+                        continue  # /me/messages covers the visible folders, not the recoverable items
                     message_id = change.message_id(sub.immutable_ids)
                     resource = f"Users/{user.id}/Messages/{message_id}"
                     item = {

@@ -4,9 +4,9 @@ Every request is authenticated like Graph does it (RS256 signature, audience, ex
 401 ``InvalidAuthenticationToken``), throttled like Outlook (4 concurrent requests and a
 request budget per app per mailbox: 429 with ``Retry-After`` and
 ``ApplicationThrottled``), may be hit by injected faults, and is then handed to its
-area: ``subscriptions`` and ``$batch`` at the top, and under ``/me`` or ``/users/{id}``
-the areas in :attr:`GraphApi.areas` (``mailFolders``, ``messages``,
-``translateExchangeIds``; further areas register there). The inner requests of a
+area: ``$batch`` and :attr:`GraphApi.top_level` (``subscriptions``) at the top, and
+under ``/me`` or ``/users/{id}`` :attr:`GraphApi.areas` (``mailFolders``, ``messages``,
+``translateExchangeIds``); further areas register in these two. The inner requests of a
 ``$batch`` pass through the same door one by one (:meth:`GraphApi.serve`).
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from .context import RequestLog, SimContext
@@ -84,6 +85,10 @@ class GraphApi:
         self.mail = MailApi(ctx)
         self.folders = FoldersApi(ctx, self.mail)
         self.batch = BatchApi(ctx, self.serve, self.user_of)
+        # top-level segments other than /me and /users: (request, caller, segments after it) -> response
+        self.top_level: dict[str, Callable[[Request, Caller, list[str]], Response]] = {
+            "subscriptions": self.subscriptions.handle,
+        }
         self.areas: dict[str, AreaHandler] = {
             "mailfolders": self.folders.handle,
             "messages": self.mail.handle,
@@ -105,13 +110,14 @@ class GraphApi:
             response, inner = self.batch.handle(request, caller)
             self._log(request, response, caller, segments, inner)
             return response
-        response = self.serve(request, caller)
+        response = self.serve(request, caller, segments)
         self._log(request, response, caller, segments)
         return response
 
-    def serve(self, request: Request, caller: Caller) -> Response:
+    def serve(self, request: Request, caller: Caller, segments: list[str] | None = None) -> Response:
         """One Graph request of an authenticated caller: faults, throttling, then its area."""
-        segments = normalize_path(request.path)
+        if segments is None:
+            segments = normalize_path(request.path)
         faults = self.state.faults
         rng = self.sim.delivery.rng
         if faults.throttle_rate and rng.random() < faults.throttle_rate:
@@ -188,8 +194,9 @@ class GraphApi:
         if not seg:
             return graph_error(400, "BadRequest", "Invalid request.")
         head = seg[0].lower()
-        if head == "subscriptions":
-            return self.subscriptions.handle(request, caller, seg[1:])
+        top = self.top_level.get(head)
+        if top is not None:
+            return top(request, caller, seg[1:])
         if head == "$batch":
             return graph_error(400, "BadRequest", "A batch request cannot contain another batch request.")
         if head == "me":

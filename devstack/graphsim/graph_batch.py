@@ -27,7 +27,7 @@ MAX_BATCH_REQUESTS = 20
 BATCH_PARALLELISM = 4
 METHODS = ("GET", "POST", "PATCH", "PUT", "DELETE")
 
-Serve = Callable[[Request, Caller], Response]
+Serve = Callable[[Request, Caller, list[str] | None], Response]
 UserOf = Callable[[Caller, list[str]], str | None]
 
 
@@ -69,9 +69,9 @@ class BatchApi:
             for start in range(0, len(runnable), BATCH_PARALLELISM):
                 wave = runnable[start:start + BATCH_PARALLELISM]
                 if len(wave) == 1:
-                    answers = [self._serve(requests[wave[0]], caller)]
+                    answers = [self._serve(requests[wave[0]], caller, None)]
                 else:
-                    answers = list(self._pool.map(lambda rid: self._serve(requests[rid], caller), wave))
+                    answers = list(self._pool.map(lambda rid: self._serve(requests[rid], caller, None), wave))
                 for rid, answer in zip(wave, answers, strict=True):
                     results[rid] = answer
                     log.append(self._entry(rid, requests[rid], answer, caller))
@@ -103,7 +103,8 @@ class BatchApi:
             if not isinstance(headers, dict):
                 return graph_error(400, "BadRequest", f"Request '{rid}': headers must be an object.")
             inner_headers = {"authorization": outer.header("authorization") or ""}
-            inner_headers.update({str(k).lower(): str(v) for k, v in headers.items()})
+            inner_headers.update({str(k).lower(): ", ".join(map(str, v)) if isinstance(v, list) else str(v)
+                                  for k, v in headers.items()})
             body = item.get("body")
             raw = b""
             if body is not None:

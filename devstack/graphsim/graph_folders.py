@@ -67,8 +67,8 @@ class FoldersApi:
         if not tail:
             if request.method == "GET":
                 with self.state.lock:
-                    counts = self._counts(box)
-                    return Response.json(200, select_fields(self.render(box, folder, counts), select_of(request)))
+                    counts = self._counts(box, folder)
+                    return Response.json(200, select_fields(self.render(folder, counts), select_of(request)))
             return not_supported()
         head = tail[0].lower()
         if head == "childfolders" and len(tail) == 1:
@@ -84,24 +84,28 @@ class FoldersApi:
         return graph_error(400, "BadRequest", f"Resource not found for the segment '{tail[0]}'.")
 
     @staticmethod
-    def _counts(box: Mailbox) -> dict[str, list[int]]:
-        """Per folder id: [total, unread, child folders]."""
-        counts: dict[str, list[int]] = {fid: [0, 0, 0] for fid in box.folders}
+    def _counts(box: Mailbox, only: Folder | None = None) -> dict[str, list[int]]:
+        """Per folder id (or for ``only``): [total, unread, child folders, size in bytes]."""
+        counts: dict[str, list[int]] = {only.id: [0, 0, 0, 0]} if only else {fid: [0, 0, 0, 0] for fid in box.folders}
         for message in box.messages.values():
-            entry = counts[message.folder_id]
+            entry = counts.get(message.folder_id)
+            if entry is None:
+                continue
             entry[0] += 1
-            if not message.data.get("isRead"):
+            if not message.data["isRead"]:
                 entry[1] += 1
+            entry[3] += len(message.data["body"]["content"])
+            if message.attachments:
+                entry[3] += sum(len(a.content) for a in message.attachments)
         for folder in box.folders.values():
-            if folder.parent_id in counts and folder.parent_id != folder.id and not folder.hidden:
-                counts[folder.parent_id][2] += 1
+            parent = counts.get(folder.parent_id)
+            if parent is not None and folder.parent_id != folder.id and not folder.hidden:
+                parent[2] += 1
         return counts
 
     @staticmethod
-    def render(box: Mailbox, folder: Folder, counts: dict[str, list[int]]) -> dict[str, Any]:
-        total, unread, children = counts.get(folder.id, [0, 0, 0])
-        size = sum(len(m.data["body"]["content"]) + sum(len(a.content) for a in m.attachments)
-                   for m in box.messages.values() if m.folder_id == folder.id) if total else 0
+    def render(folder: Folder, counts: dict[str, list[int]]) -> dict[str, Any]:
+        total, unread, children, size = counts.get(folder.id, [0, 0, 0, 0])
         return {
             "id": folder.id,
             "displayName": folder.display_name,
@@ -124,7 +128,7 @@ class FoldersApi:
             box = user.mailbox
             children = box.children(parent, include_hidden=hidden)
             counts = self._counts(box)
-            page = [select_fields(self.render(box, f, counts), select) for f in children[skip:skip + top]]
+            page = [select_fields(self.render(f, counts), select) for f in children[skip:skip + top]]
         extra = {}
         if skip + top < len(children):
             extra["@odata.nextLink"] = next_link(self.sim.base_url, request, top, skip + top,
@@ -150,7 +154,7 @@ class FoldersApi:
                 return graph_error(409, "ErrorFolderExists", "A folder with the specified name already exists.")
             folder = Folder(new_graph_id("AAMkAGI2"), name.strip(), None, parent.id, hidden=hidden)
             box.add_folder(folder)
-            rendered = self.render(box, folder, {})
+            rendered = self.render(folder, {})
         location = f"{self.sim.graph_url}/users('{user.id}')/mailFolders('{folder.id}')"
         return Response.json(201, {"@odata.context": f"https://graph.microsoft.com/v1.0/$metadata#users('{user.id}')"
                                                      "/mailFolders/$entity", **rendered}, {"Location": location})

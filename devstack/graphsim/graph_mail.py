@@ -76,7 +76,7 @@ class MailApi:
         with self.state.lock:
             box = user.mailbox
             items = box.in_folder(folder) if folder is not None else \
-                [m for m in box.messages.values() if not box.folders[m.folder_id].hidden]
+                [m for m in box.messages.values() if box.in_view(m.folder_id)]
             if predicate is not None:
                 items = [m for m in items if predicate(m)]
             sort_messages(items, order)

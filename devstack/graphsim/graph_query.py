@@ -131,15 +131,18 @@ def check_filter_and_order(filtered: list[str], order: list[tuple[str, bool]]) -
 
 
 def sort_messages(messages: list[Message], order: list[tuple[str, bool]]) -> None:
-    """Sort in place; the default is Outlook's, newest received first."""
-    keys = order or [("receivedDateTime", True)]
+    """Sort in place; the default is Outlook's, newest received first.
+
+    Stored times are all in Graph's one form (``2026-11-20T23:10:19Z``), so they sort as strings.
+    """
+    if not order:
+        messages.sort(key=lambda m: (m.data["receivedDateTime"], m.immutable_id), reverse=True)
+        return
     messages.sort(key=lambda m: m.immutable_id)
-    for field, descending in reversed(keys):
+    for field, descending in reversed(order):
         messages.sort(key=lambda m, f=field: _sort_value(m, f), reverse=descending)  # type: ignore[misc]
 
 
 def _sort_value(message: Message, field: str) -> Any:
     value = message.data.get(field)
-    if field in DATE_FIELDS.values():
-        return _time(str(value))
     return value if value is not None else ""

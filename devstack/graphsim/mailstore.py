@@ -139,5 +139,10 @@ class Mailbox:
         key = self.rest_ids.get(ref)
         return self.messages.get(key) if key else None
 
+    def in_view(self, folder_id: str) -> bool:
+        """A folder of the mailbox's visible tree (under msgfolderroot), not of the recoverable items."""
+        folder = self.folders.get(folder_id)
+        return folder is not None and folder.parent_id != STORE_ROOT_ID
+
     def in_folder(self, folder: Folder) -> list[Message]:
         return [m for m in self.messages.values() if m.folder_id == folder.id]

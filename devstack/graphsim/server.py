@@ -91,7 +91,10 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         split = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
-        headers = {k.lower(): v for k, v in self.headers.items()}
+        headers: dict[str, str] = {}
+        for name, value in self.headers.items():  # a repeated header is one comma-separated list (RFC 9110 5.3)
+            key = name.lower()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
         request = Request(self.command, unquote(split.path), self.path, query, headers, body,
                           self.server.simulator.base_url)
         try:
