@@ -7,9 +7,11 @@
   this process under it.
 - OData errors become ``GraphError``; 404 becomes ``NotFoundError``; a dead delta token
   (410 Gone, or ``syncStateNotFound`` / ``resyncRequired``) ``DeltaTokenExpiredError``.
-- Every mail call (paths under ``/me/`` and ``/users/``: delta, reads, actions, and each
-  request of a ``$batch``) sends ``Prefer: IdType="ImmutableId"``, so a message keeps its
-  id when it moves to another folder (learn.microsoft.com/graph/outlook-immutable-id).
+- Every call of the mail actions (the ``GraphMail`` port: reads, lists, moves, changes,
+  deletes, ``$batch`` and each request in it) sends ``Prefer: IdType="ImmutableId"``, so a
+  message keeps its id when it moves to another folder
+  (learn.microsoft.com/graph/outlook-immutable-id). Graph accepts either id format in a
+  request. The delta query sends ``IMMUTABLE_IDS`` once the sync adopts immutable ids.
 - A ``$batch`` holds as many of the mailbox's 4 slots as it has requests (up to 4): Graph
   dispatches up to four requests of a batch to Outlook at once.
 Nothing here logs a token or a request URL's query (deltaLinks carry state tokens).
@@ -27,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 from urllib.request import getproxies_environment
 
 import requests
@@ -193,12 +195,6 @@ class RequestsGraphApi:
             return path_or_link
         return f"{self._endpoint}{path_or_link}"
 
-    def _is_mail(self, url: str) -> bool:
-        path = urlsplit(url).path
-        root = urlsplit(self._endpoint).path
-        relative = path[len(root):] if path.startswith(root) else path
-        return relative.startswith(("/me/", "/users/", "/$batch"))
-
     def _call(
         self,
         auth: GraphAuth,
@@ -212,8 +208,6 @@ class RequestsGraphApi:
     ) -> requests.Response:
         url = self._url(path_or_link)
         request_headers = {"Authorization": f"Bearer {auth.access_token}", **(headers or {})}
-        if self._is_mail(url):
-            request_headers["Prefer"] = _with_immutable_ids(request_headers.get("Prefer"))
         for attempt in range(self._retry.max_attempts):
             try:
                 with self._slots(auth.account_id, weight):
@@ -318,11 +312,17 @@ class RequestsGraphApi:
 
     # --- the GraphMail port -------------------------------------------------------------
 
+    def _mail(
+        self, auth: GraphAuth, method: str, path_or_link: str, *, prefer: str | None = None, **kwargs: Any
+    ) -> requests.Response:
+        """A call of the mail actions: with immutable ids."""
+        return self._call(auth, method, path_or_link, headers={"Prefer": _with_immutable_ids(prefer)}, **kwargs)
+
     def get_message(self, auth: GraphAuth, message_id: str, *, body_type: str = "html") -> JsonObject:
         # The body's format is a preference (learn.microsoft.com/graph/api/message-get).
         path = f"/me/messages/{_segment(message_id)}?$select={MESSAGE_VIEW_FIELDS}"
         prefer = f'outlook.body-content-type="{body_type}"'
-        return self._json(self._call(auth, "GET", path, headers={"Prefer": prefer}))
+        return self._json(self._mail(auth, "GET", path, prefer=prefer))
 
     def list_attachments(self, auth: GraphAuth, message_id: str) -> list[JsonObject]:
         path = f"/me/messages/{_segment(message_id)}/attachments?$select={ATTACHMENT_FIELDS}"
@@ -332,11 +332,11 @@ class RequestsGraphApi:
         self, auth: GraphAuth, message_id: str, attachment_id: str, *, max_bytes: int
     ) -> AttachmentContent:
         base = f"/me/messages/{_segment(message_id)}/attachments/{_segment(attachment_id)}"
-        meta = self._json(self._call(auth, "GET", f"{base}?$select={ATTACHMENT_FIELDS}"))
+        meta = self._json(self._mail(auth, "GET", f"{base}?$select={ATTACHMENT_FIELDS}"))
         size = meta.get("size")
         if isinstance(size, int) and size > max_bytes:
             raise PayloadTooLargeError(f"the attachment has {size} bytes, more than the {max_bytes} allowed")
-        response = self._call(auth, "GET", f"{base}/$value", stream=True)
+        response = self._mail(auth, "GET", f"{base}/$value", stream=True)
         try:
             self._raise_for(response)
             content = bytearray()
@@ -377,7 +377,7 @@ class RequestsGraphApi:
             if since is not None:
                 # $filter and $orderby on the same property, in the same order (message-list).
                 target += "&$filter=" + quote(f"receivedDateTime ge {_iso_seconds(since)}", safe="")
-        body = self._json(self._call(auth, "GET", target))
+        body = self._json(self._mail(auth, "GET", target))
         items = body.get("value")
         if not isinstance(items, list):
             raise GraphError(200, "invalidList", "message list has no value array")
@@ -396,16 +396,16 @@ class RequestsGraphApi:
 
     def move_message(self, auth: GraphAuth, message_id: str, destination: str) -> JsonObject:
         path = f"/me/messages/{_segment(message_id)}/move"
-        return self._json(self._call(auth, "POST", path, json_body={"destinationId": destination}))
+        return self._json(self._mail(auth, "POST", path, json_body={"destinationId": destination}))
 
     def update_message(self, auth: GraphAuth, message_id: str, changes: JsonObject) -> JsonObject:
-        return self._json(self._call(auth, "PATCH", f"/me/messages/{_segment(message_id)}", json_body=changes))
+        return self._json(self._mail(auth, "PATCH", f"/me/messages/{_segment(message_id)}", json_body=changes))
 
     def delete_message(self, auth: GraphAuth, message_id: str, *, permanent: bool = False) -> None:
         if permanent:
-            response = self._call(auth, "POST", f"/me/messages/{_segment(message_id)}/permanentDelete")
+            response = self._mail(auth, "POST", f"/me/messages/{_segment(message_id)}/permanentDelete")
         else:
-            response = self._call(auth, "DELETE", f"/me/messages/{_segment(message_id)}")
+            response = self._mail(auth, "DELETE", f"/me/messages/{_segment(message_id)}")
         self._raise_for(response)
 
     def batch(self, auth: GraphAuth, requests_: Sequence[BatchRequest]) -> list[BatchResponse]:
@@ -442,7 +442,7 @@ class RequestsGraphApi:
                 item["body"] = request.body
             wire.append(item)
         body = self._json(
-            self._call(auth, "POST", "/$batch", json_body={"requests": wire}, weight=len(requests_))
+            self._mail(auth, "POST", "/$batch", json_body={"requests": wire}, weight=len(requests_))
         )
         answered: dict[str, BatchResponse] = {}
         responses = body.get("responses")
@@ -456,7 +456,7 @@ class RequestsGraphApi:
         items: list[JsonObject] = []
         link: str | None = path
         while link:
-            body = self._json(self._call(auth, "GET", link))
+            body = self._json(self._mail(auth, "GET", link))
             value = body.get("value")
             if not isinstance(value, list):
                 raise GraphError(200, "invalidList", "list has no value array")

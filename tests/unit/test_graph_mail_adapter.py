@@ -20,13 +20,15 @@ from tests.unit.test_graph_adapter import AUTH, GraphTransport, _client, _odata
 IMMUTABLE = 'IdType="ImmutableId"'
 
 
-def test_every_mail_call_asks_for_immutable_ids_and_subscriptions_are_left_as_they_are() -> None:
+def test_every_call_of_the_mail_actions_asks_for_immutable_ids() -> None:
     api, transport, _ = _client(lambda r: (200, {}, {"id": "m", "value": []}))
     api.get_message(AUTH, "m1")
     api.move_message(AUTH, "m1", "archive")
     api.update_message(AUTH, "m1", {"isRead": True})
     api.list_folders(AUTH)
-    api.delta_page(AUTH, None)
+    api.list_messages(AUTH)
+    api.list_attachments(AUTH, "m1")
+    api.delete_message(AUTH, "m1")
     for request in transport.requests:
         assert IMMUTABLE in request.headers["Prefer"], request.url
     api.renew_subscription(AUTH, "s1", dt.datetime(2026, 11, 21, tzinfo=dt.UTC))
