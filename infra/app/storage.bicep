@@ -22,7 +22,6 @@ var queueNames = [
   'graph-notifications-poison'
   'mail-events'
   'mail-commands'
-  'mail-commands-poison'
   'mail-command-results'
 ]
 var tableNames = [
