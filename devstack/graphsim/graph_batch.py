@@ -38,6 +38,9 @@ class BatchApi:
         self._user_of = user_of
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="graphsim-batch")
 
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
     def handle(self, request: Request, caller: Caller) -> tuple[Response, list[dict[str, Any]]]:
         """The batch's answer and the request log entries of its inner requests."""
         body = json_object(request)

@@ -5,7 +5,7 @@ changed in the folder since): the ids are fixed when the round starts and served
 pages of ``Prefer: odata.maxpagesize`` (default ``defaultPageSize``), linked by
 ``@odata.nextLink``; the last page carries ``@odata.deltaLink``. A message that left the
 folder (deleted or moved out) comes as ``{"id", "@removed": {"reason": "deleted"}}``.
-Query options (``$select``) are encoded in the links; ``Prefer`` headers are read on
+Query options (``$select``, ``$filter`` on ``receivedDateTime ge|gt``) are encoded in the links; ``Prefer`` headers are read on
 every request, as Graph does. A reset of the mailbox's sync state answers 410
 ``syncStateNotFound``. (https://learn.microsoft.com/graph/delta-query-messages)
 """
@@ -15,13 +15,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from . import mailbox
 from .context import SimContext
 from .graph_common import Preferences, select_of, sync_state_gone
-from .mailstore import Folder
+from .graph_query import InvalidQuery, parse_filter
+from .mailstore import Folder, Message
 from .state import DeltaRound, User
 from .wire import Request, Response, graph_error
 
@@ -47,27 +50,32 @@ class MessageDelta:
                     return sync_state_gone()
                 offset = int(offset_text)
             else:
-                select = select_of(request)
+                select, filter_text = select_of(request), request.query.get("$filter")
                 if deltatoken:
                     try:
                         token = json.loads(base64.urlsafe_b64decode(deltatoken + "=" * (-len(deltatoken) % 4)))
                         since, epoch, token_folder = int(token["s"]), int(token["e"]), str(token["f"])
-                        select = token.get("sel") or None
+                        select, filter_text = token.get("sel") or None, token.get("flt") or None
                     except (ValueError, KeyError, TypeError, binascii.Error):
                         return graph_error(400, "BadRequest", "The delta token is malformed.")
                     if epoch != user.delta_epoch or token_folder != folder.id or token.get("u") != user.id:
                         return sync_state_gone()
+                keep = _delta_filter(filter_text)
+                if isinstance(keep, Response):
+                    return keep
+                if deltatoken:
                     changed = sorted((seq, key) for key, seq in folder.changes.items() if seq > since)
                     keys = [key for _, key in changed]
                     removed = {key for key in keys
                                if key not in box.messages or box.messages[key].folder_id != folder.id}
+                    keys = [key for key in keys if key in removed or keep(box.messages[key])]
                 else:
-                    current = box.in_folder(folder)
+                    current = [m for m in box.in_folder(folder) if keep(m)]
                     current.sort(key=lambda m: (m.data["receivedDateTime"], m.immutable_id), reverse=True)
                     keys, removed = [m.immutable_id for m in current], set()
                 round_id = secrets.token_urlsafe(12)
                 delta_round = DeltaRound(user.id, folder.id, user.delta_epoch, keys, removed, self.state.seq,
-                                         select, page_size)
+                                         select, page_size, filter_text)
                 self.state.delta_rounds[round_id] = delta_round
                 offset = 0
             size = prefs.max_page_size or delta_round.page_size
@@ -83,7 +91,8 @@ class MessageDelta:
             else:
                 self.state.delta_rounds.pop(round_id, None)
                 token_json = json.dumps({"u": user.id, "f": folder.id, "s": delta_round.snapshot_seq,
-                                         "e": delta_round.epoch, "sel": delta_round.select}, separators=(",", ":"))
+                                         "e": delta_round.epoch, "sel": delta_round.select,
+                                         "flt": delta_round.filter}, separators=(",", ":"))
                 encoded = base64.urlsafe_b64encode(token_json.encode()).decode().rstrip("=")
                 body["@odata.deltaLink"] = f"{link_base}?$deltatoken={encoded}"
         applied = Preferences(prefs.immutable_ids, prefs.body_type, size).applied()
@@ -99,3 +108,19 @@ class MessageDelta:
         item.update(mailbox.render_message(message, delta_round.select, immutable=prefs.immutable_ids,
                                            body_type=prefs.body_type))
         return item
+
+
+_DELTA_FILTER = re.compile(r"^\s*receivedDateTime\s+(ge|gt)\s+\S+\s*$", re.IGNORECASE)
+
+
+def _delta_filter(text: str | None) -> Callable[[Message], bool] | Response:
+    """Message delta filters on ``receivedDateTime ge|gt`` only (Graph's rule for change tracking)."""
+    if not text:
+        return lambda message: True
+    if not _DELTA_FILTER.match(text):
+        return graph_error(400, "BadRequest", "Delta of messages supports $filter on receivedDateTime with "
+                                              "ge or gt only.")
+    try:
+        return parse_filter(text)[1]
+    except InvalidQuery as exc:
+        return graph_error(400, "BadRequest", str(exc))

@@ -270,8 +270,9 @@ def render_body(body: dict[str, str], wanted: str | None) -> dict[str, str]:
 def render_message(message: Message, select: list[str] | None = None, *, immutable: bool = False,
                    body_type: str | None = None, expand_attachments: bool = False) -> dict[str, Any]:
     message_id = message.id_for(immutable)
-    full: dict[str, Any] = {"id": message_id, **message.data, "parentFolderId": message.folder_id,
-                            "webLink": web_link(message_id)}
+    full: dict[str, Any] = {"id": message_id}
+    full.update(message.data)  # the id, folder and link below win over anything stored
+    full.update(id=message_id, parentFolderId=message.folder_id, webLink=web_link(message_id))
     full["body"] = render_body(message.data["body"], body_type)
     out: dict[str, Any] = {"@odata.etag": message.etag()}
     if select:

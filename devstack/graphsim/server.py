@@ -181,6 +181,7 @@ class GraphSimulator:
             self._server.server_close()
             self._server = None
         self.delivery.stop()
+        self.graph.batch.close()
         if self._thread is not None:
             self._thread.join(timeout=5)
 

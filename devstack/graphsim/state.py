@@ -195,6 +195,7 @@ class DeltaRound:
     snapshot_seq: int
     select: list[str] | None
     page_size: int
+    filter: str | None = None  # $filter of the first request (receivedDateTime ge|gt), kept in the links
 
 
 @dataclass

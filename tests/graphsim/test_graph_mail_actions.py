@@ -67,7 +67,7 @@ def test_a_batch_is_refused_whole_when_it_breaks_the_batching_rules(graphsim, gr
 def test_inner_requests_are_throttled_one_by_one_with_their_own_retry_after(graphsim, graph, sim: ControlSession,
                                                                            sim_user):
     _deliver(sim, sim_user)
-    sim.put("/settings", json={"mailboxConcurrency": 2, "graphLatencyMs": 200,
+    sim.put("/settings", json={"mailboxConcurrency": 2, "graphLatencyMs": 600,
                                "throttleRetryAfterSeconds": 3}).raise_for_status()
     answer = _batch(graph, graphsim, [{"id": str(n), "method": "GET", "url": "/me/messages"} for n in range(4)])
     assert answer.status_code == 200
@@ -274,3 +274,17 @@ def test_two_batches_at_once_on_one_mailbox_share_its_four_slots(graphsim, graph
     for t in threads:
         t.join()
     assert len(outcomes) == 8 and outcomes.count(200) >= 4 and outcomes.count(429) >= 1
+
+
+def test_delta_filters_on_received_time_and_keeps_the_filter_in_its_links(graphsim, graph, sim, sim_user):
+    _deliver(sim, sim_user, subject="old", receivedDateTime="2025-01-01T00:00:00Z")
+    _deliver(sim, sim_user, subject="recent")
+    url = f"{graphsim.graph_url}/me/mailFolders/inbox/messages/delta?$filter=receivedDateTime ge 2026-01-01T00:00:00Z"
+    first = graph.get(url, timeout=10).json()
+    assert [m["subject"] for m in first["value"]] == ["recent"]
+    _deliver(sim, sim_user, subject="backdated", receivedDateTime="2025-06-01T00:00:00Z")
+    _deliver(sim, sim_user, subject="new")
+    later = graph.get(first["@odata.deltaLink"], timeout=10).json()
+    assert [m["subject"] for m in later["value"]] == ["new"]
+    other = graph.get(f"{graphsim.graph_url}/me/mailFolders/inbox/messages/delta?$filter=isRead eq false", timeout=10)
+    assert other.status_code == 400 and "receivedDateTime" in other.json()["error"]["message"]

@@ -104,6 +104,9 @@ def test_a_move_through_the_sdk_gives_a_new_id_unless_immutable_ids_were_asked(g
     kept = graph_sdk.run(messages.by_message_id(immutable_id).move.post(
         MovePostRequestBody(destination_id=archive), request_configuration=_prefer(IMMUTABLE)))
     assert kept.id == immutable_id and kept.parent_folder_id == archive
+    listed = graph_sdk.run(graph_sdk.client.me.mail_folders.by_mail_folder_id("archive").messages.get(
+        request_configuration=_prefer(IMMUTABLE)))
+    assert {m.id for m in listed.value} == {immutable_id, _stored(sim, sim_user, moved.id)["immutableId"]}
     again = graph_sdk.run(messages.by_message_id(immutable_id).move.post(
         MovePostRequestBody(destination_id="inbox"), request_configuration=_prefer(IMMUTABLE)))
     assert again.id == immutable_id
@@ -245,11 +248,17 @@ def test_a_mailbox_wide_subscription_made_by_the_sdk_notifies_a_move_with_its_im
     assert items == [("created", message["immutableId"]), ("deleted", message["immutableId"]),
                      ("created", message["immutableId"])]
 
+    renewed = graph_sdk.run(graph_sdk.client.subscriptions.by_subscription_id(created.id).patch(
+        Subscription(expiration_date_time=expiry + dt.timedelta(days=2))))
+    assert renewed.expiration_date_time > created.expiration_date_time
+    graph_sdk.run(graph_sdk.client.subscriptions.by_subscription_id(created.id).delete())
+    assert sim.get(f"/subscriptions/{created.id}").status_code == 404
+
 
 def test_the_sdk_waits_out_outlooks_concurrency_limit_with_retry_after(graph_sdk: GraphSdk, sim, sim_user):
     for n in range(3):
         _deliver(sim, sim_user, subject=f"m{n}")
-    sim.put("/settings", json={"graphLatencyMs": 300, "throttleRetryAfterSeconds": 1}).raise_for_status()
+    sim.put("/settings", json={"graphLatencyMs": 800, "throttleRetryAfterSeconds": 1}).raise_for_status()
     sim.delete("/requests").raise_for_status()
     inbox = graph_sdk.client.me.mail_folders.by_mail_folder_id("inbox")
 
@@ -260,4 +269,4 @@ def test_the_sdk_waits_out_outlooks_concurrency_limit_with_retry_after(graph_sdk
     assert [len(p.value) for p in pages] == [3] * 6
     statuses = [r["status"] for r in sim.get("/requests").json()["value"]]
     # Outlook serves 4 at a time per app and mailbox; the SDK's retry handler honoured Retry-After
-    assert statuses.count(429) >= 2 and statuses.count(200) == 6
+    assert statuses.count(429) >= 1 and statuses.count(200) == 6
