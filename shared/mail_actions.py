@@ -78,7 +78,7 @@ T = TypeVar("T")
 
 
 def check_id(value: object, what: str) -> str:
-    """A message, attachment or folder id as Graph issues them: a non-empty string of
+    """A message, attachment or folder id as Graph hands them out: a non-empty string of
     printable characters."""
     if not isinstance(value, str) or not value.strip():
         raise InvalidInputError(f"{what} is missing")

@@ -10,8 +10,9 @@ Each outcome is one CloudEvent of type ``com.m365connector.command.succeeded`` o
 ``.failed`` with ``data {commandId, accountId, messageId, action, error?}`` (``error``:
 ``{code, message}``, the codes of the HTTP routes).
 
-**At most once.** Table ``mailcommands`` holds one record per command id ever seen:
-``claimed`` (inserted before the Graph call; one of two racing deliveries wins it),
+**At most once.** Table ``mailcommands`` holds one record per command id ever seen for an
+account (the account's commands share a partition, so a batch's records are written in one
+transaction per step): ``claimed`` (inserted before the Graph call; one of two racing deliveries wins it),
 ``finished`` (the result event kept), ``published`` (the result sent). A command whose id
 is known does nothing again: a finished one only has its kept result sent (a crash came
 between the two), a published one nothing at all. A claim found on a redelivery of the
@@ -28,9 +29,8 @@ raises, so that the queue delivers the message again.
 trigger runs many messages at once) are sent as one ``$batch`` of at most 20 requests
 (``MailboxBatcher``): the first command of a mailbox waits for others (until 20 are
 pending, none came for 15 ms, or 100 ms are over), then sends; commands that arrive
-meanwhile go in the next batch. A batch holds the
-mailbox's 4 concurrency slots in the Graph client; throttled requests inside a batch are
-sent again after their Retry-After. Two commands on one message never share a batch, so
+meanwhile go in the next batch. A batch holds the mailbox's 4 concurrency slots in the
+Graph client; throttled requests inside a batch are sent again after their Retry-After. Two commands on one message never share a batch, so
 they run in the order they came.
 """
 
@@ -95,7 +95,6 @@ MAX_COMMAND_BYTES = 64 * 1024
 CLAIM_STALE_AFTER = dt.timedelta(minutes=15)
 BATCH_LINGER_SECONDS = 0.1
 BATCH_IDLE_SECONDS = 0.015
-_SAVE_ATTEMPTS = 3
 
 
 class MalformedCommandError(InvalidInputError):

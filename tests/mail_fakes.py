@@ -77,7 +77,7 @@ class FakeMailGraph(FakeGraphApi):
         self.throttle_retry_after = 2.0
         self.inner_log: list[tuple[str, str]] = []  # (method, url) of every request inside a batch
 
-    # --- test helpers -------------------------------------------------------------------
+    # --- building a mailbox -------------------------------------------------------------------
     def box(self, account_id: str) -> _Mailbox:
         with self._lock:
             return self.boxes.setdefault(account_id, _Mailbox(account_id))

@@ -314,7 +314,7 @@ def command_queue(stack: LocalStack) -> QueueClient:
 
 
 class Results:
-    """Everything read from ``mail-command-results``, kept for every test of the session."""
+    """Everything read from ``mail-command-results``, kept for every test of the run."""
 
     seen: dict[str, dict[str, Any]] = {}
 
