@@ -6,9 +6,13 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -33,6 +37,8 @@ from tests.support.stack import (
 )
 
 pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Mailbox:
@@ -408,3 +414,33 @@ def test_200_commands_for_one_mailbox_finish_within_30_s_in_batches(stack: Local
     archive = {m["id"] for m in mailbox.call("GET", "/messages", params={"folder": "archive", "top": "100"}).json()[
         "messages"]}
     assert len(archive) == 100 and archive <= set(ids)
+
+
+# --- the command line -------------------------------------------------------------------------
+
+
+def cli(stack: LocalStack, *argv: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **stack.settings, "REQUESTS_CA_BUNDLE": str(stack.ca_file)}
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli", "messages", *argv],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+
+
+def test_an_operator_lists_shows_moves_and_deletes_mail_from_the_command_line(
+    stack: LocalStack, mailbox: Mailbox
+) -> None:
+    first = mailbox.send("first by cli")
+    second = mailbox.send("second by cli")
+    listed = cli(stack, "list", mailbox.account_id, "--top", "1", "--all")
+    assert listed.returncode == 0, listed.stderr
+    assert {first, second} <= {m["id"] for m in json.loads(listed.stdout)["messages"]}
+    shown = cli(stack, "show", mailbox.account_id, first, "--body-type", "text")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["subject"] == "first by cli"
+    moved = cli(stack, "move", mailbox.account_id, first, "archive")
+    assert moved.returncode == 0, moved.stderr
+    assert json.loads(moved.stdout)["id"] == first and json.loads(moved.stdout)["folder"] == "archive"
+    assert cli(stack, "delete", mailbox.account_id, second, "--permanent").returncode == 0
+    assert mailbox.sim_message(second) is None
+    missing = cli(stack, "show", mailbox.account_id, second)
+    assert missing.returncode == 1 and "error" in missing.stderr
