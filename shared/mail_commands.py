@@ -23,7 +23,8 @@ running right now, which publishes.
 
 **Never a poison loop.** A command that cannot be read, or that names an unknown account,
 yields a ``failed`` result with the reason and the message is done. Only a storage failure
-raises, so that the queue delivers the message again.
+raises, so that the queue delivers the message again (claims taken before Graph was called
+are given back first, so the next delivery runs those commands).
 
 **Bulk through JSON batching.** Commands of one mailbox that arrive together (the queue
 trigger runs many messages at once) are sent as one ``$batch`` of at most 20 requests
@@ -439,7 +440,13 @@ class MailboxBatcher:
                     item.done.set_exception(error)
         if not fresh:
             return
-        errors = self._carry_out(account_id, [p.command for p in fresh])
+        try:
+            errors = self._carry_out(account_id, [p.command for p in fresh])
+        except Exception:
+            # Storage failed before Graph was called (reading the account, say): none of
+            # them ran, so their claims are given back and the queue delivers them again.
+            services.command_log.release([claimed[p.command.id] for p in fresh])
+            raise
         throttled = [(p, e) for p, e in zip(fresh, errors, strict=True) if isinstance(e, ThrottledError)]
         if throttled:
             # Graph throttles before it runs a request: those commands did not run, and their
@@ -464,7 +471,7 @@ class MailboxBatcher:
         """One ``$batch`` with the commands; what each failed with (None: it succeeded)."""
         services = self._services
         try:
-            account = active_account(services, account_id)
+            account = active_account(services, account_id)  # storage failures raise from here
             require_scope(account, WRITE_SCOPE)
             auth = services.tokens.graph_auth(account)
             requests = [command.graph_request(str(n)) for n, command in enumerate(commands)]

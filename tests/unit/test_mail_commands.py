@@ -248,3 +248,18 @@ def test_a_result_kept_but_not_sent_is_sent_on_redelivery_without_running_again(
     assert outcome.note == "republished" and outcome.published == "succeeded"
     assert len(services.graph.inner_log) == inner
     assert services.command_log.get(ACCOUNT, "c-crash").state == CommandState.PUBLISHED
+
+
+def test_a_storage_failure_before_graph_gives_the_claims_back_for_the_next_delivery() -> None:
+    services = services_with()
+    no_linger(services)
+    sent = services.graph.add_message(ACCOUNT, "x")
+    body = command(sent["id"], "markRead", id="c-storage")
+    real_get = services.accounts.get
+    services.accounts.get = lambda account_id: (_ for _ in ()).throw(PersistenceError("table down"))
+    with pytest.raises(PersistenceError):
+        handle_command(services, body)
+    assert services.command_log.get(ACCOUNT, "c-storage") is None and services.graph.inner_log == []
+    services.accounts.get = real_get
+    assert handle_command(services, body, redelivered=True).published == "succeeded"
+    assert services.graph.box(ACCOUNT).messages[sent["id"]]["isRead"] is True
