@@ -124,6 +124,8 @@ param allowAnonymousConnect string = 'false'
 
 @description('ALLOWED_TENANT_IDS: comma-separated Entra tenant ids whose users may connect; empty: any.')
 param allowedTenantIds string = ''
+@description('MAX_ATTACHMENT_BYTES: the largest attachment the mail actions hand out (bytes); larger ones get 413.')
+param maxAttachmentBytes string = '26214400'
 
 @description('Always-ready instances of the HTTP functions. At least 1: Graph gives the validation handshake 10 s.')
 @minValue(1)
@@ -262,6 +264,7 @@ module functionApp 'app/function.bicep' = {
       ALLOW_ANONYMOUS_CONNECT: allowAnonymousConnect
       ALLOWED_TENANT_IDS: allowedTenantIds
       SYNC_TIME_BUDGET_SECONDS: syncTimeBudgetSeconds
+      MAX_ATTACHMENT_BYTES: maxAttachmentBytes
     }
   }
   // The app must not start before its identity may read the secrets and the storage.

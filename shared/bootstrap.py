@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from shared.clock import SystemClock
 from shared.config import Settings
@@ -25,7 +25,9 @@ if TYPE_CHECKING:
         ConnectSessionStore,
         ExpiredRowPurger,
         GraphApi,
+        GraphMail,
         IdentityPlatform,
+        MailCommandLog,
         MailLedger,
         QueueSender,
         SecretStore,
@@ -108,6 +110,18 @@ class Services:
         from shared.adapters.graph import RequestsGraphApi
 
         return RequestsGraphApi(self.settings.graph_endpoint)
+
+    @cached_property
+    def mail(self) -> GraphMail:
+        # The one Graph client serves the mail actions too: one retry policy, and one
+        # cap of 4 concurrent requests per mailbox for everything this process sends.
+        return cast("GraphMail", self.graph)
+
+    @cached_property
+    def command_log(self) -> MailCommandLog:
+        from shared.adapters.command_log import TableMailCommandLog
+
+        return TableMailCommandLog(self.settings.storage_connection)
 
     @cached_property
     def ledger(self) -> MailLedger:

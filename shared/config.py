@@ -28,6 +28,10 @@ CHECKPOINTS_TABLE = "checkpoints"
 ACCOUNT_EVENT_QUEUE = "account-events"
 CONNECT_SESSIONS_TABLE = "connectsessions"
 ACCOUNT_OWNERS_TABLE = "accountowners"
+# Mail actions for consumers that work from queues: commands in, one result event out each.
+MAIL_COMMAND_QUEUE = "mail-commands"
+MAIL_COMMAND_RESULT_QUEUE = "mail-command-results"
+MAIL_COMMANDS_TABLE = "mailcommands"
 
 # Every setting the code reads, with its default (None: required).
 SETTING_DEFAULTS: dict[str, str | None] = {
@@ -57,6 +61,7 @@ SETTING_DEFAULTS: dict[str, str | None] = {
     "ALLOW_ANONYMOUS_CONNECT": "false",
     "ALLOWED_TENANT_IDS": "",
     "SYNC_TIME_BUDGET_SECONDS": "120",
+    "MAX_ATTACHMENT_BYTES": str(25 * 1024 * 1024),
 }
 
 # MSAL adds these itself and raises ValueError when they are passed
@@ -107,6 +112,9 @@ class Settings:
     # Seconds one invocation walks a mailbox's delta pages before it keeps its place and
     # hands the rest of the round to the next invocation (queue ``mail-sync``).
     sync_time_budget_seconds: int = 120
+    # The largest attachment GET .../attachments/{id} hands out (Outlook's own limit for a
+    # message is 150 MB; a function's response stays in memory).
+    max_attachment_bytes: int = 25 * 1024 * 1024
 
     @property
     def authority(self) -> str:
@@ -282,4 +290,5 @@ def _parse(env: Mapping[str, str]) -> Settings:
         allow_anonymous_connect=_bool(env, "ALLOW_ANONYMOUS_CONNECT"),
         allowed_tenant_ids=_tenant_ids(env, "ALLOWED_TENANT_IDS"),
         sync_time_budget_seconds=_int(env, "SYNC_TIME_BUDGET_SECONDS", 1),
+        max_attachment_bytes=_int(env, "MAX_ATTACHMENT_BYTES", 1),
     )

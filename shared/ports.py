@@ -235,6 +235,98 @@ class GraphApi(Protocol):
 
 
 @dataclass(frozen=True)
+class MessagePage:
+    """One page of a message list and Graph's link to the next one (None on the last)."""
+
+    items: list[JsonObject]
+    next_link: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """One request of a JSON batch: ``url`` relative to the version root (``/me/messages/x``)."""
+
+    id: str
+    method: str
+    url: str
+    body: JsonObject | None = None
+
+
+@dataclass(frozen=True)
+class BatchResponse:
+    """Graph's answer to one request of a batch; ``retry_after`` on a 429 or 503 that the
+    adapter stopped retrying."""
+
+    id: str
+    status: int
+    body: JsonObject | None = None
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class AttachmentContent:
+    name: str
+    content_type: str
+    content: bytes = field(repr=False)
+
+
+class GraphMail(Protocol):
+    """Graph's mail API as the mail actions use it (``Mail.Read`` to read, ``Mail.ReadWrite``
+    to act). Every call asks for immutable ids (``Prefer: IdType="ImmutableId"``), so a
+    message keeps its id when it is moved. Same error rules as ``GraphApi``; a 403 is a
+    ``GraphError`` with status 403."""
+
+    def get_message(self, auth: GraphAuth, message_id: str, *, body_type: str = "html") -> JsonObject:
+        """The message with its body as ``body_type`` (``text`` or ``html``)."""
+        ...
+
+    def list_attachments(self, auth: GraphAuth, message_id: str) -> list[JsonObject]:
+        """The attachments' metadata (id, name, contentType, size), never their content."""
+        ...
+
+    def get_attachment_content(
+        self, auth: GraphAuth, message_id: str, attachment_id: str, *, max_bytes: int
+    ) -> AttachmentContent:
+        """The attachment's bytes; ``PayloadTooLargeError`` when it is over ``max_bytes``
+        (told by its size before anything is downloaded, and checked while reading)."""
+        ...
+
+    def list_messages(
+        self,
+        auth: GraphAuth,
+        *,
+        folder: str = "inbox",
+        since: dt.datetime | None = None,
+        top: int = 50,
+        link: str | None = None,
+    ) -> MessagePage:
+        """Newest first; ``link`` (a nextLink of an earlier page) continues a listing."""
+        ...
+
+    def list_folders(self, auth: GraphAuth, parent_id: str | None = None) -> list[JsonObject]:
+        """The top-level folders, or the child folders of ``parent_id``; every page."""
+        ...
+
+    def move_message(self, auth: GraphAuth, message_id: str, destination: str) -> JsonObject: ...
+
+    def update_message(self, auth: GraphAuth, message_id: str, changes: JsonObject) -> JsonObject: ...
+
+    def delete_message(self, auth: GraphAuth, message_id: str, *, permanent: bool = False) -> None:
+        """To Deleted Items, or with ``permanent`` for good (``permanentDelete``)."""
+        ...
+
+    def batch(self, auth: GraphAuth, requests: Sequence[BatchRequest]) -> list[BatchResponse]:
+        """At most ``MAX_BATCH_REQUESTS`` requests of one mailbox in one ``$batch``; the answer
+        to each, in the order asked. Inner 429s are sent again after their Retry-After a
+        bounded number of times; what is still throttled comes back with ``retry_after``."""
+        ...
+
+
+# JSON batching takes at most 20 requests (learn.microsoft.com/graph/json-batching).
+MAX_BATCH_REQUESTS = 20
+
+
+@dataclass(frozen=True)
 class TokenGrant:
     """What the identity platform gave for one account.
 
@@ -365,4 +457,46 @@ class MailLedger(Protocol):
     def release_lease(self, account_id: str, holder: str, *, abandon: bool = False) -> bool:
         """Let go of the lease. False (lease kept, pending cleared) when work arrived in the
         meantime and another round must run, unless ``abandon`` (after a failure)."""
+        ...
+
+
+# --- the mail command log (see shared/mail_commands.py) ----------------------------------
+
+
+class CommandState:
+    CLAIMED = "claimed"  # taken by a worker; it may or may not have run
+    FINISHED = "finished"  # ran (or was refused); its result is kept until published
+    PUBLISHED = "published"  # its result is on the results queue
+
+
+@dataclass
+class CommandRecord:
+    command_id: str
+    state: str
+    claimed_at: dt.datetime
+    account_id: str = ""
+    result: str | None = None  # the encoded result CloudEvent
+    etag: str | None = field(default=None, compare=False)
+
+
+class MailCommandLog(Protocol):
+    """Table ``mailcommands``: one record per command id ever seen for an account, so that a
+    command runs at most once however often it is delivered. The commands of one account
+    share a partition: a batch's records are written in one transaction."""
+
+    def claim(self, account_id: str, command_ids: Sequence[str], now: dt.datetime) -> dict[str, CommandRecord]:
+        """Record the commands as claimed; the answer holds those claimed now, an id missing
+        from it was known already (of concurrent claimers of one id exactly one gets it)."""
+        ...
+
+    def get(self, account_id: str, command_id: str) -> CommandRecord | None: ...
+
+    def save(self, records: Sequence[CommandRecord]) -> list[CommandRecord]:
+        """Write each record (all of one account) under its ETag; the answer holds the ones
+        written, with their new ETags: a record someone else wrote first is left out."""
+        ...
+
+    def release(self, records: Sequence[CommandRecord]) -> None:
+        """Forget claims whose commands certainly did not run (Graph throttled them before
+        they started), so that the same ids may be sent again."""
         ...

@@ -22,6 +22,9 @@ STACK_SETTINGS = {
     "CATCHUP_AFTER_MINUTES": "360",
     # Timers fire only when a test asks (POST /admin/functions/{name}), never by surprise.
     "RENEWAL_SCHEDULE": "0 0 0 1 1 *",
+    # The mail actions need Mail.ReadWrite; a small attachment limit lets a test cross it.
+    "MAIL_ACTIONS_ENABLED": "true",
+    "MAX_ATTACHMENT_BYTES": "1048576",
 }
 
 

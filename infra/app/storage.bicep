@@ -24,6 +24,8 @@ var queueNames = [
   'account-events'
   'mail-sync'
   'mail-sync-poison'
+  'mail-commands'
+  'mail-command-results'
 ]
 var tableNames = [
   'accounts'
@@ -34,6 +36,7 @@ var tableNames = [
   'checkpoints'
   'connectsessions'
   'accountowners'
+  'mailcommands'
 ]
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
