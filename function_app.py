@@ -2,8 +2,8 @@
 
 import azure.functions as func
 
-from functions import accounts, auth, health, notifications, processing, renewal
+from functions import accounts, auth, files, health, notifications, processing, renewal
 
 app = func.FunctionApp()
-for blueprint in (health.bp, notifications.bp, processing.bp, auth.bp, accounts.bp, renewal.bp):
+for blueprint in (health.bp, notifications.bp, processing.bp, auth.bp, accounts.bp, renewal.bp, files.bp):
     app.register_functions(blueprint)

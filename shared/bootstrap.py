@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         AuthFlowStore,
         CheckpointStore,
         Clock,
+        DriveApi,
         GraphApi,
         IdentityPlatform,
         MailLedger,
@@ -87,6 +88,12 @@ class Services:
         from shared.adapters.graph import RequestsGraphApi
 
         return RequestsGraphApi(self.settings.graph_endpoint)
+
+    @cached_property
+    def drive(self) -> DriveApi:
+        from shared.adapters.graph_drive import RequestsDriveApi
+
+        return RequestsDriveApi(self.settings.graph_endpoint)
 
     @cached_property
     def ledger(self) -> MailLedger:

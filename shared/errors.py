@@ -4,9 +4,13 @@
     ├── ConfigurationError              a setting is missing or malformed (fails at start)
     ├── InvalidInputError               a caller sent something we cannot accept (-> 4xx)
     │   ├── PayloadTooLargeError        ... because it is too big (-> 413)
+    │   ├── InvalidPathError            ... a drive path OneDrive would refuse
     │   └── AuthFlowError               unknown, expired or reused OAuth state; an error
     │                                   returned by Microsoft on the callback (-> 400 page)
     ├── NotFoundError                   the account / subscription / secret does not exist
+    │   └── UnknownAccountError         ... the account, named by an API caller
+    ├── ConflictError                   the item exists and the caller asked not to replace it
+    ├── MissingScopeError               the account was not granted the scope an operation needs
     ├── ConcurrencyError                an ETag did not match: somebody else wrote first
     ├── ReauthRequiredError             the account's refresh token is dead (invalid_grant)
     ├── UpstreamError                   a dependency (Graph, identity, storage) failed
@@ -40,6 +44,10 @@ class PayloadTooLargeError(InvalidInputError):
     """The request body is over the accepted size."""
 
 
+class InvalidPathError(InvalidInputError):
+    """A drive path that breaks OneDrive's naming rules."""
+
+
 class AuthFlowError(InvalidInputError):
     """The OAuth callback cannot complete: bad state, or Microsoft returned an error."""
 
@@ -51,6 +59,23 @@ class AuthFlowError(InvalidInputError):
 
 class NotFoundError(ConnectorError):
     """The thing asked for does not exist."""
+
+
+class UnknownAccountError(NotFoundError):
+    """No account has the id a caller gave."""
+
+
+class ConflictError(ConnectorError):
+    """The name is taken and the caller asked to fail rather than replace or rename."""
+
+
+class MissingScopeError(ConnectorError):
+    """The account did not consent to a scope the operation needs; ``needed`` names them."""
+
+    def __init__(self, account_id: str, needed: tuple[str, ...]) -> None:
+        super().__init__(f"account {account_id} was not granted any of {', '.join(needed)}")
+        self.account_id = account_id
+        self.needed = needed
 
 
 class ConcurrencyError(ConnectorError):
