@@ -373,10 +373,12 @@ def _cancel_quietly(services: Services, upload_url: str, account_id: str) -> Non
 
 def download(
     services: Services, account_id: str, item_id: str, *, range_header: str | None = None,
-    limit: int = MAX_DOWNLOAD_BYTES,
+    limit: int | None = None,
 ) -> Download:
     """The file's bytes (or the ``Range`` asked), read in chunks from Graph's download URL
-    into one buffer of at most ``limit`` bytes; ``PayloadTooLargeError`` beyond it."""
+    into one buffer of at most ``limit`` bytes (``MAX_DOWNLOAD_BYTES``); ``PayloadTooLargeError``
+    beyond it."""
+    limit = MAX_DOWNLOAD_BYTES if limit is None else limit
     wanted = byte_range(range_header, limit)
     auth = _auth(services, account_id, write=False)
     content = services.drive.open_content(auth, item_id, byte_range=wanted)
