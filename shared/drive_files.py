@@ -32,11 +32,12 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from shared.errors import (
     ConnectorError,
+    GraphError,
     InvalidInputError,
     InvalidPathError,
     MissingScopeError,
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from shared.bootstrap import Services
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Delegated scopes that open a user's files (https://learn.microsoft.com/graph/permissions-reference).
 FILES_READ_SCOPES = ("Files.Read", "Files.Read.All", "Files.ReadWrite", "Files.ReadWrite.All")
@@ -192,14 +194,23 @@ def require_files_scope(account_id: str, granted: Iterable[str], *, write: bool)
         raise MissingScopeError(account_id, needed)
 
 
-def _auth(services: Services, account_id: str, *, write: bool) -> GraphAuth:
+def _as_account(services: Services, account_id: str, call: Callable[[GraphAuth], T], *, write: bool) -> T:
+    """``call`` with the account's Graph token, once the account may. A token Graph refuses
+    (401: revoked, say) is dropped and ``call`` runs once more with a fresh one, whose
+    refresh tells a dead refresh token (``ReauthRequiredError``) from a hiccup."""
     account = services.accounts.get(account_id)
     if account is None:
         raise UnknownAccountError(f"account {account_id} does not exist")
     if account.status in (AccountStatus.REAUTH_REQUIRED, AccountStatus.DISCONNECTED):
         raise ReauthRequiredError(account_id, account.status.value)
     require_files_scope(account_id, account.scopes, write=write)
-    return services.tokens.graph_auth(account)
+    try:
+        return call(services.tokens.graph_auth(account))
+    except GraphError as exc:
+        if exc.status != 401:
+            raise
+    services.tokens.forget(account_id)
+    return call(services.tokens.graph_auth(account))
 
 
 # -- what the product sees of an item ------------------------------------------------------
@@ -254,14 +265,14 @@ def public_link(raw: JsonObject) -> JsonObject:
 
 
 def get_item(services: Services, account_id: str, item_id: str) -> JsonObject:
-    auth = _auth(services, account_id, write=False)
-    return public_item(services.drive.get_item(auth, item_id))
+    return public_item(_as_account(services, account_id, lambda auth: services.drive.get_item(auth, item_id),
+                                   write=False))
 
 
 def get_item_by_path(services: Services, account_id: str, path: str) -> JsonObject:
     checked = drive_path(path)
-    auth = _auth(services, account_id, write=False)
-    return public_item(services.drive.get_item_by_path(auth, checked))
+    return public_item(_as_account(services, account_id, lambda auth: services.drive.get_item_by_path(auth, checked),
+                                   write=False))
 
 
 def list_children(
@@ -271,8 +282,10 @@ def list_children(
     """One page of the folder's children (``item_id`` ``root`` for the drive's root) and the
     continuation of the next page (None at the end)."""
     next_link = _open_continuation(services, item_id, continuation) if continuation else None
-    auth = _auth(services, account_id, write=False)
-    page = services.drive.list_children(auth, item_id, page_size=size, next_link=next_link)
+    page = _as_account(
+        services, account_id,
+        lambda auth: services.drive.list_children(auth, item_id, page_size=size, next_link=next_link), write=False,
+    )
     token = _seal_continuation(item_id, page.next_link) if page.next_link else None
     return [public_item(item) for item in page.items], token
 
@@ -308,11 +321,14 @@ def upload_file(
     name is taken and ``conflict`` is ``fail``."""
     checked = drive_path(path)
     behavior = conflict_behavior(conflict)
-    auth = _auth(services, account_id, write=True)
-    if len(content) <= SIMPLE_UPLOAD_MAX_BYTES:
-        item, created = services.drive.upload_small(auth, checked, content, behavior)
-        return UploadResult(public_item(item), created, session=False, fragments=0, resumes=0)
-    return _upload_in_session(services, auth, checked, content, behavior, sleep)
+
+    def upload(auth: GraphAuth) -> UploadResult:
+        if len(content) <= SIMPLE_UPLOAD_MAX_BYTES:
+            item, created = services.drive.upload_small(auth, checked, content, behavior)
+            return UploadResult(public_item(item), created, session=False, fragments=0, resumes=0)
+        return _upload_in_session(services, auth, checked, content, behavior, sleep)
+
+    return _as_account(services, account_id, upload, write=True)
 
 
 def _upload_in_session(
@@ -380,8 +396,9 @@ def download(
     beyond it."""
     limit = MAX_DOWNLOAD_BYTES if limit is None else limit
     wanted = byte_range(range_header, limit)
-    auth = _auth(services, account_id, write=False)
-    content = services.drive.open_content(auth, item_id, byte_range=wanted)
+    content = _as_account(
+        services, account_id, lambda auth: services.drive.open_content(auth, item_id, byte_range=wanted), write=False
+    )
     try:
         return Download(content.status, _read_bounded(content, limit), content.content_type, content.content_range)
     finally:
@@ -406,13 +423,14 @@ def _read_bounded(content: DriveContent, limit: int) -> bytes:
 
 
 def create_link(services: Services, account_id: str, item_id: str, *, link_type: str, scope: str) -> JsonObject:
-    auth = _auth(services, account_id, write=True)
-    return public_link(services.drive.create_link(auth, item_id, link_type=link_type, scope=scope))
+    return public_link(_as_account(
+        services, account_id,
+        lambda auth: services.drive.create_link(auth, item_id, link_type=link_type, scope=scope), write=True,
+    ))
 
 
 def delete_item(services: Services, account_id: str, item_id: str) -> None:
-    auth = _auth(services, account_id, write=True)
-    services.drive.delete_item(auth, item_id)
+    _as_account(services, account_id, lambda auth: services.drive.delete_item(auth, item_id), write=True)
 
 
 def retry_after_seconds(exc: ThrottledError) -> int:

@@ -54,6 +54,7 @@ class FakeDriveApi:
         self.fail_next_fragments = 0
         self.fail_status = 503
         self.throttle_next = 0
+        self.refuse_next_tokens = 0  # answer 401, as Graph does to a revoked access token
         self.tokens: list[str] = []
         self.links: list[tuple[str, str, str]] = []
 
@@ -61,6 +62,9 @@ class FakeDriveApi:
     def _enter(self, auth: GraphAuth | None) -> None:
         if auth is not None:
             self.tokens.append(auth.access_token)
+        if self.refuse_next_tokens:
+            self.refuse_next_tokens -= 1
+            raise GraphError(401, "InvalidAuthenticationToken", "Access token has expired or is not yet valid.")
         if self.throttle_next:
             self.throttle_next -= 1
             raise ThrottledError("Graph answered 429", 7.2)

@@ -261,3 +261,12 @@ def test_throttling_past_the_retries_reaches_the_caller_with_its_wait(services: 
     with pytest.raises(ThrottledError) as raised:
         drive_files.get_item(services, account, "root")
     assert drive_files.retry_after_seconds(raised.value) == 8
+
+
+def test_a_refused_access_token_is_dropped_and_the_call_made_once_more_with_a_fresh_one(services: Services) -> None:
+    account = drive_account(services)
+    services.tokens.remember(account, "revoked-token", 3600)
+    services.drive.refuse_next_tokens = 1
+
+    assert drive_files.get_item(services, account, "root")["path"] == "/"
+    assert services.tokens.cached == {} and services.tokens.issued == [account, account]
