@@ -270,3 +270,9 @@ def test_a_refused_access_token_is_dropped_and_the_call_made_once_more_with_a_fr
 
     assert drive_files.get_item(services, account, "root")["path"] == "/"
     assert services.tokens.cached == {} and services.tokens.issued == [account, account]
+
+
+def test_the_document_tools_scopes_are_asked_as_they_are() -> None:
+    from tests.fakes import make_settings
+
+    assert make_settings(GRAPH_SCOPES="User.Read Files.ReadWrite.All").scopes == ("User.Read", "Files.ReadWrite.All")
