@@ -233,7 +233,7 @@ def public_item(raw: JsonObject) -> JsonObject:
     return {
         "id": raw.get("id"),
         "name": name,
-        "path": f"{folder_path}/{name}" if parent_path else "/",
+        "path": _item_path(raw, parent_path, folder_path, name),
         "parentId": parent.get("id"),
         "driveId": parent.get("driveId"),
         "webUrl": raw.get("webUrl"),
@@ -247,6 +247,14 @@ def public_item(raw: JsonObject) -> JsonObject:
         "lastModifiedDateTime": raw.get("lastModifiedDateTime"),
         "lastModifiedBy": user.get("displayName") or user.get("email") or user.get("id"),
     }
+
+
+def _item_path(raw: JsonObject, parent_path: str, folder_path: str, name: str) -> str | None:
+    if "root" in raw or "parentReference" not in raw:
+        return "/"  # the root has no parent
+    if not parent_path:
+        return None  # Graph left the parent's path out (it does in delta answers)
+    return f"{folder_path}/{name}"
 
 
 def public_link(raw: JsonObject) -> JsonObject:

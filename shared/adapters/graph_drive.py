@@ -36,7 +36,7 @@ DOWNLOAD_CHUNK_BYTES = 256 * 1024
 # (whoever holds it can read the file for an hour).
 ITEM_FIELDS = (
     "id,name,size,webUrl,eTag,cTag,file,folder,parentReference,createdDateTime,"
-    "lastModifiedDateTime,createdBy,lastModifiedBy"
+    "lastModifiedDateTime,createdBy,lastModifiedBy,root"
 )
 
 

@@ -276,3 +276,11 @@ def test_the_document_tools_scopes_are_asked_as_they_are() -> None:
     from tests.fakes import make_settings
 
     assert make_settings(GRAPH_SCOPES="User.Read Files.ReadWrite.All").scopes == ("User.Read", "Files.ReadWrite.All")
+
+
+def test_an_item_whose_parent_path_graph_left_out_has_no_path_rather_than_a_wrong_one() -> None:
+    shown = drive_files.public_item({"id": "1", "name": "a.docx", "parentReference": {"id": "p", "driveId": "d"},
+                                     "file": {"mimeType": "x"}})
+    root = drive_files.public_item({"id": "r", "name": "root", "root": {}, "folder": {"childCount": 2}})
+    nested = drive_files.public_item({"id": "2", "name": "b.txt", "parentReference": {"path": "/drive/root:/A/B"}})
+    assert (shown["path"], root["path"], nested["path"]) == (None, "/", "/A/B/b.txt")
