@@ -9,7 +9,7 @@ adapters against Azurite and the devstack emulators.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -500,3 +500,88 @@ class MailCommandLog(Protocol):
         """Forget claims whose commands certainly did not run (Graph throttled them before
         they started), so that the same ids may be sent again."""
         ...
+# --- OneDrive files (see shared/drive_files.py) ------------------------------------------
+
+
+@dataclass(frozen=True)
+class DriveChildrenPage:
+    """One page of a folder's children and Graph's ``@odata.nextLink`` (None at the end)."""
+
+    items: list[JsonObject]
+    next_link: str | None = None
+
+
+@dataclass(frozen=True)
+class UploadProgress:
+    """What Graph answered to one fragment of an upload session: the item once the last
+    byte is in (``created`` tells a new file from a replaced one), else the ranges it still
+    expects (``nextExpectedRanges``, e.g. ``["3276800-"]``)."""
+
+    item: JsonObject | None = None
+    created: bool = False
+    next_expected_ranges: tuple[str, ...] = ()
+
+
+@dataclass
+class DriveContent:
+    """The bytes of a file as Graph's download URL serves them, not yet read: ``chunks``
+    yields them in order; ``close`` gives the connection back (also after a partial read).
+    ``status`` is 200, or 206 for a ``Range`` request (``content_range`` then says which)."""
+
+    status: int
+    size: int | None
+    content_type: str
+    chunks: Iterator[bytes]
+    close: Callable[[], None]
+    content_range: str | None = None
+
+
+class DriveApi(Protocol):
+    """A user's OneDrive through Microsoft Graph (``/me/drive``), on the same retry policy as
+    ``GraphApi``: 429/503 retried after ``Retry-After`` a bounded number of times, then
+    ``ThrottledError``; 404 -> ``NotFoundError``; 409 ``nameAlreadyExists`` -> ``ConflictError``;
+    other OData errors ``GraphError``. ``path`` arguments are drive paths below the root,
+    already validated (``shared.drive_files.drive_path``)."""
+
+    def get_item(self, auth: GraphAuth, item_id: str) -> JsonObject: ...
+
+    def get_item_by_path(self, auth: GraphAuth, path: str) -> JsonObject: ...
+
+    def list_children(
+        self, auth: GraphAuth, item_id: str, *, page_size: int, next_link: str | None = None
+    ) -> DriveChildrenPage:
+        """``next_link`` None: the first page; otherwise a link an earlier page gave."""
+        ...
+
+    def upload_small(self, auth: GraphAuth, path: str, content: bytes, conflict: str) -> tuple[JsonObject, bool]:
+        """A simple upload (``PUT .../content``); the item and whether it was created."""
+        ...
+
+    def create_upload_session(self, auth: GraphAuth, path: str, conflict: str) -> str:
+        """A new upload session for ``path``; its pre-authenticated ``uploadUrl``."""
+        ...
+
+    def upload_fragment(self, upload_url: str, fragment: bytes, start: int, total: int) -> UploadProgress:
+        """One ``PUT`` of bytes ``start`` .. ``start + len(fragment) - 1`` of ``total``, sent
+        once (no retry: the caller resumes from ``upload_status``). A failure raises
+        ``UpstreamError`` (``ThrottledError`` with the fragment's ``Retry-After``)."""
+        ...
+
+    def upload_status(self, upload_url: str) -> tuple[str, ...]:
+        """The session's ``nextExpectedRanges``."""
+        ...
+
+    def cancel_upload_session(self, upload_url: str) -> None:
+        """Idempotent."""
+        ...
+
+    def open_content(self, auth: GraphAuth, item_id: str, *, byte_range: str | None = None) -> DriveContent:
+        """The file's bytes from its download URL (Graph's 302), unread; ``byte_range`` is a
+        ``Range`` header value (``bytes=0-1023``) passed on as it is."""
+        ...
+
+    def create_link(self, auth: GraphAuth, item_id: str, *, link_type: str, scope: str) -> JsonObject:
+        """The sharing permission (``link.webUrl``)."""
+        ...
+
+    def delete_item(self, auth: GraphAuth, item_id: str) -> None: ...
