@@ -40,7 +40,7 @@ from shared.errors import (
 )
 from shared.models import Account, AccountStatus, ClientKind, PendingAuthFlow, Subscription, account_id_for
 from shared.ports import GraphAuth
-from shared.subscriptions import ensure_mailbox_subscription, remove_mailbox_subscriptions
+from shared.subscriptions import ensure_mailbox_subscription, grants_mail, remove_mailbox_subscriptions
 from shared.tokens import TokenGrant, token_cache_secret_name, update_account
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ _sleep = time.sleep  # tests replace it
 @dataclass(frozen=True)
 class ConnectResult:
     account: Account
-    subscription: Subscription
+    subscription: Subscription | None  # None: the grant has no mail scope (a files-only product)
     reconnected: bool
     previous_owner_id: str | None = None
 
@@ -215,17 +215,19 @@ def finish_connect(
         tokens.forget(account_id)  # the old session's access token is no longer wanted
     if hasattr(tokens, "remember"):
         tokens.remember(account_id, grant.access_token, grant.expires_in)
-    try:
-        subscription = ensure_mailbox_subscription(services, account, auth)
-    except ConnectorError as exc:
-        _record_error(services, account_id, f"inbox subscription failed: {type(exc).__name__}: {exc}")
-        raise
-    _queue_first_round(services, account)
+    subscription: Subscription | None = None
+    if grants_mail(account.scopes):
+        try:
+            subscription = ensure_mailbox_subscription(services, account, auth)
+        except ConnectorError as exc:
+            _record_error(services, account_id, f"inbox subscription failed: {type(exc).__name__}: {exc}")
+            raise
+        _queue_first_round(services, account)
     log.info(
-        "account %s %s (subscription %s)",
+        "account %s %s (%s)",
         account_id,
         "reconnected" if reconnected else "connected",
-        subscription.subscription_id,
+        f"subscription {subscription.subscription_id}" if subscription else "no mail scope: no mail subscription",
     )
     publish_transition(
         services, account, RECONNECTED if reconnected else CONNECTED, reason=reason, previous_owner_id=previous_owner

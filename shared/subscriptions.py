@@ -232,3 +232,11 @@ def _discard_unrecorded(services: Services, subscription: Subscription, auth: Gr
             subscription.subscription_id,
             type(exc).__name__,
         )
+
+
+def grants_mail(scopes: tuple[str, ...] | list[str]) -> bool:
+    """Whether a grant reaches mail (``Mail.Read``, ``Mail.ReadWrite``, ...): only then does
+    the account get a mail subscription and delta syncs. A product that asks only
+    ``User.Read Files.ReadWrite.All`` connects accounts without either; Graph would refuse
+    their mail subscription with 403 (docs/graph-notes.md "Subscriptions")."""
+    return any(scope.lower().startswith("mail.") for scope in scopes)

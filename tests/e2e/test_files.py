@@ -28,7 +28,8 @@ FRAGMENT_MULTIPLE = 320 * 1024
 @pytest.fixture(scope="module")
 def files_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     data_dir: Path = tmp_path_factory.mktemp("files-stack")
-    settings = {**STACK_SETTINGS, "GRAPH_SCOPES": "User.Read Files.ReadWrite.All"}
+    # The document tool asks exactly these, and no mail (MAIL_ACTIONS_ENABLED would add Mail.ReadWrite).
+    settings = {**STACK_SETTINGS, "GRAPH_SCOPES": "User.Read Files.ReadWrite.All", "MAIL_ACTIONS_ENABLED": "false"}
     with LocalStack.on_free_ports(data_dir, extra_settings=settings) as running:
         yield running
 
@@ -36,10 +37,22 @@ def files_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
 @pytest.fixture(scope="module")
 def user(files_stack: LocalStack) -> dict[str, Any]:
     person = new_user(files_stack, "writer")
-    # The connect still asks Graph for an inbox subscription, which Graph refuses without a
-    # Mail scope; the account and its tokens are kept, and the files API needs no more.
-    connect_user(files_stack, person["userPrincipalName"])
+    page = connect_user(files_stack, person["userPrincipalName"])
+    assert page.status_code == 200, page.text[:500]
     return person
+
+
+def test_the_document_tools_connect_succeeds_without_a_mail_subscription(
+    files_stack: LocalStack, user: dict[str, Any]
+) -> None:
+    # `User.Read Files.ReadWrite.All` grants no mail: Graph would refuse a mail subscription,
+    # so the connect creates none and the account is active, ready for the files API.
+    shown = requests.get(
+        f"{files_stack.devhost_url}/api/accounts/{account_id(user)}", headers=function_key_headers(files_stack), timeout=30
+    )
+    assert shown.status_code == 200 and shown.json()["status"] == "active", shown.text
+    live = files_stack.sim("GET", "/_sim/subscriptions")["value"]
+    assert [s for s in live if s.get("userId") == user["id"]] == []
 
 
 class FilesApi:
