@@ -133,7 +133,9 @@ def mail_event(
             content = raw_body.get("content") if isinstance(raw_body, dict) else None
             content = content if isinstance(content, str) else ""
             cut = _cut_utf8(content, body_max_bytes)
-            data["body"] = {"contentType": body, "content": cut}
+            # What Graph says it sent (it converts to the format asked for, where it can).
+            kind = raw_body.get("contentType") if isinstance(raw_body, dict) else None
+            data["body"] = {"contentType": str(kind).lower() if isinstance(kind, str) else body, "content": cut}
             data["bodyTruncated"] = len(cut) != len(content)
     else:
         removed = item.get("@removed")
