@@ -154,7 +154,7 @@ def send_mail(endpoints: Endpoints, session: requests.Session, user_id: str, sub
     body = {"subject": subject, "from": "sender@fabrikam.test", "body": f"This is {subject}."}
     response = session.post(f"{endpoints.graphsim}/_sim/users/{user_id}/messages", json=body, timeout=15)
     response.raise_for_status()
-    return str(response.json()["id"])
+    return str(response.json()["immutableId"])  # the id the events carry
 
 
 class MailEventReader:

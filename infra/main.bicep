@@ -126,6 +126,17 @@ param allowAnonymousConnect string = 'false'
 param allowedTenantIds string = ''
 @description('MAX_ATTACHMENT_BYTES: the largest attachment the mail actions hand out (bytes); larger ones get 413.')
 param maxAttachmentBytes string = '26214400'
+@description('MAIL_FOLDERS: the well-known folders whose mail becomes events, comma-separated, or * for every folder.')
+param mailFolders string = 'inbox'
+@description('EVENT_BODY: put the body in mail events: none, text or html.')
+@allowed([
+  'none'
+  'text'
+  'html'
+])
+param eventBody string = 'none'
+@description('EVENT_BODY_MAX_BYTES: the most UTF-8 bytes of body an event carries; longer bodies are cut (bodyTruncated).')
+param eventBodyMaxBytes string = '65536'
 
 @description('Always-ready instances of the HTTP functions. At least 1: Graph gives the validation handshake 10 s.')
 @minValue(1)
@@ -265,6 +276,9 @@ module functionApp 'app/function.bicep' = {
       ALLOWED_TENANT_IDS: allowedTenantIds
       SYNC_TIME_BUDGET_SECONDS: syncTimeBudgetSeconds
       MAX_ATTACHMENT_BYTES: maxAttachmentBytes
+      MAIL_FOLDERS: mailFolders
+      EVENT_BODY: eventBody
+      EVENT_BODY_MAX_BYTES: eventBodyMaxBytes
     }
   }
   // The app must not start before its identity may read the secrets and the storage.

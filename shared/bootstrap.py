@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         ConnectSessionStore,
         DriveApi,
         ExpiredRowPurger,
+        FolderDeltaLinks,
         GraphApi,
         GraphMail,
         IdentityPlatform,
@@ -110,7 +111,7 @@ class Services:
     def graph(self) -> GraphApi:
         from shared.adapters.graph import RequestsGraphApi
 
-        return RequestsGraphApi(self.settings.graph_endpoint)
+        return RequestsGraphApi(self.settings.graph_endpoint, delta_body=self.settings.event_body)
 
     @cached_property
     def mail(self) -> GraphMail:
@@ -135,6 +136,12 @@ class Services:
         from shared.adapters.ledger import TableMailLedger
 
         return TableMailLedger(self.settings.storage_connection)
+
+    @cached_property
+    def folder_deltas(self) -> FolderDeltaLinks:
+        from shared.adapters.folder_deltas import TableFolderDeltaLinks
+
+        return TableFolderDeltaLinks(self.settings.storage_connection)
 
     @cached_property
     def identity(self) -> IdentityPlatform:

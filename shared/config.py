@@ -62,7 +62,12 @@ SETTING_DEFAULTS: dict[str, str | None] = {
     "ALLOWED_TENANT_IDS": "",
     "SYNC_TIME_BUDGET_SECONDS": "120",
     "MAX_ATTACHMENT_BYTES": str(25 * 1024 * 1024),
+    "MAIL_FOLDERS": "inbox",
+    "EVENT_BODY": "none",
+    "EVENT_BODY_MAX_BYTES": "65536",
 }
+
+EVENT_BODY_KINDS = ("none", "text", "html")
 
 # MSAL adds these itself and raises ValueError when they are passed
 # (docs/graph-notes.md "Authorization code flow").
@@ -115,6 +120,13 @@ class Settings:
     # The largest attachment GET .../attachments/{id} hands out (Outlook's own limit for a
     # message is 150 MB; a function's response stays in memory).
     max_attachment_bytes: int = 25 * 1024 * 1024
+    # The well-known folders whose mail becomes events (lower case, inbox first when
+    # watched), or ("*",) for every folder (shared.mail_folders).
+    mail_folders: tuple[str, ...] = ("inbox",)
+    # Whether mail events carry the body (none, text, html) and the most UTF-8 bytes of it
+    # they carry (the encoded event is kept under the queue's limit as well: shared.events).
+    event_body: str = "none"
+    event_body_max_bytes: int = 65536
 
     @property
     def authority(self) -> str:
@@ -291,4 +303,24 @@ def _parse(env: Mapping[str, str]) -> Settings:
         allowed_tenant_ids=_tenant_ids(env, "ALLOWED_TENANT_IDS"),
         sync_time_budget_seconds=_int(env, "SYNC_TIME_BUDGET_SECONDS", 1),
         max_attachment_bytes=_int(env, "MAX_ATTACHMENT_BYTES", 1),
+        mail_folders=_mail_folders(env, "MAIL_FOLDERS"),
+        event_body=_choice(env, "EVENT_BODY", EVENT_BODY_KINDS),
+        event_body_max_bytes=_int(env, "EVENT_BODY_MAX_BYTES", 1),
     )
+
+
+def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str:
+    value = _get(env, name).strip().lower()
+    if value not in allowed:
+        raise ConfigurationError(f"setting {name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def _mail_folders(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """``*`` or comma-separated well-known folder names (shared.mail_folders knows them)."""
+    from shared.mail_folders import parse_mail_folders
+
+    try:
+        return parse_mail_folders(_get(env, name))
+    except ValueError as error:
+        raise ConfigurationError(f"setting {name}: {error}") from None

@@ -78,6 +78,9 @@ class Subscription:
     # recorded before nonces were kept: its notifications are accepted on the HMAC alone.
     client_state_nonce: str | None = None
     client_state_key_id: str | None = None
+    # Created with ``Prefer: IdType="ImmutableId"``: its notifications carry immutable ids.
+    # False for one recorded before the connector asked for them (it is re-issued).
+    immutable_ids: bool = False
     etag: str | None = field(default=None, compare=False)
     # The expiry the store's expiry index holds for this record (as read or last indexed):
     # lets a save that keeps the expiry's bucket skip the index, and a renewal saved with

@@ -14,8 +14,10 @@ said "something changed" and the lifecycle events received. Here, for that accou
    ``missed`` -> resync;
 3. one delta sync (``shared.sync.sync_mailbox``) covers every change of the trigger;
 4. a subscription whose clientState was signed with another key than ``CLIENT_STATE_KEY``
-   (the previous one, during a rotation) or that has no nonce recorded (created before
-   nonces were kept) is re-issued once the sync has run: deleted in Graph, created anew
+   (the previous one, during a rotation), that has no nonce recorded (created before
+   nonces were kept), that was created without immutable ids, or whose resource is not the
+   one ``MAIL_FOLDERS`` needs (``shared.subscriptions.is_current``) is re-issued once the
+   sync has run: deleted in Graph, created anew
    under the current key with a nonce, then the mailbox is synced again for what arrived
    in between. Active mailboxes thus finish a rotation, or the move to nonces, on their
    next notification.
@@ -191,9 +193,15 @@ def _recorded(
 
 
 def _signed_outdated(services: Services, subscription: Subscription) -> bool:
-    """Whether the subscription's clientState is not one the current key issued with a nonce."""
-    return subscription.client_state_nonce is None or subscription.client_state_key_id != key_id(
-        services.settings.client_state_key
+    """Whether the subscription must be re-issued: its clientState is not one the current
+    key issued with a nonce, or it is not what the connector creates today (immutable ids,
+    the watched folders' resource)."""
+    from shared.subscriptions import is_current
+
+    return (
+        subscription.client_state_nonce is None
+        or subscription.client_state_key_id != key_id(services.settings.client_state_key)
+        or not is_current(services, subscription)
     )
 
 

@@ -390,6 +390,9 @@ class LedgerMark:
     change_key: str | None
     removed: bool = False
     seen_in: str | None = None  # the full round (after 410) that last returned the message
+    # The watched folder (its key: shared.mail_folders) the message was last published in;
+    # None for marks written before folders were kept: the inbox.
+    folder: str | None = None
 
 
 @dataclass(frozen=True)
@@ -400,6 +403,21 @@ class SyncProgress:
     link: str
     mode: str
     round_id: str
+    folder: str | None = None  # the watched folder whose round it is; None: the inbox
+
+
+class FolderDeltaLinks(Protocol):
+    """The deltaLink of each watched folder but the inbox (whose link is the account's),
+    keyed by (account, folder); each remembers the connection (``connected_at``) it belongs
+    to, so a reconnect starts every folder afresh."""
+
+    def links(self, account_id: str, connected_at: dt.datetime | None) -> dict[str, str]:
+        """Folder key -> deltaLink, for the connection that began at ``connected_at``."""
+        ...
+
+    def save(self, account_id: str, folder: str, link: str, connected_at: dt.datetime | None) -> None: ...
+
+    def forget_account(self, account_id: str) -> None: ...
 
 
 class MailLedger(Protocol):

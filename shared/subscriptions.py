@@ -1,4 +1,12 @@
-"""The account's Graph subscription to its inbox: create, heal, remove.
+"""The account's Graph subscription to its watched mail: create, heal, remove.
+
+The resource follows ``MAIL_FOLDERS`` (``shared.mail_folders.subscription_resource``): the
+inbox's messages by default, ``/me/messages`` for several folders. Every subscription is
+created with ``Prefer: IdType="ImmutableId"`` (its notifications then name messages by the
+ids the events carry) and records that it was; one recorded without it, or for another
+resource than the watched folders need, is *outdated*: processing re-issues it after its
+next notification (``shared.notifications``), and ``ensure_mailbox_subscription`` replaces it
+rather than renewing it.
 
 Used by the connect flow, by the lifecycle handling (``subscriptionRemoved``) and by the
 renewal timer, so the resource, change types and lifetime are defined here once.
@@ -18,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.client_state import issue_client_state, key_id, new_nonce
 from shared.errors import ConcurrencyError, GraphError, NotFoundError, UpstreamError
+from shared.mail_folders import is_mail_resource, subscription_resource
 from shared.models import Account, Subscription, SubscriptionStatus
 from shared.ports import GraphAuth
 
@@ -26,7 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAILBOX_RESOURCE = "/me/mailFolders('inbox')/messages"
+MAILBOX_RESOURCE = "/me/mailFolders('inbox')/messages"  # with the default MAIL_FOLDERS
 MAILBOX_CHANGE_TYPES = "created,updated,deleted"
 # Graph's maximum for Outlook messages without resource data.
 MAX_MAIL_SUBSCRIPTION_LIFETIME = dt.timedelta(minutes=10_080)
@@ -66,8 +75,18 @@ def parse_graph_datetime(value: object, fallback: dt.datetime) -> dt.datetime:
     return parsed.astimezone(dt.UTC)
 
 
+def mailbox_resource(services: Services) -> str:
+    return subscription_resource(services.settings.mail_folders)
+
+
 def mailbox_subscriptions(services: Services, account_id: str) -> list[Subscription]:
-    return [s for s in services.subscriptions.for_account(account_id) if s.resource == MAILBOX_RESOURCE]
+    return [s for s in services.subscriptions.for_account(account_id) if is_mail_resource(s.resource)]
+
+
+def is_current(services: Services, subscription: Subscription) -> bool:
+    """Whether the subscription is what the connector creates today: immutable ids, and
+    the resource the watched folders need."""
+    return subscription.immutable_ids and subscription.resource == mailbox_resource(services)
 
 
 def ensure_mailbox_subscription(services: Services, account: Account, auth: GraphAuth) -> Subscription:
@@ -81,7 +100,7 @@ def ensure_mailbox_subscription(services: Services, account: Account, auth: Grap
     """
     now = services.clock.now()
     for existing in mailbox_subscriptions(services, account.account_id):
-        if existing.status == SubscriptionStatus.ACTIVE:
+        if existing.status == SubscriptionStatus.ACTIVE and is_current(services, existing):
             renewed = _renew(services, existing, auth, now)
             if renewed is not None:
                 return renewed
@@ -173,13 +192,14 @@ def _discard(
 
 def _create(services: Services, account: Account, auth: GraphAuth, now: dt.datetime) -> Subscription:
     settings = services.settings
+    resource = mailbox_resource(services)
     expires_at = mailbox_subscription_expiry(now)
     nonce = new_nonce()  # recorded below: processing accepts this subscription's clientState only
     for attempt in range(1, VALIDATION_ATTEMPTS + 1):
         try:
             answer: dict[str, Any] = services.graph.create_subscription(
                 auth,
-                resource=MAILBOX_RESOURCE,
+                resource=resource,
                 change_type=MAILBOX_CHANGE_TYPES,
                 notification_url=settings.notification_url,
                 lifecycle_notification_url=settings.lifecycle_notification_url,
@@ -199,13 +219,14 @@ def _create(services: Services, account: Account, auth: GraphAuth, now: dt.datet
     subscription = Subscription(
         subscription_id=str(answer["id"]),
         account_id=account.account_id,
-        resource=MAILBOX_RESOURCE,
+        resource=resource,
         change_type=MAILBOX_CHANGE_TYPES,
         expires_at=parse_graph_datetime(answer.get("expirationDateTime"), expires_at),
         status=SubscriptionStatus.ACTIVE,
         last_renewed_at=now,
         client_state_nonce=nonce,
         client_state_key_id=key_id(settings.client_state_key),
+        immutable_ids=True,
     )
     try:
         saved = services.subscriptions.save(subscription)

@@ -1,4 +1,5 @@
-"""Mailbox sync: run the inbox delta query and publish one event per changed message.
+"""Mailbox sync: run the delta query of each watched folder and publish one event per
+changed message.
 
 Notifications only say "something changed" (and may be dropped, doubled or reordered);
 the delta query is the source of truth (docs/graph-notes.md "Mail delta query"). A round
@@ -25,6 +26,18 @@ resumed round ends with one more incremental round for the mail that came meanwh
 Triggers that arrive while a round runs leave a pending mark; the holder runs one more
 round for all of them, and hands pending work to the queue rather than dropping it when it
 has run ``MAX_ROUNDS_PER_LEASE`` rounds or is out of time.
+
+Folders (``MAIL_FOLDERS``, ``shared.mail_folders``): one sync runs one round per watched
+folder, the inbox first, each from its own deltaLink (the inbox's on the account record,
+the others' in ``FolderDeltaLinks``); a round's place names its folder. Ids are immutable,
+so the ledger mark of a message remembers the folder it was last published in:
+- a message seen in folder B whose mark says folder A moved: one ``updated`` event with
+  ``folder`` B and ``previousFolder`` A (whichever folder's round comes first);
+- ``@removed`` in the mark's own folder: where the message is now is read from Graph
+  (``locate``): gone -> ``deleted`` (reason ``deleted``); in another watched folder ->
+  nothing here (that folder's round publishes the move); elsewhere -> ``deleted`` with
+  reason ``moved`` (Deleted Items: ``deleted``);
+- ``@removed`` in another folder than the mark's: the move was published already.
 
 created / updated / deleted (delta does not say which):
 - a message with no ledger mark is ``created`` when it was received after the account
@@ -58,6 +71,7 @@ from shared.errors import (
 )
 from shared.events import CREATED, DELETED, UPDATED, encode_event, mail_event
 from shared.ledger import LeaseLostError, LedgerMark, SyncProgress
+from shared.mail_folders import DELETED_ITEMS, INBOX, WatchedFolders, locate, watched_folders
 from shared.models import Account, AccountStatus
 
 if TYPE_CHECKING:
@@ -66,7 +80,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FOLDER = "inbox"
+FOLDER = INBOX
 LEASE_STALE_AFTER = dt.timedelta(seconds=60)
 # A holder proves its lease (a conditional write) when its last proof is older than this,
 # before a Graph call and again before it publishes: an event goes out at most this long
@@ -308,25 +322,72 @@ def _rounds(
     *,
     notified_at: dt.datetime | None = None,
 ) -> bool:
-    """One round, from the place an earlier invocation kept or from the deltaLink. True
-    when it ended with a saved deltaLink, False when it stopped for time (place kept)."""
+    """One round per watched folder, from the place an earlier invocation kept (its
+    folder first) or from each folder's deltaLink. True when every folder ended with a saved
+    deltaLink, False when a round stopped for time (place kept)."""
     progress = services.ledger.progress(account.account_id)
+    watched = watched_folders(services, auth)
+    links: dict[str, str] = {}
+    if any(key != INBOX for key in watched.keys):
+        links = services.folder_deltas.links(account.account_id, account.connected_at)
+    links[INBOX] = account.delta_link or ""
+    first = 0
+    stale: SyncProgress | None = None
     if progress is not None:
+        if (progress.folder or INBOX) in watched.keys:
+            first = watched.keys.index(progress.folder or INBOX)
+        else:  # its folder is no longer watched: the place is dropped by the next write
+            stale, progress = progress, None
+    for index in range(first, len(watched.keys)):
+        folder = watched.keys[index]
+        resumed = progress if index == first else None
+        done = _folder_round(
+            services, account, auth, result, emit_history, lease, watched, folder,
+            links.get(folder) or None, resumed, stale, notified_at=notified_at,
+        )
+        if not done:
+            return False
+        stale = None
+    if INBOX not in watched.keys:
+        _save_delta_link(services, account, None, notified_at)
+    return True
+
+
+def _folder_round(
+    services: Services,
+    account: Account,
+    auth: GraphAuth,
+    result: SyncResult,
+    emit_history: bool,
+    lease: _Lease,
+    watched: WatchedFolders,
+    folder: str,
+    link: str | None,
+    resumed: SyncProgress | None,
+    stale: SyncProgress | None,
+    *,
+    notified_at: dt.datetime | None = None,
+) -> bool:
+    """One folder's round: True when it ended with a saved deltaLink."""
+    saved = resumed or stale
+    if resumed is not None:
         result.resumed = True
-        mode, link, round_id = progress.mode, progress.link, progress.round_id
-    elif account.delta_link is None:
-        mode, link, round_id = _Mode.FIRST, None, uuid.uuid4().hex
+        mode, link, round_id = resumed.mode, resumed.link, resumed.round_id
+    elif link is None:
+        mode, round_id = _Mode.FIRST, uuid.uuid4().hex
     else:
-        mode, link, round_id = _Mode.INCREMENTAL, account.delta_link, uuid.uuid4().hex
-    round_ = _Round(services, account, auth, result, mode, round_id, emit_history, lease, progress)
+        mode, round_id = _Mode.INCREMENTAL, uuid.uuid4().hex
+
+    def new_round(mode: str, round_id: str) -> _Round:
+        return _Round(services, account, auth, result, mode, round_id, emit_history, lease, saved, watched, folder)
+
+    round_ = new_round(mode, round_id)
     try:
         delta_link = round_.run(link)
     except DeltaTokenExpiredError:
-        log.warning("delta link of account %s expired (410): full round", account.account_id)
+        log.warning("delta link of account %s, folder %s expired (410): full round", account.account_id, folder)
         result.restarted = True
-        round_ = _Round(
-            services, account, auth, result, _Mode.FULL, uuid.uuid4().hex, emit_history, lease, progress
-        )
+        round_ = new_round(_Mode.FULL, uuid.uuid4().hex)
         delta_link = round_.run(None)
     if delta_link is None:
         return False
@@ -335,7 +396,10 @@ def _rounds(
     result.rounds += 1
     # Saved within LEASE_RENEW_AFTER of a proof: no other holder can have saved a newer one.
     round_.prove_lease()
-    _save_delta_link(services, account, delta_link, notified_at)
+    if folder == INBOX:
+        _save_delta_link(services, account, delta_link, notified_at)
+    else:
+        services.folder_deltas.save(account.account_id, folder, delta_link, account.connected_at)
     if round_.saved is not None:
         services.ledger.commit(account.account_id, lease.holder, services.clock.now(), [], None)
     return True
@@ -355,8 +419,12 @@ class _Round:
         emit_history: bool,
         lease: _Lease,
         saved: SyncProgress | None,
+        watched: WatchedFolders,
+        folder: str,
     ) -> None:
         self.lease = lease
+        self.watched = watched
+        self.folder = folder
         self.services = services
         self.account = account
         self.auth = auth
@@ -377,7 +445,7 @@ class _Round:
                 self._keep_place(link, force=True)
                 return None
             self.prove_lease()
-            page = self.services.graph.delta_page(self.auth, link, folder=FOLDER)
+            page = self.services.graph.delta_page(self.auth, link, folder=self.folder)
             self._pages_here += 1
             self.result.pages += 1
             # The call may have outlasted the lease: prove it again before anything is written.
@@ -387,7 +455,7 @@ class _Round:
             events, marks = self.prepare(page.items)
             self._emit(events)
             if page.next_link:
-                self._commit(marks, SyncProgress(page.next_link, self.mode, self.round_id))
+                self._commit(marks, SyncProgress(page.next_link, self.mode, self.round_id, self.folder))
                 link = page.next_link
             else:
                 # The last page: a full round keeps its place until the vanished are published.
@@ -409,7 +477,7 @@ class _Round:
     def _keep_place(self, link: str, *, force: bool = False) -> None:
         if self.saved is not None and self.saved.link == link:
             return
-        self._commit([], SyncProgress(link, self.mode, self.round_id), force=force)
+        self._commit([], SyncProgress(link, self.mode, self.round_id, self.folder), force=force)
 
     def _commit(self, marks: list[LedgerMark], progress: SyncProgress | None, *, force: bool = False) -> None:
         # Pages that publish nothing keep their place every few seconds, not every page.
@@ -437,37 +505,111 @@ class _Round:
         known = self.ledger.marks(self.account.account_id, [item["id"] for item in wanted])
         events: list[str] = []
         marks: dict[str, LedgerMark] = {}
-        now = self.services.clock.now()
+        departed: list[LedgerMark] = []
+        seen = self.round_id if self.mode == _Mode.FULL else None
         for item in wanted:
             message_id = item["id"]
             mark = marks.get(message_id) or known.get(message_id)
-            change = self.classify(item, mark)
+            if "@removed" in item and mark is not None and not mark.removed and _folder_of(mark) == self.folder:
+                departed.append(mark)  # where did it go? (below, for the whole page at once)
+                continue
+            change, previous = self.classify(item, mark)
             change_key = item.get("changeKey") if isinstance(item.get("changeKey"), str) else None
             if change is None:
-                if self.mode == _Mode.FULL and mark is not None and not mark.removed and mark.seen_in != self.round_id:
+                if (
+                    self.mode == _Mode.FULL
+                    and mark is not None
+                    and not mark.removed
+                    and mark.seen_in != self.round_id
+                    and _folder_of(mark) == self.folder
+                ):
                     # Seen by this full round: not among the vanished at its end.
-                    marks[message_id] = LedgerMark(message_id, mark.change_key, False, self.round_id)
+                    marks[message_id] = LedgerMark(message_id, mark.change_key, False, self.round_id, self.folder)
                 continue
-            events.append(encode_event(mail_event(self.account, item, change, folder=FOLDER, now=now)))
-            seen = self.round_id if self.mode == _Mode.FULL else None
-            marks[message_id] = LedgerMark(message_id, change_key, removed=change == DELETED, seen_in=seen)
+            version: str | None = None
+            if previous is not None:  # a move: the same changeKey may have been published in the old folder
+                version = f"{change_key or ''}|{self.folder}"
+            elif change == CREATED and mark is not None:  # back after it left the watched folders
+                version = f"again|{change_key or ''}"
+            events.append(self._event(item, change, previous_folder=previous, version=version))
+            marks[message_id] = LedgerMark(
+                message_id, change_key, removed=change == DELETED, seen_in=seen, folder=self.folder
+            )
             setattr(self.result, change, getattr(self.result, change) + 1)
+        if departed:
+            self._departed(departed, events, marks, seen)
         return events, list(marks.values())
 
-    def classify(self, item: dict[str, Any], mark: LedgerMark | None) -> str | None:
+    def _departed(
+        self, departed: list[LedgerMark], events: list[str], marks: dict[str, LedgerMark], seen: str | None
+    ) -> None:
+        """Messages that left this folder: deleted, moved out of the watched folders, or
+        moved to another watched one (whose round publishes the move)."""
+        where = locate(self.services, self.auth, [mark.message_id for mark in departed])
+        names: dict[str, str] | None = None
+        for mark in departed:
+            folder_id = where.get(mark.message_id)
+            reason = "deleted"
+            if folder_id is not None:
+                if self.watched.key_of(self.services, self.auth, folder_id) is not None:
+                    continue
+                if names is None:
+                    from shared.mail_actions import folder_names
+
+                    names = folder_names(self.services, self.auth)
+                reason = "deleted" if names.get(folder_id) == DELETED_ITEMS else "moved"
+            item = {"id": mark.message_id, "@removed": {"reason": reason}}
+            events.append(self._event(item, DELETED, reason=reason, version=mark.change_key or ""))
+            marks[mark.message_id] = LedgerMark(mark.message_id, mark.change_key, True, seen, self.folder)
+            self.result.deleted += 1
+
+    def _event(
+        self,
+        item: dict[str, Any],
+        change: str,
+        *,
+        previous_folder: str | None = None,
+        reason: str | None = None,
+        version: str | None = None,
+    ) -> str:
+        settings = self.services.settings
+        return encode_event(
+            mail_event(
+                self.account,
+                item,
+                change,
+                folder=self.folder,
+                now=self.services.clock.now(),
+                previous_folder=previous_folder,
+                reason=reason,
+                version=version,
+                body=settings.event_body,
+                body_max_bytes=settings.event_body_max_bytes,
+            )
+        )
+
+    def classify(self, item: dict[str, Any], mark: LedgerMark | None) -> tuple[str | None, str | None]:
+        """(change type or None, the folder a moved message came from)."""
         if "@removed" in item:
             if mark is not None:
-                return None if mark.removed else DELETED
+                # Its deletion was published, or it lives in another folder now (the move
+                # was published when that folder's round saw it).
+                return None, None
             # Never published: a deletion is news only in an incremental round.
-            return DELETED if self.mode == _Mode.INCREMENTAL else None
-        if mark is not None and not mark.removed:
+            return (DELETED if self.mode == _Mode.INCREMENTAL else None), None
+        if mark is not None and mark.removed:
+            return CREATED, None  # it left the watched folders (or was deleted) and came back
+        if mark is not None:
+            previous = _folder_of(mark)
+            if previous != self.folder:
+                return UPDATED, previous
             change_key = item.get("changeKey")
-            return None if change_key is not None and change_key == mark.change_key else UPDATED
+            return (None if change_key is not None and change_key == mark.change_key else UPDATED), None
         if self._is_new(item):
-            return CREATED
+            return CREATED, None
         if self.mode == _Mode.INCREMENTAL:
-            return UPDATED
-        return CREATED if self.mode == _Mode.FIRST and self.emit_history else None
+            return UPDATED, None
+        return (CREATED if self.mode == _Mode.FIRST and self.emit_history else None), None
 
     def _is_new(self, item: dict[str, Any]) -> bool:
         if self.baseline is None:
@@ -492,6 +634,11 @@ class _Round:
             self.services.queues.send(MAIL_EVENT_QUEUE, events)
 
 
+def _folder_of(mark: LedgerMark) -> str:
+    # Marks written before folders were kept belong to the inbox, the only folder then.
+    return mark.folder or INBOX
+
+
 def _baseline(account: Account) -> dt.datetime | None:
     # receivedDateTime has whole seconds: compare with the connect time's second.
     if account.connected_at is None:
@@ -512,7 +659,7 @@ def _parse_time(value: object) -> dt.datetime | None:
 
 
 def _save_delta_link(
-    services: Services, account: Account, delta_link: str, notified_at: dt.datetime | None
+    services: Services, account: Account, delta_link: str | None, notified_at: dt.datetime | None
 ) -> None:
     """Store the new deltaLink with the account's ETag; on a conflict (another writer changed
     another field) reload and apply again: we hold the sync lease, our link is the latest,
@@ -527,7 +674,8 @@ def _save_delta_link(
         ):
             log.info("account %s was disconnected or reconnected during its round: deltaLink dropped", account.account_id)
             return
-        current.delta_link = delta_link
+        if delta_link is not None:  # None: the inbox is not watched, only the sync's time is kept
+            current.delta_link = delta_link
         current.last_sync_at = services.clock.now()
         current.last_error = None
         if notified_at is not None and (

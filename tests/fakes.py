@@ -392,6 +392,7 @@ class FakeGraphApi:
         self.fail: dict[str, list[Exception]] = {}
         self.calls: list[tuple[str, str]] = []
         self.valid_tokens: dict[str, str] | None = None  # when set: account id -> the one accepted token
+        self.located: dict[tuple[str, str], str] = {}  # (account id, message id) -> folder id, for batch reads
 
     def _enter(self, method: str, auth: GraphAuth) -> None:
         with self._lock:
@@ -485,6 +486,25 @@ class FakeGraphApi:
                 delta_link=f"delta://{host}/{folder}?position={len(items)}",
             )
 
+    def batch(self, auth: GraphAuth, requests: Sequence[Any]) -> list[Any]:
+        """Reads only: a well-known folder's id (``folder-{name}``) and where a message is
+        (``located[(account id, message id)]``: its folder id; 404 when it has none)."""
+        from shared.ports import BatchResponse
+
+        self._enter("batch", auth)
+        answers = []
+        for request in requests:
+            parts = urlparse(request.url).path.strip("/").split("/")
+            if parts[:2] == ["me", "mailFolders"] and len(parts) == 3:
+                answers.append(BatchResponse(request.id, 200, {"id": f"folder-{parts[2]}"}))
+                continue
+            folder_id = self.located.get((auth.account_id, parts[-1])) if parts[:2] == ["me", "messages"] else None
+            if folder_id is None:
+                answers.append(BatchResponse(request.id, 404, {"error": {"code": "ErrorItemNotFound", "message": "gone"}}))
+            else:
+                answers.append(BatchResponse(request.id, 200, {"id": parts[-1], "parentFolderId": folder_id}))
+        return answers
+
     def for_account(self, account_id: str) -> list[FakeGraphSubscription]:
         with self._lock:
             return [s for s in self.subscriptions.values() if s.account_id == account_id]
@@ -500,6 +520,27 @@ class FakeGraphApi:
         if expires_at - now > self.MAX_LIFETIME:
             raise GraphError(400, "ExtensionError", "expirationDateTime is too far in the future")
         return max(expires_at, now + self.MIN_LIFETIME)
+
+
+class FakeFolderDeltaLinks:
+    """``FolderDeltaLinks`` in memory."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.rows: dict[tuple[str, str], tuple[str, dt.datetime | None]] = {}
+
+    def links(self, account_id: str, connected_at: dt.datetime | None) -> dict[str, str]:
+        with self._lock:
+            return {f: link for (a, f), (link, at) in self.rows.items() if a == account_id and at == connected_at}
+
+    def save(self, account_id: str, folder: str, link: str, connected_at: dt.datetime | None) -> None:
+        with self._lock:
+            self.rows[(account_id, folder)] = (link, connected_at)
+
+    def forget_account(self, account_id: str) -> None:
+        with self._lock:
+            for key in [k for k in self.rows if k[0] == account_id]:
+                del self.rows[key]
 
 
 class FakeMailLedger:
@@ -778,6 +819,7 @@ def make_services(
         "graph": FakeGraphApi(clock),
         "identity": FakeIdentity(),
         "ledger": FakeMailLedger(),
+        "folder_deltas": FakeFolderDeltaLinks(),
     }
     if not real_tokens:
         parts["tokens"] = FakeTokenProvider()

@@ -233,6 +233,7 @@ class ControlApi:
         out = sub.public()
         out.pop("@odata.context", None)
         out["userId"] = sub.user_id
+        out["immutableIds"] = sub.immutable_ids  # created with Prefer: IdType="ImmutableId"
         out["expirationDateTime"] = graph_time_precise(sub.expiration)
         return out
 

@@ -11,7 +11,8 @@
   deletes, ``$batch`` and each request in it) sends ``Prefer: IdType="ImmutableId"``, so a
   message keeps its id when it moves to another folder
   (learn.microsoft.com/graph/outlook-immutable-id). Graph accepts either id format in a
-  request. The delta query sends ``IMMUTABLE_IDS`` once the sync adopts immutable ids.
+  request. The delta query and subscription creation send it too: the ids of the mail
+  events, and of the notifications, are the same immutable ids.
 - A ``$batch`` holds as many of the mailbox's 4 slots as it has requests (up to 4): Graph
   dispatches up to four requests of a batch to Outlook at once.
 Nothing here logs a token or a request URL's query (deltaLinks carry state tokens).
@@ -63,11 +64,12 @@ MAILBOX_CONCURRENCY = 4
 # ThrottledError instead, and the queue retries later.
 MAX_CALL_SECONDS = 40.0
 DELTA_PAGE_SIZE = 50
-# What an event needs of a message; everything else stays in the mailbox.
+# What an event needs of a message (message delta takes $select: learn.microsoft.com/graph/api/message-delta);
+# the body only with EVENT_BODY; everything else stays in the mailbox.
 MESSAGE_FIELDS = (
-    "id,subject,from,sender,toRecipients,receivedDateTime,sentDateTime,isRead,"
+    "id,subject,from,sender,toRecipients,ccRecipients,receivedDateTime,sentDateTime,isRead,"
     "parentFolderId,conversationId,internetMessageId,hasAttachments,importance,"
-    "categories,bodyPreview,changeKey,webLink"
+    "categories,flag,bodyPreview,changeKey,webLink"
 )
 # What the mail actions show of a message (the body is asked for separately, by type).
 MESSAGE_VIEW_FIELDS = (
@@ -144,8 +146,11 @@ class RequestsGraphApi:
         timeout: float = 15.0,
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
+        delta_body: str = "none",
     ) -> None:
         self._endpoint = endpoint.rstrip("/")
+        # EVENT_BODY: whether delta pages carry the body, and in which format.
+        self._delta_body = delta_body
         self._session = session or self._new_session()
         self._retry = retry or RetryPolicy()
         self._timeout = timeout
@@ -292,7 +297,9 @@ class RequestsGraphApi:
             "clientState": client_state,
             "latestSupportedTlsVersion": "v1_2",
         }
-        return self._json(self._call(auth, "POST", "/subscriptions", json_body=body))
+        # Notifications then name messages by immutable id (learn.microsoft.com/graph/outlook-immutable-id).
+        headers = {"Prefer": IMMUTABLE_IDS}
+        return self._json(self._call(auth, "POST", "/subscriptions", json_body=body, headers=headers))
 
     def renew_subscription(self, auth: GraphAuth, subscription_id: str, expires_at: dt.datetime) -> JsonObject:
         path = f"/subscriptions/{quote(subscription_id, safe='')}"
@@ -310,10 +317,13 @@ class RequestsGraphApi:
 
     def delta_page(self, auth: GraphAuth, link: str | None, *, folder: str = "inbox") -> DeltaPage:
         # Query options are encoded in next/delta links: give them on the first call only.
-        target = link or f"/me/mailFolders('{quote(folder, safe='')}')/messages/delta?$select={MESSAGE_FIELDS}"
-        response = self._call(
-            auth, "GET", target, headers={"Prefer": f"odata.maxpagesize={DELTA_PAGE_SIZE}"}
-        )
+        fields = MESSAGE_FIELDS + (",body" if self._delta_body != "none" else "")
+        target = link or f"/me/mailFolders('{quote(folder, safe='')}')/messages/delta?$select={fields}"
+        # Prefer headers are not carried in the links: sent on every page.
+        prefer = f"odata.maxpagesize={DELTA_PAGE_SIZE}"
+        if self._delta_body != "none":
+            prefer += f', outlook.body-content-type="{self._delta_body}"'
+        response = self._call(auth, "GET", target, headers={"Prefer": _with_immutable_ids(prefer)})
         self._raise_for(response, delta=True)
         body = self._json(response)
         items = body.get("value")

@@ -51,6 +51,7 @@ def _mark_from(entity: Any) -> LedgerMark:
         entity.get("ChangeKey") or None,
         bool(entity.get("Removed", False)),
         entity.get("SeenIn") or None,
+        entity.get("Folder") or None,
     )
 
 
@@ -62,6 +63,7 @@ def _mark_entity(account_id: str, mark: LedgerMark) -> dict[str, Any]:
         "ChangeKey": mark.change_key or "",
         "Removed": mark.removed,
         "SeenIn": mark.seen_in or "",
+        "Folder": mark.folder or "",
     }
 
 
@@ -126,7 +128,12 @@ class TableMailLedger:
         entity = read_entity(self._client(), account_id, _PROGRESS_ROW)
         if entity is None or not entity.get("Link"):
             return None
-        return SyncProgress(str(entity["Link"]), str(entity.get("Mode") or ""), str(entity.get("RoundId") or ""))
+        return SyncProgress(
+            str(entity["Link"]),
+            str(entity.get("Mode") or ""),
+            str(entity.get("RoundId") or ""),
+            entity.get("Folder") or None,
+        )
 
     def forget_account(self, account_id: str) -> None:
         from azure.core.exceptions import AzureError
@@ -311,6 +318,7 @@ class TableMailLedger:
                                 "Link": progress.link if progress else "",
                                 "Mode": progress.mode if progress else "",
                                 "RoundId": progress.round_id if progress else "",
+                                "Folder": (progress.folder or "") if progress else "",
                                 "Generation": held.generation,
                             },
                         )

@@ -21,6 +21,7 @@ def subscription_fields(s: Subscription) -> dict[str, Any]:
         "LastReauthorizedAt": s.last_reauthorized_at,
         "ClientStateNonce": s.client_state_nonce,
         "ClientStateKeyId": s.client_state_key_id,
+        "ImmutableIds": s.immutable_ids,
     }
 
 
@@ -37,6 +38,7 @@ def subscription_with(account_id: str, subscription_id: str, e: Any, etag: str |
         last_reauthorized_at=utc(e.get("LastReauthorizedAt")),
         client_state_nonce=e.get("ClientStateNonce") or None,
         client_state_key_id=e.get("ClientStateKeyId") or None,
+        immutable_ids=bool(e.get("ImmutableIds", False)),
         etag=etag,
         indexed_expires_at=expires_at,
     )

@@ -52,7 +52,7 @@ def _edm_datetime(when: dt.datetime) -> str:
 
 
 def _entity(partition: str, row: str, properties: Mapping[str, Any]) -> dict[str, Any]:
-    """The JSON of an entity: strings as they are, date-times typed ``Edm.DateTime`` (with
+    """The JSON of an entity: strings and booleans as they are, date-times typed ``Edm.DateTime`` (with
     microseconds), None left out (an absent property reads back as None)."""
     entity: dict[str, Any] = {"PartitionKey": partition, "RowKey": row}
     for name, value in properties.items():
@@ -61,10 +61,10 @@ def _entity(partition: str, row: str, properties: Mapping[str, Any]) -> dict[str
         if isinstance(value, dt.datetime):
             entity[name] = _edm_datetime(value)
             entity[f"{name}@odata.type"] = "Edm.DateTime"
-        elif isinstance(value, str):
+        elif isinstance(value, (str, bool)):  # a JSON boolean is an Edm.Boolean
             entity[name] = value
         else:
-            raise TypeError(f"property {name}: only strings and date-times are written here")
+            raise TypeError(f"property {name}: only strings, booleans and date-times are written here")
     return entity
 
 

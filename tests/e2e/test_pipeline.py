@@ -81,7 +81,7 @@ def subscriptions_of(stack: LocalStack, user: dict[str, Any]) -> list[dict[str, 
 def test_a_new_mail_gives_exactly_one_created_event(stack: LocalStack, mailbox: Any) -> None:
     user, events = mailbox
     sent = send_mail(stack, user["id"], "Quarterly report")
-    event = events.wait("created", sent["id"])
+    event = events.wait("created", sent["immutableId"])
     assert event["specversion"] == "1.0"
     assert event["data"]["subject"] == "Quarterly report"
     assert event["data"]["userId"] == user["id"]
@@ -92,11 +92,11 @@ def test_a_new_mail_gives_exactly_one_created_event(stack: LocalStack, mailbox: 
 def test_update_and_delete_give_their_events(stack: LocalStack, mailbox: Any) -> None:
     user, events = mailbox
     sent = send_mail(stack, user["id"], "to be read, then deleted")
-    events.wait("created", sent["id"])
-    stack.sim("PATCH", f"/_sim/users/{user['id']}/messages/{sent['id']}", json={"isRead": True})
-    assert events.wait("updated", sent["id"])["data"]["isRead"] is True
-    stack.sim("DELETE", f"/_sim/users/{user['id']}/messages/{sent['id']}")
-    events.wait("deleted", sent["id"])
+    events.wait("created", sent["immutableId"])
+    stack.sim("PATCH", f"/_sim/users/{user['id']}/messages/{sent['immutableId']}", json={"isRead": True})
+    assert events.wait("updated", sent["immutableId"])["data"]["isRead"] is True
+    stack.sim("DELETE", f"/_sim/users/{user['id']}/messages/{sent['immutableId']}")
+    events.wait("deleted", sent["immutableId"])
     time.sleep(QUIET)
     assert [e["type"].rsplit(".", 1)[1] for e in events.all()] == ["created", "updated", "deleted"]
 
@@ -106,7 +106,7 @@ def test_with_dropped_doubled_and_reordered_notifications_every_mail_gets_exactl
 ) -> None:
     user, events = mailbox
     stack.sim("PUT", "/_sim/faults", json={"dropRate": 0.3, "duplicateRate": 0.3, "reorder": True, "seed": 7})
-    sent = [send_mail(stack, user["id"], f"mail {n}")["id"] for n in range(12)]
+    sent = [send_mail(stack, user["id"], f"mail {n}")["immutableId"] for n in range(12)]
     time.sleep(QUIET)
     stack.sim("DELETE", "/_sim/faults")
     [subscription] = subscriptions_of(stack, user)
@@ -128,7 +128,7 @@ def test_a_removed_subscription_is_recreated_and_no_mail_is_lost(stack: LocalSta
     user, events = mailbox
     [old] = subscriptions_of(stack, user)
     stack.sim("POST", f"/_sim/subscriptions/{old['id']}/lifecycle", json={"event": "subscriptionRemoved"})
-    while_removed = send_mail(stack, user["id"], "sent while the subscription was gone")["id"]
+    while_removed = send_mail(stack, user["id"], "sent while the subscription was gone")["immutableId"]
     new = wait_for(
         lambda: [s for s in subscriptions_of(stack, user) if s["id"] != old["id"]],
         timeout=30,
@@ -136,7 +136,7 @@ def test_a_removed_subscription_is_recreated_and_no_mail_is_lost(stack: LocalSta
     )
     assert len(new) == 1
     events.wait("created", while_removed, timeout=30)
-    after = send_mail(stack, user["id"], "sent to the new subscription")["id"]
+    after = send_mail(stack, user["id"], "sent to the new subscription")["immutableId"]
     events.wait("created", after)
 
 
@@ -162,7 +162,7 @@ def test_a_forged_clientstate_or_an_unknown_subscription_publishes_nothing(
     user, events = mailbox
     [subscription] = subscriptions_of(stack, user)
     stack.sim("PUT", "/_sim/faults", json={"dropRate": 1.0})  # Graph's own notification never arrives
-    sent = send_mail(stack, user["id"], "only a forged notification announces this")["id"]
+    sent = send_mail(stack, user["id"], "only a forged notification announces this")["immutableId"]
     account_id = events.account_id
     forged = _item(subscription["id"], f"v1.{account_id}.nonce.AAAAAAAAAAAAAAAAAAAAAA")
     response = _post(stack, "notifications", json.dumps({"value": [forged]}).encode())
@@ -206,7 +206,7 @@ def test_a_trigger_that_keeps_failing_ends_in_the_poison_queue_and_a_resync_reco
 ) -> None:
     user, events = mailbox
     stack.sim("PUT", "/_sim/faults", json={"failRate": 1.0, "seed": 3})  # every Graph call: 500 or 503
-    sent = send_mail(stack, user["id"], "processed only after the outage")["id"]
+    sent = send_mail(stack, user["id"], "processed only after the outage")["immutableId"]
     poisoned: list[Any] = []
 
     def in_poison() -> bool:
@@ -223,14 +223,14 @@ def test_a_trigger_that_keeps_failing_ends_in_the_poison_queue_and_a_resync_reco
 
 def test_after_an_expired_delta_token_only_what_is_new_is_published(stack: LocalStack, mailbox: Any) -> None:
     user, events = mailbox
-    kept = send_mail(stack, user["id"], "kept")["id"]
-    gone = send_mail(stack, user["id"], "deleted during the outage")["id"]
+    kept = send_mail(stack, user["id"], "kept")["immutableId"]
+    gone = send_mail(stack, user["id"], "deleted during the outage")["immutableId"]
     events.wait("created", kept)
     events.wait("created", gone)
     stack.sim("PUT", "/_sim/faults", json={"dropRate": 1.0})
     stack.sim("POST", f"/_sim/users/{user['id']}/delta/reset")  # the stored deltaLink now gets 410
     stack.sim("DELETE", f"/_sim/users/{user['id']}/messages/{gone}")
-    fresh = send_mail(stack, user["id"], "arrived during the outage")["id"]
+    fresh = send_mail(stack, user["id"], "arrived during the outage")["immutableId"]
     stack.sim("DELETE", "/_sim/faults")
     resync = requests.post(
         f"{stack.devhost_url}/api/accounts/{events.account_id}/resync",

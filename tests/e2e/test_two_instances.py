@@ -174,9 +174,9 @@ def test_a_20000_message_inbox_connects_fast_and_its_first_round_spans_invocatio
     assert callback_seconds < 2.0
     account_id = account_id_of(user)
     # Mail that arrives while the first round walks the inbox is published once.
-    arrived = [send_mail(stack, user["id"], f"arrived {n}")["id"] for n in range(3)]
+    arrived = [send_mail(stack, user["id"], f"arrived {n}")["immutableId"] for n in range(3)]
     wait_for(lambda: f"sync of account {account_id} (connect)" in pair.logs(), timeout=60, what="the first invocation")
-    arrived += [send_mail(stack, user["id"], f"arrived later {n}")["id"] for n in range(2)]
+    arrived += [send_mail(stack, user["id"], f"arrived later {n}")["immutableId"] for n in range(2)]
     wait_for(lambda: pair.account(account_id)["lastSyncAt"], timeout=180, interval=0.5, what="the first round's end")
 
     wait_for(lambda: all(pair.created(account_id)[m] for m in arrived), timeout=60, what="the arrived mail")
@@ -214,7 +214,7 @@ def test_every_mail_gets_exactly_one_created_event_under_faults_on_two_instances
     try:
         for n in range(100):
             user = mailboxes[n % len(mailboxes)]
-            sent[account_id_of(user)].append(send_mail(stack, user["id"], f"mail {n}")["id"])
+            sent[account_id_of(user)].append(send_mail(stack, user["id"], f"mail {n}")["immutableId"])
         time.sleep(2)  # the notifications (dropped, doubled, reordered) are delivered
     finally:
         stack.sim("DELETE", "/_sim/faults")

@@ -76,6 +76,8 @@ class DeltaGraphApi(FakeGraphApi):
     def __init__(self, clock: Any = None, page_size: int = 3, latency: float = 0.0) -> None:
         super().__init__(clock)
         self.inboxes: dict[str, DeltaMailbox] = {}
+        self.folders: dict[tuple[str, str], DeltaMailbox] = {}
+        self.delta_folders: list[str] = []  # the folder of each delta call
         self.page_size = page_size
         self.latency = latency  # seconds per delta call, to let concurrent rounds overlap
 
@@ -89,9 +91,38 @@ class DeltaGraphApi(FakeGraphApi):
         with self._lock:
             return box.deliver(subject, received)
 
+    # --- folders: one DeltaMailbox per (account, folder); the inbox is ``inbox()`` ----------
+    def folder(self, account_id: str, name: str) -> DeltaMailbox:
+        if name == "inbox":
+            return self.inbox(account_id)
+        with self._lock:
+            return self.folders.setdefault((account_id, name), DeltaMailbox())
+
+    def move(self, account_id: str, message_id: str, source: str, destination: str) -> None:
+        """A move with immutable ids: the same id, a new changeKey, ``parentFolderId`` of the
+        destination (folder ids here are ``folder-{name}``)."""
+        src, dst = self.folder(account_id, source), self.folder(account_id, destination)
+        with self._lock:
+            message = src.messages[message_id]
+            src.delete(message_id)
+            dst.messages[message_id] = {
+                **message, "changeKey": secrets.token_urlsafe(8), "parentFolderId": f"folder-{destination}"
+            }
+            dst._touch(message_id)
+            self.located[(account_id, message_id)] = f"folder-{destination}"
+
+    def list_folders(self, auth: GraphAuth, parent_id: str | None = None) -> list[JsonObject]:
+        self._enter("list_folders", auth)
+        with self._lock:
+            names = ["inbox", "archive", "deleteditems"] + sorted(
+                {f for a, f in self.folders if a == auth.account_id} - {"archive", "deleteditems"}
+            )
+        return [{"id": f"folder-{n}", "displayName": n, "childFolderCount": 0} for n in names] if parent_id is None else []
+
     def delta_page(self, auth: GraphAuth, link: str | None, *, folder: str = "inbox") -> DeltaPage:
         self._enter("delta_page", auth)
-        box = self.inbox(auth.account_id)
+        self.delta_folders.append(folder)
+        box = self.folder(auth.account_id, folder)
         if self.latency:
             time.sleep(self.latency)
         with self._lock:

@@ -182,7 +182,7 @@ def test_the_readme_event_example_is_what_the_connector_emits() -> None:
     account = Account(account_id="{accountId}", tenant_id="t", user_id="u", user_principal_name="p")
     emitted = mail_event(
         account, {"id": "{messageId}", "subject": "s"}, "created", folder="inbox",
-        now=dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC),
+        now=dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC), body="text",  # the example shows EVENT_BODY=text
     )
 
     assert example["source"] == event_source("{accountId}", "inbox") == emitted["source"]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 
-from shared.events import encode_event, event_id, mail_event
+from shared.events import MAX_EVENT_BYTES, MAX_QUEUE_MESSAGE_CHARS, encode_event, event_id, mail_event
 from shared.models import Account
 
 ACCOUNT = Account(
@@ -19,6 +20,16 @@ MESSAGE = {
     "from": {"emailAddress": {"address": "alice@fabrikam.test", "name": "Alice"}},
     "receivedDateTime": "2026-11-20T11:59:58Z",
     "isRead": False,
+    "bodyPreview": "Numbers attached",
+    "toRecipients": [{"emailAddress": {"address": "adele@contoso.test", "name": "Adele"}}],
+    "ccRecipients": [{"emailAddress": {"address": "bob@contoso.test"}}, {"emailAddress": {"name": "no address"}}],
+    "hasAttachments": True,
+    "importance": "high",
+    "categories": ["Finance"],
+    "flag": {"flagStatus": "flagged"},
+    "conversationId": "conv-1",
+    "parentFolderId": "AQMk-inbox",
+    "body": {"contentType": "html", "content": "<p>Numbers</p>"},
 }
 
 
@@ -45,6 +56,15 @@ def test_a_created_event_has_every_cloudevents_attribute_and_the_mail_fields() -
         "isRead": False,
         "internetMessageId": None,
         "webLink": None,
+        "bodyPreview": "Numbers attached",
+        "toRecipients": ["adele@contoso.test"],
+        "ccRecipients": ["bob@contoso.test"],
+        "hasAttachments": True,
+        "importance": "high",
+        "categories": ["Finance"],
+        "flag": {"flagStatus": "flagged"},
+        "conversationId": "conv-1",
+        "parentFolderId": "AQMk-inbox",
     }
 
 
@@ -71,3 +91,56 @@ def test_ids_are_stable_per_change_and_differ_between_changes() -> None:
 def test_an_event_encodes_to_json_that_reads_back_the_same() -> None:
     event = mail_event(ACCOUNT, {**MESSAGE, "subject": "Prüfung ✓"}, "updated", folder="inbox", now=NOW)
     assert json.loads(encode_event(event)) == event
+
+
+def test_the_body_is_in_the_event_only_when_asked() -> None:
+    event = mail_event(ACCOUNT, MESSAGE, "created", folder="inbox", now=NOW, body="html")
+    assert event["data"]["body"] == {"contentType": "html", "content": "<p>Numbers</p>"}
+    assert event["data"]["bodyTruncated"] is False
+
+
+def test_a_long_body_is_cut_on_a_character_boundary_and_says_so() -> None:
+    message = {**MESSAGE, "body": {"contentType": "text", "content": "é" * 100}}  # 200 bytes of UTF-8
+    event = mail_event(ACCOUNT, message, "created", folder="inbox", now=NOW, body="text", body_max_bytes=51)
+    assert event["data"]["body"]["content"] == "é" * 25  # 50 bytes: the 26th character would need 52
+    assert event["data"]["bodyTruncated"] is True
+
+
+def test_an_encoded_event_always_fits_one_queue_message() -> None:
+    # Quotes and control characters take several bytes each once JSON-escaped.
+    content = ('"\\\x01' + "漢" * 3) * 20_000
+    message = {**MESSAGE, "body": {"contentType": "text", "content": content}}
+    event = mail_event(ACCOUNT, message, "created", folder="inbox", now=NOW, body="text", body_max_bytes=10**7)
+    encoded = encode_event(event)
+    assert len(base64.b64encode(encoded.encode("utf-8"))) <= MAX_QUEUE_MESSAGE_CHARS
+    decoded = json.loads(encoded)
+    assert decoded["data"]["bodyTruncated"] is True
+    assert content.startswith(decoded["data"]["body"]["content"])
+    assert len(decoded["data"]["body"]["content"]) > 1000  # cut to fit, not dropped
+
+
+def test_huge_recipient_lists_are_shortened_to_fit() -> None:
+    many = [{"emailAddress": {"address": f"user{n}@contoso.test"}} for n in range(5000)]
+    event = mail_event(ACCOUNT, {**MESSAGE, "toRecipients": many}, "created", folder="inbox", now=NOW)
+    decoded = json.loads(encode_event(event))
+    assert len(encode_event(event).encode()) <= MAX_EVENT_BYTES
+    assert decoded["data"]["recipientsTruncated"] is True
+    assert decoded["data"]["toRecipients"][0] == "user0@contoso.test"
+
+
+def test_a_move_is_an_update_naming_both_folders_with_its_own_id() -> None:
+    before = mail_event(ACCOUNT, MESSAGE, "updated", folder="inbox", now=NOW)
+    moved = mail_event(
+        ACCOUNT, MESSAGE, "updated", folder="archive", now=NOW, previous_folder="inbox", version="CQAAA1|archive"
+    )
+    assert moved["data"]["folder"] == "archive"
+    assert moved["data"]["previousFolder"] == "inbox"
+    assert moved["source"] == "/accounts/oid.tid/mailFolders/archive"
+    assert moved["subject"] == before["subject"]
+    assert moved["id"] != before["id"]
+
+
+def test_a_deleted_event_can_say_the_mail_was_moved_out() -> None:
+    item = {"id": "AAMkAG1", "@removed": {"reason": "deleted"}}
+    event = mail_event(ACCOUNT, item, "deleted", folder="inbox", now=NOW, reason="moved")
+    assert event["data"]["reason"] == "moved"

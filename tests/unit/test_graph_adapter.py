@@ -209,3 +209,43 @@ def test_absorbed_429s_are_counted_per_thread() -> None:
     thread.start()
     thread.join()
     assert seen == [0]
+
+
+def test_every_delta_page_asks_for_immutable_ids_and_the_event_fields() -> None:
+    body = {"value": [], "@odata.deltaLink": "https://graph.test/v1.0/delta"}
+    api, transport, _ = _client(lambda r: (200, {}, body))
+    api.delta_page(AUTH, None, folder="archive")
+    api.delta_page(AUTH, "https://graph.test/v1.0/delta")
+    first, later = transport.requests
+    assert "/me/mailFolders('archive')/messages/delta" in (first.url or "")
+    selected = (first.url or "").split("$select=")[1].split("&")[0].split(",")
+    for field in ("bodyPreview", "toRecipients", "ccRecipients", "hasAttachments", "importance",
+                  "categories", "flag", "conversationId", "parentFolderId"):
+        assert field in selected
+    assert "body" not in selected  # EVENT_BODY=none: the body stays in the mailbox
+    for request in (first, later):  # Prefer is not carried by the links
+        assert 'IdType="ImmutableId"' in request.headers["Prefer"]
+        assert "odata.maxpagesize=" in request.headers["Prefer"]
+
+
+def test_with_event_body_text_the_delta_asks_for_the_body_as_text() -> None:
+    body = {"value": [], "@odata.deltaLink": "https://graph.test/v1.0/delta"}
+    api, transport, _ = _client(lambda r: (200, {}, body), delta_body="text")
+    api.delta_page(AUTH, None)
+    [request] = transport.requests
+    assert "body" in (request.url or "").split("$select=")[1].split(",")
+    assert 'outlook.body-content-type="text"' in request.headers["Prefer"]
+
+
+def test_subscriptions_are_created_with_immutable_ids() -> None:
+    answer = {"id": "7f105c7d-2dc5-4530-97cd-4e7ae6534c07", "expirationDateTime": "2026-11-26T11:00:00Z"}
+    api, transport, _ = _client(lambda r: (201, {}, answer))
+    api.create_subscription(
+        AUTH, resource="/me/messages", change_type="created,updated,deleted",
+        notification_url="https://app.test/api/notifications",
+        lifecycle_notification_url="https://app.test/api/notifications",
+        expires_at=dt.datetime(2026, 11, 26, tzinfo=dt.UTC), client_state="v2.x",
+    )
+    [request] = transport.requests
+    assert request.headers["Prefer"] == 'IdType="ImmutableId"'
+    assert json.loads(request.body or b"{}")["resource"] == "/me/messages"

@@ -1,0 +1,199 @@
+"""The watched mail folders (``MAIL_FOLDERS``): which folders the sync runs a delta for,
+which subscription covers them, and where a message that left a folder went.
+
+- ``MAIL_FOLDERS`` names well-known folders (``inbox,archive``) or is ``*`` for every
+  folder of the mailbox, child folders included. A folder's *key* is its well-known name
+  when it has one, else its id: the key is what events carry as ``data.folder``, what the
+  ledger remembers of a message, and what the delta link of the folder is stored under.
+- One folder is covered by its own subscription (``/me/mailFolders('inbox')/messages``);
+  more than one, or ``*``, by one mailbox-wide subscription (``/me/messages``): Graph's
+  delta exists per folder only, its subscriptions also for the whole mailbox
+  (learn.microsoft.com/graph/api/resources/subscription, "Outlook message").
+- A delta round says only that a message left a folder (``@removed``). With immutable ids
+  the message keeps its id when it moves, so ``locate`` asks Graph (one ``$batch`` of up to
+  20 reads) where it is now: gone, in another watched folder (that folder's delta shows it
+  arriving: one ``updated`` event), or in a folder not watched (``deleted``, reason
+  ``moved``; Deleted Items counts as a delete).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+from shared.errors import GraphError, ThrottledError
+from shared.ports import MAX_BATCH_REQUESTS, BatchRequest, GraphAuth
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Services
+
+log = logging.getLogger(__name__)
+
+ALL_FOLDERS = "*"
+INBOX = "inbox"
+DELETED_ITEMS = "deleteditems"
+# The well-known folders that hold mail a consumer may watch
+# (learn.microsoft.com/graph/api/resources/mailfolder, "Well-known folder names").
+WATCHABLE_FOLDERS = (
+    "inbox",
+    "archive",
+    "drafts",
+    "sentitems",
+    "deleteditems",
+    "junkemail",
+    "outbox",
+    "conversationhistory",
+    "clutter",
+)
+MAILBOX_WIDE_RESOURCE = "/me/messages"
+# With ``*``, a mailbox's folder list is walked again after this long (new folders join).
+FOLDER_LIST_TTL = dt.timedelta(minutes=5)
+MAX_WATCHED_FOLDERS = 500
+LOCATE_FIELDS = "id,parentFolderId"
+
+
+def parse_mail_folders(raw: str) -> tuple[str, ...]:
+    """``("*",)`` or the well-known names, lower case, without repeats, the inbox first;
+    ``ValueError`` naming what is wrong."""
+    text = raw.strip()
+    if text == ALL_FOLDERS:
+        return (ALL_FOLDERS,)
+    names = list(dict.fromkeys(n.strip().lower() for n in text.split(",") if n.strip()))
+    if not names:
+        raise ValueError("names no folder")
+    unknown = [n for n in names if n not in WATCHABLE_FOLDERS]
+    if unknown:
+        raise ValueError(
+            f"unknown folder {', '.join(unknown)}: use well-known names ({', '.join(WATCHABLE_FOLDERS)}) or *"
+        )
+    if INBOX in names:
+        names.remove(INBOX)
+        names.insert(0, INBOX)
+    return tuple(names)
+
+
+def subscription_resource(mail_folders: Sequence[str]) -> str:
+    """The one subscription that covers the watched folders."""
+    if len(mail_folders) == 1 and mail_folders[0] != ALL_FOLDERS:
+        return f"/me/mailFolders('{mail_folders[0]}')/messages"
+    return MAILBOX_WIDE_RESOURCE
+
+
+def is_mail_resource(resource: str) -> bool:
+    return resource == MAILBOX_WIDE_RESOURCE or (
+        resource.startswith("/me/mailFolders(") and resource.endswith("/messages")
+    )
+
+
+@dataclass
+class WatchedFolders:
+    """The folders of one mailbox that one sync covers: their keys, in delta order, and the
+    folder ids known to belong to them (looked up when a message's whereabouts matter)."""
+
+    keys: tuple[str, ...]
+    everything: bool = False
+    ids: dict[str, str] | None = field(default=None)  # folder id -> key; None: not looked up yet
+
+    def key_of(self, services: Services, auth: GraphAuth, folder_id: str) -> str | None:
+        """The watched folder's key for a folder id; None when that folder is not watched."""
+        if self.ids is None or folder_id not in self.ids:
+            self.ids = self._lookup(services, auth)
+        return self.ids.get(folder_id)
+
+    def _lookup(self, services: Services, auth: GraphAuth) -> dict[str, str]:
+        from shared.mail_actions import folder_names
+
+        if self.everything:
+            return {folder_id: key for folder_id, key in _walk(services, auth, fresh=True)}
+        names = folder_names(services, auth)
+        return {folder_id: name for folder_id, name in names.items() if name in self.keys}
+
+
+def watched_folders(services: Services, auth: GraphAuth) -> WatchedFolders:
+    wanted = services.settings.mail_folders
+    if tuple(wanted) != (ALL_FOLDERS,):
+        return WatchedFolders(tuple(wanted))
+    pairs = _walk(services, auth, fresh=False)
+    keys = [key for _, key in pairs]
+    if INBOX in keys:
+        keys.remove(INBOX)
+        keys.insert(0, INBOX)
+    return WatchedFolders(tuple(keys), everything=True, ids=dict(pairs))
+
+
+@dataclass
+class _Listing:
+    pairs: list[tuple[str, str]]
+    until: dt.datetime
+
+
+_listings: weakref.WeakKeyDictionary[Services, dict[str, _Listing]] = weakref.WeakKeyDictionary()
+_listings_lock = threading.Lock()
+
+
+def _walk(services: Services, auth: GraphAuth, *, fresh: bool) -> list[tuple[str, str]]:
+    """(folder id, key) of every folder of the mailbox, parents before children; kept for
+    ``FOLDER_LIST_TTL`` per mailbox unless ``fresh``."""
+    from shared.mail_actions import folder_names
+
+    now = services.clock.now()
+    with _listings_lock:
+        known = _listings.setdefault(services, {}).get(auth.account_id)
+    if known is not None and known.until > now and not fresh:
+        return known.pairs
+    names = folder_names(services, auth)
+    pairs: list[tuple[str, str]] = []
+    pending: list[str | None] = [None]
+    while pending and len(pairs) < MAX_WATCHED_FOLDERS:
+        parent = pending.pop(0)
+        for folder in services.mail.list_folders(auth, parent):
+            folder_id = folder.get("id")
+            if not isinstance(folder_id, str):
+                continue
+            pairs.append((folder_id, names.get(folder_id, folder_id)))
+            if isinstance(folder.get("childFolderCount"), int) and folder["childFolderCount"] > 0:
+                pending.append(folder_id)
+    if pending:
+        log.warning("account %s: watching the first %d folders only", auth.account_id, MAX_WATCHED_FOLDERS)
+    with _listings_lock:
+        cache = _listings.setdefault(services, {})
+        if len(cache) > 10_000:
+            cache.clear()
+        cache[auth.account_id] = _Listing(pairs, now + FOLDER_LIST_TTL)
+    return pairs
+
+
+def locate(services: Services, auth: GraphAuth, message_ids: Sequence[str]) -> dict[str, str | None]:
+    """The folder id each message is in now; None for one Graph no longer has (404).
+    Reads by immutable id, 20 to a ``$batch``; a read still throttled raises
+    ``ThrottledError`` (the round is retried from its saved place), another failure
+    ``GraphError``."""
+    found: dict[str, str | None] = {}
+    ids = list(dict.fromkeys(message_ids))
+    for start in range(0, len(ids), MAX_BATCH_REQUESTS):
+        chunk = ids[start : start + MAX_BATCH_REQUESTS]
+        requests = [
+            BatchRequest(id=str(n), method="GET", url=f"/me/messages/{quote(mid, safe='')}?$select={LOCATE_FIELDS}")
+            for n, mid in enumerate(chunk)
+        ]
+        for message_id, answer in zip(chunk, services.mail.batch(auth, requests), strict=True):
+            if answer.status == 404:
+                found[message_id] = None
+            elif answer.status == 200 and isinstance((answer.body or {}).get("parentFolderId"), str):
+                found[message_id] = (answer.body or {})["parentFolderId"]
+            elif answer.status in (429, 503):
+                raise ThrottledError(
+                    f"Graph throttled locating moved mail of account {auth.account_id}",
+                    answer.retry_after if answer.retry_after is not None else 5.0,
+                )
+            else:
+                error = (answer.body or {}).get("error")
+                code = error.get("code", "unknown") if isinstance(error, dict) else "unknown"
+                raise GraphError(answer.status, str(code), "reading a message that left a watched folder failed")
+    return found
