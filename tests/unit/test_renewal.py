@@ -1,4 +1,4 @@
-"""The renewal timer's core (shared/renewal.py) over in-memory fakes and a fixed clock."""
+"""The renewal timer's core (shared/renewal.py and its parts) over in-memory fakes and a fixed clock."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from shared.renewal import (
     LEASE,
     RUN_LEASE,
     SWEEP_CHECKPOINT,
+    Outcome,
     RenewalPolicy,
+    RenewalReport,
     SweepCheckpoint,
     renew_subscriptions,
 )
@@ -408,6 +410,38 @@ def test_each_run_logs_one_summary_line_and_a_late_run_says_so(services, resync,
     for figure in ("renewed=1", "recreated=0", "failed=0", "skipped=0", "duration="):
         assert figure in summaries[0]
     assert any("past due" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+
+
+def test_the_summary_line_keeps_its_figures_in_the_order_operators_read_them():
+    report = RenewalReport(past_due=True, duration_seconds=12.34)
+    report.add(Outcome.RENEWED, 3)
+    report.add(Outcome.DEFERRED)
+    report.add(Outcome.REAUTH_REQUIRED)
+    report.count_throttled()
+    report.count_swept(5)
+
+    assert report.summary() == (
+        "renewed=3 recreated=0 failed=0 skipped=0 reauth_required=1 deferred=1 caught_up=0 "
+        "subscribed=0 swept=5 throttled=1 past_due=True another_run=False stopped_early=False "
+        "duration=12.3s"
+    )
+
+
+def test_outcomes_added_from_many_threads_are_all_counted():
+    report = RenewalReport()
+
+    def add_many() -> None:
+        for _ in range(2000):
+            report.add(Outcome.RENEWED)
+            report.count_throttled()
+
+    threads = [threading.Thread(target=add_many) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert report.renewed == 16_000 and report.throttled == 16_000
 
 
 def test_the_policy_comes_from_the_settings():
