@@ -42,9 +42,9 @@ class RenewalReport:
         with self._lock:
             self.counts[outcome] += by
 
-    def count_throttled(self) -> None:
+    def count_throttled(self, times: int = 1) -> None:
         with self._lock:
-            self.throttled += 1
+            self.throttled += times
 
     def count_swept(self, accounts: int) -> None:
         with self._lock:
