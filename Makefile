@@ -63,13 +63,15 @@ typecheck: deps
 unit: deps
 	$(PY) -m pytest tests/unit tests/functions $(PYTEST_ARGS)
 
-# The browser test drives Debian's chromium; install it when it is missing.
+# The browser test drives Debian's chromium; the locked-down connect test moves the
+# devhost's clock with Debian's libfaketime. Install them when they are missing.
+FAKETIME_LIB := /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1
 browser-deps:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && test -e $(FAKETIME_LIB) || { \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver faketime >/dev/null; \
 	  else \
-	    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver faketime >/dev/null; \
 	  fi; }
 
 ## bench: every benchmark, each printing its figures (needs nothing running).

@@ -2,8 +2,21 @@
 
 import azure.functions as func
 
-from functions import accounts, auth, health, notifications, processing, renewal
+from functions import (
+    accounts,
+    auth,
+    connect_sessions,
+    health,
+    mail_commands,
+    messages,
+    notifications,
+    processing,
+    renewal,
+)
 
 app = func.FunctionApp()
-for blueprint in (health.bp, notifications.bp, processing.bp, auth.bp, accounts.bp, renewal.bp):
+for blueprint in (
+    health.bp, notifications.bp, processing.bp, auth.bp, accounts.bp, renewal.bp, connect_sessions.bp,
+    messages.bp, mail_commands.bp,
+):
     app.register_functions(blueprint)

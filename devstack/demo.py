@@ -1,10 +1,14 @@
 """``make demo``: connect a simulated mailbox and watch its CloudEvents arrive.
 
-With ``make run`` up, this creates a user in the Graph simulator, connects it through the
-real flow (GET /api/connect, the simulator's sign-in with auto-consent, its form_post page
-back to our callback), sends a few mails through the simulator's control API, and prints
-each CloudEvent read from the ``mail-events`` queue with the time from the mail's creation
-to its event. The connect and event-reading parts are reused by bench/bench_latency.py.
+With ``make run`` up, this creates a user in the Graph simulator and connects it as a
+product would: its backend creates a connect session for its user ``demo-owner-…``
+(POST /api/connect-sessions with the function key), the "browser" opens the session's
+connectUrl (which sets the browser-binding cookie and goes on to the simulator's sign-in
+with auto-consent) and its form_post page posts back to our callback. It prints the
+session's outcome and the ``account-events`` CloudEvent, sends a few mails through the
+simulator's control API, and prints each CloudEvent read from the ``mail-events`` queue
+with the time from the mail's creation to its event. The connect and event-reading parts
+are reused by bench/bench_latency.py.
 
     python -m devstack.demo [--mails 5] [--interval 1.0]
 """
@@ -14,20 +18,23 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import sys
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
+from http.cookiejar import Cookie, DefaultCookiePolicy
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlparse
 
 import requests
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MAIL_EVENT_QUEUE = "mail-events"
+ACCOUNT_EVENT_QUEUE = "account-events"
 
 
 class _Form(HTMLParser):
@@ -63,11 +70,24 @@ class Endpoints:
     ca_file: str
     storage: str
 
+    function_key: str = ""
+
     def session(self) -> requests.Session:
         session = requests.Session()
         session.trust_env = False  # REQUESTS_CA_BUNDLE in the environment would replace our CA
         session.verify = self.ca_file
+        session.cookies.set_policy(_LoopbackIsSecure())
         return session
+
+
+class _LoopbackIsSecure(DefaultCookiePolicy):
+    """As browsers do, keep the ``Secure`` cookie of a plain-http loopback host (the
+    connector's browser-binding cookie) and send it back there."""
+
+    def set_ok(self, cookie: Cookie, request: Any) -> bool:
+        if urlparse(request.get_full_url()).hostname in ("127.0.0.1", "localhost"):
+            cookie.secure = False
+        return bool(super().set_ok(cookie, request))
 
 
 def create_user(endpoints: Endpoints, session: requests.Session, prefix: str = "demo") -> dict[str, Any]:
@@ -87,6 +107,34 @@ def connect(endpoints: Endpoints, session: requests.Session, login_hint: str) ->
             break
         response = session.post(urljoin(response.url, form.action), data=form.fields, timeout=30)
     return response
+
+
+def connect_with_session(
+    endpoints: Endpoints, session: requests.Session, login_hint: str, owner_id: str
+) -> tuple[dict[str, Any], requests.Response]:
+    """The product's backend creates a connect session for its user; the browser opens its
+    connectUrl and signs in. Returns the session as the backend then reads it, and the
+    browser's last page."""
+    headers = {"x-functions-key": endpoints.function_key}
+    created = session.post(
+        f"{endpoints.devhost}/api/connect-sessions",
+        json={"ownerId": owner_id, "loginHint": login_hint},
+        headers=headers,
+        timeout=15,
+    )
+    created.raise_for_status()
+    response = session.get(created.json()["connectUrl"], timeout=30)
+    for _ in range(5):
+        form = _Form()
+        form.feed(response.text)
+        if form.method != "POST" or not form.action or not ({"code", "error"} & set(form.fields)):
+            break
+        response = session.post(urljoin(response.url, form.action), data=form.fields, timeout=30)
+    shown = session.get(
+        f"{endpoints.devhost}/api/connect-sessions/{created.json()['sessionId']}", headers=headers, timeout=15
+    )
+    shown.raise_for_status()
+    return dict(shown.json()), response
 
 
 def wait_for_subscription(
@@ -110,12 +158,13 @@ def send_mail(endpoints: Endpoints, session: requests.Session, user_id: str, sub
 
 
 class MailEventReader:
-    """A consumer of ``mail-events``: receives, decodes (base64 JSON) and deletes."""
+    """A consumer of ``mail-events`` (or another event queue): receives, decodes (base64
+    JSON) and deletes."""
 
-    def __init__(self, storage_connection: str) -> None:
+    def __init__(self, storage_connection: str, queue: str = MAIL_EVENT_QUEUE) -> None:
         from azure.storage.queue import QueueClient
 
-        self._client = QueueClient.from_connection_string(storage_connection, MAIL_EVENT_QUEUE)
+        self._client = QueueClient.from_connection_string(storage_connection, queue)
         try:
             self._client.create_queue()
         except Exception:  # noqa: BLE001,S110 - it exists already
@@ -142,7 +191,10 @@ def _local_endpoints() -> Endpoints:
     if not path.exists():
         path = PROJECT_ROOT / "local.settings.json.example"
     settings = load_local_settings(path)
+    from devstack.devhost import DEFAULT_FUNCTION_KEY
+
     return Endpoints(
+        function_key=os.environ.get("DEVHOST_FUNCTION_KEY") or DEFAULT_FUNCTION_KEY,
         devhost=f"http://127.0.0.1:{DEFAULT_PORTS['DEVHOST_PORT']}",
         graphsim=f"https://127.0.0.1:{DEFAULT_PORTS['GRAPHSIM_PORT']}",
         ca_file=str(PROJECT_ROOT / ".devstack" / "certs" / "ca.pem"),
@@ -158,12 +210,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--graphsim", help="the simulator's URL")
     parser.add_argument("--ca-file", help="the local CA certificate")
     parser.add_argument("--storage", help="the storage connection string")
+    parser.add_argument("--function-key", help="the devhost's function key (default: DEVHOST_FUNCTION_KEY or its default)")
     args = parser.parse_args(argv)
     endpoints = _local_endpoints()
     endpoints.devhost = args.devhost or endpoints.devhost
     endpoints.graphsim = args.graphsim or endpoints.graphsim
     endpoints.ca_file = args.ca_file or endpoints.ca_file
     endpoints.storage = args.storage or endpoints.storage
+    endpoints.function_key = args.function_key or endpoints.function_key
     session = endpoints.session()
     try:
         session.get(f"{endpoints.devhost}/api/health", timeout=5)
@@ -175,12 +229,20 @@ def main(argv: list[str] | None = None) -> int:
 
     user = create_user(endpoints, session)
     print(f"simulator user {user['userPrincipalName']} created")
-    page = connect(endpoints, session, user["userPrincipalName"])
-    if page.status_code != 200:
-        print(f"connect failed: {page.status_code} {page.text[:300]}", file=sys.stderr)
+    owner_id = f"demo-owner-{uuid.uuid4().hex[:6]}"
+    lifecycle = MailEventReader(endpoints.storage, ACCOUNT_EVENT_QUEUE)
+    lifecycle.drain()
+    connect_session, page = connect_with_session(endpoints, session, user["userPrincipalName"], owner_id)
+    if page.status_code != 200 or connect_session["status"] != "completed":
+        print(f"connect failed: {page.status_code} {connect_session} {page.text[:300]}", file=sys.stderr)
         return 1
     subscription = wait_for_subscription(endpoints, session, user["id"])
-    print(f"connected through /api/connect; Graph subscription {subscription}")
+    print(
+        f"connect session for {owner_id}: {connect_session['status']}, account {connect_session['accountId']}; "
+        f"Graph subscription {subscription}"
+    )
+    for event in lifecycle.poll():
+        print(f"<- {event['type']}  owner {event['data'].get('ownerId')}")
 
     reader = MailEventReader(endpoints.storage)
     reader.drain()

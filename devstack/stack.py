@@ -10,6 +10,13 @@ an operator would start it by hand, and the app sees only settings, as in Azure:
     devhost            http://127.0.0.1:7071          (DEVHOST_PORT)
 
 Stopping terminates every child's process group, so no listener outlives the stack.
+``request_stop()`` may be called at any moment, from a signal handler too (it only sets a
+flag): a ``start()`` under way then stops what it started and raises ``StackStopped``.
+
+The app's settings are those of ``local.settings.json``, overridden, as the Functions host
+does, by variables already in the environment (``MAIL_ACTIONS_ENABLED=true make run``),
+and then by the stack's own addresses (storage, Key Vault, simulator, devhost, CA), which
+no environment can point elsewhere.
 """
 
 from __future__ import annotations
@@ -60,6 +67,20 @@ def azurite_connection_string(blob: int, queue: int, table: int, host: str = "12
     )
 
 
+class StackStopped(RuntimeError):
+    """``request_stop()`` was called while the stack was starting; what had started is stopped."""
+
+
+def app_settings(
+    local: Mapping[str, str], environ: Mapping[str, str], addresses: Mapping[str, str]
+) -> dict[str, str]:
+    """The app's settings: ``local``, then the same names from ``environ``, then ``addresses``."""
+    values = dict(local)
+    values.update({name: environ[name] for name in local if name in environ})
+    values.update(addresses)
+    return values
+
+
 def load_local_settings(path: Path = PROJECT_ROOT / "local.settings.json") -> dict[str, str]:
     if not path.exists():
         path = PROJECT_ROOT / "local.settings.json.example"
@@ -87,6 +108,13 @@ class LocalStack:
     in_memory_storage: bool = False
     children: list[_Child] = field(default_factory=list)
     settings: dict[str, str] = field(default_factory=dict)
+    # A plain flag, not a threading.Event: a signal handler that took the Event's lock while
+    # the main thread held it would wait for itself.
+    stop_requested: bool = False
+
+    def request_stop(self) -> None:
+        """Ask a running ``start()`` or supervisor loop to stop; safe in a signal handler."""
+        self.stop_requested = True
 
     @classmethod
     def on_free_ports(cls, data_dir: Path, **kwargs: Any) -> LocalStack:
@@ -169,6 +197,7 @@ class LocalStack:
             self._wait_http("keyvault", f"{self.keyvault_url}/secrets?api-version=7.4", deadline)
             self._wait_http("graphsim", f"{self.graphsim_url}/_sim/health", deadline)
             self.settings = self._app_settings()
+            self._check_stop()
             self._spawn("devhost", [sys.executable, "-m", "devstack.devhost"], {
                 **env, **self.settings, "DEVHOST_HOST": "127.0.0.1", "DEVHOST_FUNCTION_KEY": self.function_key,
             })
@@ -193,22 +222,23 @@ class LocalStack:
         self._spawn("azurite", argv, env)
 
     def _app_settings(self) -> dict[str, str]:
-        """The app's settings for this stack: local.settings.json, pointed at these ports."""
-        values = load_local_settings()
-        values.update({
+        """The app's settings for this stack: local.settings.json and the environment, pointed
+        at these ports."""
+        addresses = {
             "AzureWebJobsStorage": self.storage_connection,
             "KEY_VAULT_URL": self.keyvault_url,
             "MICROSOFT_AUTHORITY_HOST": self.graphsim_url,
             "GRAPH_API_ENDPOINT": f"{self.graphsim_url}/v1.0",
             "PUBLIC_BASE_URL": self.devhost_url,
             "REQUESTS_CA_BUNDLE": str(self.ca_file),
-        })
+        }
         redirect_uri = f"{self.devhost_url}/api/auth/callback"
         if redirect_uri != DEFAULT_REDIRECT_URI:
             # The simulator's default app knows only the default redirect URI: register one.
             app = self.sim("POST", "/_sim/apps", json={"displayName": "connector", "redirectUris": [redirect_uri]})
-            values["MICROSOFT_CLIENT_ID"] = app["clientId"]
-            values["MICROSOFT_CLIENT_SECRET"] = app["clientSecret"]
+            addresses["MICROSOFT_CLIENT_ID"] = app["clientId"]
+            addresses["MICROSOFT_CLIENT_SECRET"] = app["clientSecret"]
+        values = app_settings(load_local_settings(), os.environ, addresses)
         values.update(self.extra_settings)
         return values
 
@@ -225,8 +255,13 @@ class LocalStack:
         text = path.read_text(errors="replace") if path.exists() else ""
         return "\n--- last lines of its log ---\n" + "\n".join(text.splitlines()[-30:])
 
+    def _check_stop(self) -> None:
+        if self.stop_requested:
+            raise StackStopped("stop requested while the stack was starting")
+
     def _wait_tcp(self, name: str, port: int, deadline: float) -> None:
         while time.monotonic() < deadline:
+            self._check_stop()
             failure = self._child_failed(name)
             if failure:
                 raise RuntimeError(failure)
@@ -239,6 +274,7 @@ class LocalStack:
         import requests
 
         while time.monotonic() < deadline:
+            self._check_stop()
             failure = self._child_failed(name)
             if failure:
                 raise RuntimeError(failure)
@@ -249,21 +285,32 @@ class LocalStack:
                 time.sleep(0.1)
         raise RuntimeError(f"{name} did not answer {url} in time{self._log_tail(name)}")
 
-    def stop(self) -> None:
-        for child in reversed(self.children):
-            if child.process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(child.process.pid, signal.SIGTERM)
-        for child in reversed(self.children):
+    def stop(self, grace: float = 10.0) -> None:
+        """Terminate every child's process group; SIGKILL what is left after ``grace`` s.
+
+        Idempotent. The supervisor's signal handlers only set a flag, so a signal that
+        arrives meanwhile cannot cut it short.
+        """
+        children = list(reversed(self.children))
+        for child in children:
+            # The whole group, even when its leader has exited: what it started may live on.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for child in children:
             try:
-                child.process.wait(timeout=10)
+                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(child.process.pid, signal.SIGKILL)
+                pass
+        for child in children:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.process.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 child.process.wait(timeout=5)
             if child.log is not None:
                 child.log.close()
-        self.children.clear()
+            with contextlib.suppress(ValueError):
+                self.children.remove(child)
 
     # --- conveniences for tests, the demo and operators ------------------------------------
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import azure.functions as func
 
+from functions.http import secured
 from shared import bootstrap
 from shared.connect import account_summary, disconnect_account, list_accounts, show_account
 from shared.errors import ConnectorError, InvalidInputError, NotFoundError, UpstreamError
@@ -35,11 +36,13 @@ def _error(status: int, message: str) -> func.HttpResponse:
 
 @bp.function_name("accounts_list")
 @bp.route(route="accounts", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@secured
 def accounts_list(req: func.HttpRequest) -> func.HttpResponse:
     try:
         size = int(req.params.get("size", DEFAULT_PAGE_SIZE))
         accounts, continuation = list_accounts(
-            bootstrap.services(), size=size, continuation=req.params.get("continuation")
+            bootstrap.services(), size=size, continuation=req.params.get("continuation"),
+            owner_id=req.params.get("ownerId"),
         )
     except ValueError:
         return _error(400, "size must be a whole number")
@@ -53,6 +56,7 @@ def accounts_list(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.function_name("accounts_item")
 @bp.route(route="accounts/{account_id}", methods=["GET", "DELETE"], auth_level=func.AuthLevel.FUNCTION)
+@secured
 def accounts_item(req: func.HttpRequest) -> func.HttpResponse:
     account_id = req.route_params.get("account_id", "")
     services = bootstrap.services()
@@ -71,6 +75,7 @@ def accounts_item(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.function_name("accounts_resync")
 @bp.route(route="accounts/{account_id}/resync", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@secured
 def accounts_resync(req: func.HttpRequest) -> func.HttpResponse:
     account_id = req.route_params.get("account_id", "")
     services = bootstrap.services()

@@ -1,4 +1,6 @@
-"""GET /api/health: is the app able to reach table storage, queues and Key Vault?"""
+"""GET /api/health (anonymous: ``ok`` or ``degraded``) and GET /api/health/details (function
+key: which dependency, which error). Both answer from a report a few seconds old at most
+(``shared.health``), so neither can be used to fan out billed Key Vault calls."""
 
 from __future__ import annotations
 
@@ -6,15 +8,34 @@ import json
 
 import azure.functions as func
 
+from functions.http import secured
 from shared import bootstrap
-from shared.health import check_dependencies
+from shared.health import HealthReport, current_health, details_of
 
 bp = func.Blueprint()
 
 
+def _answer(report: HealthReport, body: dict[str, object]) -> func.HttpResponse:
+    return func.HttpResponse(
+        json.dumps(body),
+        status_code=200 if report.healthy else 503,
+        mimetype="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
 @bp.function_name("health")
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@secured
 def health(req: func.HttpRequest) -> func.HttpResponse:
-    report = check_dependencies(bootstrap.services())
-    status = 200 if report.healthy else 503
-    return func.HttpResponse(json.dumps(report.as_json()), status_code=status, mimetype="application/json")
+    report = current_health(bootstrap.services())
+    return _answer(report, {"status": report.status})
+
+
+@bp.function_name("health_details")
+@bp.route(route="health/details", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@secured
+def health_details(req: func.HttpRequest) -> func.HttpResponse:
+    services = bootstrap.services()
+    report = current_health(services)
+    return _answer(report, details_of(services, report))

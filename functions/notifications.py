@@ -4,7 +4,7 @@ Only the settings are touched here: no SDK import, no storage read, so Graph's 1
 validation handshake and 3 s notification deadline hold even on a cold start. Verified
 notifications leave through the queue output binding (written by the host once the
 function returned): 202 means "persisted"; if the host cannot write the queue it answers
-5xx itself and Graph retries (GRAPH_NOTES "Change notifications").
+5xx itself and Graph retries (docs/graph-notes.md "Change notifications").
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import logging
 
 import azure.functions as func
 
+from functions.http import secured
 from shared import bootstrap
 from shared.config import NOTIFICATION_QUEUE
 from shared.errors import InvalidInputError, PayloadTooLargeError
@@ -35,7 +36,7 @@ def _accept_batch(req: func.HttpRequest, outbox: func.Out[list[str]], endpoint: 
     if handshake is not None:
         return handshake
     try:
-        batch = read_notification_batch(req.get_body(), bootstrap.settings().client_state_key)
+        batch = read_notification_batch(req.get_body(), bootstrap.settings().client_state_keys)
     except PayloadTooLargeError as error:
         log.warning("%s: rejected a body: %s", endpoint, error)
         return func.HttpResponse(str(error), status_code=413, mimetype="text/plain")
@@ -54,6 +55,7 @@ def _accept_batch(req: func.HttpRequest, outbox: func.Out[list[str]], endpoint: 
 @bp.function_name("graph_notifications")
 @bp.route(route="notifications", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 @bp.queue_output(arg_name="outbox", queue_name=NOTIFICATION_QUEUE, connection="AzureWebJobsStorage")
+@secured
 def graph_notifications(req: func.HttpRequest, outbox: func.Out[list[str]]) -> func.HttpResponse:
     return _accept_batch(req, outbox, "notifications")
 
@@ -61,5 +63,6 @@ def graph_notifications(req: func.HttpRequest, outbox: func.Out[list[str]]) -> f
 @bp.function_name("graph_lifecycle")
 @bp.route(route="lifecycle", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 @bp.queue_output(arg_name="outbox", queue_name=NOTIFICATION_QUEUE, connection="AzureWebJobsStorage")
+@secured
 def graph_lifecycle(req: func.HttpRequest, outbox: func.Out[list[str]]) -> func.HttpResponse:
     return _accept_batch(req, outbox, "lifecycle")

@@ -1,4 +1,6 @@
-"""Queue trigger on ``graph-notifications``: one account's trigger -> delta sync -> events.
+"""Queue triggers: ``graph-notifications`` (one account's trigger -> delta sync -> events)
+and ``mail-sync`` (a delta round the app asked for itself: the first round after a connect,
+the rest of a round too long for one invocation, pending work handed on).
 
 An exception hands the message back to the queue: it is retried after the visibility
 timeout and, after host.json's ``maxDequeueCount``, moved to ``graph-notifications-poison``
@@ -14,17 +16,19 @@ import time
 import azure.functions as func
 
 from shared import bootstrap
-from shared.config import NOTIFICATION_QUEUE
+from shared.config import MAIL_SYNC_QUEUE, NOTIFICATION_QUEUE
 from shared.errors import InvalidInputError, ThrottledError
 from shared.notifications import process_trigger
+from shared.sync import parse_sync_job, sync_mailbox
 from shared.webhook import parse_trigger
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
 
 POISON_QUEUE = f"{NOTIFICATION_QUEUE}-poison"
+SYNC_POISON_QUEUE = f"{MAIL_SYNC_QUEUE}-poison"
 # Graph's Retry-After is honoured before the message goes back to the queue, whose own
-# retry comes after host.json's visibilityTimeout only (GRAPH_NOTES "Throttling").
+# retry comes after host.json's visibilityTimeout only (docs/graph-notes.md "Throttling").
 MAX_THROTTLE_WAIT_SECONDS = 30.0
 sleep = time.sleep
 
@@ -48,6 +52,25 @@ def process_graph_notifications(message: func.QueueMessage) -> None:
         raise
     if outcome.dropped:
         log.warning("account %s: trigger dropped: %s", trigger.account_id, outcome.dropped)
+
+
+@bp.function_name("run_mail_sync")
+@bp.queue_trigger(arg_name="message", queue_name=MAIL_SYNC_QUEUE, connection="AzureWebJobsStorage")
+def run_mail_sync(message: func.QueueMessage) -> None:
+    services = bootstrap.services()
+    try:
+        account_id, reason = parse_sync_job(message.get_body())
+    except InvalidInputError as error:
+        log.error("message %s is not a sync job (%s): moved to %s", message.id, error, SYNC_POISON_QUEUE)
+        services.queues.send(SYNC_POISON_QUEUE, [message.get_body().decode("utf-8", "replace")])
+        return
+    try:
+        result = sync_mailbox(services, account_id, reason=reason)
+    except Exception as error:
+        _before_retry(account_id, message, error)
+        raise
+    if result.skipped in ("unknown_account", "inactive"):
+        log.info("account %s: queued %s round dropped: %s", account_id, reason, result.skipped)
 
 
 def _before_retry(account_id: str, message: func.QueueMessage, error: Exception) -> None:

@@ -55,6 +55,10 @@ param microsoftClientSecret string = ''
 })
 param clientStateKey string
 
+@secure()
+@description('The clientState key before the last rotation (CLIENT_STATE_KEY_PREVIOUS): notifications of subscriptions signed with it are still accepted. Empty: none.')
+param clientStateKeyPrevious string = ''
+
 @description('Entra tenant that may sign in (MICROSOFT_TENANT_ID): common, organizations, consumers or a tenant id.')
 param microsoftTenantId string = 'common'
 
@@ -82,6 +86,9 @@ param renewalTimeBudgetSeconds string = '420'
 @description('Accounts swept per renewal run for subscriptions Graph dropped (RENEWAL_SWEEP_ACCOUNTS).')
 param renewalSweepAccounts string = '5000'
 
+@description('Seconds one invocation walks a mailbox before the rest of its delta round goes to the next one (SYNC_TIME_BUDGET_SECONDS).')
+param syncTimeBudgetSeconds string = '120'
+
 @description('Delegated Graph scopes requested at connect time (GRAPH_SCOPES).')
 param graphScopes string = 'User.Read Mail.Read'
 
@@ -101,6 +108,24 @@ param postConnectRedirectUrl string = ''
 ])
 @description('EMIT_HISTORY_ON_CONNECT: publish events for the mail already in the inbox when an account connects.')
 param emitHistoryOnConnect string = 'false'
+
+@description('ALLOWED_RETURN_ORIGINS: comma-separated origins (https://app.example.com) a connect session may send the browser back to; empty: none.')
+param allowedReturnOrigins string = ''
+
+@description('CONNECT_SESSION_MINUTES: how long a connect session can be opened after the product created it.')
+param connectSessionMinutes string = '30'
+
+@description('ALLOW_ANONYMOUS_CONNECT: serve /api/connect without a connect session (anyone could attach a mailbox).')
+@allowed([
+  'true'
+  'false'
+])
+param allowAnonymousConnect string = 'false'
+
+@description('ALLOWED_TENANT_IDS: comma-separated Entra tenant ids whose users may connect; empty: any.')
+param allowedTenantIds string = ''
+@description('MAX_ATTACHMENT_BYTES: the largest attachment the mail actions hand out (bytes); larger ones get 413.')
+param maxAttachmentBytes string = '26214400'
 
 @description('Always-ready instances of the HTTP functions. At least 1: Graph gives the validation handshake 10 s.')
 @minValue(1)
@@ -176,6 +201,7 @@ module keyVault 'app/keyvault.bicep' = {
     logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
     microsoftClientSecret: microsoftClientSecret
     clientStateKey: clientStateKey
+    clientStateKeyPrevious: clientStateKeyPrevious
   }
 }
 
@@ -222,6 +248,7 @@ module functionApp 'app/function.bicep' = {
       GRAPH_API_ENDPOINT: graphApiEndpoint
       KEY_VAULT_URL: keyVault.outputs.uri
       CLIENT_STATE_KEY: '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.clientStateKeyUri})'
+      CLIENT_STATE_KEY_PREVIOUS: empty(clientStateKeyPrevious) ? '' : '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.clientStateKeyPreviousUri})'
       RENEWAL_SCHEDULE: renewalSchedule
       RENEWAL_WINDOW_MINUTES: renewalWindowMinutes
       CATCHUP_AFTER_MINUTES: catchupAfterMinutes
@@ -232,6 +259,12 @@ module functionApp 'app/function.bicep' = {
       MAIL_ACTIONS_ENABLED: mailActionsEnabled
       POST_CONNECT_REDIRECT_URL: postConnectRedirectUrl
       EMIT_HISTORY_ON_CONNECT: emitHistoryOnConnect
+      ALLOWED_RETURN_ORIGINS: allowedReturnOrigins
+      CONNECT_SESSION_MINUTES: connectSessionMinutes
+      ALLOW_ANONYMOUS_CONNECT: allowAnonymousConnect
+      ALLOWED_TENANT_IDS: allowedTenantIds
+      SYNC_TIME_BUDGET_SECONDS: syncTimeBudgetSeconds
+      MAX_ATTACHMENT_BYTES: maxAttachmentBytes
     }
   }
   // The app must not start before its identity may read the secrets and the storage.

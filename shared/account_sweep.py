@@ -3,9 +3,14 @@
 Each run reads at most ``accounts_per_run`` accounts, resumed from the continuation token
 stored with the sweep's lease (``renewal-account-sweep`` in the checkpoint store). An
 active account with no live subscription gets one (and a delta sync, so no mail is lost);
-a quiet one (nothing heard for ``catchup_after``) gets a catch-up sync. Progress is kept
-page by page: a crash loses one page at most, and the lease, extended with each page,
-keeps a second run from sweeping the same slice.
+a quiet one gets a catch-up sync. An account is visited once per cycle, so "quiet" looks
+ahead: it is caught up when it would pass ``catchup_after`` of silence before the sweep's
+next visit (the last cycle's length plus the gap between runs, ``shared.sweep_pace``,
+stored with the resume point). That keeps the promise: no active account goes longer than
+``catchup_after`` without a notification or a delta sync, from the second cycle on (the
+first one, right after a deployment, has no measured length yet and catches up only what
+is quiet already). Progress is kept page by page: a crash loses one page at most, and the
+lease, extended with each page, keeps a second run from sweeping the same slice.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from shared.models import Account, AccountStatus, SubscriptionStatus
 from shared.renewal_report import Outcome, RenewalReport
 from shared.runner import KeyedGates
 from shared.subscription_renewal import Recreate, Resync, describe, resync_account
+from shared.sweep_pace import SweepPace
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
@@ -58,6 +64,7 @@ class AccountSweep:
         self._gates = gates
         self._report = report
         self._lease = lease
+        self._lookahead = dt.timedelta(0)  # how far ahead "quiet" looks: the sweep's pace
 
     def sweep_accounts(self, pool: Executor, out_of_time: Callable[[], bool]) -> None:
         wanted = self.accounts_per_run
@@ -71,7 +78,9 @@ class AccountSweep:
         except ConnectorError as exc:
             log.info("renewal: account sweep not started (%s)", describe(exc))
             return
-        continuation = lease.continuation
+        pace = SweepPace.decode(lease.continuation)
+        self._lookahead = pace.start_run(self.services.clock.now())
+        continuation = pace.token
         swept = 0
         try:
             while swept < wanted and not out_of_time():
@@ -82,20 +91,22 @@ class AccountSweep:
                         self._report.add(outcome)
                 swept += len(accounts)
                 self._report.count_swept(len(accounts))
+                pace.token = continuation
                 if continuation is None:
+                    pace.cycle_finished(self.services.clock.now(), self.catchup_after)
                     break  # a full cycle: the next run starts from the top
                 # Progress is kept page by page and the lease extended: a crash loses one
                 # page at most, and a long sweep is not taken over by the next run.
-                lease.record(continuation)
+                lease.record(pace.encode())
                 if not lease.keep(now=True):
                     return
         finally:
-            lease.record(continuation)
+            lease.record(pace.encode())
             lease.give_back()
 
     def _tend_guarded(self, account: Account) -> Outcome | None:
         try:
-            with self._gates.hold(account.account_id):
+            with self._report.throttles_of(self.services.graph), self._gates.hold(account.account_id):
                 return self._tend(account)
         except Exception:  # noqa: BLE001 - one bad account must not end the run
             log.exception("renewal: account %s could not be checked", account.account_id)
@@ -117,7 +128,7 @@ class AccountSweep:
             except ReauthRequiredError:
                 return Outcome.REAUTH_REQUIRED
             except ThrottledError:
-                self._report.count_throttled()
+                self._report.count_throttled_error(services.graph)
                 return Outcome.DEFERRED
             except ConnectorError as exc:
                 log.warning(
@@ -133,10 +144,15 @@ class AccountSweep:
             )
             resync_account(services, self.resync, account.account_id, "subscription_recreated")
             return Outcome.SUBSCRIBED
-        if self._is_quiet(account, now) and resync_account(services, self.resync, account.account_id, "catch_up"):
-            return Outcome.CAUGHT_UP
+        if self._is_quiet(account, now, self._lookahead):
+            outcome = resync_account(services, self.resync, account.account_id, "catch_up")
+            if outcome == "synced":
+                return Outcome.CAUGHT_UP
+            if outcome == "reauth_required":
+                return Outcome.REAUTH_REQUIRED
         return None
 
-    def _is_quiet(self, account: Account, now: dt.datetime) -> bool:
+    def _is_quiet(self, account: Account, now: dt.datetime, lookahead: dt.timedelta) -> bool:
+        """Quiet: it would pass ``catchup_after`` without news before the sweep's next visit."""
         heard = [t for t in (account.last_notification_at, account.last_sync_at, account.connected_at) if t]
-        return not heard or max(heard) < now - self.catchup_after
+        return not heard or max(heard) <= now - self.catchup_after + lookahead

@@ -10,19 +10,24 @@ from __future__ import annotations
 
 import threading
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from shared.clock import SystemClock
 from shared.config import Settings
 
 if TYPE_CHECKING:
     from shared.ports import (
+        AccountOwnerIndex,
         AccountStore,
         AuthFlowStore,
         CheckpointStore,
         Clock,
+        ConnectSessionStore,
+        ExpiredRowPurger,
         GraphApi,
+        GraphMail,
         IdentityPlatform,
+        MailCommandLog,
         MailLedger,
         QueueSender,
         SecretStore,
@@ -65,6 +70,24 @@ class Services:
         return TableAuthFlowStore(self.settings.storage_connection)
 
     @cached_property
+    def connect_sessions(self) -> ConnectSessionStore:
+        from shared.adapters.sessions import TableConnectSessionStore
+
+        return TableConnectSessionStore(self.settings.storage_connection)
+
+    @cached_property
+    def account_owners(self) -> AccountOwnerIndex:
+        from shared.adapters.sessions import TableAccountOwnerIndex
+
+        return TableAccountOwnerIndex(self.settings.storage_connection)
+
+    @cached_property
+    def purger(self) -> ExpiredRowPurger:
+        from shared.adapters.sessions import TableExpiredRowPurger
+
+        return TableExpiredRowPurger(self.settings.storage_connection)
+
+    @cached_property
     def checkpoints(self) -> CheckpointStore:
         from shared.adapters.tables import TableCheckpointStore
 
@@ -87,6 +110,18 @@ class Services:
         from shared.adapters.graph import RequestsGraphApi
 
         return RequestsGraphApi(self.settings.graph_endpoint)
+
+    @cached_property
+    def mail(self) -> GraphMail:
+        # The one Graph client serves the mail actions too: one retry policy, and one
+        # cap of 4 concurrent requests per mailbox for everything this process sends.
+        return cast("GraphMail", self.graph)
+
+    @cached_property
+    def command_log(self) -> MailCommandLog:
+        from shared.adapters.command_log import TableMailCommandLog
+
+        return TableMailCommandLog(self.settings.storage_connection)
 
     @cached_property
     def ledger(self) -> MailLedger:

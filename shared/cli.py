@@ -5,6 +5,11 @@
     accounts disconnect ID                delete its subscriptions and token cache (idempotent)
     accounts resync ID                    run a delta round for it now
     connect --device-code                 connect an account on a machine without a browser
+    doctor                                check every setting and dependency, say what to fix
+    messages list ACCOUNT [--folder F] [--since T] [--top N] [--continuation C] [--all]
+    messages show ACCOUNT MESSAGE [--body-type text|html]
+    messages move ACCOUNT MESSAGE DESTINATION   a well-known folder name or a folder id
+    messages delete ACCOUNT MESSAGE [--permanent]
 
 Settings come from the environment, as in the Functions host; ``--settings FILE`` reads a
 ``local.settings.json`` first (its values win over the environment: asked for explicitly).
@@ -56,7 +61,33 @@ def _parser() -> argparse.ArgumentParser:
 
     connect = commands.add_parser("connect", help="connect an account")
     connect.add_argument("--device-code", action="store_true", required=True, help="use the device-code flow")
+    commands.add_parser("doctor", help="check settings, redirect URI, identity platform, storage and Key Vault")
+    _add_messages_parser(commands)
     return parser
+
+
+def _add_messages_parser(commands: Any) -> None:
+    messages = commands.add_parser("messages", help="list, show, move or delete an account's mail")
+    actions = messages.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="a folder's messages, newest first")
+    listing.add_argument("account_id")
+    listing.add_argument("--folder", default="inbox", help="a well-known folder name or a folder id")
+    listing.add_argument("--since", help="received at or after this ISO 8601 time")
+    listing.add_argument("--top", type=int, default=50, help="page size (1-100)")
+    listing.add_argument("--continuation", help="continue after an earlier page")
+    listing.add_argument("--all", action="store_true", help="every page")
+    show = actions.add_parser("show", help="one message, with its body and attachments")
+    show.add_argument("account_id")
+    show.add_argument("message_id")
+    show.add_argument("--body-type", default="html", choices=("html", "text"))
+    move = actions.add_parser("move", help="move a message (its id stays)")
+    move.add_argument("account_id")
+    move.add_argument("message_id")
+    move.add_argument("destination", help="a well-known folder name (archive, junkemail, ...) or a folder id")
+    delete = actions.add_parser("delete", help="to Deleted Items, or for good with --permanent")
+    delete.add_argument("account_id")
+    delete.add_argument("message_id")
+    delete.add_argument("--permanent", action="store_true")
 
 
 def load_settings_file(path: Path) -> None:
@@ -80,6 +111,16 @@ def main(
     out = out or sys.stdout
     err = err or sys.stderr
     args = _parser().parse_args(argv)
+    if args.command == "doctor":
+        from shared.doctor import diagnose, report
+
+        try:
+            if args.settings is not None:
+                load_settings_file(args.settings)
+        except (OSError, ValueError) as exc:
+            print(f"error: {exc}", file=err)
+            return 2
+        return report(diagnose(services=services), out)
     try:
         if args.settings is not None:
             load_settings_file(args.settings)
@@ -90,6 +131,8 @@ def main(
     try:
         if args.command == "connect":
             return _connect_device_code(current, out, err)
+        if args.command == "messages":
+            return _messages(current, args, out)
         return _accounts(current, args, out)
     except NotFoundError as exc:
         print(f"error: {exc}", file=err)
@@ -133,6 +176,29 @@ def _accounts(services: Services, args: argparse.Namespace, out: IO[str]) -> int
                 "skipped": result.skipped,
             },
         )
+    return 0
+
+
+def _messages(services: Services, args: argparse.Namespace, out: IO[str]) -> int:
+    from shared import mail_actions
+
+    if args.action == "list":
+        since = mail_actions.check_since(args.since)
+        top = mail_actions.check_top(args.top)
+        messages, continuation = mail_actions.list_messages(
+            services, args.account_id, folder=args.folder, since=since, top=top, continuation=args.continuation
+        )
+        while args.all and continuation:
+            more, continuation = mail_actions.list_messages(services, args.account_id, continuation=continuation)
+            messages += more
+        _print(out, {"messages": messages, "continuation": continuation})
+    elif args.action == "show":
+        _print(out, mail_actions.get_message(services, args.account_id, args.message_id, body_type=args.body_type))
+    elif args.action == "move":
+        _print(out, mail_actions.move_message(services, args.account_id, args.message_id, args.destination))
+    elif args.action == "delete":
+        mail_actions.delete_message(services, args.account_id, args.message_id, permanent=args.permanent)
+        _print(out, {"deleted": args.message_id, "permanent": args.permanent})
     return 0
 
 

@@ -1,24 +1,33 @@
-"""Connecting, reconnecting and disconnecting a Microsoft account (DESIGN.md "Connect").
+"""Connecting, reconnecting and disconnecting a Microsoft account (docs/design.md "Connect").
 
 ``start_connect`` begins an authorization-code flow with PKCE and keeps MSAL's whole flow
 in table ``authflows`` under its ``state`` for ten minutes, single use.
+Every flow is bound to the browser that started it: the flow keeps the SHA-256 of that
+browser's binding cookie (``shared.connect_sessions``), and the callback is taken only with
+the cookie (RFC 9700 §4.7).
 ``complete_connect`` finishes it on the callback: the flow is taken (so a replayed state
 fails), the code redeemed, then ``finish_connect`` does what every way of connecting shares
-(the CLI's device-code flow too): the account's token cache goes to Key Vault, the account
-is created or updated in place (same tenant and object id: same account, never a
-duplicate), its inbox subscription is created or healed, and an initial delta round
-records where the mailbox stands.
-``disconnect_account`` undoes all of it and keeps the account, marked ``disconnected``.
+(the CLI's device-code flow too): a tenant outside ``ALLOWED_TENANT_IDS`` is refused before
+anything is stored, the account's token cache goes to Key Vault, the account is created or
+updated in place (same tenant and object id: same account, never a duplicate) with the
+connect session's owner, its inbox subscription is created or healed, an initial delta
+round, queued on ``mail-sync`` (a large mailbox takes longer than a callback may), records
+where the mailbox stands, and ``account-events`` hears of it.
+``disconnect_account`` undoes all of it and keeps the account, marked ``disconnected``;
+a round running meanwhile on any instance is stopped first.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from shared.account_events import CONNECTED, DISCONNECTED, RECONNECTED, publish_transition
 from shared.errors import (
     AuthFlowError,
     ConcurrencyError,
@@ -52,6 +61,7 @@ _CALLBACK_FIELDS = (
     "error_uri",
 )
 _MAX_FIELD_LENGTH = 8192
+_sleep = time.sleep  # tests replace it
 
 
 @dataclass(frozen=True)
@@ -59,13 +69,19 @@ class ConnectResult:
     account: Account
     subscription: Subscription
     reconnected: bool
+    previous_owner_id: str | None = None
 
 
 # -- the browser flow -------------------------------------------------------------------
 
 
-def start_connect(services: Services, login_hint: str | None = None) -> str:
-    """Begin a sign-in; returns the authorize URL to send the browser to."""
+def start_connect(
+    services: Services, login_hint: str | None = None, *, browser_binding: str, session_id: str | None = None
+) -> str:
+    """Begin a sign-in bound to the browser holding ``browser_binding`` (its cookie);
+    returns the authorize URL to send the browser to."""
+    from shared.connect_sessions import binding_digest
+
     hint = _checked_login_hint(login_hint)
     flow = services.identity.start_auth_code_flow(
         services.settings.scopes, services.settings.redirect_uri, login_hint=hint
@@ -77,28 +93,69 @@ def start_connect(services: Services, login_hint: str | None = None) -> str:
             flow=flow,
             expires_at=services.clock.now() + AUTH_FLOW_LIFETIME,
             client_kind=ClientKind.CONFIDENTIAL,
+            browser_binding=binding_digest(browser_binding),
+            session_id=session_id,
         )
     )
     return str(flow["auth_uri"])
 
 
-def complete_connect(services: Services, response: Mapping[str, str]) -> ConnectResult:
-    """Finish a sign-in from the callback's parameters (query string or form post).
+def complete_connect(
+    services: Services, response: Mapping[str, str], *, browser_binding: str | None = None
+) -> ConnectResult:
+    """Finish a sign-in from the callback's parameters (query string or form post), without
+    a connect session.
 
-    Raises ``AuthFlowError`` for an unknown, expired or reused state and for an error
-    returned by Microsoft (``access_denied`` when the user declines consent).
+    Raises ``AuthFlowError`` for an unknown, expired or reused state, for a callback from
+    another browser than the one that started the flow, and for an error returned by
+    Microsoft (``access_denied`` when the user declines consent).
     """
+    pending, fields = claim_callback(services, response, browser_binding=browser_binding)
+    return complete_claimed(services, pending, fields)
+
+
+def claim_callback(
+    services: Services, response: Mapping[str, str], *, browser_binding: str | None
+) -> tuple[PendingAuthFlow | None, dict[str, str]]:
+    """Take the flow the callback's state names, if it is this browser's.
+
+    A callback replayed from another browser (login CSRF, RFC 9700 §4.7) raises
+    ``AuthFlowError`` ``browser_mismatch`` and puts the flow back: the browser that started
+    it can still finish. Otherwise the flow is taken, even when Microsoft reports an error:
+    a state is good for one answer.
+    """
+    from shared.connect_sessions import binding_matches
+
     fields = {k: str(response[k])[:_MAX_FIELD_LENGTH] for k in _CALLBACK_FIELDS if response.get(k)}
     state = fields.get("state", "")
-    # The flow is taken even when Microsoft reports an error: a state is good for one answer.
     pending = services.authflows.take(state) if state else None
+    if pending is not None and not binding_matches(pending.browser_binding, browser_binding):
+        try:
+            services.authflows.put(pending)
+        except ConnectorError as exc:
+            log.warning("auth callback: could not put a flow back: %s", type(exc).__name__)
+        raise AuthFlowError(
+            "this sign-in was started in another browser; please start again in this one",
+            error="browser_mismatch",
+        )
+    return pending, fields
+
+
+def complete_claimed(
+    services: Services,
+    pending: PendingAuthFlow | None,
+    fields: Mapping[str, str],
+    *,
+    owner_id: str | None = None,
+    reason: str = "browser",
+) -> ConnectResult:
     if "error" in fields:
         raise AuthFlowError(
             "Microsoft did not complete the sign-in",
             error=fields["error"][:100],
             description=fields.get("error_description", "")[:500],
         )
-    if not state:
+    if not fields.get("state"):
         raise AuthFlowError("the sign-in response carries no state", error="missing_state")
     if pending is None:
         raise AuthFlowError(
@@ -109,7 +166,7 @@ def complete_connect(services: Services, response: Mapping[str, str]) -> Connect
     if not fields.get("code"):
         raise AuthFlowError("the sign-in response carries no authorization code", error="missing_code")
     grant = services.identity.redeem_auth_code(pending.flow, fields)
-    return finish_connect(services, grant)
+    return finish_connect(services, grant, owner_id=owner_id, reason=reason)
 
 
 # -- the device-code flow (operators) -----------------------------------------------------
@@ -121,20 +178,38 @@ def start_device_connect(services: Services) -> dict[str, Any]:
 
 
 def complete_device_connect(services: Services, flow: Mapping[str, Any]) -> ConnectResult:
-    return finish_connect(services, services.identity.redeem_device_flow(flow))
+    return finish_connect(services, services.identity.redeem_device_flow(flow), reason="device_code")
 
 
 # -- what every way of connecting shares --------------------------------------------------
 
 
-def finish_connect(services: Services, grant: TokenGrant) -> ConnectResult:
+def finish_connect(
+    services: Services, grant: TokenGrant, *, owner_id: str | None = None, reason: str = "browser"
+) -> ConnectResult:
+    """Store and subscribe the account; ``owner_id`` (a connect session's) becomes its
+    owner, taking it from a previous one: the user proved control of the mailbox by
+    signing in."""
+    allowed = services.settings.allowed_tenant_ids
+    if allowed and grant.tenant_id.lower() not in allowed:
+        # After the code exchange (the tenant is known only from the id token) and before
+        # anything is stored: the grant's tokens are dropped with it.
+        log.info("connect refused: the user's tenant %s is not allowed", grant.tenant_id)
+        raise AuthFlowError(
+            "accounts of your organisation cannot be connected here", error="tenant_not_allowed"
+        )
     account_id = grant.home_account_id or account_id_for(grant.object_id, grant.tenant_id)
     auth = GraphAuth(account_id, grant.access_token)
     me = services.graph.get_me(auth)
     if grant.cache_state is not None:
         # Before the account turns active, so an active account always has its tokens.
         services.secrets.set(token_cache_secret_name(account_id), grant.cache_state)
-    account, reconnected = _upsert_account(services, account_id, grant, me)
+    if owner_id is not None:
+        # Before the account names its owner: a reader of the index checks the account.
+        services.account_owners.add(owner_id, account_id)
+    account, reconnected, previous_owner = _upsert_account(services, account_id, grant, me, owner_id)
+    if previous_owner is not None:
+        _drop_owner_entry(services, previous_owner, account_id)
     tokens: Any = services.tokens
     if hasattr(tokens, "forget"):
         tokens.forget(account_id)  # the old session's access token is no longer wanted
@@ -145,20 +220,31 @@ def finish_connect(services: Services, grant: TokenGrant) -> ConnectResult:
     except ConnectorError as exc:
         _record_error(services, account_id, f"inbox subscription failed: {type(exc).__name__}: {exc}")
         raise
-    _record_initial_delta(services, account, auth)
+    _queue_first_round(services, account)
     log.info(
         "account %s %s (subscription %s)",
         account_id,
         "reconnected" if reconnected else "connected",
         subscription.subscription_id,
     )
+    publish_transition(
+        services, account, RECONNECTED if reconnected else CONNECTED, reason=reason, previous_owner_id=previous_owner
+    )
     refreshed = services.accounts.get(account_id) or account
-    return ConnectResult(refreshed, subscription, reconnected)
+    return ConnectResult(refreshed, subscription, reconnected, previous_owner)
+
+
+def _drop_owner_entry(services: Services, owner_id: str, account_id: str) -> None:
+    try:
+        services.account_owners.remove(owner_id, account_id)
+    except ConnectorError as exc:  # left behind, it is skipped by readers
+        log.warning("account %s: previous owner's index entry stays: %s", account_id, type(exc).__name__)
 
 
 def _upsert_account(
-    services: Services, account_id: str, grant: TokenGrant, me: Mapping[str, Any]
-) -> tuple[Account, bool]:
+    services: Services, account_id: str, grant: TokenGrant, me: Mapping[str, Any], owner_id: str | None
+) -> tuple[Account, bool, str | None]:
+    """The account as written, whether it existed, and the owner it was taken from."""
     now = services.clock.now()
     principal = str(me.get("userPrincipalName") or me.get("mail") or grant.username or "")
     display_name = str(me.get("displayName") or grant.display_name or "")
@@ -176,9 +262,10 @@ def _upsert_account(
                 scopes=scopes,
                 client_kind=grant.client_kind,
                 connected_at=now,
+                owner_id=owner_id,
             )
             try:
-                return services.accounts.save(fresh), False
+                return services.accounts.save(fresh), False, None
             except ConcurrencyError:
                 continue  # a concurrent callback of the same user inserted it: update instead
         existing.tenant_id = grant.tenant_id or existing.tenant_id
@@ -189,13 +276,20 @@ def _upsert_account(
         existing.scopes = scopes
         existing.client_kind = grant.client_kind
         existing.last_error = None
-        if existing.delta_link is None or existing.connected_at is None:
+        previous_owner = existing.owner_id if owner_id is not None and existing.owner_id != owner_id else None
+        if owner_id is not None:
+            existing.owner_id = owner_id
+        if (
+            existing.status == AccountStatus.DISCONNECTED
+            or existing.delta_link is None
+            or existing.connected_at is None
+        ):
             # A fresh start (first connect, or after a disconnect). Otherwise the mailbox's
             # history continues from the stored deltaLink: mail that came in while the
             # account waited for its user to sign in again is still new mail.
             existing.connected_at = now
         try:
-            return services.accounts.save(existing), True
+            return services.accounts.save(existing), True, previous_owner
         except ConcurrencyError:
             continue
     raise ConcurrencyError(f"account {account_id} kept changing while connecting")
@@ -213,19 +307,21 @@ def _record_error(services: Services, account_id: str, message: str) -> None:
         log.warning("account %s: could not record its error: %s", account_id, type(exc).__name__)
 
 
-def _record_initial_delta(services: Services, account: Account, auth: GraphAuth) -> None:
-    """The initial delta round (DESIGN.md "Connect" step 4): records the mailbox's deltaLink,
-    publishing its history only when ``EMIT_HISTORY_ON_CONNECT`` is set.
+def _queue_first_round(services: Services, account: Account) -> None:
+    """The initial delta round (docs/design.md "Connect") runs on queue ``mail-sync``, not
+    in the browser's callback: a large mailbox takes longer than an HTTP request may. It
+    records the mailbox's deltaLink, publishing its history only when
+    ``EMIT_HISTORY_ON_CONNECT`` is set, and mail received since the connect as created.
 
-    A failure here does not undo the connect: the account is connected and subscribed, and
-    the first notification or the renewal's catch-up sync runs the round again.
+    A failure to queue it does not undo the connect: the account is connected and
+    subscribed, and the first notification or the renewal's catch-up runs the round.
     """
-    from shared.sync import record_initial_delta
+    from shared.sync import request_sync
 
     try:
-        record_initial_delta(services, account, auth, emit_history=services.settings.emit_history_on_connect)
+        request_sync(services, account.account_id, reason="connect")
     except (UpstreamError, ConcurrencyError, PersistenceError) as exc:
-        log.warning("account %s: initial delta round failed: %s", account.account_id, type(exc).__name__)
+        log.warning("account %s: initial delta round not queued: %s", account.account_id, type(exc).__name__)
 
 
 def _forget_published_mail(services: Services, account_id: str) -> None:
@@ -238,10 +334,27 @@ def _forget_published_mail(services: Services, account_id: str) -> None:
 
 def disconnect_account(services: Services, account_id: str) -> Account:
     """Delete the account's subscriptions (Graph and store) and its token cache, and mark it
-    ``disconnected``. Idempotent; ``NotFoundError`` for an unknown account."""
+    ``disconnected``. Idempotent; ``NotFoundError`` for an unknown account.
+
+    A round may be running for the account on any instance. The disconnect first seizes the
+    account's sync lease (the round's next fenced write fails, so it writes no mark, no
+    progress and no deltaLink), waits until that round can no longer publish (its last lease
+    proof plus ``PUBLISH_FENCE``), and marks the account disconnected before the token cache
+    goes: a token refresh of the round that ends later cannot write the cache back (a
+    write-back never recovers a deleted secret), and its deltaLink save finds the account
+    disconnected. A reconnect then starts afresh: a new ``connected_at``, no deltaLink."""
+    from shared.sync import PUBLISH_FENCE
+
     account = services.accounts.get(account_id)
     if account is None:
         raise NotFoundError(f"account {account_id} does not exist")
+    holder = "disconnect-" + uuid.uuid4().hex
+    last_proof = services.ledger.seize_lease(account_id, holder, services.clock.now())
+    if last_proof is not None:
+        wait = (last_proof + PUBLISH_FENCE - services.clock.now()).total_seconds()
+        if wait > 0:
+            log.info("account %s: a round was running; waiting %.1fs until it can publish no more", account_id, wait)
+            _sleep(min(wait, PUBLISH_FENCE.total_seconds()))
     auth: GraphAuth | None = None
     if account.status != AccountStatus.DISCONNECTED:
         try:
@@ -252,23 +365,29 @@ def disconnect_account(services: Services, account_id: str) -> Account:
                 account_id,
                 type(exc).__name__,
             )
-    removed = remove_mailbox_subscriptions(services, account, auth)
-    services.secrets.delete(token_cache_secret_name(account_id))
-    _forget_published_mail(services, account_id)
-    tokens: Any = services.tokens
-    if hasattr(tokens, "forget"):
-        tokens.forget(account_id)
+
+    transitions: list[bool] = []
 
     def change(current: Account) -> bool:
         if current.status == AccountStatus.DISCONNECTED and current.delta_link is None:
             return False
+        transitions.append(current.status != AccountStatus.DISCONNECTED)
         current.status = AccountStatus.DISCONNECTED
         current.delta_link = None  # a reconnect starts from a fresh round
+        current.connected_at = None  # ... and from a new connect time
         current.last_error = None
         return True
 
     updated = update_account(services, account_id, change)
+    removed = remove_mailbox_subscriptions(services, account, auth)
+    services.secrets.delete(token_cache_secret_name(account_id))
+    _forget_published_mail(services, account_id)  # the marks, the round's progress, the lease
+    tokens: Any = services.tokens
+    if hasattr(tokens, "forget"):
+        tokens.forget(account_id)
     log.info("account %s disconnected (%d subscriptions removed)", account_id, removed)
+    if updated is not None and transitions and transitions[-1]:
+        publish_transition(services, updated, DISCONNECTED, reason="operator")
     return updated or account
 
 
@@ -284,6 +403,7 @@ def account_summary(services: Services, account: Account) -> dict[str, Any]:
         "user": account.user_principal_name,
         "displayName": account.display_name,
         "tenant": account.tenant_id,
+        "ownerId": account.owner_id,
         "status": account.status.value,
         "clientKind": account.client_kind.value,
         "subscriptionExpiresAt": _iso(expiry),
@@ -299,10 +419,18 @@ def account_summary(services: Services, account: Account) -> dict[str, Any]:
 
 
 def list_accounts(
-    services: Services, *, size: int = 50, continuation: str | None = None
+    services: Services, *, size: int = 50, continuation: str | None = None, owner_id: str | None = None
 ) -> tuple[list[dict[str, Any]], str | None]:
     if not 1 <= size <= 100:
         raise InvalidInputError("page size must be between 1 and 100")
+    if owner_id is not None:
+        from shared.connect_sessions import checked_owner_id
+
+        ids, next_token = services.account_owners.page(
+            checked_owner_id(owner_id), size=size, continuation=continuation or None
+        )
+        owned = [a for a in (services.accounts.get(i) for i in ids) if a is not None and a.owner_id == owner_id]
+        return [account_summary(services, a) for a in owned], next_token
     accounts, next_token = services.accounts.page(size=size, continuation=continuation or None)
     return [account_summary(services, a) for a in accounts], next_token
 

@@ -9,6 +9,7 @@
     ├── NotFoundError                   the account / subscription / secret does not exist
     ├── ConcurrencyError                an ETag did not match: somebody else wrote first
     ├── ReauthRequiredError             the account's refresh token is dead (invalid_grant)
+    ├── MissingScopeError               the account's grant lacks the scope an action needs
     ├── UpstreamError                   a dependency (Graph, identity, storage) failed
     │   ├── ThrottledError              429/503 with the Retry-After to honour
     │   ├── GraphError                  an OData error from Graph (status, code, message)
@@ -64,6 +65,15 @@ class ReauthRequiredError(ConnectorError):
         super().__init__(f"account {account_id} must sign in again ({reason})")
         self.account_id = account_id
         self.reason = reason
+
+
+class MissingScopeError(ConnectorError):
+    """The account was not granted ``scope`` (Mail.ReadWrite to act on mail, say)."""
+
+    def __init__(self, account_id: str, scope: str) -> None:
+        super().__init__(f"account {account_id} has not granted {scope}")
+        self.account_id = account_id
+        self.scope = scope
 
 
 class UpstreamError(ConnectorError):

@@ -1,6 +1,6 @@
 """The product's output: one CloudEvents 1.0 JSON document per changed message.
 
-This is the one place where events are built (DESIGN.md "Events"). ``id`` is a hash of
+This is the one place where events are built (docs/design.md "Events"). ``id`` is a hash of
 what makes the change unique (account, message, change type and, for an update, the
 message's ``changeKey``), so a replayed change carries the same id and a consumer can
 de-duplicate too (CloudEvents 1.0 §3.1.1: source + id identify an event).
@@ -52,6 +52,7 @@ def mail_event(
         "accountId": account.account_id,
         "tenantId": account.tenant_id,
         "userId": account.user_id,
+        "ownerId": account.owner_id,
         "messageId": message_id,
         "folder": folder,
         "changeType": change_type,

@@ -1,8 +1,17 @@
-"""Dependency health for GET /api/health: each dependency is ``ok`` or the error's text."""
+"""Dependency health for GET /api/health and GET /api/health/details.
+
+Each dependency is ``ok`` or the error's text. The anonymous route tells only the overall
+status; the details (which dependency, which error) are for operators with a function key.
+A report is kept for ``CACHE_SECONDS`` and probes run one at a time per instance: however
+often either route is called, an instance probes at most once per period, so the routes
+cannot be used to fan out billed Key Vault operations or load the storage account.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -11,6 +20,8 @@ if TYPE_CHECKING:
     from shared.bootstrap import Services
 
 log = logging.getLogger(__name__)
+
+CACHE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -21,8 +32,12 @@ class HealthReport:
     def healthy(self) -> bool:
         return all(state == "ok" for state in self.dependencies.values())
 
+    @property
+    def status(self) -> str:
+        return "ok" if self.healthy else "degraded"
+
     def as_json(self) -> dict[str, Any]:
-        return {"status": "ok" if self.healthy else "degraded", "dependencies": self.dependencies}
+        return {"status": self.status, "dependencies": self.dependencies}
 
 
 def _probe(name: str, services: Services) -> str:
@@ -40,3 +55,52 @@ def check_dependencies(services: Services) -> HealthReport:
     with ThreadPoolExecutor(max_workers=len(names)) as pool:
         futures = {label: pool.submit(_probe, attr, services) for label, attr in names.items()}
         return HealthReport({label: future.result() for label, future in futures.items()})
+
+
+class HealthCache:
+    """The last report, reused for ``seconds``; callers during a probe wait for its result."""
+
+    def __init__(self, seconds: float = CACHE_SECONDS) -> None:
+        self.seconds = seconds
+        self._lock = threading.Lock()
+        self._report: HealthReport | None = None
+        self._taken_at: dt.datetime | None = None
+        self._services: Services | None = None
+
+    def report(self, services: Services) -> HealthReport:
+        with self._lock:
+            now = services.clock.now()
+            fresh = (
+                self._services is services
+                and self._taken_at is not None
+                and abs((now - self._taken_at).total_seconds()) < self.seconds
+            )
+            if self._report is None or not fresh:
+                self._report = check_dependencies(services)
+                self._taken_at, self._services = services.clock.now(), services
+            return self._report
+
+
+_cache = HealthCache()
+
+
+def current_health(services: Services) -> HealthReport:
+    """The health report of this instance, at most ``CACHE_SECONDS`` old."""
+    return _cache.report(services)
+
+
+def details_of(services: Services, report: HealthReport) -> dict[str, Any]:
+    """What operators see: each dependency, and the ids of the clientState keys in use (a
+    hash, not the key: table ``subscriptions`` names the key of each subscription by it,
+    which tells how far a rotation has come)."""
+    from shared.client_state import key_id
+
+    settings = services.settings
+    previous = settings.client_state_previous_key
+    return {
+        **report.as_json(),
+        "clientStateKeyIds": {
+            "current": key_id(settings.client_state_key),
+            "previous": None if previous is None else key_id(previous),
+        },
+    }

@@ -2,7 +2,7 @@
 
 Plain dataclasses; the table adapter maps them to entities and back. ``etag`` is the
 storage version seen when the record was read: writes that can race pass it back
-(optimistic concurrency, DESIGN.md "State").
+(optimistic concurrency, docs/design.md "State").
 """
 
 from __future__ import annotations
@@ -57,6 +57,9 @@ class Account:
     last_notification_at: dt.datetime | None = None
     last_error: str | None = None
     connected_at: dt.datetime | None = None
+    # The product's user the account belongs to (a connect session's ownerId); None for an
+    # account connected without a session.
+    owner_id: str | None = None
     etag: str | None = field(default=None, compare=False)
 
 
@@ -70,6 +73,11 @@ class Subscription:
     status: SubscriptionStatus = SubscriptionStatus.ACTIVE
     last_renewed_at: dt.datetime | None = None
     last_reauthorized_at: dt.datetime | None = None
+    # The nonce and key id inside the clientState it was created with (shared.client_state):
+    # processing accepts only notifications that carry this nonce. None for a subscription
+    # recorded before nonces were kept: its notifications are accepted on the HMAC alone.
+    client_state_nonce: str | None = None
+    client_state_key_id: str | None = None
     etag: str | None = field(default=None, compare=False)
     # The expiry the store's expiry index holds for this record (as read or last indexed):
     # lets a save that keeps the expiry's bucket skip the index, and a renewal saved with
@@ -85,6 +93,37 @@ class PendingAuthFlow:
     flow: dict[str, Any]
     expires_at: dt.datetime
     client_kind: ClientKind = ClientKind.CONFIDENTIAL
+    # SHA-256 (hex) of the browser-binding cookie set when the flow started: the callback
+    # completes only from the browser that carries it (RFC 9700 §4.7, login CSRF).
+    browser_binding: str = field(default="", repr=False)
+    # The connect session the flow was started from, if any.
+    session_id: str | None = field(default=None, repr=False)
+
+
+class ConnectSessionStatus(enum.StrEnum):
+    PENDING = "pending"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    EXPIRED = "expired"  # never stored: a pending session past its time
+
+
+@dataclass
+class ConnectSession:
+    """A product's request to connect one of its users' Microsoft accounts: single use,
+    opened once (by one browser) before ``expires_at``."""
+
+    session_id: str = field(repr=False)
+    owner_id: str
+    expires_at: dt.datetime
+    created_at: dt.datetime
+    return_url: str | None = None
+    login_hint: str | None = None
+    status: ConnectSessionStatus = ConnectSessionStatus.PENDING
+    opened_at: dt.datetime | None = None
+    account_id: str | None = None
+    error: str | None = None
+    reconnected: bool = False
+    etag: str | None = field(default=None, compare=False)
 
 
 @dataclass

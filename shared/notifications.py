@@ -2,26 +2,40 @@
 
 The webhook queued one trigger per account (``shared.webhook``): the subscriptions that
 said "something changed" and the lifecycle events received. Here, for that account:
-1. every subscription named must be recorded for the account (one point read each): a
-   notification of a deleted or foreign subscription publishes nothing;
-2. lifecycle events are acted on (GRAPH_NOTES "Lifecycle notifications"):
+1. every subscription named must be recorded for the account (one point read each), and
+   the nonce its clientState carried must be the one recorded with it: a notification of
+   a deleted or foreign subscription, or one that replays the clientState of an earlier
+   subscription of the account, publishes nothing (a subscription recorded before nonces
+   were kept has none, and is accepted on its clientState's HMAC alone);
+2. lifecycle events are acted on (docs/graph-notes.md "Lifecycle notifications"):
    ``reauthorizationRequired`` -> reauthorize (or PATCH when Graph refuses),
-   ``subscriptionRemoved`` -> recreate the subscription, then resync,
+   ``subscriptionRemoved`` -> renew it if Graph still has it (a replay), else recreate
+   it, then resync,
    ``missed`` -> resync;
-3. one delta sync (``shared.sync.sync_mailbox``) covers every change of the trigger.
+3. one delta sync (``shared.sync.sync_mailbox``) covers every change of the trigger;
+4. a subscription whose clientState was signed with another key than ``CLIENT_STATE_KEY``
+   (the previous one, during a rotation) or that has no nonce recorded (created before
+   nonces were kept) is re-issued once the sync has run: deleted in Graph, created anew
+   under the current key with a nonce, then the mailbox is synced again for what arrived
+   in between. Active mailboxes thus finish a rotation, or the move to nonces, on their
+   next notification.
 Transient failures (throttling, Graph 5xx, storage) propagate so the queue retries the
 message and finally moves it to ``graph-notifications-poison``; a dead refresh token
-marks the account ``reauth_required`` and ends the work for it.
+marks the account ``reauth_required`` and ends the work for it. A lifecycle event that
+fails for good (Graph refuses it with a 4xx) is logged and counted, and the rest of the
+trigger still runs: one bad item never takes the valid work of its trigger with it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-from shared.errors import GraphError, NotFoundError, ReauthRequiredError
+from shared.client_state import key_id
+from shared.errors import ConnectorError, GraphError, InvalidInputError, NotFoundError, ReauthRequiredError
 from shared.models import Account, AccountStatus, Subscription, SubscriptionStatus
 from shared.sync import SyncResult, sync_mailbox
 from shared.webhook import NotificationTrigger
@@ -40,30 +54,52 @@ REAUTHORIZE_QUIET_PERIOD = dt.timedelta(minutes=10)
 class TriggerOutcome:
     account_id: str
     unknown_subscriptions: int = 0
+    # Notifications whose clientState is not the one of the subscription they name.
+    stale_client_states: int = 0
+    rejected: int = 0  # entries whose subscription id is not a Graph id
     lifecycle_handled: list[str] = field(default_factory=list)
+    lifecycle_failed: list[str] = field(default_factory=list)
+    reissued: int = 0  # subscriptions re-issued under the current key
+    gap_sync: SyncResult | None = None  # the sync after a re-issue
     sync: SyncResult | None = None
     dropped: str | None = None  # why the whole trigger was dropped
 
     @property
     def published(self) -> int:
-        return self.sync.published if self.sync is not None else 0
+        return sum(s.published for s in (self.sync, self.gap_sync) if s is not None)
 
 
 def process_trigger(services: Services, trigger: NotificationTrigger) -> TriggerOutcome:
-    outcome = TriggerOutcome(trigger.account_id)
+    outcome = TriggerOutcome(trigger.account_id, rejected=trigger.rejected)
     account_id = trigger.account_id
+    if trigger.rejected:
+        log.warning("account %s: %d trigger entries without a Graph subscription id ignored", account_id, trigger.rejected)
     # Subscriptions are stored under their account: an unknown account has none recorded.
     changed = False
-    for subscription_id in trigger.subscription_ids:
-        if services.subscriptions.get(account_id, subscription_id) is None:
+    outdated: dict[str, Subscription] = {}
+    for change in trigger.changed:
+        subscription = _recorded(services, account_id, change.subscription_id, outcome)
+        if subscription is False:
+            continue
+        if subscription is None:
             outcome.unknown_subscriptions += 1
+        elif not issued_for(subscription, change.nonce):
+            outcome.stale_client_states += 1
         else:
             changed = True
+            if _signed_outdated(services, subscription):
+                outdated[subscription.subscription_id] = subscription
     if outcome.unknown_subscriptions:
         log.warning(
             "account %s: %d notified subscription(s) are not recorded for it; ignored",
             account_id,
             outcome.unknown_subscriptions,
+        )
+    if outcome.stale_client_states:
+        log.warning(
+            "account %s: %d notification(s) carry the clientState of another subscription; ignored",
+            account_id,
+            outcome.stale_client_states,
         )
     if not trigger.lifecycle:
         if changed:  # the hot path: the sync reads the account (and checks its status) itself
@@ -72,6 +108,7 @@ def process_trigger(services: Services, trigger: NotificationTrigger) -> Trigger
             )
             if outcome.sync.skipped in ("unknown_account", "inactive"):
                 outcome.dropped = outcome.sync.skipped
+            _reissue_outdated(services, trigger, outcome, list(outdated.values()))
         return outcome
 
     account = services.accounts.get(account_id)
@@ -84,11 +121,22 @@ def process_trigger(services: Services, trigger: NotificationTrigger) -> Trigger
 
     resync = False
     for signal in trigger.lifecycle:
-        subscription = services.subscriptions.get(account.account_id, signal.subscription_id)
+        subscription = _recorded(services, account.account_id, signal.subscription_id, outcome)
+        if subscription is False:
+            continue
         if subscription is None:
             outcome.unknown_subscriptions += 1
             log.warning(
                 "account %s: lifecycle %s for unrecorded subscription %s ignored",
+                account.account_id,
+                signal.event,
+                signal.subscription_id,
+            )
+            continue
+        if not issued_for(subscription, signal.nonce):
+            outcome.stale_client_states += 1
+            log.warning(
+                "account %s: lifecycle %s for subscription %s carries another subscription's clientState; ignored",
                 account.account_id,
                 signal.event,
                 signal.subscription_id,
@@ -99,6 +147,22 @@ def process_trigger(services: Services, trigger: NotificationTrigger) -> Trigger
         except ReauthRequiredError:
             outcome.dropped = "account must sign in again"
             return outcome
+        except GraphError as error:
+            if error.transient:
+                raise
+            # Refused for good: retrying the message would fail again, and take the sync
+            # of this trigger (and the other events) with it. A resync covers the mail.
+            log.warning(
+                "account %s: lifecycle %s for subscription %s failed (%s %s); going on",
+                account.account_id,
+                signal.event,
+                signal.subscription_id,
+                error.status,
+                error.code,
+            )
+            outcome.lifecycle_failed.append(signal.event)
+            resync = True
+            continue
         outcome.lifecycle_handled.append(signal.event)
 
     if changed or resync:
@@ -106,7 +170,74 @@ def process_trigger(services: Services, trigger: NotificationTrigger) -> Trigger
         outcome.sync = sync_mailbox(
             services, account_id, reason=reason, notified_at=_notified_at(services, trigger)
         )
+        if outdated:  # not one a lifecycle event above replaced already
+            current = {s.subscription_id for s in services.subscriptions.for_account(account_id)}
+            outdated = {k: v for k, v in outdated.items() if k in current}
+        _reissue_outdated(services, trigger, outcome, list(outdated.values()))
     return outcome
+
+
+def _recorded(
+    services: Services, account_id: str, subscription_id: str, outcome: TriggerOutcome
+) -> Subscription | None | Literal[False]:
+    """The subscription's record, None when there is none, False when the id cannot be one
+    (the store refuses it as a key): counted, and the trigger's other entries go on."""
+    try:
+        return services.subscriptions.get(account_id, subscription_id)
+    except InvalidInputError:
+        outcome.rejected += 1
+        log.warning("account %s: a trigger entry names an impossible subscription id; ignored", account_id)
+        return False
+
+
+def _signed_outdated(services: Services, subscription: Subscription) -> bool:
+    """Whether the subscription's clientState is not one the current key issued with a nonce."""
+    return subscription.client_state_nonce is None or subscription.client_state_key_id != key_id(
+        services.settings.client_state_key
+    )
+
+
+def _reissue_outdated(
+    services: Services, trigger: NotificationTrigger, outcome: TriggerOutcome, outdated: list[Subscription]
+) -> None:
+    """Replace ``outdated`` subscriptions once the sync ran; then sync what fell in the gap.
+
+    Best effort: the trigger's changes are published already, and a subscription that could
+    not be replaced now is tried again on its next notification (or is recreated by the
+    renewal's sweep if it was deleted and its replacement failed).
+    """
+    if not outdated or outcome.sync is None or outcome.sync.skipped is not None:
+        return
+    account = services.accounts.get(trigger.account_id)
+    if account is None or account.status is not AccountStatus.ACTIVE:
+        return
+    try:
+        auth = services.tokens.graph_auth(account)
+        for subscription in outdated:
+            _recreate(services, account, subscription, auth)
+            outcome.reissued += 1
+    except (ConnectorError, OSError) as error:
+        log.warning(
+            "account %s: re-issuing a subscription under the current clientState key failed (%s); "
+            "tried again on its next notification",
+            account.account_id,
+            type(error).__name__,
+        )
+    if outcome.reissued:
+        outcome.gap_sync = sync_mailbox(
+            services, account.account_id, reason="lifecycle", notified_at=_notified_at(services, trigger)
+        )
+
+
+def issued_for(subscription: Subscription, nonce: str | None) -> bool:
+    """Whether a clientState carrying ``nonce`` was issued for ``subscription``.
+
+    Unknown on either side means yes: a subscription recorded before nonces were kept, or
+    a trigger queued before they were, has only its clientState's HMAC to go by.
+    """
+    if subscription.client_state_nonce is None or nonce is None:
+        return True
+    return hmac.compare_digest(subscription.client_state_nonce.encode(), nonce.encode("utf-8", "replace"))
 
 
 def _notified_at(services: Services, trigger: NotificationTrigger) -> dt.datetime:
@@ -127,7 +258,18 @@ def _handle_lifecycle(services: Services, account: Account, subscription: Subscr
         return True
     auth = services.tokens.graph_auth(account)
     if event == "subscriptionRemoved":
-        _recreate(services, account, subscription, auth)
+        # Renewed when Graph still has it (a replayed or spoofed event must not tear down
+        # a live subscription), recreated when the renewal finds it gone.
+        from shared.subscriptions import ensure_mailbox_subscription
+
+        replacement = ensure_mailbox_subscription(services, account, auth)
+        if replacement.subscription_id != subscription.subscription_id:
+            log.info(
+                "account %s: subscription %s replaced by %s",
+                account.account_id,
+                subscription.subscription_id,
+                replacement.subscription_id,
+            )
         return True
     # reauthorizationRequired
     now = services.clock.now()

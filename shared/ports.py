@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from shared.models import Account, ClientKind, PendingAuthFlow, Subscription, SweepCheckpoint
+from shared.models import Account, ClientKind, ConnectSession, PendingAuthFlow, Subscription, SweepCheckpoint
 
 
 class Clock(Protocol):
@@ -94,6 +94,41 @@ class AuthFlowStore(Protocol):
         ...
 
 
+class ConnectSessionStore(Protocol):
+    """Table ``connectsessions``: connect sessions by id, same ETag rules as the accounts."""
+
+    def get(self, session_id: str) -> ConnectSession | None: ...
+
+    def save(self, session: ConnectSession) -> ConnectSession:
+        """Insert (no ``etag``) or replace if unchanged (``etag``), else ``ConcurrencyError``."""
+        ...
+
+
+class AccountOwnerIndex(Protocol):
+    """Table ``accountowners``: which accounts belong to an owner, without a table scan."""
+
+    def add(self, owner_id: str, account_id: str) -> None: ...
+
+    def remove(self, owner_id: str, account_id: str) -> None:
+        """Idempotent."""
+        ...
+
+    def page(
+        self, owner_id: str, *, size: int = 100, continuation: str | None = None
+    ) -> tuple[list[str], str | None]:
+        """One page of the owner's account ids and the continuation of the next one."""
+        ...
+
+
+class ExpiredRowPurger(Protocol):
+    """Deletes what anonymous and abandoned connects leave behind."""
+
+    def purge_expired(self, now: dt.datetime) -> dict[str, int]:
+        """Delete pending OAuth flows expired before ``now`` and connect sessions whose
+        retention ended; the number deleted per table."""
+        ...
+
+
 class SecretStore(Protocol):
     """Key Vault secrets (names: 1-127 letters, digits and dashes)."""
 
@@ -101,8 +136,10 @@ class SecretStore(Protocol):
         """The latest version's value, None when there is no such (live) secret."""
         ...
 
-    def set(self, name: str, value: str) -> None:
-        """Write a new version; a soft-deleted secret of that name is recovered first."""
+    def set(self, name: str, value: str, *, recover: bool = True) -> None:
+        """Write a new version; a soft-deleted secret of that name is recovered first, unless
+        ``recover`` is False: then it stays deleted and ``NotFoundError`` is raised (a token
+        refresh writing back must not bring back the cache a disconnect deleted)."""
         ...
 
     def delete(self, name: str) -> None:
@@ -128,7 +165,7 @@ JsonObject = dict[str, Any]
 @dataclass(frozen=True)
 class GraphAuth:
     """An access token for one account's mailbox. ``account_id`` lets the Graph adapter keep
-    to Outlook's 4 concurrent requests per app per mailbox (GRAPH_NOTES "Throttling")."""
+    to Outlook's 4 concurrent requests per app per mailbox (docs/graph-notes.md "Throttling")."""
 
     account_id: str
     access_token: str = field(repr=False)
@@ -198,6 +235,98 @@ class GraphApi(Protocol):
 
 
 @dataclass(frozen=True)
+class MessagePage:
+    """One page of a message list and Graph's link to the next one (None on the last)."""
+
+    items: list[JsonObject]
+    next_link: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """One request of a JSON batch: ``url`` relative to the version root (``/me/messages/x``)."""
+
+    id: str
+    method: str
+    url: str
+    body: JsonObject | None = None
+
+
+@dataclass(frozen=True)
+class BatchResponse:
+    """Graph's answer to one request of a batch; ``retry_after`` on a 429 or 503 that the
+    adapter stopped retrying."""
+
+    id: str
+    status: int
+    body: JsonObject | None = None
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class AttachmentContent:
+    name: str
+    content_type: str
+    content: bytes = field(repr=False)
+
+
+class GraphMail(Protocol):
+    """Graph's mail API as the mail actions use it (``Mail.Read`` to read, ``Mail.ReadWrite``
+    to act). Every call asks for immutable ids (``Prefer: IdType="ImmutableId"``), so a
+    message keeps its id when it is moved. Same error rules as ``GraphApi``; a 403 is a
+    ``GraphError`` with status 403."""
+
+    def get_message(self, auth: GraphAuth, message_id: str, *, body_type: str = "html") -> JsonObject:
+        """The message with its body as ``body_type`` (``text`` or ``html``)."""
+        ...
+
+    def list_attachments(self, auth: GraphAuth, message_id: str) -> list[JsonObject]:
+        """The attachments' metadata (id, name, contentType, size), never their content."""
+        ...
+
+    def get_attachment_content(
+        self, auth: GraphAuth, message_id: str, attachment_id: str, *, max_bytes: int
+    ) -> AttachmentContent:
+        """The attachment's bytes; ``PayloadTooLargeError`` when it is over ``max_bytes``
+        (told by its size before anything is downloaded, and checked while reading)."""
+        ...
+
+    def list_messages(
+        self,
+        auth: GraphAuth,
+        *,
+        folder: str = "inbox",
+        since: dt.datetime | None = None,
+        top: int = 50,
+        link: str | None = None,
+    ) -> MessagePage:
+        """Newest first; ``link`` (a nextLink of an earlier page) continues a listing."""
+        ...
+
+    def list_folders(self, auth: GraphAuth, parent_id: str | None = None) -> list[JsonObject]:
+        """The top-level folders, or the child folders of ``parent_id``; every page."""
+        ...
+
+    def move_message(self, auth: GraphAuth, message_id: str, destination: str) -> JsonObject: ...
+
+    def update_message(self, auth: GraphAuth, message_id: str, changes: JsonObject) -> JsonObject: ...
+
+    def delete_message(self, auth: GraphAuth, message_id: str, *, permanent: bool = False) -> None:
+        """To Deleted Items, or with ``permanent`` for good (``permanentDelete``)."""
+        ...
+
+    def batch(self, auth: GraphAuth, requests: Sequence[BatchRequest]) -> list[BatchResponse]:
+        """At most ``MAX_BATCH_REQUESTS`` requests of one mailbox in one ``$batch``; the answer
+        to each, in the order asked. Inner 429s are sent again after their Retry-After a
+        bounded number of times; what is still throttled comes back with ``retry_after``."""
+        ...
+
+
+# JSON batching takes at most 20 requests (learn.microsoft.com/graph/json-batching).
+MAX_BATCH_REQUESTS = 20
+
+
+@dataclass(frozen=True)
 class TokenGrant:
     """What the identity platform gave for one account.
 
@@ -260,6 +389,17 @@ class LedgerMark:
     message_id: str
     change_key: str | None
     removed: bool = False
+    seen_in: str | None = None  # the full round (after 410) that last returned the message
+
+
+@dataclass(frozen=True)
+class SyncProgress:
+    """Where an unfinished delta round of an account resumes: the next page's link, the
+    round's kind (first, incremental, full) and its id (a full round tags what it saw)."""
+
+    link: str
+    mode: str
+    round_id: str
 
 
 class MailLedger(Protocol):
@@ -271,8 +411,32 @@ class MailLedger(Protocol):
         """Insert or replace the marks."""
         ...
 
-    def live_message_ids(self, account_id: str) -> Iterator[str]:
-        """Ids of the messages published and not (yet) published as deleted."""
+    def live_message_ids(self, account_id: str, *, unseen_in: str | None = None) -> Iterator[str]:
+        """Ids of the messages published and not (yet) published as deleted; with
+        ``unseen_in``, only those the full round of that id did not return."""
+        ...
+
+    def commit(
+        self,
+        account_id: str,
+        holder: str,
+        now: dt.datetime,
+        marks: Sequence[LedgerMark],
+        progress: SyncProgress | None,
+    ) -> None:
+        """Write the marks and the round's progress (None: the round is over) only while
+        ``holder`` holds the sync lease, renewing it: each entity-group transaction carries
+        the lease under its ETag, so a holder that lost it writes nothing
+        (``LeaseLostError``)."""
+        ...
+
+    def progress(self, account_id: str) -> SyncProgress | None:
+        """The unfinished round's progress, None when no round is under way."""
+        ...
+
+    def seize_lease(self, account_id: str, holder: str, now: dt.datetime) -> dt.datetime | None:
+        """Take the sync lease whoever holds it (a disconnect); the running holder's next
+        lease write fails. Returns when that holder last proved it held it (None: free)."""
         ...
 
     def forget_account(self, account_id: str) -> None:
@@ -293,4 +457,46 @@ class MailLedger(Protocol):
     def release_lease(self, account_id: str, holder: str, *, abandon: bool = False) -> bool:
         """Let go of the lease. False (lease kept, pending cleared) when work arrived in the
         meantime and another round must run, unless ``abandon`` (after a failure)."""
+        ...
+
+
+# --- the mail command log (see shared/mail_commands.py) ----------------------------------
+
+
+class CommandState:
+    CLAIMED = "claimed"  # taken by a worker; it may or may not have run
+    FINISHED = "finished"  # ran (or was refused); its result is kept until published
+    PUBLISHED = "published"  # its result is on the results queue
+
+
+@dataclass
+class CommandRecord:
+    command_id: str
+    state: str
+    claimed_at: dt.datetime
+    account_id: str = ""
+    result: str | None = None  # the encoded result CloudEvent
+    etag: str | None = field(default=None, compare=False)
+
+
+class MailCommandLog(Protocol):
+    """Table ``mailcommands``: one record per command id ever seen for an account, so that a
+    command runs at most once however often it is delivered. The commands of one account
+    share a partition: a batch's records are written in one transaction."""
+
+    def claim(self, account_id: str, command_ids: Sequence[str], now: dt.datetime) -> dict[str, CommandRecord]:
+        """Record the commands as claimed; the answer holds those claimed now, an id missing
+        from it was known already (of concurrent claimers of one id exactly one gets it)."""
+        ...
+
+    def get(self, account_id: str, command_id: str) -> CommandRecord | None: ...
+
+    def save(self, records: Sequence[CommandRecord]) -> list[CommandRecord]:
+        """Write each record (all of one account) under its ETag; the answer holds the ones
+        written, with their new ETags: a record someone else wrote first is left out."""
+        ...
+
+    def release(self, records: Sequence[CommandRecord]) -> None:
+        """Forget claims whose commands certainly did not run (Graph throttled them before
+        they started), so that the same ids may be sent again."""
         ...

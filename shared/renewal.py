@@ -26,8 +26,14 @@ A Graph subscription to Outlook mail lives at most 10,080 minutes (docs/graph-no
 3. **Sweeps** a slice of the accounts table (``RENEWAL_SWEEP_ACCOUNTS`` per run, resumed
    from a stored continuation token): an active account with no live subscription gets
    one, and a quiet account gets a catch-up sync. With the default 15-minute schedule,
-   5,000 accounts per run cover 100,000 accounts in 5 hours, inside the 6-hour catch-up
-   period, and no run reads more than its slice.
+   5,000 accounts per run cover 100,000 accounts in 5 hours, and no run reads more than its
+   slice. An account is visited once per cycle, so "quiet" looks ahead: it is caught up
+   when it would pass ``CATCHUP_AFTER_MINUTES`` of silence before the sweep's next visit
+   (the last cycle's length plus the gap between runs, stored with the sweep's resume
+   point). That keeps the promise: no active account goes longer than
+   ``CATCHUP_AFTER_MINUTES`` without a notification or a delta sync, from the second
+   cycle on (the first one, right after a deployment, has no measured length yet and
+   catches up only what is quiet already).
 
 Graph's rules are kept: no PATCH within 10 minutes of a reauthorize (or of another PATCH)
 of the same subscription; at most one request at a time per mailbox from this run (the
@@ -38,7 +44,7 @@ still in the expiry index.
 
 The parts: ``shared.runner`` schedules the work (bounded, with a deadline and retry
 times), ``shared.subscription_renewal`` renews one subscription, ``shared.account_sweep``
-is the sweep, ``shared.leases`` the leases, ``shared.renewal_report`` what a run counts.
+is the sweep (``shared.sweep_pace`` its pace), ``shared.leases`` the leases, ``shared.renewal_report`` what a run counts.
 This module holds the run together.
 """
 
@@ -67,6 +73,10 @@ from shared.subscription_renewal import (
     describe,
 )
 from shared.subscriptions import ensure_mailbox_subscription
+from shared.sweep_pace import SweepPace
+
+# The sweep's stored pace, under the name it had here before the run was split in parts.
+_SweepPace = SweepPace
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services

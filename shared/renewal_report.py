@@ -11,6 +11,8 @@ from __future__ import annotations
 import enum
 import threading
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 
@@ -45,6 +47,25 @@ class RenewalReport:
     def count_throttled(self, times: int = 1) -> None:
         with self._lock:
             self.throttled += times
+
+    @contextmanager
+    def throttles_of(self, graph: object) -> Iterator[None]:
+        """Counts the 429/503 answers ``graph`` met on this thread meanwhile, retried by it
+        or not (its ``throttle_count``). A client that does not count them: nothing here,
+        each ``ThrottledError`` counts one (``count_throttled_error``)."""
+        before = _throttles(graph)
+        try:
+            yield
+        finally:
+            after = _throttles(graph)
+            if before is not None and after is not None and after > before:
+                self.count_throttled(after - before)
+
+    def count_throttled_error(self, graph: object) -> None:
+        """A ``ThrottledError`` reached the run: counted here unless ``graph`` counts its
+        throttled answers itself (then ``throttles_of`` has it)."""
+        if _throttles(graph) is None:
+            self.count_throttled()
 
     def count_swept(self, accounts: int) -> None:
         with self._lock:
@@ -91,3 +112,10 @@ class RenewalReport:
             f"stopped_early={self.stopped_early} "
             f"duration={self.duration_seconds:.1f}s"
         )
+
+
+def _throttles(graph: object) -> int | None:
+    # Only the real Graph adapter counts the throttled answers it absorbed (per thread);
+    # the port does not promise it.
+    counter = getattr(graph, "throttle_count", None)
+    return counter() if callable(counter) else None

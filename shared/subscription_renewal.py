@@ -17,7 +17,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from shared.errors import (
     ConcurrencyError,
@@ -91,7 +91,7 @@ class SubscriptionRenewal:
         """Never raises: one bad item must not end the run."""
         subscription = job.subscription
         try:
-            with self._gates.hold(subscription.account_id):
+            with self._report.throttles_of(self.services.graph), self._gates.hold(subscription.account_id):
                 return self._renew(job)
         except Exception:  # noqa: BLE001 - one bad item must not end the run
             log.exception(
@@ -129,7 +129,7 @@ class SubscriptionRenewal:
             # The token provider has marked the account; it is skipped until reconnected.
             return Outcome.REAUTH_REQUIRED
         except ThrottledError as exc:
-            self._report.count_throttled()
+            self._report.count_throttled_error(self.services.graph)
             if job.attempts >= MAX_ATTEMPTS:
                 return Outcome.DEFERRED
             return Retry(max(exc.retry_after, 0.0))
@@ -296,15 +296,23 @@ class ReindexBatches:
             log.warning("renewal: %d index entries not written yet (%s)", len(batch), describe(exc))
 
 
-def resync_account(services: Services, resync: Resync, account_id: str, reason: str) -> bool:
-    """A delta sync of the mailbox (a recreated subscription, a quiet account); False when
-    it failed, which is not lost: the account stays quiet, so the sweep tries again."""
+ResyncOutcome = Literal["synced", "reauth_required", "failed"]
+
+
+def resync_account(services: Services, resync: Resync, account_id: str, reason: str) -> ResyncOutcome:
+    """A delta sync of the mailbox (a recreated subscription, a quiet account): "synced",
+    "reauth_required" (the sync found the refresh token dead and marked the account) or
+    "failed", which is not lost: the account stays quiet, so the sweep tries again."""
     try:
-        resync(services, account_id, reason=reason)
-        return True
+        result = resync(services, account_id, reason=reason)
+    except ReauthRequiredError:
+        return "reauth_required"
     except ConnectorError as exc:
         log.warning("renewal: account %s delta sync (%s) failed: %s", account_id, reason, describe(exc))
-        return False
+        return "failed"
+    if getattr(result, "skipped", None) == "reauth_required":
+        return "reauth_required"
+    return "synced"
 
 
 def describe(exc: Exception) -> str:

@@ -3,7 +3,7 @@
 Used by the connect flow, by the lifecycle handling (``subscriptionRemoved``) and by the
 renewal timer, so the resource, change types and lifetime are defined here once.
 
-Rules (GRAPH_NOTES "Subscriptions"): an Outlook message subscription without resource data
+Rules (docs/graph-notes.md "Subscriptions"): an Outlook message subscription without resource data
 lives at most 10,080 minutes; a second subscription with the same resource and change types
 from the same app gets 409; deleting an already-gone subscription (404) is normal; the
 notification and lifecycle URLs must pass the validation handshake within 10 s.
@@ -16,7 +16,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from shared.client_state import issue_client_state
+from shared.client_state import issue_client_state, key_id, new_nonce
 from shared.errors import ConcurrencyError, GraphError, NotFoundError, UpstreamError
 from shared.models import Account, Subscription, SubscriptionStatus
 from shared.ports import GraphAuth
@@ -35,8 +35,8 @@ MAX_MAIL_SUBSCRIPTION_LIFETIME = dt.timedelta(minutes=10_080)
 LIFETIME_MARGIN = dt.timedelta(minutes=30)
 MAILBOX_SUBSCRIPTION_LIFETIME = MAX_MAIL_SUBSCRIPTION_LIFETIME - LIFETIME_MARGIN
 # Graph gives our endpoints 10 s to answer its validation handshake; a cold start can miss
-# it. Creation is tried again a few times (GRAPH_NOTES "Validation handshake": "retrying
-# creation" is one of the remedies).
+# it. Creation is tried again a few times (docs/graph-notes.md "Validation handshake": retrying
+# creation is one of the remedies).
 VALIDATION_ATTEMPTS = 3
 VALIDATION_RETRY_DELAY_SECONDS = 2.0
 
@@ -174,6 +174,7 @@ def _discard(
 def _create(services: Services, account: Account, auth: GraphAuth, now: dt.datetime) -> Subscription:
     settings = services.settings
     expires_at = mailbox_subscription_expiry(now)
+    nonce = new_nonce()  # recorded below: processing accepts this subscription's clientState only
     for attempt in range(1, VALIDATION_ATTEMPTS + 1):
         try:
             answer: dict[str, Any] = services.graph.create_subscription(
@@ -183,7 +184,7 @@ def _create(services: Services, account: Account, auth: GraphAuth, now: dt.datet
                 notification_url=settings.notification_url,
                 lifecycle_notification_url=settings.lifecycle_notification_url,
                 expires_at=expires_at,
-                client_state=issue_client_state(settings.client_state_key, account.account_id),
+                client_state=issue_client_state(settings.client_state_key, account.account_id, nonce),
             )
             break
         except GraphError as exc:
@@ -203,6 +204,8 @@ def _create(services: Services, account: Account, auth: GraphAuth, now: dt.datet
         expires_at=parse_graph_datetime(answer.get("expirationDateTime"), expires_at),
         status=SubscriptionStatus.ACTIVE,
         last_renewed_at=now,
+        client_state_nonce=nonce,
+        client_state_key_id=key_id(settings.client_state_key),
     )
     try:
         saved = services.subscriptions.save(subscription)
@@ -215,7 +218,7 @@ def _create(services: Services, account: Account, auth: GraphAuth, now: dt.datet
 
 
 def _is_validation_failure(exc: GraphError) -> bool:
-    # "Subscription validation request failed / timed out" (GRAPH_NOTES "Validation handshake").
+    # "Subscription validation request failed / timed out" (docs/graph-notes.md "Validation handshake").
     return exc.status == 400 and "validation request" in str(exc).lower()
 
 

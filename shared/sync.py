@@ -1,19 +1,36 @@
 """Mailbox sync: run the inbox delta query and publish one event per changed message.
 
 Notifications only say "something changed" (and may be dropped, doubled or reordered);
-the delta query is the source of truth (GRAPH_NOTES "Mail delta query"). A round starts
-from the account's stored deltaLink, follows ``@odata.nextLink`` pages and ends with a new
-deltaLink, saved with the account's ETag. Events of a page are published before the page
-is marked in the ledger, and the deltaLink is saved last: a crash anywhere means the
-round runs again from the old link and the ledger filters what was already published.
-At most one event can be published twice (a crash between publish and mark), with the
-same CloudEvent id; concurrent triggers cannot double anything because one account runs
-one round at a time (the ledger's sync lease).
+the delta query is the source of truth (docs/graph-notes.md "Mail delta query"). A round
+starts from the account's stored deltaLink, follows ``@odata.nextLink`` pages and ends
+with a new deltaLink, saved with the account's ETag. Events of a page are published
+before the page is marked in the ledger, and the deltaLink is saved last: a crash anywhere
+means the round runs again from its last saved place and the ledger filters what was
+already published. At most one page of events can be published twice (a crash between
+publish and mark), with the same CloudEvent ids.
+
+One account runs one round at a time: the ledger's sync lease. The lease also fences
+every write of a round (``MailLedger.commit``): marks and progress are written in one
+transaction with the lease under its ETag, the lease is proved again after every Graph
+call and before every publish, and the deltaLink is saved only right after such a proof.
+A holder whose lease went stale during a long call (another worker took over) or was
+seized by a disconnect stops there and writes nothing. Each Graph call is bounded below
+the lease's staleness (``shared.adapters.graph.MAX_CALL_SECONDS``, retries and waits on
+429 included), so a healthy worker keeps its lease.
+
+A round that does not fit in one invocation (``SYNC_TIME_BUDGET_SECONDS``: a large
+mailbox's first round, a full round after 410) keeps its place (the next page's link, in
+the ledger) and hands the rest to the next invocation through queue ``mail-sync``; a
+resumed round ends with one more incremental round for the mail that came meanwhile.
+Triggers that arrive while a round runs leave a pending mark; the holder runs one more
+round for all of them, and hands pending work to the queue rather than dropping it when it
+has run ``MAX_ROUNDS_PER_LEASE`` rounds or is out of time.
 
 created / updated / deleted (delta does not say which):
 - a message with no ledger mark is ``created`` when it was received after the account
   connected (``connected_at``); an older one is history: ``updated`` when it shows up in
-  an incremental round (it changed), ignored in a first or full round;
+  an incremental round (it changed), ignored in a first or full round (where no ledger
+  row is read for it);
 - a mark with another ``changeKey`` is ``updated``; the same ``changeKey`` is a replay;
 - ``@removed`` is ``deleted``, once; after ``410 Gone`` a full round runs and the messages
   of the ledger it no longer returns are ``deleted``.
@@ -22,22 +39,25 @@ created / updated / deleted (delta does not say which):
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from shared.config import MAIL_EVENT_QUEUE
+from shared.config import MAIL_EVENT_QUEUE, MAIL_SYNC_QUEUE
 from shared.errors import (
     ConcurrencyError,
     DeltaTokenExpiredError,
     GraphError,
+    InvalidInputError,
     ReauthRequiredError,
     UpstreamError,
 )
 from shared.events import CREATED, DELETED, UPDATED, encode_event, mail_event
-from shared.ledger import LedgerMark
+from shared.ledger import LeaseLostError, LedgerMark, SyncProgress
 from shared.models import Account, AccountStatus
 
 if TYPE_CHECKING:
@@ -48,13 +68,22 @@ log = logging.getLogger(__name__)
 
 FOLDER = "inbox"
 LEASE_STALE_AFTER = dt.timedelta(seconds=60)
-LEASE_RENEW_AFTER = LEASE_STALE_AFTER / 4
+# A holder proves its lease (a conditional write) when its last proof is older than this,
+# before a Graph call and again before it publishes: an event goes out at most this long
+# (plus the queue write) after the holder last proved it held the lease.
+LEASE_RENEW_AFTER = dt.timedelta(seconds=10)
+# How long a disconnect waits after seizing the lease from a running round, counted from
+# that round's last proof: by then the round can no longer publish (LEASE_RENEW_AFTER plus
+# a queue write's time).
+PUBLISH_FENCE = LEASE_RENEW_AFTER + dt.timedelta(seconds=5)
 MAX_ROUNDS_PER_LEASE = 20
+# Progress of pages that publish nothing (history in a first round) is kept this often.
+PROGRESS_EVERY_SECONDS = 5.0
 _SAVE_ATTEMPTS = 5
+_JOB_VERSION = 1
+_monotonic = time.monotonic  # the budget's clock (tests replace it)
 
-
-class LeaseLostError(ConcurrencyError):
-    """Another worker took over the account's sync lease (ours had gone stale)."""
+__all__ = ["LEASE_STALE_AFTER", "LeaseLostError", "SyncResult", "record_initial_delta", "sync_mailbox"]
 
 
 class _Mode:
@@ -73,78 +102,116 @@ class SyncResult:
     rounds: int = 0
     pages: int = 0
     restarted: bool = False  # the deltaLink had expired (410) and a full round ran
-    skipped: str | None = None  # why nothing ran: unknown_account, inactive, reauth_required, busy
+    resumed: bool = False  # a round left unfinished by an earlier invocation went on
+    handed_over: bool = False  # the rest (of a round, or pending work) went to queue mail-sync
+    # why nothing (more) ran: unknown_account, inactive, reauth_required, busy, lease_lost
+    skipped: str | None = None
 
     @property
     def published(self) -> int:
         return self.created + self.updated + self.deleted
 
 
+# --- entry points ----------------------------------------------------------------------
+
+
+def request_sync(services: Services, account_id: str, *, reason: str) -> None:
+    """Queue a delta round for the account (queue ``mail-sync``): the first round after a
+    connect, or the rest of a round that did not fit in one invocation."""
+    body = json.dumps({"v": _JOB_VERSION, "accountId": account_id, "reason": reason})
+    services.queues.send(MAIL_SYNC_QUEUE, [body])
+
+
+def parse_sync_job(body: bytes | str) -> tuple[str, str]:
+    """(account id, reason) of a ``mail-sync`` message; ``InvalidInputError`` if malformed."""
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        raise InvalidInputError("sync job is not JSON") from None
+    if not isinstance(document, dict) or document.get("v") != _JOB_VERSION:
+        raise InvalidInputError("sync job is not a version 1 object")
+    account_id, reason = document.get("accountId"), document.get("reason", "requested")
+    if not isinstance(account_id, str) or not account_id or not isinstance(reason, str):
+        raise InvalidInputError("sync job has no accountId")
+    return account_id, reason[:40]
+
+
 def record_initial_delta(
     services: Services, account: Account, auth: GraphAuth, *, emit_history: bool
 ) -> Account:
-    """The connect's first delta round: follow the pages, store the deltaLink.
+    """The connect's first delta round, in this invocation: follow the pages, store the
+    deltaLink (or keep the place and hand the rest to the queue when it does not fit).
 
     History (mail received before ``account.connected_at``) is published only with
-    ``emit_history``; mail that arrived since the connect started is published as created,
-    so nothing that came in while the subscription was being set up is missed. Returns the
-    saved account (unchanged when another round holds the lease: that one records it).
-    """
+    ``emit_history``; mail that arrived since the connect started is published as created.
+    Returns the saved account (unchanged when another round holds the lease)."""
     result = SyncResult(account.account_id, "connect")
 
-    def run(lease: _Lease) -> None:
+    def run(lease: _Lease) -> bool:
         current = services.accounts.get(account.account_id) or account
-        _rounds(services, current, auth, result, emit_history, lease)
+        return _rounds(services, current, auth, result, emit_history, lease)
 
     _with_lease(services, account.account_id, result, run)
     return services.accounts.get(account.account_id) or account
 
 
 def sync_mailbox(
-    services: Services, account_id: str, *, reason: str, notified_at: dt.datetime | None = None
+    services: Services,
+    account_id: str,
+    *,
+    reason: str,
+    notified_at: dt.datetime | None = None,
+    monotonic: Callable[[], float] | None = None,
 ) -> SyncResult:
     """Bring the account's events up to date with its inbox (processing, lifecycle, renewal
-    catch-up, operator resync). Returns what was published, or why nothing ran.
+    catch-up, operator resync, queued rounds). Returns what was published, or why nothing ran.
 
-    ``ReauthRequiredError`` is absorbed (the token provider marked the account); Graph and
-    storage failures propagate so that the queue retries.
+    ``ReauthRequiredError`` is absorbed (the token provider marked the account), as is a
+    lost lease (its new holder does the work); Graph and storage failures propagate so
+    that the queue retries.
     """
     result = SyncResult(account_id, reason)
     emit_history = services.settings.emit_history_on_connect
 
-    def run(lease: _Lease) -> None:
+    def run(lease: _Lease) -> bool:
         # Read under the lease: the deltaLink is the one the previous holder saved.
         account = services.accounts.get(account_id)
         if account is None:
             result.skipped = "unknown_account"
-        elif account.status is not AccountStatus.ACTIVE:
+            return True
+        if account.status is not AccountStatus.ACTIVE:
             result.skipped = "inactive"
-        else:
+            return True
+        auth = services.tokens.graph_auth(account)
+        try:
+            return _rounds(services, account, auth, result, emit_history, lease, notified_at=notified_at)
+        except GraphError as error:
+            if error.status != 401:
+                raise
+            # The cached access token was refused (revoked, say): once more with a fresh one,
+            # whose refresh tells a dead refresh token (ReauthRequiredError) from a hiccup.
+            forget = getattr(services.tokens, "forget", None)
+            if forget is not None:
+                forget(account_id)
             auth = services.tokens.graph_auth(account)
-            try:
-                _rounds(services, account, auth, result, emit_history, lease, notified_at=notified_at)
-            except GraphError as error:
-                if error.status != 401:
-                    raise
-                # The cached access token was refused (revoked, say): once more with a fresh one,
-                # whose refresh tells a dead refresh token (ReauthRequiredError) from a hiccup.
-                forget = getattr(services.tokens, "forget", None)
-                if forget is not None:
-                    forget(account_id)
-                auth = services.tokens.graph_auth(account)
-                _rounds(services, account, auth, result, emit_history, lease, notified_at=notified_at)
+            account = services.accounts.get(account_id) or account
+            return _rounds(services, account, auth, result, emit_history, lease, notified_at=notified_at)
 
     try:
-        _with_lease(services, account_id, result, run)
+        _with_lease(services, account_id, result, run, monotonic=monotonic)
     except ReauthRequiredError:
         log.warning("sync of account %s skipped: it must sign in again", account_id)
         result.skipped = "reauth_required"
+        return result
+    except LeaseLostError:
+        log.warning("sync of account %s stopped: its lease was taken over; nothing more written", account_id)
+        result.skipped = "lease_lost"
         return result
     except UpstreamError as error:
         _note_error(services, account_id, f"{type(error).__name__}: {error}")
         raise
     log.info(
-        "sync of account %s (%s): %d created, %d updated, %d deleted in %d page(s)%s%s",
+        "sync of account %s (%s): %d created, %d updated, %d deleted in %d page(s)%s%s%s%s",
         account_id,
         reason,
         result.created,
@@ -152,39 +219,83 @@ def sync_mailbox(
         result.deleted,
         result.pages,
         ", after 410 a full round" if result.restarted else "",
+        ", resumed" if result.resumed else "",
+        ", the rest queued" if result.handed_over else "",
         ", busy: the running round takes it" if result.skipped == "busy" else "",
     )
     return result
 
 
+# --- the lease and the rounds it covers ------------------------------------------------
+
+
 @dataclass
 class _Lease:
     holder: str
-    renewed_at: dt.datetime
+    renewed_at: dt.datetime  # the holder's last proof that it holds the lease
+    deadline: float  # monotonic time after which no new page is fetched
+    monotonic: Callable[[], float]
+
+    def out_of_time(self) -> bool:
+        return self.monotonic() >= self.deadline
 
 
 def _with_lease(
-    services: Services, account_id: str, result: SyncResult, run: Callable[[_Lease], None]
+    services: Services,
+    account_id: str,
+    result: SyncResult,
+    run: Callable[[_Lease], bool],
+    *,
+    monotonic: Callable[[], float] | None = None,
 ) -> None:
+    """Run rounds under the account's lease: ``run`` returns False when it stopped for time
+    with its place kept. Pending work is never dropped: it runs here, or goes to the queue."""
     ledger = services.ledger
     holder = uuid.uuid4().hex
     now = services.clock.now()
     if not ledger.acquire_lease(account_id, holder, now, LEASE_STALE_AFTER):
         result.skipped = "busy"
         return
-    lease = _Lease(holder, now)
+    budget = float(getattr(services.settings, "sync_time_budget_seconds", 120))
+    clock = monotonic or _monotonic
+    lease = _Lease(holder, now, clock() + budget, clock)
     try:
+        extra_round = False
         for _ in range(MAX_ROUNDS_PER_LEASE):
-            run(lease)
-            if ledger.release_lease(account_id, holder):
+            resumed_before = result.resumed
+            if not run(lease):
+                # Let go first: the queued round must find the lease free, not mark it pending.
+                ledger.release_lease(account_id, holder, abandon=True)
+                _hand_over(services, result, "continue")
                 return
+            if result.skipped is not None:
+                ledger.release_lease(account_id, holder, abandon=True)
+                return
+            # A round that went on from an earlier invocation took long: one more, for the
+            # mail that arrived meanwhile and whose triggers may have been dropped with it.
+            if result.resumed and not resumed_before and not extra_round:
+                extra_round = True
+            elif ledger.release_lease(account_id, holder):
+                return
+            if lease.out_of_time():
+                break
+        # Work is pending (another trigger marked the lease) but this invocation has run
+        # its share: the queue runs it, rather than the pending mark being dropped.
         ledger.release_lease(account_id, holder, abandon=True)
+        _hand_over(services, result, "pending")
+    except LeaseLostError:
+        raise  # not ours any more: nothing to give back
     except BaseException:
         try:
             ledger.release_lease(account_id, holder, abandon=True)
         except Exception:  # noqa: BLE001 - the original error matters more; the lease goes stale
             log.exception("could not release the sync lease of account %s", account_id)
         raise
+
+
+def _hand_over(services: Services, result: SyncResult, reason: str) -> None:
+    request_sync(services, result.account_id, reason=reason)
+    result.handed_over = True
 
 
 def _rounds(
@@ -196,22 +307,38 @@ def _rounds(
     lease: _Lease,
     *,
     notified_at: dt.datetime | None = None,
-) -> None:
-    if account.delta_link is None:
-        mode = _Mode.FIRST
+) -> bool:
+    """One round, from the place an earlier invocation kept or from the deltaLink. True
+    when it ended with a saved deltaLink, False when it stopped for time (place kept)."""
+    progress = services.ledger.progress(account.account_id)
+    if progress is not None:
+        result.resumed = True
+        mode, link, round_id = progress.mode, progress.link, progress.round_id
+    elif account.delta_link is None:
+        mode, link, round_id = _Mode.FIRST, None, uuid.uuid4().hex
     else:
-        mode = _Mode.INCREMENTAL
-    round_ = _Round(services, account, auth, result, mode, emit_history, lease)
+        mode, link, round_id = _Mode.INCREMENTAL, account.delta_link, uuid.uuid4().hex
+    round_ = _Round(services, account, auth, result, mode, round_id, emit_history, lease, progress)
     try:
-        delta_link = round_.run(account.delta_link)
+        delta_link = round_.run(link)
     except DeltaTokenExpiredError:
-        log.warning("deltaLink of account %s expired (410): full round", account.account_id)
+        log.warning("delta link of account %s expired (410): full round", account.account_id)
         result.restarted = True
-        round_ = _Round(services, account, auth, result, _Mode.FULL, emit_history, lease)
+        round_ = _Round(
+            services, account, auth, result, _Mode.FULL, uuid.uuid4().hex, emit_history, lease, progress
+        )
         delta_link = round_.run(None)
+    if delta_link is None:
+        return False
+    if round_.mode == _Mode.FULL:
         round_.publish_vanished()
     result.rounds += 1
+    # Saved within LEASE_RENEW_AFTER of a proof: no other holder can have saved a newer one.
+    round_.prove_lease()
     _save_delta_link(services, account, delta_link, notified_at)
+    if round_.saved is not None:
+        services.ledger.commit(account.account_id, lease.holder, services.clock.now(), [], None)
+    return True
 
 
 class _Round:
@@ -224,8 +351,10 @@ class _Round:
         auth: GraphAuth,
         result: SyncResult,
         mode: str,
+        round_id: str,
         emit_history: bool,
         lease: _Lease,
+        saved: SyncProgress | None,
     ) -> None:
         self.lease = lease
         self.services = services
@@ -233,59 +362,104 @@ class _Round:
         self.auth = auth
         self.result = result
         self.mode = mode
+        self.round_id = round_id
         self.emit_history = emit_history
         self.ledger = services.ledger
         self.baseline = _baseline(account)
-        self.returned: set[str] = set()
+        self.saved = saved  # the progress stored in the ledger (None: none)
+        self._saved_at = lease.monotonic()
+        self._pages_here = 0
 
-    def run(self, link: str | None) -> str:
+    def run(self, link: str | None) -> str | None:
+        """Follow the pages from ``link``; the deltaLink at the end, None when out of time."""
         while True:
-            self._keep_lease()
+            if self._pages_here and self.lease.out_of_time() and link is not None:
+                self._keep_place(link, force=True)
+                return None
+            self.prove_lease()
             page = self.services.graph.delta_page(self.auth, link, folder=FOLDER)
+            self._pages_here += 1
             self.result.pages += 1
-            self.publish(page.items)
-            if page.next_link:
-                link = page.next_link
-            elif page.delta_link:
-                return page.delta_link
-            else:
+            # The call may have outlasted the lease: prove it again before anything is written.
+            self.prove_lease()
+            if not page.next_link and not page.delta_link:
                 raise UpstreamError("delta page without nextLink or deltaLink")
+            events, marks = self.prepare(page.items)
+            self._emit(events)
+            if page.next_link:
+                self._commit(marks, SyncProgress(page.next_link, self.mode, self.round_id))
+                link = page.next_link
+            else:
+                # The last page: a full round keeps its place until the vanished are published.
+                ending = self.saved if self.mode == _Mode.FULL else None
+                if marks or (self.saved is not None and ending is None):
+                    self._commit(marks, ending, force=True)
+                return page.delta_link
 
-    def _keep_lease(self) -> None:
-        # Renewed well before it could look stale to another worker, not on every page.
+    def prove_lease(self, *, force: bool = False) -> None:
+        """A conditional write of the lease when the last proof is old; LeaseLostError if it
+        is no longer ours."""
         now = self.services.clock.now()
-        if now - self.lease.renewed_at < LEASE_RENEW_AFTER:
+        if not force and now - self.lease.renewed_at < LEASE_RENEW_AFTER:
             return
         if not self.ledger.renew_lease(self.account.account_id, self.lease.holder, now):
             raise LeaseLostError(f"sync lease of account {self.account.account_id} was taken over")
         self.lease.renewed_at = now
 
-    def publish(self, items: Iterable[dict[str, Any]]) -> None:
-        items = [item for item in items if isinstance(item, dict) and isinstance(item.get("id"), str)]
-        if not items:
+    def _keep_place(self, link: str, *, force: bool = False) -> None:
+        if self.saved is not None and self.saved.link == link:
             return
-        ids = [item["id"] for item in items]
-        if self.mode == _Mode.FULL:
-            self.returned.update(item["id"] for item in items if "@removed" not in item)
-        known = self.ledger.marks(self.account.account_id, ids)
+        self._commit([], SyncProgress(link, self.mode, self.round_id), force=force)
+
+    def _commit(self, marks: list[LedgerMark], progress: SyncProgress | None, *, force: bool = False) -> None:
+        # Pages that publish nothing keep their place every few seconds, not every page.
+        if not marks and not force and self.lease.monotonic() - self._saved_at < PROGRESS_EVERY_SECONDS:
+            return
+        now = self.services.clock.now()
+        self.ledger.commit(self.account.account_id, self.lease.holder, now, marks, progress)
+        self.lease.renewed_at = now
+        self.saved = progress
+        self._saved_at = self.lease.monotonic()
+
+    def prepare(self, items: Iterable[dict[str, Any]]) -> tuple[list[str], list[LedgerMark]]:
+        items = [item for item in items if isinstance(item, dict) and isinstance(item.get("id"), str)]
+        # A first or full round ignores history unpublished so far, so only messages that may
+        # give an event or that a full round must see need a ledger read (the history of a
+        # large mailbox's first round reads no ledger row).
+        if self.mode == _Mode.INCREMENTAL or (self.mode == _Mode.FIRST and self.emit_history):
+            wanted = items
+        elif self.mode == _Mode.FULL:
+            wanted = items
+        else:
+            wanted = [item for item in items if "@removed" in item or self._is_new(item)]
+        if not wanted:
+            return [], []
+        known = self.ledger.marks(self.account.account_id, [item["id"] for item in wanted])
         events: list[str] = []
         marks: dict[str, LedgerMark] = {}
         now = self.services.clock.now()
-        for item in items:
+        for item in wanted:
             message_id = item["id"]
             mark = marks.get(message_id) or known.get(message_id)
             change = self.classify(item, mark)
+            change_key = item.get("changeKey") if isinstance(item.get("changeKey"), str) else None
             if change is None:
+                if self.mode == _Mode.FULL and mark is not None and not mark.removed and mark.seen_in != self.round_id:
+                    # Seen by this full round: not among the vanished at its end.
+                    marks[message_id] = LedgerMark(message_id, mark.change_key, False, self.round_id)
                 continue
             events.append(encode_event(mail_event(self.account, item, change, folder=FOLDER, now=now)))
-            change_key = item.get("changeKey") if isinstance(item.get("changeKey"), str) else None
-            marks[message_id] = LedgerMark(message_id, change_key, removed=change == DELETED)
+            seen = self.round_id if self.mode == _Mode.FULL else None
+            marks[message_id] = LedgerMark(message_id, change_key, removed=change == DELETED, seen_in=seen)
             setattr(self.result, change, getattr(self.result, change) + 1)
-        self._emit(events, list(marks.values()))
+        return events, list(marks.values())
 
     def classify(self, item: dict[str, Any], mark: LedgerMark | None) -> str | None:
         if "@removed" in item:
-            return None if mark is not None and mark.removed else DELETED
+            if mark is not None:
+                return None if mark.removed else DELETED
+            # Never published: a deletion is news only in an incremental round.
+            return DELETED if self.mode == _Mode.INCREMENTAL else None
         if mark is not None and not mark.removed:
             change_key = item.get("changeKey")
             return None if change_key is not None and change_key == mark.change_key else UPDATED
@@ -303,17 +477,19 @@ class _Round:
 
     def publish_vanished(self) -> None:
         """After a full round: ledger messages it did not return were deleted meanwhile."""
-        gone = [
-            mid for mid in self.ledger.live_message_ids(self.account.account_id) if mid not in self.returned
-        ]
-        for start in range(0, len(gone), 100):
-            self.publish({"id": mid, "@removed": {"reason": "deleted"}} for mid in gone[start : start + 100])
+        gone = list(self.ledger.live_message_ids(self.account.account_id, unseen_in=self.round_id))
+        for start in range(0, len(gone), 98):
+            self.prove_lease()
+            events, marks = self.prepare(
+                {"id": mid, "@removed": {"reason": "deleted"}} for mid in gone[start : start + 98]
+            )
+            self._emit(events)
+            self._commit(marks, self.saved, force=True)
 
-    def _emit(self, events: list[str], marks: list[LedgerMark]) -> None:
+    def _emit(self, events: list[str]) -> None:
         if events:
+            self.prove_lease()
             self.services.queues.send(MAIL_EVENT_QUEUE, events)
-        if marks:
-            self.ledger.record(self.account.account_id, marks)
 
 
 def _baseline(account: Account) -> dt.datetime | None:
@@ -339,11 +515,18 @@ def _save_delta_link(
     services: Services, account: Account, delta_link: str, notified_at: dt.datetime | None
 ) -> None:
     """Store the new deltaLink with the account's ETag; on a conflict (another writer changed
-    another field) reload and apply again: we hold the sync lease, our link is the latest."""
+    another field) reload and apply again: we hold the sync lease, our link is the latest,
+    unless the account was disconnected or connected anew meanwhile (then the link belongs
+    to a past connection and is dropped)."""
     current: Account | None = account
     for _ in range(_SAVE_ATTEMPTS):
-        if current is None:
-            return  # disconnected meanwhile
+        if (
+            current is None
+            or current.status is AccountStatus.DISCONNECTED
+            or current.connected_at != account.connected_at
+        ):
+            log.info("account %s was disconnected or reconnected during its round: deltaLink dropped", account.account_id)
+            return
         current.delta_link = delta_link
         current.last_sync_at = services.clock.now()
         current.last_error = None
@@ -363,7 +546,7 @@ def _note_error(services: Services, account_id: str, message: str) -> None:
     """Record the failure on the account for operators; best effort."""
     try:
         account = services.accounts.get(account_id)
-        if account is not None:
+        if account is not None and account.status is not AccountStatus.DISCONNECTED:
             account.last_error = message[:500]
             services.accounts.save(account)
     except Exception:  # noqa: BLE001 - the sync error is what gets raised

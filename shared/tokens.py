@@ -1,11 +1,11 @@
 """Graph access tokens per account: MSAL silent acquisition over the account's token cache.
 
-Each account's MSAL ``SerializableTokenCache`` is one Key Vault secret (DESIGN.md "State");
+Each account's MSAL ``SerializableTokenCache`` is one Key Vault secret (docs/design.md "State");
 nothing else holds a refresh token. ``CachedTokenProvider.graph_auth(account)`` answers
 from an in-process cache of access tokens while they have more than a few minutes to live;
 otherwise it loads the account's cache from Key Vault, asks the identity platform for a
 token silently (which refreshes and may rotate the refresh token), and writes the cache back
-only when MSAL says it changed (GRAPH_NOTES "Tokens"). A dead refresh token
+only when MSAL says it changed (docs/graph-notes.md "Tokens"). A dead refresh token
 (``invalid_grant``) marks the account ``reauth_required`` and raises
 ``ReauthRequiredError``; the account stays visible to operators.
 
@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from shared.errors import ConcurrencyError, ReauthRequiredError
+from shared.errors import ConcurrencyError, NotFoundError, ReauthRequiredError
 from shared.models import Account, AccountStatus
 from shared.ports import GraphAuth, TokenGrant
 
@@ -51,7 +51,7 @@ _NOT_NAME_CHARS = re.compile(r"[^A-Za-z0-9-]+")
 def token_cache_secret_name(account_id: str) -> str:
     """The Key Vault secret holding the account's MSAL token cache.
 
-    Key Vault names are 1-127 letters, digits and dashes (GRAPH_NOTES "Key Vault"). The
+    Key Vault names are 1-127 letters, digits and dashes (docs/graph-notes.md "Key Vault"). The
     readable part replaces everything else by dashes; a digest of the exact id keeps two
     ids that differ only there (``a.b`` and ``a-b``) apart.
     """
@@ -92,7 +92,8 @@ class CachedTokenProvider:
                 grant = self._acquire(account)
             except ReauthRequiredError as exc:
                 self.forget(account_id)
-                mark_reauth_required(self._services, account_id, exc.reason)
+                if exc.reason != "disconnected":
+                    mark_reauth_required(self._services, account_id, exc.reason)
                 raise
             self.remember(account_id, grant.access_token, grant.expires_in)
             return GraphAuth(account_id, grant.access_token)
@@ -140,8 +141,12 @@ class CachedTokenProvider:
         )
         if grant.cache_state is not None:
             # The refresh token may have rotated: the new one must be kept, or the next
-            # refresh fails. Written only when MSAL reports a change.
-            services.secrets.set(secret_name, grant.cache_state)
+            # refresh fails. Written only when MSAL reports a change, and never onto a cache a
+            # disconnect deleted meanwhile (that would bring the refresh token back).
+            try:
+                services.secrets.set(secret_name, grant.cache_state, recover=False)
+            except NotFoundError:
+                raise ReauthRequiredError(account.account_id, "disconnected") from None
         return grant
 
 
@@ -151,7 +156,10 @@ _DOWNGRADABLE = (AccountStatus.ACTIVE, AccountStatus.ERROR)
 def mark_reauth_required(services: Services, account_id: str, reason: str) -> Account | None:
     """Turn an active (or failing) account ``reauth_required``; a disconnected one stays so."""
 
+    transitions: list[bool] = []
+
     def change(account: Account) -> bool:
+        transitions.append(account.status in _DOWNGRADABLE)
         if account.status not in _DOWNGRADABLE:
             return False
         account.status = AccountStatus.REAUTH_REQUIRED
@@ -161,6 +169,10 @@ def mark_reauth_required(services: Services, account_id: str, reason: str) -> Ac
     updated = update_account(services, account_id, change)
     if updated is not None and updated.status == AccountStatus.REAUTH_REQUIRED:
         log.warning("account %s must sign in again (%s)", account_id, reason)
+        if transitions and transitions[-1]:  # this call made the transition: told once
+            from shared.account_events import REAUTH_REQUIRED, publish_transition
+
+            publish_transition(services, updated, REAUTH_REQUIRED, reason=reason)
     return updated
 
 

@@ -1,47 +1,61 @@
 """Graph webhook input: the validation handshake and change / lifecycle notification batches.
 
-Handshake (GRAPH_NOTES "Validation handshake"): Graph POSTs ``?validationToken=…`` and
+Handshake (docs/graph-notes.md "Validation handshake"): Graph POSTs ``?validationToken=…`` and
 expects 200, text/plain, the URL-decoded token as the body, within 10 seconds. The query
 string is already URL-decoded by the host. The token is echoed as plain text only, never
 as HTML, and only when it is of a sane length.
 
-Notifications (GRAPH_NOTES "Change notifications", "Lifecycle notifications"): a POST
-carries ``{"value": [item, …]}``, items of several subscriptions and tenants mixed. Each
-item's ``clientState`` is verified in constant time with the key from the settings
-(``shared.client_state``), which also tells the account it belongs to; an item that fails
-is dropped and counted, never echoed. The valid items become one *trigger* per account:
+Notifications (docs/graph-notes.md "Change notifications", "Lifecycle notifications"): a
+POST carries ``{"value": [item, …]}``, items of several subscriptions and tenants mixed.
+Each item's ``clientState`` is verified in constant time with the keys from the settings
+(``shared.client_state``), which also tells the account it belongs to and the nonce of
+the subscription it was issued for; its ``subscriptionId`` must be a GUID, as Graph's
+are (anything else could not even be a table key). An item that fails either is dropped
+and counted, never echoed, and never costs the valid items of the batch anything. The
+valid items become one *trigger* per account:
 
-    {"v": 1, "accountId": …, "subscriptionIds": [...], "changes": n,
-     "lifecycle": [{"subscriptionId": …, "event": "missed"}, …], "receivedAt": epoch ms}
+    {"v": 2, "accountId": …, "changed": [{"subscriptionId": …, "nonce": …}, …],
+     "changes": n, "lifecycle": [{"subscriptionId": …, "event": "missed", "nonce": …}, …],
+     "receivedAt": epoch ms}
 
-A notification is only a trigger: the delta query is the source of truth (DESIGN.md
+A notification is only a trigger: the delta query is the source of truth (docs/design.md
 "Processing"), so the message ids inside the items are not kept. A trigger stays a few
 hundred bytes whatever the batch size, well under a Storage queue message's 64 KiB.
-Whether the subscription really belongs to the account is checked by processing (one
-point read), not here: the hot path reads no storage.
+Whether the subscription really belongs to the account, and carries that nonce, is
+checked by processing (one point read), not here: the hot path reads no storage.
+Version 1 triggers (``subscriptionIds``, no nonces), written before nonces were kept, are
+still read.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from shared.client_state import verify_client_state
+from shared.client_state import ClientStateClaim, read_client_state
 from shared.errors import InvalidInputError, PayloadTooLargeError
 
 MAX_VALIDATION_TOKEN_LENGTH = 1024
 # Graph batches items of many subscriptions in one POST; an item is under 1 KiB.
 MAX_BODY_BYTES = 1024 * 1024
 MAX_ITEMS = 1000
-MAX_SUBSCRIPTION_ID_LENGTH = 128
-TRIGGER_VERSION = 1
-# Verified clientStates, per key. Graph repeats a subscription's clientState on each of its
+TRIGGER_VERSION = 2
+LEGACY_TRIGGER_VERSION = 1
+# Graph's subscription ids are GUIDs. Nothing else is accepted: a '/', '#', '?' or a control
+# character is refused by Azure Tables in a key, and would fail every read of the trigger.
+_SUBSCRIPTION_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", re.ASCII)
+# Verified clientStates, per set of keys. Graph repeats a subscription's clientState on each of its
 # notifications, so the HMAC runs once per subscription and process instead of per item.
 # Only strings that passed the constant-time check are kept: a hit proves nothing to a
 # caller who did not already hold a valid clientState, and a miss runs the full check.
 VERIFIED_CACHE_SIZE = 65_536
-_verified: dict[bytes, dict[str, str]] = {}
+_verified: dict[tuple[bytes, ...], dict[str, ClientStateClaim]] = {}
+
+_E = TypeVar("_E")
 
 CHANGE_TYPES = frozenset({"created", "updated", "deleted"})
 LIFECYCLE_EVENTS = frozenset({"reauthorizationRequired", "subscriptionRemoved", "missed"})
@@ -61,9 +75,14 @@ def validation_response(token: str) -> WebhookAnswer:
     return WebhookAnswer(200, token)
 
 
+def is_subscription_id(value: object) -> bool:
+    """Whether ``value`` has the shape of a Graph subscription id (a GUID)."""
+    return isinstance(value, str) and _SUBSCRIPTION_ID.fullmatch(value) is not None
+
+
 @dataclass
 class _AccountTrigger:
-    subscription_ids: dict[str, None] = field(default_factory=dict)  # ordered set
+    changed: dict[tuple[str, str], None] = field(default_factory=dict)  # ordered set of (id, nonce)
     changes: int = 0
     lifecycle: list[dict[str, str]] = field(default_factory=list)
 
@@ -78,7 +97,7 @@ class NotificationBatch:
 
 
 def read_notification_batch(
-    body: bytes, key: bytes, *, received_at_ms: int | None = None
+    body: bytes, keys: bytes | Sequence[bytes], *, received_at_ms: int | None = None
 ) -> NotificationBatch:
     """Parse and verify one notification POST body.
 
@@ -102,23 +121,24 @@ def read_notification_batch(
     if len(items) > MAX_ITEMS:
         raise PayloadTooLargeError(f"more than {MAX_ITEMS} notifications in one body")
 
+    key_tuple = (keys,) if isinstance(keys, bytes) else tuple(keys)
     triggers: dict[str, _AccountTrigger] = {}
     dropped = 0
     for item in items:
-        account_id = _accept(item, key)
-        if account_id is None:
+        claim = _accept(item, key_tuple)
+        if claim is None:
             dropped += 1
             continue
-        trigger = triggers.get(account_id)
+        trigger = triggers.get(claim.account_id)
         if trigger is None:
-            trigger = triggers[account_id] = _AccountTrigger()
+            trigger = triggers[claim.account_id] = _AccountTrigger()
         subscription_id = item["subscriptionId"]
         event = item.get("lifecycleEvent")
         if event is None:
             trigger.changes += 1
-            trigger.subscription_ids[subscription_id] = None
+            trigger.changed[(subscription_id, claim.nonce)] = None
         else:
-            trigger.lifecycle.append({"subscriptionId": subscription_id, "event": event})
+            trigger.lifecycle.append({"subscriptionId": subscription_id, "event": event, "nonce": claim.nonce})
 
     stamp = int(time.time() * 1000) if received_at_ms is None else received_at_ms
     messages = [
@@ -126,7 +146,7 @@ def read_notification_batch(
             {
                 "v": TRIGGER_VERSION,
                 "accountId": account_id,
-                "subscriptionIds": list(trigger.subscription_ids),
+                "changed": [{"subscriptionId": sid, "nonce": nonce} for sid, nonce in trigger.changed],
                 "changes": trigger.changes,
                 "lifecycle": trigger.lifecycle,
                 "receivedAt": stamp,
@@ -138,12 +158,11 @@ def read_notification_batch(
     return NotificationBatch(messages, accepted=len(items) - dropped, dropped=dropped)
 
 
-def _accept(item: object, key: bytes) -> str | None:
-    """The account id of a well-formed item carrying our clientState, else None."""
+def _accept(item: object, keys: tuple[bytes, ...]) -> ClientStateClaim | None:
+    """What the clientState of a well-formed item of ours says, else None."""
     if not isinstance(item, dict):
         return None
-    subscription_id = item.get("subscriptionId")
-    if not isinstance(subscription_id, str) or not 0 < len(subscription_id) <= MAX_SUBSCRIPTION_ID_LENGTH:
+    if not is_subscription_id(item.get("subscriptionId")):
         return None
     # Membership is tested on strings only: a list or an object is unhashable.
     event = item.get("lifecycleEvent")
@@ -156,23 +175,32 @@ def _accept(item: object, key: bytes) -> str | None:
     client_state = item.get("clientState")
     if not isinstance(client_state, str):
         return None
-    verified = _verified.get(key)
+    verified = _verified.get(keys)
     if verified is None:
-        verified = _verified[key] = {}
-    account_id = verified.get(client_state)
-    if account_id is None:
-        account_id = verify_client_state(key, client_state)
-        if account_id is not None:
+        verified = _verified[keys] = {}
+    claim = verified.get(client_state)
+    if claim is None:
+        claim = read_client_state(keys, client_state)
+        if claim is not None:
             if len(verified) >= VERIFIED_CACHE_SIZE:
                 verified.clear()
-            verified[client_state] = account_id
-    return account_id
+            verified[client_state] = claim
+    return claim
 
 
 @dataclass(frozen=True)
 class LifecycleSignal:
     subscription_id: str
     event: str
+    nonce: str | None = None  # None: a version 1 trigger, written before nonces were kept
+
+
+@dataclass(frozen=True)
+class SubscriptionChange:
+    """A subscription that said "something changed", with the nonce its clientState carried."""
+
+    subscription_id: str
+    nonce: str | None = None
 
 
 @dataclass(frozen=True)
@@ -184,38 +212,72 @@ class NotificationTrigger:
     changes: int
     lifecycle: tuple[LifecycleSignal, ...]
     received_at_ms: int | None
+    changed: tuple[SubscriptionChange, ...] = ()  # empty: one per subscription id, nonce unknown
+    rejected: int = 0  # entries left out because their subscription id is not a Graph id
+
+    def __post_init__(self) -> None:
+        if not self.changed and self.subscription_ids:
+            object.__setattr__(self, "changed", tuple(SubscriptionChange(s) for s in self.subscription_ids))
 
 
 def parse_trigger(body: bytes | str) -> NotificationTrigger:
-    """Read a trigger written by ``read_notification_batch``; ``InvalidInputError`` if malformed."""
+    """Read a trigger written by ``read_notification_batch``; ``InvalidInputError`` if malformed.
+
+    An entry whose subscription id is not a Graph id is left out and counted in
+    ``rejected`` (it was queued before the webhook checked ids): it must not fail the others.
+    """
     try:
         document = json.loads(body)
     except (ValueError, RecursionError):
         raise InvalidInputError("trigger is not JSON") from None
-    if not isinstance(document, dict) or document.get("v") != TRIGGER_VERSION:
-        raise InvalidInputError("trigger is not a version 1 object")
+    if not isinstance(document, dict) or document.get("v") not in (TRIGGER_VERSION, LEGACY_TRIGGER_VERSION):
+        raise InvalidInputError("trigger is not a version 1 or 2 object")
     account_id = document.get("accountId")
-    subscription_ids = document.get("subscriptionIds", [])
-    lifecycle = document.get("lifecycle", [])
     received = document.get("receivedAt")
     changes = document.get("changes", 0)
     if not isinstance(account_id, str) or not account_id:
         raise InvalidInputError("trigger has no accountId")
-    if not isinstance(subscription_ids, list) or not all(isinstance(s, str) for s in subscription_ids):
-        raise InvalidInputError("trigger subscriptionIds must be strings")
-    if not isinstance(lifecycle, list) or not all(
-        isinstance(e, dict)
-        and isinstance(e.get("subscriptionId"), str)
-        and e.get("event") in LIFECYCLE_EVENTS
-        for e in lifecycle
-    ):
-        raise InvalidInputError("trigger lifecycle entries are malformed")
-    if not isinstance(changes, int):
+    if document["v"] == LEGACY_TRIGGER_VERSION:
+        ids = document.get("subscriptionIds", [])
+        if not isinstance(ids, list) or not all(isinstance(s, str) for s in ids):
+            raise InvalidInputError("trigger subscriptionIds must be strings")
+        entries: object = [{"subscriptionId": s} for s in ids]
+    else:
+        entries = document.get("changed", [])
+    changed = _entries(entries, "changed", lambda e: SubscriptionChange(e["subscriptionId"], e.get("nonce")))
+    lifecycle = _entries(
+        document.get("lifecycle", []),
+        "lifecycle",
+        lambda e: LifecycleSignal(e["subscriptionId"], e["event"], e.get("nonce")),
+        events=True,
+    )
+    if not isinstance(changes, int) or isinstance(changes, bool):
         raise InvalidInputError("trigger changes must be a number")
+    good_changes = tuple(dict.fromkeys(c for c in changed if is_subscription_id(c.subscription_id)))
+    good_lifecycle = tuple(s for s in lifecycle if is_subscription_id(s.subscription_id))
     return NotificationTrigger(
         account_id=account_id,
-        subscription_ids=tuple(subscription_ids),
+        subscription_ids=tuple(dict.fromkeys(c.subscription_id for c in good_changes)),
         changes=changes,
-        lifecycle=tuple(LifecycleSignal(e["subscriptionId"], e["event"]) for e in lifecycle),
+        lifecycle=good_lifecycle,
         received_at_ms=received if isinstance(received, int) else None,
+        changed=good_changes,
+        rejected=len(changed) + len(lifecycle) - len(good_changes) - len(good_lifecycle),
     )
+
+
+def _entries(value: object, name: str, build: Callable[[dict[str, str]], _E], *, events: bool = False) -> list[_E]:
+    """The entries of a trigger's list ``name``; ``InvalidInputError`` when one is not an entry."""
+    if not isinstance(value, list):
+        raise InvalidInputError(f"trigger {name} must be a list")
+    out: list[_E] = []
+    for entry in value:
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("subscriptionId"), str)
+            or not isinstance(entry.get("nonce", ""), str)
+            or (events and entry.get("event") not in LIFECYCLE_EVENTS)
+        ):
+            raise InvalidInputError(f"trigger {name} entries are malformed")
+        out.append(build(entry))
+    return out

@@ -22,6 +22,9 @@ STACK_SETTINGS = {
     "CATCHUP_AFTER_MINUTES": "360",
     # Timers fire only when a test asks (POST /admin/functions/{name}), never by surprise.
     "RENEWAL_SCHEDULE": "0 0 0 1 1 *",
+    # The mail actions need Mail.ReadWrite; a small attachment limit lets a test cross it.
+    "MAIL_ACTIONS_ENABLED": "true",
+    "MAX_ATTACHMENT_BYTES": "1048576",
 }
 
 
@@ -31,8 +34,15 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
         yield running
 
 
+# The origin connect sessions of the tests return to (nothing listens there: the tests read
+# the redirect), besides the devhost's own (a real browser follows the redirect there).
+PRODUCT_ORIGIN = "https://product.test"
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     data_dir: Path = tmp_path_factory.mktemp("stack")
-    with LocalStack.on_free_ports(data_dir, extra_settings=STACK_SETTINGS) as running:
+    local = LocalStack.on_free_ports(data_dir, extra_settings=STACK_SETTINGS)
+    local.extra_settings = {**STACK_SETTINGS, "ALLOWED_RETURN_ORIGINS": f"{PRODUCT_ORIGIN},{local.devhost_url}"}
+    with local as running:
         yield running

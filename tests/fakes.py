@@ -6,8 +6,10 @@ the same against the real adapters:
 - ``save`` with an ETag writes only over that exact version, without one only when
   nothing is stored yet; either way a lost race is ``ConcurrencyError``;
 - ``AuthFlowStore.take`` gives a flow to exactly one caller;
+- the subscription store keeps an expiry index of copies as the Table adapter does
+  (tests/integration/test_subscription_store_contract.py runs the same assertions on both);
 - the Graph fake answers 409 to a duplicate subscription, 404 for an unknown one, keeps to
-  the 10,080-minute limit and raises the 45-minute minimum (GRAPH_NOTES "Subscriptions").
+  the 10,080-minute limit and raises the 45-minute minimum (docs/graph-notes.md "Subscriptions").
 
 ``make_services(**overrides)`` builds ``Services`` entirely from fakes.
 """
@@ -33,10 +35,19 @@ from shared.errors import (
     DeltaTokenExpiredError,
     GraphError,
     IdentityError,
+    InvalidInputError,
     NotFoundError,
     ReauthRequiredError,
 )
-from shared.models import Account, ClientKind, PendingAuthFlow, Subscription, SweepCheckpoint, account_id_for
+from shared.models import (
+    Account,
+    ClientKind,
+    ConnectSession,
+    PendingAuthFlow,
+    Subscription,
+    SweepCheckpoint,
+    account_id_for,
+)
 from shared.ports import DeltaPage, GraphAuth, JsonObject
 from shared.tokens import TokenGrant
 
@@ -99,19 +110,27 @@ class FakeAccountStore:
 
 
 class FakeSubscriptionStore:
+    """Records plus an expiry index of copies, as the Table adapter keeps them: a save
+    writes the record and its copy, one saved with ``defer_index`` leaves the old copy in
+    place until ``reindex``; ``expiring_before`` offers the copies (stale ones included),
+    with ``recheck`` the records; ``reread`` drops a copy that no longer names its record.
+    Ids a table key cannot hold are ``InvalidInputError``."""
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.items: dict[tuple[str, str], Subscription] = {}
+        self.index: dict[tuple[str, str], Subscription] = {}  # the copies expiring_before offers
         self.reindexed: list[str] = []
         self.rechecks: list[bool] = []  # the ``recheck`` of every expiring_before call
 
     def get(self, account_id: str, subscription_id: str) -> Subscription | None:
+        key = _table_keys(account_id, subscription_id)
         with self._lock:
-            found = self.items.get((account_id, subscription_id))
+            found = self.items.get(key)
             return copy.deepcopy(found) if found is not None else None
 
     def save(self, subscription: Subscription, *, defer_index: bool = False) -> Subscription:
-        key = (subscription.account_id, subscription.subscription_id)
+        key = _table_keys(subscription.account_id, subscription.subscription_id)
         with self._lock:
             _check_etag(
                 self.items.get(key), subscription.etag, f"subscription {subscription.subscription_id}"
@@ -120,36 +139,72 @@ class FakeSubscriptionStore:
             stored.etag = _new_etag()
             if not defer_index:
                 stored.indexed_expires_at = stored.expires_at
+                self.index[key] = copy.deepcopy(stored)
             self.items[key] = stored
             return copy.deepcopy(stored)
 
     def reindex(self, subscriptions: Sequence[Subscription]) -> None:
-        """No index to move here (``expiring_before`` looks at the records); remembers what
-        was handed over, so that a test sees every deferred save reach it."""
+        """Copies of what was handed over; remembers it, so that a test sees every deferred
+        save reach it."""
         with self._lock:
             self.reindexed.extend(s.subscription_id for s in subscriptions)
             for s in subscriptions:
-                stored = self.items.get((s.account_id, s.subscription_id))
+                key = (s.account_id, s.subscription_id)
+                s.indexed_expires_at = s.expires_at
+                self.index[key] = copy.deepcopy(s)
+                stored = self.items.get(key)
                 if stored is not None:
                     stored.indexed_expires_at = stored.expires_at
 
     def delete(self, account_id: str, subscription_id: str) -> None:
+        key = _table_keys(account_id, subscription_id)
         with self._lock:
-            self.items.pop((account_id, subscription_id), None)
+            self.items.pop(key, None)
+            self.index.pop(key, None)
 
     def for_account(self, account_id: str) -> list[Subscription]:
+        _table_keys(account_id)
         with self._lock:
             return [copy.deepcopy(s) for (a, _), s in sorted(self.items.items()) if a == account_id]
 
     def reread(self, offered: Subscription) -> Subscription | None:
-        return self.get(offered.account_id, offered.subscription_id)
+        key = (offered.account_id, offered.subscription_id)
+        with self._lock:
+            current = self.items.get(key)
+            entry = self.index.get(key)
+            if entry is not None and (current is None or _hour(entry.expires_at) != _hour(current.expires_at)):
+                del self.index[key]  # the entry no longer names the record (its hour moved on)
+            return copy.deepcopy(current) if current is not None else None
 
     def expiring_before(self, when: dt.datetime, *, recheck: bool = False) -> Iterator[Subscription]:
-        """From the records themselves: no copy here goes stale."""
         with self._lock:
             self.rechecks.append(recheck)
-            chosen = [copy.deepcopy(s) for s in self.items.values() if s.expires_at < when]
+            if recheck:  # every copy checked against its record, and brought up to date
+                for key in list(self.index):
+                    record = self.items.get(key)
+                    if record is None:
+                        del self.index[key]
+                    else:
+                        record.indexed_expires_at = record.expires_at
+                        self.index[key] = copy.deepcopy(record)
+            chosen = [copy.deepcopy(s) for s in self.index.values() if s.expires_at < when]
         return iter(sorted(chosen, key=lambda s: s.expires_at))
+
+
+_FORBIDDEN_KEY_CHARS = set("/\\#?") | {chr(c) for c in range(0x20)} | {chr(0x7F)}
+
+
+def _hour(when: dt.datetime) -> dt.datetime:
+    # The Table adapter's index entries are bucketed by the expiry's UTC hour.
+    return when.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _table_keys(*ids: str) -> tuple[str, ...]:
+    """Table keys may not hold / \\ # ? or control characters; the store refuses such ids."""
+    for value in ids:
+        if not value or len(value) > 512 or any(ch in _FORBIDDEN_KEY_CHARS for ch in value):
+            raise InvalidInputError("not a valid identifier")
+    return ids
 
 
 class FakeCheckpointStore:
@@ -187,6 +242,68 @@ class FakeAuthFlowStore:
             return self.items.pop(state, None)
 
 
+class FakeConnectSessionStore:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.items: dict[str, ConnectSession] = {}
+
+    def get(self, session_id: str) -> ConnectSession | None:
+        with self._lock:
+            found = self.items.get(session_id)
+            return copy.deepcopy(found) if found is not None else None
+
+    def save(self, session: ConnectSession) -> ConnectSession:
+        with self._lock:
+            _check_etag(self.items.get(session.session_id), session.etag, "connect session")
+            stored = copy.deepcopy(session)
+            stored.etag = _new_etag()
+            self.items[session.session_id] = stored
+            session.etag = stored.etag
+            return copy.deepcopy(stored)
+
+
+class FakeAccountOwnerIndex:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.entries: set[tuple[str, str]] = set()
+
+    def add(self, owner_id: str, account_id: str) -> None:
+        with self._lock:
+            self.entries.add((owner_id, account_id))
+
+    def remove(self, owner_id: str, account_id: str) -> None:
+        with self._lock:
+            self.entries.discard((owner_id, account_id))
+
+    def page(
+        self, owner_id: str, *, size: int = 100, continuation: str | None = None
+    ) -> tuple[list[str], str | None]:
+        with self._lock:
+            ids = sorted(a for o, a in self.entries if o == owner_id and (continuation is None or a >= continuation))
+        return ids[:size], (ids[size] if len(ids) > size else None)
+
+
+class FakePurger:
+    """Purges the fake flow and session stores as the table purger does."""
+
+    def __init__(self, authflows: FakeAuthFlowStore, sessions: FakeConnectSessionStore) -> None:
+        self.authflows = authflows
+        self.sessions = sessions
+
+    def purge_expired(self, now: dt.datetime) -> dict[str, int]:
+        from shared.adapters.sessions import SESSION_RETENTION
+
+        with self.authflows._lock:
+            flows = [k for k, f in self.authflows.items.items() if f.expires_at < now]
+            for key in flows:
+                del self.authflows.items[key]
+        with self.sessions._lock:
+            gone = [k for k, s in self.sessions.items.items() if s.expires_at + SESSION_RETENTION < now]
+            for key in gone:
+                del self.sessions.items[key]
+        return {"authflows": len(flows), "connectsessions": len(gone)}
+
+
 class FakeSecretStore:
     """Key Vault with soft delete: ``deleted`` holds the names deleted and not recovered."""
 
@@ -201,9 +318,11 @@ class FakeSecretStore:
         with self._lock:
             return self.items.get(name)
 
-    def set(self, name: str, value: str) -> None:
+    def set(self, name: str, value: str, *, recover: bool = True) -> None:
         _check_secret_name(name)
         with self._lock:
+            if name in self.deleted and not recover:
+                raise NotFoundError(f"secret {name} is deleted")
             self.deleted.discard(name)  # the port recovers a soft-deleted name first
             self.items[name] = value
             self.versions[name] = self.versions.get(name, 0) + 1
@@ -385,15 +504,20 @@ class FakeGraphApi:
 
 class FakeMailLedger:
     """``shared.ledger.MailLedger`` in memory: marks per account and message, one sync lease
-    per account with its "pending" flag, takeover of a stale lease."""
+    per account with its "pending" flag and generation, takeover of a stale lease, a round's
+    progress, and commits that write nothing once the lease is no longer the holder's."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.items: dict[str, dict[str, Any]] = {}
         self.leases: dict[str, dict[str, Any]] = {}
+        self.progresses: dict[str, Any] = {}
+        self.reads = 0  # marks looked up
+        self.commits = 0
 
     def marks(self, account_id: str, message_ids: Sequence[str]) -> dict[str, Any]:
         with self._lock:
+            self.reads += len(message_ids)
             stored = self.items.get(account_id, {})
             return {m: stored[m] for m in message_ids if m in stored}
 
@@ -403,15 +527,43 @@ class FakeMailLedger:
             for mark in marks:
                 stored[mark.message_id] = mark
 
-    def live_message_ids(self, account_id: str) -> Iterator[str]:
+    def live_message_ids(self, account_id: str, *, unseen_in: str | None = None) -> Iterator[str]:
         with self._lock:
-            live = [m for m, mark in self.items.get(account_id, {}).items() if not mark.removed]
+            live = [
+                m
+                for m, mark in self.items.get(account_id, {}).items()
+                if not mark.removed and (unseen_in is None or getattr(mark, "seen_in", None) != unseen_in)
+            ]
         return iter(live)
+
+    def commit(
+        self, account_id: str, holder: str, now: dt.datetime, marks: Sequence[Any], progress: Any
+    ) -> None:
+        from shared.ledger import LeaseLostError
+
+        with self._lock:
+            lease = self.leases.get(account_id)
+            if lease is None or lease["holder"] != holder:
+                raise LeaseLostError(f"sync lease of account {account_id} was taken over")
+            lease["renewed_at"] = now
+            stored = self.items.setdefault(account_id, {})
+            for mark in marks:
+                stored[mark.message_id] = mark
+            if progress is None:
+                self.progresses.pop(account_id, None)
+            else:
+                self.progresses[account_id] = progress
+            self.commits += 1
+
+    def progress(self, account_id: str) -> Any:
+        with self._lock:
+            return self.progresses.get(account_id)
 
     def forget_account(self, account_id: str) -> None:
         with self._lock:
             self.items.pop(account_id, None)
             self.leases.pop(account_id, None)
+            self.progresses.pop(account_id, None)
 
     def acquire_lease(
         self, account_id: str, holder: str, now: dt.datetime, stale_after: dt.timedelta
@@ -421,8 +573,16 @@ class FakeMailLedger:
             if lease is not None and lease["holder"] != holder and now - lease["renewed_at"] < stale_after:
                 lease["pending"] = True
                 return False
-            self.leases[account_id] = {"holder": holder, "renewed_at": now, "pending": False}
+            generation = lease["generation"] + 1 if lease is not None else 1
+            self.leases[account_id] = {"holder": holder, "renewed_at": now, "pending": False, "generation": generation}
             return True
+
+    def seize_lease(self, account_id: str, holder: str, now: dt.datetime) -> dt.datetime | None:
+        with self._lock:
+            lease = self.leases.get(account_id)
+            generation = lease["generation"] + 1 if lease is not None else 1
+            self.leases[account_id] = {"holder": holder, "renewed_at": now, "pending": False, "generation": generation}
+            return lease["renewed_at"] if lease is not None else None
 
     def renew_lease(self, account_id: str, holder: str, now: dt.datetime) -> bool:
         with self._lock:
@@ -602,12 +762,17 @@ def make_services(
     ``CachedTokenProvider`` runs over the fake identity and secrets; otherwise
     ``FakeTokenProvider``. ``overrides`` replace single fakes."""
     clock = overrides.pop("clock", None) or FixedClock(EPOCH)
+    authflows = overrides.pop("authflows", None) or FakeAuthFlowStore()
+    sessions = overrides.pop("connect_sessions", None) or FakeConnectSessionStore()
     parts: dict[str, Any] = {
         "clock": clock,
         "accounts": FakeAccountStore(),
         "subscriptions": FakeSubscriptionStore(),
         "checkpoints": FakeCheckpointStore(),
-        "authflows": FakeAuthFlowStore(),
+        "authflows": authflows,
+        "connect_sessions": sessions,
+        "account_owners": FakeAccountOwnerIndex(),
+        "purger": FakePurger(authflows, sessions),
         "secrets": FakeSecretStore(),
         "queues": FakeQueueSender(),
         "graph": FakeGraphApi(clock),

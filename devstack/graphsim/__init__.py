@@ -12,11 +12,26 @@ or alone with ``python -m devstack.graphsim`` (GRAPHSIM_HOST, GRAPHSIM_PORT=8444
 
 Control API (no auth, loopback), under ``{base_url}/_sim``:
 ``POST|GET /apps``, ``GET|PUT /settings``, ``POST|GET /users``, ``GET /users/{id|upn}``,
-``POST /users/{u}/messages``, ``GET|PATCH|DELETE /users/{u}/messages/{id}``,
+``POST|GET /users/{u}/messages``, ``GET|PATCH|DELETE /users/{u}/messages/{id}``,
 ``POST /users/{u}/revoke``, ``POST /users/{u}/delta/reset``, ``GET /subscriptions``,
 ``GET|DELETE /subscriptions/{id}``, ``POST /subscriptions/{id}/lifecycle``,
-``GET|PUT|DELETE /faults``, ``GET|DELETE /deliveries``, ``GET /health``,
-``POST /bulk`` (many users, their subscriptions and access tokens in one call; see ``control``).
+``GET|PUT|DELETE /faults``, ``GET|DELETE /deliveries``, ``GET|DELETE /requests`` (the
+Graph requests served, ``$batch`` inner requests included), ``GET /health``,
+``POST /bulk`` (many users, their subscriptions and access tokens in one call; see ``seeding``),
+``/users/{u}/drive/...`` (seeding files and folders, the user's own edits and renames, upload
+sessions; see ``drive_control``).
+
+Modules: ``server`` (listener, :class:`GraphSimulator`) hands one ``context.SimContext``
+to the surfaces: ``identity`` (+ ``oauth``, ``tokens``, ``signin``), ``graph`` (front
+door: authentication, throttling, faults, request log) with its areas ``graph_folders``,
+``graph_mail``, ``graph_delta``, ``graph_batch``, ``graph_subscriptions``, and
+``control`` (+ ``seeding``). Mailbox data lives in ``mailstore``, its changes in
+``mailbox``, delivery of notifications in ``delivery``. Drives: ``drive`` (the Graph area)
+with ``drive_store`` (items, versions, change log), ``drive_render``, ``drive_delta``,
+``drive_notify`` (subscriptions, coalesced notifications), ``uploads`` (upload sessions and
+download URLs, served under ``{base_url}/_files`` without a bearer token) and
+``drive_control``. A new Graph area registers its
+handler in ``GraphApi.areas`` (under ``/me`` and ``/users/{id}``).
 """
 
 from __future__ import annotations

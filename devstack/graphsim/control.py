@@ -3,23 +3,7 @@
 No authentication (the listener is on loopback). The contract is fixed; see the package
 docstring for the list of endpoints.
 
-``POST /_sim/bulk`` seeds many mailboxes in one call (load tests, benchmarks)::
-
-    {"users": 10000,                       # how many new users, each with the default mailbox
-     "userPrefix": "bulk",                 # optional: UPNs are {prefix}{n:06d}-{random}@contoso.test
-     "subscription": {                     # optional: one subscription per user, for the default app
-         "notificationUrl": "https://...", "lifecycleNotificationUrl": "https://...",
-         "expirationDateTime": "...",      # Graph's rules: in the future, at most 10,080 minutes
-         "resource": "/me/mailFolders('inbox')/messages",   # optional, this by default
-         "changeType": "created,updated,deleted",           # optional, this by default
-         "clientState": "..."},            # optional
-     "skipValidation": true,               # optional: no validation handshake (else one per URL)
-     "tokenLifetimeSeconds": 86400}        # optional: lifetime of the access tokens issued
-
-answers ``201 {"value": [{"userId", "userPrincipalName", "tenantId", "subscriptionId",
-"accessToken"}]}``: per user a delegated access token of the default app (User.Read
-Mail.Read), and the subscription's id (null without ``subscription``). At most 100,000
-users per call.
+``POST /_sim/bulk`` seeds many mailboxes in one call (``seeding.py``).
 """
 
 from __future__ import annotations
@@ -27,23 +11,24 @@ from __future__ import annotations
 import secrets
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import mailbox
-from .graph import CHANGE_TYPES, Caller, GraphApi
+from .context import SimContext
+from .drive import DriveService
+from .drive_control import DriveControl
+from .drive_notify import is_drive_subscription
+from .graph_subscriptions import SubscriptionsApi
+from .identity import IdentityPlatform
+from .mailstore import Message
+from .seeding import BulkSeeding
 from .state import (
-    DEFAULT_CLIENT_ID,
     Faults,
-    Subscription,
     User,
     graph_time_precise,
     parse_graph_time,
-    utcnow,
 )
 from .wire import Request, Response
-
-if TYPE_CHECKING:
-    from .server import GraphSimulator
 
 LIFECYCLE_EVENTS = ("reauthorizationRequired", "subscriptionRemoved", "missed")
 BULK_MAX_USERS = 100_000
@@ -54,14 +39,30 @@ def _bad(message: str, status: int = 400) -> Response:
     return Response.json(status, {"error": {"code": "BadRequest" if status == 400 else "NotFound", "message": message}})
 
 
+def _message_public(message: Message) -> dict[str, Any]:
+    """The message as Graph renders it (REST id), plus its ``immutableId`` and its attachments."""
+    out = mailbox.render_message(message, expand_attachments=True)
+    out["immutableId"] = message.immutable_id
+    return out
+
+
 class ControlApi:
-    def __init__(self, sim: GraphSimulator) -> None:
-        self.sim = sim
-        self.state = sim.state
+    def __init__(self, ctx: SimContext, identity: IdentityPlatform, subscriptions: SubscriptionsApi,
+                 drive: DriveService) -> None:
+        self.sim = ctx
+        self.state = ctx.state
+        self.drive = DriveControl(drive)
+        self.identity = identity
+        self.subscriptions = subscriptions
+        self.seeding = BulkSeeding(ctx, identity, subscriptions)
 
     def handle(self, request: Request) -> Response:
         seg = [p for p in request.path.split("/") if p][1:]
         method = request.method
+        if len(seg) >= 3 and seg[0] == "users" and seg[2] == "drive":  # raw bodies: see drive_control
+            with self.state.lock:
+                user = self.state.find_user(seg[1])
+                return self.drive.handle(request, user, seg[3:]) if user else _bad(f"unknown user {seg[1]}", 404)
         try:
             body = request.json() if request.body else {}
         except ValueError:
@@ -71,7 +72,7 @@ class ControlApi:
         if not isinstance(body, dict):
             return _bad("the body must be a JSON object")
         if seg == ["bulk"] and method == "POST":
-            return self._bulk(body)
+            return self.seeding.handle(body)
         if seg == ["health"] and method == "GET":
             return Response.json(200, {"status": "ok"})
         if seg == ["apps"]:
@@ -119,6 +120,17 @@ class ControlApi:
                 return Response.json(200, {"value": [self._subscription_public(s) for s in subs]})
         if len(seg) >= 2 and seg[0] == "subscriptions":
             return self._subscription_routes(request, seg[1], seg[2:], body)
+        if seg == ["requests"]:
+            if method == "GET":
+                entries = self.sim.requests.entries()
+                wanted = request.query.get("userId")
+                if wanted:  # one mailbox's share, by id or UPN
+                    user = self.state.find_user(wanted)
+                    entries = [e for e in entries if user is not None and e["userId"] == user.id]
+                return Response.json(200, {"value": entries})
+            if method == "DELETE":
+                self.sim.requests.clear()
+                return Response.empty(204)
         if seg == ["deliveries"]:
             if method == "GET":
                 return Response.json(200, {"value": self.sim.delivery.log()})
@@ -162,13 +174,28 @@ class ControlApi:
             folder = user.folder(str(body.get("folder") or "inbox"))
             if folder is None:
                 return _bad(f"unknown folder {body.get('folder')}")
-            message, change = mailbox.create_message(self.state, user, folder, body)
+            if "count" in body:  # seeding a large mailbox: that many messages, no notification
+                count = body["count"]
+                if not isinstance(count, int) or isinstance(count, bool) or not 0 < count <= 100_000:
+                    return _bad("count must be a whole number from 1 to 100000")
+                subject = str(body.get("subject") or "message")
+                seed = {k: v for k, v in body.items() if k != "count"}
+                try:
+                    for n in range(count):
+                        mailbox.create_message(self.state, user, folder, {**seed, "subject": f"{subject} {n}"})
+                except mailbox.InvalidMessage as exc:
+                    return _bad(str(exc))
+                return Response.json(201, {"created": count})
+            try:
+                message, change = mailbox.create_message(self.state, user, folder, body)
+            except mailbox.InvalidMessage as exc:
+                return _bad(str(exc))
             self.sim.delivery.publish_changes([change])
-            return Response.json(201, mailbox.render_message(message))
+            return Response.json(201, _message_public(message))
         if rest == ["messages"] and method == "GET":
-            return Response.json(200, {"value": [mailbox.render_message(m) for m in user.messages.values()]})
+            return Response.json(200, {"value": [_message_public(m) for m in user.mailbox.messages.values()]})
         if len(rest) == 2 and rest[0] == "messages":
-            found = user.messages.get(rest[1])
+            found = user.mailbox.message(rest[1])
             if found is None:
                 return _bad(f"unknown message {rest[1]}", 404)
             message = found
@@ -177,16 +204,19 @@ class ControlApi:
                     target = user.folder(str(body.pop("folder")))
                     if target is None:
                         return _bad("unknown folder")
-                    message, changes = mailbox.move_message(self.state, user, message, target)
-                    self.sim.delivery.publish_changes(changes)
+                    self.sim.delivery.publish_changes(mailbox.move_message(self.state, user, message, target))
                 if body:
+                    try:
+                        mailbox.check_patch(body)
+                    except mailbox.InvalidMessage as exc:
+                        return _bad(str(exc))
                     self.sim.delivery.publish_changes([mailbox.update_message(self.state, user, message, body)])
-                return Response.json(200, mailbox.render_message(message))
+                return Response.json(200, _message_public(message))
             if method == "DELETE":
                 self.sim.delivery.publish_changes([mailbox.delete_message(self.state, user, message)])
                 return Response.empty(204)
             if method == "GET":
-                return Response.json(200, mailbox.render_message(message))
+                return Response.json(200, _message_public(message))
         if rest == ["revoke"] and method == "POST":
             user.tokens_valid_from = time.time() + 1e-6
             return Response.empty(204)
@@ -196,92 +226,6 @@ class ControlApi:
                 del self.state.delta_rounds[round_id]
             return Response.empty(204)
         return _bad(f"no control endpoint {method} {request.path}", 404)
-
-    # bulk seeding -------------------------------------------------------------------------
-    def _bulk(self, body: dict[str, Any]) -> Response:
-        count = body.get("users")
-        if not isinstance(count, int) or isinstance(count, bool) or not 0 < count <= BULK_MAX_USERS:
-            return _bad(f"users must be a whole number from 1 to {BULK_MAX_USERS}")
-        prefix = str(body.get("userPrefix") or "bulk")
-        lifetime = body.get("tokenLifetimeSeconds", 86_400)
-        if not isinstance(lifetime, int) or isinstance(lifetime, bool) or lifetime <= 0:
-            return _bad("tokenLifetimeSeconds must be a positive whole number")
-        spec = body.get("subscription")
-        if spec is not None and not isinstance(spec, dict):
-            return _bad("subscription must be a JSON object")
-        app = self.state.apps[DEFAULT_CLIENT_ID]
-        if spec is not None:
-            checked = self._bulk_subscription_spec(spec, skip_validation=bool(body.get("skipValidation", False)))
-            if isinstance(checked, Response):
-                return checked
-        run = secrets.token_hex(4)
-        seeded: list[dict[str, Any]] = []
-        with self.state.lock:
-            for n in range(count):
-                user = self.state.add_user(f"{prefix}{n:06d}-{run}@contoso.test", f"{prefix} {n}")
-                subscription_id = None
-                if spec is not None:
-                    subscription_id = self._bulk_subscribe(app.client_id, user, spec, checked)
-                seeded.append({
-                    "userId": user.id,
-                    "userPrincipalName": user.user_principal_name,
-                    "tenantId": user.tenant_id,
-                    "subscriptionId": subscription_id,
-                })
-        # Signing is the slow part and needs no lock.
-        for entry in seeded:
-            user = self.state.users[entry["userId"]]
-            entry["accessToken"] = self.sim.identity.access_token(app, user, list(BULK_SCOPES), True, lifetime)
-        return Response.json(201, {"value": seeded})
-
-    def _bulk_subscription_spec(self, spec: dict[str, Any], *, skip_validation: bool) -> Any:
-        """Graph's checks of a new subscription, done once for the whole batch."""
-        for name in ("notificationUrl", "expirationDateTime"):
-            if not spec.get(name):
-                return _bad(f"subscription.{name} is required")
-        change_types = [c.strip() for c in str(spec.get("changeType") or ",".join(CHANGE_TYPES)).split(",")]
-        if not all(c in CHANGE_TYPES for c in change_types):
-            return _bad(f"subscription.changeType must be made of {', '.join(CHANGE_TYPES)}")
-        client_state = spec.get("clientState")
-        if client_state is not None and len(str(client_state)) > 128:
-            return _bad("subscription.clientState cannot be longer than 128 characters")
-        try:
-            expiry = GraphApi._expiry(str(spec["expirationDateTime"]))
-        except ValueError as exc:
-            return _bad(str(exc))
-        urls = [str(spec["notificationUrl"])]
-        if spec.get("lifecycleNotificationUrl"):
-            urls.append(str(spec["lifecycleNotificationUrl"]))
-        # A fresh user's mailbox has the well-known folders only: any user of the tenant will do.
-        resource = str(spec.get("resource") or "/me/mailFolders('inbox')/messages")
-        if not resource.lower().startswith("/me/"):
-            return _bad("subscription.resource must be a /me/... mail resource")
-        probe = next(iter(self.state.users.values()))
-        parsed = self.sim.graph._parse_resource(Caller(DEFAULT_CLIENT_ID, probe, set(BULK_SCOPES)), resource)
-        if isinstance(parsed, Response):
-            return _bad(f"subscription.resource {resource} is not supported")
-        if not skip_validation:
-            for url in urls:
-                failure = self.sim.graph._validate_endpoint(url)
-                if failure is not None:
-                    return _bad(failure)
-        return change_types, expiry, urls
-
-    def _bulk_subscribe(self, app_id: str, user: User, spec: dict[str, Any], checked: Any) -> str:
-        change_types, expiry, urls = checked
-        resource = str(spec.get("resource") or "/me/mailFolders('inbox')/messages")
-        parsed = self.sim.graph._parse_resource(Caller(app_id, user, set(BULK_SCOPES)), resource)
-        assert not isinstance(parsed, Response)  # checked on a user of the same shape first
-        folder = parsed[1]
-        client_state = spec.get("clientState")
-        sub = Subscription(
-            id=str(uuid.uuid4()), app_id=app_id, user_id=user.id, delegated=True,
-            resource=resource, folder_id=folder.id if folder else None, change_types=list(change_types),
-            notification_url=urls[0], lifecycle_url=urls[1] if len(urls) > 1 else None, expiration=expiry,
-            client_state=None if client_state is None else str(client_state), created=utcnow(),
-        )
-        self.state.subscriptions[sub.id] = sub
-        return sub.id
 
     # subscriptions -----------------------------------------------------------------------
     @staticmethod
@@ -315,6 +259,8 @@ class ControlApi:
                 event = body.get("event")
                 if event not in LIFECYCLE_EVENTS:
                     return _bad(f"event must be one of {', '.join(LIFECYCLE_EVENTS)}")
+                if is_drive_subscription(sub) and event != "reauthorizationRequired":
+                    return _bad("drive subscriptions get reauthorizationRequired only (the others are Outlook's)")
                 queued = self.sim.delivery.publish_lifecycle(sub, str(event))
                 if event == "subscriptionRemoved":
                     del self.state.subscriptions[sub.id]

@@ -96,7 +96,10 @@ class Delivery:
                         continue
                     if sub.folder_id is not None and sub.folder_id != change.folder_id:
                         continue
-                    resource = f"Users/{user.id}/Messages/{change.message_id}"
+                    if sub.folder_id is None and not user.mailbox.in_view(change.folder_id):
+                        continue  # /me/messages covers the visible folders, not the recoverable items
+                    message_id = change.message_id(sub.immutable_ids)
+                    resource = f"Users/{user.id}/Messages/{message_id}"
                     item = {
                         "id": str(uuid.uuid4()),
                         "subscriptionId": sub.id,
@@ -107,7 +110,7 @@ class Delivery:
                             "@odata.type": "#Microsoft.Graph.Message",
                             "@odata.id": resource,
                             "@odata.etag": change.etag,
-                            "id": change.message_id,
+                            "id": message_id,
                         },
                         "clientState": sub.client_state,
                         "tenantId": user.tenant_id,
@@ -130,6 +133,10 @@ class Delivery:
         }
         self._enqueue_with_faults(Pending(sub.lifecycle_url, "lifecycle", sub.id, item, time.time()))
         return True
+
+    def enqueue(self, pending: Pending) -> None:
+        """Queue one notification item of another producer (drives), with the faults applied."""
+        self._enqueue_with_faults(pending)
 
     def _enqueue_with_faults(self, pending: Pending) -> None:
         faults = self._state.faults

@@ -1,11 +1,12 @@
 """The simulator's HTTPS listener and its Python API, :class:`GraphSimulator`.
 
 One ``ThreadingHTTPServer`` (HTTP/1.1 keep-alive, TLS from the devstack CA) serves
-three surfaces on one port, as the tests and the local stack expect them:
+these surfaces on one port, as the tests and the local stack expect them:
 
 - ``/{tenant}/...``  the Microsoft identity platform (``identity.py``)
 - ``/v1.0/...``      Microsoft Graph (``graph.py``)
 - ``/_sim/...``      the control API for tests and demos (``control.py``)
+- ``/_files/...``    drives' pre-authenticated upload and download URLs (``uploads.py``)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from devstack import certs
 
+from .context import SimContext
 from .control import ControlApi
 from .delivery import Delivery
 from .graph import GraphApi
@@ -90,7 +92,10 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         split = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
-        headers = {k.lower(): v for k, v in self.headers.items()}
+        headers: dict[str, str] = {}
+        for name, value in self.headers.items():  # a repeated header is one comma-separated list (RFC 9110 5.3)
+            key = name.lower()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
         request = Request(self.command, unquote(split.path), self.path, query, headers, body,
                           self.server.simulator.base_url)
         try:
@@ -126,9 +131,10 @@ class GraphSimulator:
         self.key = SigningKey()
         self.ca_file = str(certs.ensure_server_certificate(CERT_NAME, self.cert_dir).ca_file)
         self.delivery = Delivery(self.state, self.ca_file)
-        self.identity = IdentityPlatform(self)
-        self.graph = GraphApi(self)
-        self.control = ControlApi(self)
+        self.context = SimContext(self.state, self.key, self.delivery, self.ca_file)
+        self.identity = IdentityPlatform(self.context)
+        self.graph = GraphApi(self.context)
+        self.control = ControlApi(self.context, self.identity, self.graph.subscriptions, self.graph.drive)
         self._server: _TlsServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -163,6 +169,7 @@ class GraphSimulator:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         _TlsServer.address_family = family
         self._server = _TlsServer((self.host, self._requested_port), ctx, self)
+        self.context.base_url = self.base_url
         self.delivery.start()
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="graphsim-http", daemon=True)
@@ -175,6 +182,7 @@ class GraphSimulator:
             self._server.server_close()
             self._server = None
         self.delivery.stop()
+        self.graph.batch.close()
         if self._thread is not None:
             self._thread.join(timeout=5)
 
@@ -191,4 +199,6 @@ class GraphSimulator:
             return self.control.handle(request)
         if request.path.startswith("/v1.0/") or request.path == "/v1.0":
             return self.graph.handle(request)
+        if request.path.startswith("/_files/"):  # pre-authenticated upload and download URLs of drives
+            return self.graph.drive.transfers.handle(request)
         return self.identity.handle(request)

@@ -7,14 +7,14 @@ while holding it (the validation handshake and notification delivery run outside
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import secrets
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+
+from .mailstore import Folder, Mailbox
 
 DEFAULT_TENANT_ID = "8f5c1f3e-6a1b-4c2d-9e7f-00000000c0de"
 DEFAULT_CLIENT_ID = "00000000-0000-4000-8000-00000000c0de"
@@ -24,17 +24,6 @@ DEFAULT_USERS = (
     ("adele@contoso.test", "Adele Vance", "7d1a3a5e-0c4b-4d6e-8a0f-00000000ade1"),
     ("megan@contoso.test", "Megan Bowen", "2b6e9f4c-3d2a-4b1c-9f8e-0000000e6a11"),
 )
-
-# Well-known folder names of Outlook (Graph "mailFolder" resource) with display names.
-WELL_KNOWN_FOLDERS = (
-    ("inbox", "Inbox"),
-    ("drafts", "Drafts"),
-    ("sentitems", "Sent Items"),
-    ("deleteditems", "Deleted Items"),
-    ("junkemail", "Junk Email"),
-    ("archive", "Archive"),
-)
-
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
@@ -72,11 +61,6 @@ def parse_graph_time(text: str) -> dt.datetime:
     return value
 
 
-def new_graph_id(prefix: str) -> str:
-    """An opaque Exchange-style id (base64, may end in '=')."""
-    return prefix + base64.b64encode(secrets.token_bytes(30)).decode("ascii").replace("/", "-").replace("+", "_")
-
-
 @dataclass
 class App:
     client_id: str
@@ -95,33 +79,12 @@ class App:
 
 
 @dataclass
-class Folder:
-    id: str
-    display_name: str
-    well_known: str | None
-    # message id -> sequence number of the last change seen by this folder (for delta)
-    changes: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass
-class Message:
-    id: str
-    folder_id: str
-    data: dict[str, Any]
-    change_key: str
-
-    def etag(self) -> str:
-        return f'W/"{self.change_key}"'
-
-
-@dataclass
 class User:
     id: str
     user_principal_name: str
     display_name: str
     tenant_id: str
-    folders: dict[str, Folder] = field(default_factory=dict)
-    messages: dict[str, Message] = field(default_factory=dict)
+    mailbox: Mailbox = field(default_factory=Mailbox)
     tokens_valid_from: float = 0.0
     delta_epoch: int = 0
 
@@ -143,14 +106,8 @@ class User:
         }
 
     def folder(self, ref: str) -> Folder | None:
-        """Find a folder by id or well-known name (case-insensitive)."""
-        if ref in self.folders:
-            return self.folders[ref]
-        lowered = ref.lower()
-        for folder in self.folders.values():
-            if folder.well_known == lowered:
-                return folder
-        return None
+        """A folder by id or well-known name (case-insensitive)."""
+        return self.mailbox.folder(ref)
 
 
 @dataclass
@@ -195,7 +152,7 @@ class Subscription:
     user_id: str
     delegated: bool
     resource: str
-    folder_id: str | None  # None: every folder of the mailbox (``/me/messages``)
+    folder_id: str | None  # None: every folder of the mailbox (``/me/messages``); ``drive:{id}``: a drive
     change_types: list[str]
     notification_url: str
     lifecycle_url: str | None
@@ -203,6 +160,7 @@ class Subscription:
     client_state: str | None
     created: dt.datetime
     include_resource_data: bool = False
+    immutable_ids: bool = False  # created with Prefer: IdType="ImmutableId": notifications carry immutable ids
 
     def public(self) -> dict[str, Any]:
         return {
@@ -237,6 +195,7 @@ class DeltaRound:
     snapshot_seq: int
     select: list[str] | None
     page_size: int
+    filter: str | None = None  # $filter of the first request (receivedDateTime ge|gt), kept in the links
 
 
 @dataclass
@@ -257,6 +216,9 @@ class Settings:
     mailbox_budget_window_seconds: float = 600.0
     throttle_retry_after_seconds: int = 1
     default_page_size: int = 10
+    drive_notification_delay_ms: int = 50
+    upload_session_lifetime_seconds: int = 3600
+    drive_delta_includes_ctag: bool = False
 
     KEYS = {
         "autoConsent": ("auto_consent", bool),
@@ -275,6 +237,9 @@ class Settings:
         "mailboxBudgetWindowSeconds": ("mailbox_budget_window_seconds", float),
         "throttleRetryAfterSeconds": ("throttle_retry_after_seconds", int),
         "defaultPageSize": ("default_page_size", int),
+        "driveNotificationDelayMs": ("drive_notification_delay_ms", int),
+        "uploadSessionLifetimeSeconds": ("upload_session_lifetime_seconds", int),
+        "driveDeltaIncludesCTag": ("drive_delta_includes_ctag", bool),
     }
 
     def update(self, values: dict[str, Any]) -> list[str]:
@@ -352,9 +317,6 @@ class SimState:
 
     def add_user(self, upn: str, display_name: str, oid: str | None = None) -> User:
         user = User(oid or str(uuid.uuid4()), upn, display_name, DEFAULT_TENANT_ID)
-        for well_known, name in WELL_KNOWN_FOLDERS:
-            folder = Folder(new_graph_id("AAMkAGI2"), name, well_known)
-            user.folders[folder.id] = folder
         self.users[user.id] = user
         return user
 

@@ -14,12 +14,17 @@ param microsoftClientSecret string = ''
 @description('Key under which clientState values are signed.')
 param clientStateKey string
 
+@secure()
+@description('The clientState key before the last rotation; empty: none.')
+param clientStateKeyPrevious string = ''
+
 @minValue(7)
 @maxValue(90)
 param softDeleteRetentionInDays int = 90
 
 var clientSecretName = 'microsoft-client-secret'
 var clientStateKeyName = 'client-state-key'
+var clientStateKeyPreviousName = 'client-state-key-previous'
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   name: name
@@ -71,6 +76,18 @@ resource clientStateKeySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
   }
 }
 
+// Only during a rotation (README "Rotating secrets").
+resource clientStateKeyPreviousSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(clientStateKeyPrevious)) {
+  parent: vault
+  name: clientStateKeyPreviousName
+  properties: {
+    // checkov:skip=CKV_AZURE_114:contentType is set below; checkov does not look inside a conditional (if) resource.
+    // checkov:skip=CKV_AZURE_41:Kept only while subscriptions signed with it live; removed by the operator when the rotation is done.
+    value: clientStateKeyPrevious
+    contentType: 'text/plain'
+  }
+}
+
 // Audit trail of every secret read and write (token caches included).
 resource auditLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
   name: 'audit-to-log-analytics'
@@ -92,3 +109,4 @@ output uri string = vault.properties.vaultUri
 // Versionless: the Function App picks up a new version of the secret by itself.
 output clientSecretUri string = '${vault.properties.vaultUri}secrets/${clientSecretName}'
 output clientStateKeyUri string = '${vault.properties.vaultUri}secrets/${clientStateKeyName}'
+output clientStateKeyPreviousUri string = '${vault.properties.vaultUri}secrets/${clientStateKeyPreviousName}'

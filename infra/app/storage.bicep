@@ -15,12 +15,17 @@ param deploymentContainerName string
 param skuName string = 'Standard_ZRS'
 
 // The queues and tables the code names (shared/config.py, shared/ledger.py,
-// shared/adapters/tables.py); the code would create them on first use, but a deployment that
+// shared/adapters/tables.py, shared/adapters/sessions.py); the code would create them on first use, but a deployment that
 // shows them up front is easier to operate and to grant roles on.
 var queueNames = [
   'graph-notifications'
   'graph-notifications-poison'
   'mail-events'
+  'account-events'
+  'mail-sync'
+  'mail-sync-poison'
+  'mail-commands'
+  'mail-command-results'
 ]
 var tableNames = [
   'accounts'
@@ -29,6 +34,9 @@ var tableNames = [
   'subscriptionexpiry'
   'mailledger'
   'checkpoints'
+  'connectsessions'
+  'accountowners'
+  'mailcommands'
 ]
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {

@@ -1,4 +1,4 @@
-"""The Microsoft identity platform through MSAL (``tokens.IdentityPlatform``).
+"""The Microsoft identity platform through MSAL (``shared.ports.IdentityPlatform``).
 
 MSAL binds a token cache to a client application, while this connector keeps one cache per
 account (one Key Vault secret each) and serves many accounts at once from one process. So
@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 from shared.config import Settings
 from shared.errors import AuthFlowError, IdentityError, ReauthRequiredError
 from shared.models import ClientKind, account_id_for
-from shared.tokens import TokenGrant
+from shared.ports import TokenGrant
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ class MsalIdentity:
         }
         if not _is_microsoft_host(settings.authority):
             # A local or sovereign OpenID authority (the devstack simulator): skip the
-            # instance check against login.microsoftonline.com (GRAPH_NOTES "Tokens").
+            # instance check against login.microsoftonline.com (docs/graph-notes.md "Tokens").
             options["instance_discovery"] = False
         if kind == ClientKind.PUBLIC:
             return msal.PublicClientApplication(settings.client_id, **options)

@@ -8,13 +8,15 @@
 - When the vault URL is on loopback (127.0.0.1, localhost, ::1) it is the devstack
   emulator (``devstack.keyvault``): a static local token answers the challenge, and the
   challenge's resource (``vault.azure.net``) is not checked against the host
-  (``verify_challenge_resource=False``, GRAPH_NOTES "Key Vault").
+  (``verify_challenge_resource=False``, docs/graph-notes.md "Key Vault").
 - TLS trust comes from ``ca_bundle`` when given, else from the environment
   (``REQUESTS_CA_BUNDLE`` points at the devstack CA locally).
 
 Soft delete is always on in Key Vault, so a disconnect-then-reconnect of one account
 finds its secret "deleted but recoverable" (409 ``ObjectIsDeletedButRecoverable``):
-``set`` recovers it, waits for the recovery to complete, and writes the new version.
+``set`` recovers it, waits for the recovery to complete, and writes the new version. A
+token refresh's write-back passes ``recover=False``: a secret deleted by a disconnect
+stays deleted (``NotFoundError``) instead of coming back with its refresh token.
 
 The Azure SDK modules are imported inside the methods that use them, never at module
 import: the webhook's cold path imports ``shared`` but must not pay for them. Errors come
@@ -35,6 +37,7 @@ from urllib.parse import urlsplit
 from shared.errors import (
     ConfigurationError,
     InvalidInputError,
+    NotFoundError,
     PersistenceError,
     ThrottledError,
     UpstreamError,
@@ -151,7 +154,7 @@ class KeyVaultSecretStore:
         except AzureError as error:
             _raise_upstream("get", name, error)
 
-    def set(self, name: str, value: str) -> None:
+    def set(self, name: str, value: str, *, recover: bool = True) -> None:
         from azure.core.exceptions import AzureError, ResourceExistsError
 
         _check_name(name)
@@ -173,6 +176,8 @@ class KeyVaultSecretStore:
                         f"Key Vault set of secret {name}: still 409 {inner or code} after {attempt} attempts"
                     ) from None
                 if inner == _DELETED_BUT_RECOVERABLE or code == _DELETED_BUT_RECOVERABLE:
+                    if not recover:
+                        raise NotFoundError(f"Key Vault secret {name} is deleted; not recovered") from None
                     log.info("secret %s is soft-deleted: recovering it before writing", name)
                     self._recover(name)
                 elif inner in _IN_TRANSITION or code in _IN_TRANSITION:

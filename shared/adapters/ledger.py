@@ -3,11 +3,16 @@
 Table ``mailledger``, PartitionKey = account id:
 - RowKey ``m{sha256(message id)[:40]}``: one mark per published message (Graph ids may
   hold characters a RowKey refuses, hence the hash; the id itself is a property);
-- RowKey ``lease``: the account's sync lease (Holder, RenewedAt, Pending), present only
-  while held; inserted to take it, changed and deleted only under its ETag, so two
-  workers never both believe they hold it.
-Marks of a page are read by parallel point reads and written in one entity-group
-transaction per 100 (one partition).
+- RowKey ``lease``: the account's sync lease (Holder, RenewedAt, Pending, Generation),
+  present only while held; inserted to take it, changed and deleted only under its ETag,
+  so two workers never both believe they hold it;
+- RowKey ``progress``: where an unfinished round resumes (Link, Mode, RoundId; an empty
+  Link when no round is under way).
+Marks of a page are read by parallel point reads. A round writes its marks and its progress
+with ``commit``: entity-group transactions of up to 98 marks plus the lease row (replaced
+under its ETag, which renews it) plus, in the last one, the progress row. One partition,
+so the store applies each transaction whole or not at all: a holder that lost the lease
+writes nothing.
 """
 
 from __future__ import annotations
@@ -17,18 +22,21 @@ import hashlib
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from shared.adapters.tables import _read, _Tables, _write
+from shared.adapters.table_support import Tables, read_entity, utc, write_entity
 from shared.errors import ConcurrencyError, PersistenceError
-from shared.ledger import LEDGER_TABLE, LedgerMark
+from shared.ledger import LEDGER_TABLE, LeaseLostError, LedgerMark, SyncProgress
 
 if TYPE_CHECKING:
     from azure.data.tables import TableClient
 
 _LEASE_ROW = "lease"
+_PROGRESS_ROW = "progress"
 _MARK_PREFIX = "m"
 _BATCH = 100
+_MARKS_PER_COMMIT = _BATCH - 2  # the lease row and the progress row ride along
 _READ_PARALLELISM = 8
 _ATTEMPTS = 8
 
@@ -39,15 +47,39 @@ def _row(message_id: str) -> str:
 
 def _mark_from(entity: Any) -> LedgerMark:
     return LedgerMark(
-        str(entity["MessageId"]), entity.get("ChangeKey") or None, bool(entity.get("Removed", False))
+        str(entity["MessageId"]),
+        entity.get("ChangeKey") or None,
+        bool(entity.get("Removed", False)),
+        entity.get("SeenIn") or None,
     )
+
+
+def _mark_entity(account_id: str, mark: LedgerMark) -> dict[str, Any]:
+    return {
+        "PartitionKey": account_id,
+        "RowKey": _row(mark.message_id),
+        "MessageId": mark.message_id,
+        "ChangeKey": mark.change_key or "",
+        "Removed": mark.removed,
+        "SeenIn": mark.seen_in or "",
+    }
+
+
+@dataclass
+class _Held:
+    """What this process knows of a lease it holds: the ETag of its last write, the
+    generation, and whether that write kept a pending mark."""
+
+    etag: str | None
+    generation: int
+    pending: bool = False
 
 
 class TableMailLedger:
     def __init__(self, connection: str) -> None:
-        self._tables = _Tables.for_connection(connection)
+        self._tables = Tables.for_connection(connection)
         self._lock = threading.Lock()
-        self._etags: dict[tuple[str, str], str] = {}  # our lease writes: (account, holder) -> ETag
+        self._held: dict[tuple[str, str], _Held] = {}  # our lease writes: (account, holder) -> state
         self._pool = ThreadPoolExecutor(max_workers=_READ_PARALLELISM, thread_name_prefix="mailledger")
 
     def _client(self) -> TableClient:
@@ -61,7 +93,7 @@ class TableMailLedger:
         wanted = list(dict.fromkeys(message_ids))
 
         def read(message_id: str) -> Any | None:
-            return _read(client, account_id, _row(message_id))
+            return read_entity(client, account_id, _row(message_id))
 
         if len(wanted) <= 1:
             entities = [read(m) for m in wanted]
@@ -74,17 +106,7 @@ class TableMailLedger:
 
         client = self._client()
         operations: list[Any] = [
-            (
-                "upsert",
-                {
-                    "PartitionKey": account_id,
-                    "RowKey": _row(mark.message_id),
-                    "MessageId": mark.message_id,
-                    "ChangeKey": mark.change_key or "",
-                    "Removed": mark.removed,
-                },
-            )
-            for mark in {m.message_id: m for m in marks}.values()
+            ("upsert", _mark_entity(account_id, mark)) for mark in {m.message_id: m for m in marks}.values()
         ]
         try:
             for start in range(0, len(operations), _BATCH):
@@ -92,10 +114,19 @@ class TableMailLedger:
         except AzureError as exc:
             raise PersistenceError(f"write to table {LEDGER_TABLE} failed: {type(exc).__name__}") from exc
 
-    def live_message_ids(self, account_id: str) -> Iterator[str]:
+    def live_message_ids(self, account_id: str, *, unseen_in: str | None = None) -> Iterator[str]:
         for entity in self._partition_marks(self._client(), account_id):
-            if not entity.get("Removed", False):
-                yield str(entity["MessageId"])
+            if entity.get("Removed", False):
+                continue
+            if unseen_in is not None and entity.get("SeenIn") == unseen_in:
+                continue
+            yield str(entity["MessageId"])
+
+    def progress(self, account_id: str) -> SyncProgress | None:
+        entity = read_entity(self._client(), account_id, _PROGRESS_ROW)
+        if entity is None or not entity.get("Link"):
+            return None
+        return SyncProgress(str(entity["Link"]), str(entity.get("Mode") or ""), str(entity.get("RoundId") or ""))
 
     def forget_account(self, account_id: str) -> None:
         from azure.core.exceptions import AzureError
@@ -137,7 +168,7 @@ class TableMailLedger:
         entity: dict[str, Any] = {"PartitionKey": account_id, "RowKey": _LEASE_ROW}
         entity.update((name, value) for name, value in fields.items() if value is not None)
         try:
-            return _write(client, entity, etag)
+            return write_entity(client, entity, etag)
         except ConcurrencyError:
             return None
 
@@ -159,88 +190,168 @@ class TableMailLedger:
                 return False
             raise PersistenceError(f"delete from table {LEDGER_TABLE} failed: {type(exc).__name__}") from exc
 
-    def _remember(self, account_id: str, holder: str, etag: str | None) -> None:
+    def _remember(self, account_id: str, holder: str, held: _Held | None) -> None:
         with self._lock:
-            if etag is None:
-                self._etags.pop((account_id, holder), None)
+            if held is None:
+                self._held.pop((account_id, holder), None)
             else:
-                self._etags[(account_id, holder)] = etag
+                self._held[(account_id, holder)] = held
 
-    def _known_etag(self, account_id: str, holder: str) -> str | None:
+    def _known(self, account_id: str, holder: str) -> _Held | None:
         with self._lock:
-            return self._etags.get((account_id, holder))
+            return self._held.get((account_id, holder))
+
+    @staticmethod
+    def _lease_fields(holder: str, now: Any, pending: bool, generation: int) -> dict[str, Any]:
+        return {"Holder": holder, "RenewedAt": now, "Pending": pending, "Generation": generation}
 
     def acquire_lease(
         self, account_id: str, holder: str, now: dt.datetime, stale_after: dt.timedelta
     ) -> bool:
         client = self._client()
-        fresh = {"Holder": holder, "RenewedAt": now, "Pending": False}
         for _ in range(_ATTEMPTS):
-            etag = self._lease_write(client, account_id, fresh, None)
+            etag = self._lease_write(client, account_id, self._lease_fields(holder, now, False, 1), None)
             if etag is not None:
-                self._remember(account_id, holder, etag)
+                self._remember(account_id, holder, _Held(etag, 1))
                 return True
-            entity = _read(client, account_id, _LEASE_ROW)
+            entity = read_entity(client, account_id, _LEASE_ROW)
             if entity is None:
                 continue  # released meanwhile: insert again
             current = entity.get("Holder") or ""
-            renewed = entity.get("RenewedAt")
-            if renewed is not None and renewed.tzinfo is None:
-                renewed = renewed.replace(tzinfo=dt.UTC)
+            renewed = utc(entity.get("RenewedAt"))
+            generation = int(entity.get("Generation") or 0) + 1
             if not current or current == holder or renewed is None or now - renewed > stale_after:
+                fresh = self._lease_fields(holder, now, False, generation)
                 etag = self._lease_write(client, account_id, fresh, entity.metadata["etag"])
                 if etag is not None:
-                    self._remember(account_id, holder, etag)
+                    self._remember(account_id, holder, _Held(etag, generation))
                     return True
                 continue
             if entity.get("Pending"):
                 return False
-            marked = {"Holder": current, "RenewedAt": renewed, "Pending": True}
+            marked = dict(entity)
+            marked["Pending"] = True
             if self._lease_write(client, account_id, marked, entity.metadata["etag"]) is not None:
                 return False
         raise ConcurrencyError(f"sync lease of account {account_id} kept changing")
 
-    def renew_lease(self, account_id: str, holder: str, now: dt.datetime) -> bool:
+    def seize_lease(self, account_id: str, holder: str, now: dt.datetime) -> dt.datetime | None:
         client = self._client()
-        known = self._known_etag(account_id, holder)
-        if known is not None:
-            etag = self._lease_write(
-                client, account_id, {"Holder": holder, "RenewedAt": now, "Pending": False}, known
-            )
-            if etag is not None:
-                self._remember(account_id, holder, etag)
-                return True
         for _ in range(_ATTEMPTS):
-            entity = _read(client, account_id, _LEASE_ROW)
-            if entity is None or entity.get("Holder") != holder:
-                self._remember(account_id, holder, None)
-                return False
-            pending = bool(entity.get("Pending", False))
-            fields = {"Holder": holder, "RenewedAt": now, "Pending": pending}
+            etag = self._lease_write(client, account_id, self._lease_fields(holder, now, False, 1), None)
+            if etag is not None:
+                self._remember(account_id, holder, _Held(etag, 1))
+                return None
+            entity = read_entity(client, account_id, _LEASE_ROW)
+            if entity is None:
+                continue
+            generation = int(entity.get("Generation") or 0) + 1
+            fields = self._lease_fields(holder, now, False, generation)
             etag = self._lease_write(client, account_id, fields, entity.metadata["etag"])
             if etag is not None:
-                # With work pending, the release must read the lease: no shortcut ETag then.
-                self._remember(account_id, holder, None if pending else etag)
-                return True
+                self._remember(account_id, holder, _Held(etag, generation))
+                return utc(entity.get("RenewedAt")) if entity.get("Holder") else None
         raise ConcurrencyError(f"sync lease of account {account_id} kept changing")
+
+    def _current(self, client: TableClient, account_id: str, holder: str) -> _Held:
+        """Our lease as stored now (after somebody marked it pending); LeaseLostError if not ours."""
+        entity = read_entity(client, account_id, _LEASE_ROW)
+        if entity is None or entity.get("Holder") != holder:
+            self._remember(account_id, holder, None)
+            raise LeaseLostError(f"sync lease of account {account_id} was taken over")
+        held = _Held(entity.metadata["etag"], int(entity.get("Generation") or 0), bool(entity.get("Pending")))
+        self._remember(account_id, holder, held)
+        return held
+
+    def renew_lease(self, account_id: str, holder: str, now: dt.datetime) -> bool:
+        try:
+            self.commit(account_id, holder, now, (), None, progress_too=False)
+        except LeaseLostError:
+            return False
+        return True
+
+    def commit(
+        self,
+        account_id: str,
+        holder: str,
+        now: dt.datetime,
+        marks: Sequence[LedgerMark],
+        progress: SyncProgress | None,
+        *,
+        progress_too: bool = True,
+    ) -> None:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import AzureError, HttpResponseError
+        from azure.data.tables import UpdateMode
+
+        client = self._client()
+        unique = list({m.message_id: m for m in marks}.values())
+        chunks = [unique[i : i + _MARKS_PER_COMMIT] for i in range(0, len(unique), _MARKS_PER_COMMIT)] or [[]]
+        for number, chunk in enumerate(chunks):
+            last = number == len(chunks) - 1
+            for _ in range(_ATTEMPTS):
+                held = self._known(account_id, holder) or self._current(client, account_id, holder)
+                lease_entity = {"PartitionKey": account_id, "RowKey": _LEASE_ROW}
+                lease_entity.update(self._lease_fields(holder, now, held.pending, held.generation))
+                operations: list[Any] = [
+                    (
+                        "update",
+                        lease_entity,
+                        {"mode": UpdateMode.REPLACE, "etag": held.etag, "match_condition": MatchConditions.IfNotModified},
+                    )
+                ]
+                operations += [("upsert", _mark_entity(account_id, mark)) for mark in chunk]
+                if last and progress_too:
+                    operations.append(
+                        (
+                            "upsert",
+                            {
+                                "PartitionKey": account_id,
+                                "RowKey": _PROGRESS_ROW,
+                                "Link": progress.link if progress else "",
+                                "Mode": progress.mode if progress else "",
+                                "RoundId": progress.round_id if progress else "",
+                                "Generation": held.generation,
+                            },
+                        )
+                    )
+                try:
+                    results = client.submit_transaction(operations)
+                except HttpResponseError as exc:
+                    if getattr(exc, "status_code", None) in (404, 409, 412):
+                        # The lease changed: a pending mark (still ours) or a takeover.
+                        self._remember(account_id, holder, None)
+                        self._current(client, account_id, holder)
+                        continue
+                    raise PersistenceError(f"write to table {LEDGER_TABLE} failed: {type(exc).__name__}") from exc
+                except AzureError as exc:
+                    raise PersistenceError(f"write to table {LEDGER_TABLE} failed: {type(exc).__name__}") from exc
+                etag = results[0].get("etag") if results else None
+                self._remember(
+                    account_id, holder, _Held(str(etag), held.generation, held.pending) if etag else None
+                )
+                break
+            else:
+                raise ConcurrencyError(f"sync lease of account {account_id} kept changing")
 
     def release_lease(self, account_id: str, holder: str, *, abandon: bool = False) -> bool:
         client = self._client()
-        known = self._known_etag(account_id, holder)
-        if known is not None and self._lease_delete(client, account_id, known):
+        known = self._known(account_id, holder)
+        if known is not None and known.etag and not known.pending and self._lease_delete(client, account_id, known.etag):
             self._remember(account_id, holder, None)
             return True
         for _ in range(_ATTEMPTS):
-            entity = _read(client, account_id, _LEASE_ROW)
+            entity = read_entity(client, account_id, _LEASE_ROW)
             if entity is None or entity.get("Holder") != holder:
                 self._remember(account_id, holder, None)
                 return True
             etag = entity.metadata["etag"]
+            generation = int(entity.get("Generation") or 0)
             if entity.get("Pending") and not abandon:
-                fields = {"Holder": holder, "RenewedAt": entity.get("RenewedAt"), "Pending": False}
+                fields = self._lease_fields(holder, entity.get("RenewedAt"), False, generation)
                 new_etag = self._lease_write(client, account_id, fields, etag)
                 if new_etag is not None:
-                    self._remember(account_id, holder, new_etag)
+                    self._remember(account_id, holder, _Held(new_etag, generation))
                     return False
                 continue
             # Abandoning after a failure: the queue's retry (or the next trigger) runs a round.
@@ -248,3 +359,4 @@ class TableMailLedger:
                 self._remember(account_id, holder, None)
                 return True
         raise ConcurrencyError(f"sync lease of account {account_id} kept changing")
+

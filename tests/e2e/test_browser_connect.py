@@ -7,12 +7,14 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 import requests
 from selenium import webdriver
 
 from devstack.stack import LocalStack
+from tests.support.sessions import create_session, get_session
 from tests.support.stack import function_key_headers, new_user
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -94,3 +96,35 @@ def test_a_person_connects_their_mailbox_in_a_browser(
     assert shown.status_code == 200
     assert shown.json()["status"] == "active"
     assert shown.json()["subscriptions"]
+
+
+def test_a_real_browser_connects_through_a_connect_url_and_lands_on_the_return_url(
+    stack: LocalStack, chromium: Any
+) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    user = new_user(stack, "chromium")
+    owner_id = f"product-user:{user['id'][:8]}"
+    created = create_session(
+        stack,
+        {"ownerId": owner_id, "loginHint": user["userPrincipalName"],
+         "returnUrl": f"{stack.devhost_url}/api/health?from=connect"},
+    ).json()
+
+    chromium.get(created["connectUrl"])
+    WebDriverWait(chromium, 30).until(lambda d: "status=" in d.current_url)
+
+    # The browser kept the HttpOnly, Secure, SameSite=None cookie across Microsoft's
+    # cross-site form_post, and ended on the product's returnUrl.
+    landed = urlparse(chromium.current_url)
+    assert f"{landed.scheme}://{landed.netloc}{landed.path}" == f"{stack.devhost_url}/api/health"
+    query = parse_qs(landed.query)
+    assert query["accountId"] == [f"{user['id']}.{user['tenantId']}"]
+    assert query["status"] == ["connected"] and query["sessionId"] == [created["sessionId"]]
+    shown = get_session(stack, created["sessionId"]).json()
+    assert shown["status"] == "completed" and shown["accountId"] == query["accountId"][0]
+    owned = requests.get(
+        f"{stack.devhost_url}/api/accounts", params={"ownerId": owner_id},
+        headers=function_key_headers(stack), timeout=30,
+    ).json()["accounts"]
+    assert [a["id"] for a in owned] == query["accountId"]

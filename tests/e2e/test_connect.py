@@ -15,20 +15,12 @@ import requests
 from devstack.stack import LocalStack
 from shared.adapters.keyvault import KeyVaultSecretStore
 from shared.adapters.tables import TableAuthFlowStore
+from shared.connect_sessions import BINDING_COOKIE, binding_digest
 from shared.models import PendingAuthFlow
 from shared.tokens import token_cache_secret_name
-from tests.support.stack import connect_user, function_key_headers, new_user, read_form
+from tests.support.stack import browser, connect_user, function_key_headers, new_user, read_form, wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-def browser(stack: LocalStack) -> requests.Session:
-    """A session that trusts the stack's CA. ``trust_env`` off: a ``REQUESTS_CA_BUNDLE`` in
-    the environment would otherwise take the place of the session's own ``verify``."""
-    session = requests.Session()
-    session.trust_env = False
-    session.verify = str(stack.ca_file)
-    return session
 
 
 def connect(stack: LocalStack, user: dict[str, Any]) -> requests.Response:
@@ -150,15 +142,18 @@ def test_a_replayed_callback_is_refused(stack: LocalStack) -> None:
 
 def test_an_expired_state_is_refused(stack: LocalStack) -> None:
     state = f"expired-{uuid.uuid4().hex}"
+    cookie = "e" * 43
     TableAuthFlowStore(stack.storage_connection).put(
         PendingAuthFlow(
             state=state,
             flow={"state": state, "redirect_uri": f"{stack.devhost_url}/api/auth/callback"},
             expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1),
+            browser_binding=binding_digest(cookie),
         )
     )
     response = requests.post(
-        f"{stack.devhost_url}/api/auth/callback", data={"state": state, "code": "c"}, timeout=30
+        f"{stack.devhost_url}/api/auth/callback", data={"state": state, "code": "c"},
+        headers={"Cookie": f"{BINDING_COOKIE}={cookie}"}, timeout=30,
     )
     assert response.status_code == 400
     assert "expired" in response.text
@@ -233,6 +228,8 @@ def test_a_revoked_refresh_token_turns_the_account_reauth_required(stack: LocalS
     before = sim_settings(stack, accessTokenLifetimeSeconds=240)
     try:
         assert connect(stack, user).status_code == 200
+        # The first delta round runs on the queue after the callback: let it finish first.
+        wait_for(lambda: account(stack, user).json()["lastSyncAt"], what="the first delta round")
     finally:
         stack.sim("PUT", "/_sim/settings", json=before)
     stack.sim("POST", f"/_sim/users/{user['id']}/revoke")

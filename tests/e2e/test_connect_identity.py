@@ -22,7 +22,7 @@ from shared.adapters.identity import MsalIdentity
 from shared.config import Settings
 from shared.errors import AuthFlowError, ReauthRequiredError
 from shared.models import ClientKind
-from tests.support.stack import function_key_headers, new_user, read_form
+from tests.support.stack import function_key_headers, new_user, read_form, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -171,7 +171,15 @@ def test_an_operator_connects_an_account_with_the_device_code_flow(
     assert shown["clientKind"] == "public"
     assert shown["subscriptions"]
 
-    # Its refresh token is redeemed by the public client (a secret would be refused).
+    # Its refresh token is redeemed by the public client (a secret would be refused), once
+    # the first delta round the connect queued has run.
+    def first_round_done() -> bool:
+        account = requests.get(
+            f"{stack.devhost_url}/api/accounts/{shown['id']}", headers=function_key_headers(stack), timeout=10
+        )
+        return bool(account.json().get("lastSyncAt"))
+
+    wait_for(first_round_done, what="the first delta round")
     resync = requests.post(
         f"{stack.devhost_url}/api/accounts/{shown['id']}/resync",
         headers=function_key_headers(stack),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -60,8 +61,17 @@ def mailbox(stack: LocalStack) -> Iterator[tuple[dict[str, Any], Events]]:
     response = connect_user(stack, user["userPrincipalName"])
     assert response.status_code == 200, response.text[:500]
     wait_for(lambda: subscriptions_of(stack, user), what="the inbox subscription")
-    yield user, Events(stack, f"{user['id']}.{user['tenantId']}")
+    account_id = f"{user['id']}.{user['tenantId']}"
+    wait_for(lambda: first_round_done(stack, account_id), what="the first delta round (queued by the connect)")
+    yield user, Events(stack, account_id)
     stack.sim("DELETE", "/_sim/faults")
+
+
+def first_round_done(stack: LocalStack, account_id: str) -> bool:
+    shown = requests.get(
+        f"{stack.devhost_url}/api/accounts/{account_id}", headers=function_key_headers(stack), timeout=10
+    )
+    return shown.status_code == 200 and bool(shown.json()["lastSyncAt"])
 
 
 def subscriptions_of(stack: LocalStack, user: dict[str, Any]) -> list[dict[str, Any]]:
@@ -158,7 +168,7 @@ def test_a_forged_clientstate_or_an_unknown_subscription_publishes_nothing(
     response = _post(stack, "notifications", json.dumps({"value": [forged]}).encode())
     assert response.status_code == 202 and response.text == "accepted 0, dropped 1"
     key = stack.settings["CLIENT_STATE_KEY"].encode()
-    unknown = _item("no-such-subscription", issue_client_state(key, account_id))
+    unknown = _item(str(uuid.uuid4()), issue_client_state(key, account_id))  # no such subscription
     assert _post(stack, "notifications", json.dumps({"value": [unknown]}).encode()).status_code == 202
     time.sleep(QUIET)
     assert events.of("created", sent) == []

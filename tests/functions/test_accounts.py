@@ -17,6 +17,9 @@ from shared.tokens import token_cache_secret_name
 from tests.fakes import FakeUser, make_services
 from tests.support.app import app_functions, handler, http_request
 
+# The browser-binding cookie's value a test browser carries.
+BROWSER = "b" * 43
+
 BASE = "https://connector.example.test"
 
 
@@ -31,9 +34,9 @@ def services() -> Iterator[Services]:
 def connect(services: Services, user: FakeUser) -> str:
     services.identity.next_user = user
     services.graph.users[user.account_id] = {"id": user.object_id, "userPrincipalName": user.username}
-    start_connect(services)
+    start_connect(services, browser_binding=BROWSER)
     state = services.identity.started[-1]["state"]
-    return complete_connect(services, {"state": state, "code": f"code-for-{state}"}).account.account_id
+    return complete_connect(services, {"state": state, "code": f"code-for-{state}"}, browser_binding=BROWSER).account.account_id
 
 
 def body(response: func.HttpResponse) -> Any:

@@ -22,7 +22,7 @@ BASE = "https://connector.example.test"
 
 @pytest.fixture
 def services() -> Iterator[Services]:
-    installed = make_services()
+    installed = make_services(make_settings(ALLOW_ANONYMOUS_CONNECT="true"))
     user = installed.identity.next_user
     installed.graph.users[user.account_id] = {
         "id": user.object_id,
@@ -39,14 +39,32 @@ def no_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("shared.subscriptions.VALIDATION_RETRY_DELAY_SECONDS", 0)
 
 
+# The browser's cookie jar: the binding cookie /api/connect set, sent back on the callback.
+_jar: dict[str, str] = {}
+
+
+@pytest.fixture(autouse=True)
+def empty_jar() -> None:
+    _jar.clear()
+
+
 def start(login_hint: str | None = None) -> func.HttpResponse:
     params = {"login_hint": login_hint} if login_hint is not None else {}
-    return handler("connect")(http_request("GET", f"{BASE}/api/connect", params=params))
+    headers = {"Cookie": _jar["cookie"]} if "cookie" in _jar else {}
+    response = handler("connect")(http_request("GET", f"{BASE}/api/connect", params=params, headers=headers))
+    set_cookie = response.headers.get("Set-Cookie")
+    if set_cookie:
+        _jar["cookie"] = set_cookie.split(";", 1)[0]
+    return response
+
+
+def cookie_headers() -> dict[str, str]:
+    return {"Cookie": _jar["cookie"]} if "cookie" in _jar else {}
 
 
 def form_post(fields: dict[str, str]) -> func.HttpResponse:
     body = urlencode(fields).encode()
-    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    headers = {"Content-Type": "application/x-www-form-urlencoded", **cookie_headers()}
     return handler("auth_callback")(
         http_request("POST", f"{BASE}/api/auth/callback", body=body, headers=headers)
     )
@@ -118,7 +136,7 @@ def test_the_form_post_callback_connects_and_shows_success(services: Services) -
 def test_the_query_callback_works_too(services: Services) -> None:
     start()
     response = handler("auth_callback")(
-        http_request("GET", f"{BASE}/api/auth/callback", params=consent(services))
+        http_request("GET", f"{BASE}/api/auth/callback", params=consent(services), headers=cookie_headers())
     )
     assert response.status_code == 200
 
@@ -134,7 +152,9 @@ def test_a_second_connect_says_reconnected_and_keeps_one_account(services: Servi
 
 
 def test_a_post_connect_redirect_url_is_followed() -> None:
-    installed = make_services(make_settings(POST_CONNECT_REDIRECT_URL="https://app.example.test/connected"))
+    installed = make_services(
+        make_settings(POST_CONNECT_REDIRECT_URL="https://app.example.test/connected", ALLOW_ANONYMOUS_CONNECT="true")
+    )
     bootstrap.use(installed)
     try:
         start()

@@ -19,6 +19,8 @@ from tests.unit.pipeline_fakes import lifecycle, notification
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "bad_webhook_inputs"
 ADELE = "adele-oid.tenant-1"
 MEGAN = "megan-oid.tenant-2"
+SUB_A = "aaaaaaaa-0000-4000-8000-000000000001"
+SUB_M = "bbbbbbbb-0000-4000-8000-000000000002"
 
 
 class Outbox:
@@ -68,22 +70,22 @@ def test_the_validation_handshake_echoes_the_token_as_plain_text() -> None:
 
 def test_valid_notifications_are_queued_as_one_trigger_per_account_and_answered_202() -> None:
     body = batch(
-        notification(ADELE, "sub-a"),
-        notification(ADELE, "sub-a", change_type="updated"),
-        notification(MEGAN, "sub-m"),
+        notification(ADELE, SUB_A),
+        notification(ADELE, SUB_A, change_type="updated"),
+        notification(MEGAN, SUB_M),
     )
     response, outbox = post("graph_notifications", body)
     assert response.status_code == 202
     triggers = {t["accountId"]: t for t in queued(outbox)}
     assert set(triggers) == {ADELE, MEGAN}
-    assert triggers[ADELE]["subscriptionIds"] == ["sub-a"]
+    assert {c["subscriptionId"] for c in triggers[ADELE]["changed"]} == {SUB_A}
     assert triggers[ADELE]["changes"] == 2
     assert triggers[MEGAN]["changes"] == 1
 
 
 def test_forged_items_are_dropped_and_counted_while_the_valid_ones_are_queued() -> None:
     forged = notification(ADELE, clientState="v1.adele-oid.tenant-1.nonce.AAAAAAAAAAAAAAAAAAAAAA")
-    response, outbox = post("graph_notifications", batch(forged, notification(MEGAN, "sub-m")))
+    response, outbox = post("graph_notifications", batch(forged, notification(MEGAN, SUB_M)))
     assert response.status_code == 202
     assert response.get_body() == b"accepted 1, dropped 1"
     assert [t["accountId"] for t in queued(outbox)] == [MEGAN]
@@ -104,16 +106,17 @@ def test_the_clientstate_is_never_echoed_or_logged(caplog: pytest.LogCaptureFixt
 
 
 def test_lifecycle_events_are_queued_with_their_subscription() -> None:
-    response, outbox = post("graph_lifecycle", batch(lifecycle(ADELE, "missed", "sub-a")))
+    response, outbox = post("graph_lifecycle", batch(lifecycle(ADELE, "missed", SUB_A)))
     assert response.status_code == 202
     [trigger] = queued(outbox)
-    assert trigger["lifecycle"] == [{"subscriptionId": "sub-a", "event": "missed"}]
+    [event] = trigger["lifecycle"]
+    assert (event["subscriptionId"], event["event"]) == (SUB_A, "missed")
     assert trigger["changes"] == 0
 
 
 def test_a_lifecycle_event_sent_to_the_notification_url_is_accepted_too() -> None:
     # Graph sends lifecycle events to notificationUrl when no lifecycleNotificationUrl is set.
-    _, outbox = post("graph_notifications", batch(lifecycle(ADELE, "subscriptionRemoved", "sub-a")))
+    _, outbox = post("graph_notifications", batch(lifecycle(ADELE, "subscriptionRemoved", SUB_A)))
     assert queued(outbox)[0]["lifecycle"][0]["event"] == "subscriptionRemoved"
 
 
@@ -155,3 +158,11 @@ def test_bad_input_gets_a_4xx_or_a_counted_drop_and_queues_nothing(case: Path, f
         ), (response.status_code, response.get_body())
         assert response.get_body()  # a reason, always
     assert outbox.value is None
+
+
+def test_the_corpus_items_with_bad_ids_carry_a_valid_clientstate_so_the_id_is_what_drops_them() -> None:
+    document = json.loads((CORPUS / "48-subscription-id-slash.body").read_bytes())
+    document["value"][0]["subscriptionId"] = SUB_A
+    response, outbox = post("graph_notifications", json.dumps(document).encode())
+    assert response.get_body() == b"accepted 1, dropped 0"
+    assert len(queued(outbox)) == 1

@@ -19,6 +19,7 @@ from tests.fakes import EPOCH, make_services
 from tests.support.app import handler
 from tests.unit.pipeline_fakes import (
     CLIENT_STATE_KEY,
+    SUB_1,
     DeltaGraphApi,
     connected_account,
     events_of,
@@ -41,7 +42,7 @@ def services() -> Iterator[Any]:
 @pytest.fixture
 def account(services: Any) -> Any:
     account = connected_account(services)
-    recorded_subscription(services, account, "sub-1")
+    recorded_subscription(services, account, SUB_1)
     record_initial_delta(services, account, services.tokens.graph_auth(account), emit_history=False)
     return services.accounts.get(account.account_id)
 
@@ -82,7 +83,7 @@ def test_duplicated_and_replayed_notifications_publish_nothing_twice(services: A
 def test_a_notification_for_an_unknown_subscription_publishes_nothing(services: Any, account: Any) -> None:
     deliver(services, account, "not via this subscription")
     calls = len(services.graph.calls)
-    run(notification(account.account_id, "deleted-subscription"))
+    run(notification(account.account_id, "0d1e7e7e-0000-4000-8000-00000000dead"))
     assert events_of(services) == []
     assert services.graph.calls[calls:] == []  # not even a delta query
 
@@ -110,7 +111,7 @@ def test_subscription_removed_recreates_the_subscription_and_resyncs(services: A
     deliver(services, account, "arrived while removed")
     run(lifecycle(account.account_id, "subscriptionRemoved"))
     [current] = services.subscriptions.for_account(account.account_id)
-    assert current.subscription_id != "sub-1"
+    assert current.subscription_id != SUB_1
     assert current.status is SubscriptionStatus.ACTIVE
     assert len(services.graph.for_account(account.account_id)) == 1
     assert len(events_of(services)) == 1
@@ -127,7 +128,7 @@ def test_reauthorization_required_reauthorizes_the_subscription(services: Any, a
         expires_at=EPOCH + dt.timedelta(days=2),
         client_state="cs",
     )
-    services.subscriptions.delete(account.account_id, "sub-1")
+    services.subscriptions.delete(account.account_id, SUB_1)
     recorded_subscription(services, account, graph_sub["id"])
     run(lifecycle(account.account_id, "reauthorizationRequired", graph_sub["id"]))
     assert ("reauthorize_subscription", account.account_id) in services.graph.calls
@@ -136,9 +137,9 @@ def test_reauthorization_required_reauthorizes_the_subscription(services: Any, a
 
 
 def test_reauthorization_of_a_subscription_graph_lost_recreates_it(services: Any, account: Any) -> None:
-    run(lifecycle(account.account_id, "reauthorizationRequired"))  # sub-1 is unknown to the Graph fake
+    run(lifecycle(account.account_id, "reauthorizationRequired"))  # SUB_1 is unknown to the Graph fake
     [current] = services.subscriptions.for_account(account.account_id)
-    assert current.subscription_id != "sub-1"
+    assert current.subscription_id != SUB_1
 
 
 def test_throttling_waits_for_retry_after_then_is_raised_so_that_the_queue_retries(
@@ -166,3 +167,37 @@ def test_a_dead_token_marks_nothing_as_failed_and_does_not_retry(services: Any, 
 def test_a_message_that_is_not_a_trigger_goes_to_the_poison_queue_at_once(services: Any) -> None:
     handler("process_graph_notifications")(message=QueueMessage(id="m-2", body=b"<not json>"))
     assert services.queues.sent["graph-notifications-poison"] == ["<not json>"]
+
+
+# -- queue mail-sync: rounds the app asked for itself ------------------------------------
+
+
+def test_a_queued_round_runs_and_a_round_too_long_hands_its_rest_to_the_same_queue(
+    services: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.fakes import make_settings
+
+    services.settings = make_settings(SYNC_TIME_BUDGET_SECONDS="1")
+    fresh = connected_account(services, name="queued")
+    box = services.graph.inbox(fresh.account_id)
+    for n in range(6):
+        box.deliver(f"old {n}", EPOCH - dt.timedelta(days=1))
+    new = box.deliver("new", AFTER)
+    clock = iter(range(0, 1000, 2))  # every read of the monotonic clock: two seconds later
+    monkeypatch.setattr("shared.sync._monotonic", lambda: float(next(clock)))
+    body = json.dumps({"v": 1, "accountId": fresh.account_id, "reason": "connect"}).encode()
+    handler("run_mail_sync")(message=QueueMessage(id="s-1", body=body))
+    assert services.queues.sent.get("mail-sync"), "the rest of the round was not queued"
+    for turn in range(10):
+        queued = services.queues.sent["mail-sync"]
+        if not queued:
+            break
+        message = queued.pop(0).encode()
+        handler("run_mail_sync")(message=QueueMessage(id=f"s-{turn + 2}", body=message))
+    assert services.accounts.get(fresh.account_id).delta_link is not None
+    assert [e["subject"] for e in events_of(services)] == [new]
+
+
+def test_a_message_that_is_not_a_sync_job_goes_to_the_poison_queue(services: Any) -> None:
+    handler("run_mail_sync")(message=QueueMessage(id="s-1", body=b'{"v": 1}'))
+    assert services.queues.sent["mail-sync-poison"] == ['{"v": 1}']

@@ -11,6 +11,11 @@
 - ``sign_in(app, upn, scopes)``: the auth-code + PKCE flow through the simulator, as a
   browser would follow it (auto-consent for a known ``login_hint``); returns MSAL's result.
 - ``user_token``: a delegated Graph access token (User.Read Mail.ReadWrite) for ``sim_user``.
+- ``graph_sdk``: Microsoft's own Graph SDK (``msgraph-sdk``) on the simulator with that token:
+  ``graph_sdk.client`` (a ``GraphServiceClient``), ``graph_sdk.run(coroutine)`` (the SDK is
+  async: one event loop per test). Its httpx client has the simulator's ``/v1.0`` as base
+  URL and trusts the simulator's CA; its default middleware (retries, redirects, telemetry)
+  is kept.
 
 MSAL and ``requests.Session`` take ``REQUESTS_CA_BUNDLE`` over a session's ``verify``, so
 every test here runs with ``REQUESTS_CA_BUNDLE`` pointing at the simulator's CA.
@@ -18,18 +23,28 @@ every test here runs with ``REQUESTS_CA_BUNDLE`` pointing at the simulator's CA.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import ssl
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import msal
 import pytest
 import requests
+from kiota_abstractions.authentication import AccessTokenProvider, AllowedHostsValidator
+from kiota_abstractions.authentication.base_bearer_token_authentication_provider import (
+    BaseBearerTokenAuthenticationProvider,
+)
+from msgraph import GraphRequestAdapter, GraphServiceClient
+from msgraph.graph_request_adapter import options as graph_middleware_options
+from msgraph_core import GraphClientFactory
 
 from devstack.graphsim import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_REDIRECT_URI, GraphSimulator
 from devstack.graphsim.state import Settings
@@ -222,3 +237,47 @@ def graph(graphsim: GraphSimulator, user_token: str) -> Iterator[requests.Sessio
     session.headers["Authorization"] = f"Bearer {user_token}"
     yield session
     session.close()
+
+
+class StaticToken(AccessTokenProvider):
+    """The SDK's token source: one access token, for the simulator's host only."""
+
+    def __init__(self, token: str, host: str) -> None:
+        self._token = token
+        self._hosts = AllowedHostsValidator([host])
+
+    async def get_authorization_token(self, uri: str, additional_authentication_context: dict[str, Any] | None = None,
+                                      ) -> str:
+        return self._token if self._hosts.is_url_host_valid(uri) else ""
+
+    def get_allowed_hosts_validator(self) -> AllowedHostsValidator:
+        return self._hosts
+
+
+class GraphSdk:
+    """``GraphServiceClient`` on the simulator, and a loop to run its coroutines on."""
+
+    def __init__(self, simulator: GraphSimulator, token: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        trust = ssl.create_default_context(cafile=simulator.ca_file)
+        self.http = GraphClientFactory.create_with_default_middleware(
+            client=httpx.AsyncClient(base_url=simulator.graph_url, verify=trust, timeout=30),
+            options=graph_middleware_options)
+        auth = BaseBearerTokenAuthenticationProvider(StaticToken(token, simulator.host))
+        adapter = GraphRequestAdapter(auth, client=self.http)
+        adapter.base_url = simulator.graph_url
+        self.client = GraphServiceClient(request_adapter=adapter)
+
+    def run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        return self.loop.run_until_complete(coroutine)
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.http.aclose())
+        self.loop.close()
+
+
+@pytest.fixture
+def graph_sdk(graphsim: GraphSimulator, user_token: str) -> Iterator[GraphSdk]:
+    sdk = GraphSdk(graphsim, user_token)
+    yield sdk
+    sdk.close()

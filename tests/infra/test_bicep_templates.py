@@ -225,8 +225,9 @@ def test_storage_creates_the_queues_and_tables_the_code_uses(storage_module: dic
     variables = storage_module["variables"]
     code_queues = _names_the_code_uses("_QUEUE")
     assert {config.NOTIFICATION_QUEUE, config.MAIL_EVENT_QUEUE} <= code_queues
-    # The Functions host moves a notification batch that keeps failing to <queue>-poison.
-    assert set(variables["queueNames"]["value"]) == code_queues | {f"{config.NOTIFICATION_QUEUE}-poison"}
+    # The Functions host moves a message of a queue trigger that keeps failing to <queue>-poison.
+    poison = {f"{queue}-poison" for queue in (config.NOTIFICATION_QUEUE, config.MAIL_SYNC_QUEUE)}
+    assert set(variables["queueNames"]["value"]) == code_queues | poison
     code_tables = _names_the_code_uses("_TABLE")
     assert {config.ACCOUNTS_TABLE, config.SUBSCRIPTIONS_TABLE, config.AUTHFLOWS_TABLE} <= code_tables
     assert set(variables["tableNames"]["value"]) == code_tables
@@ -247,12 +248,14 @@ def test_key_vault_authorises_by_rbac_and_keeps_deleted_secrets(keyvault_module:
     assert param_default(keyvault_module, retention) >= 7
 
 
-def test_key_vault_holds_the_two_app_secrets_under_the_names_the_references_use(
+def test_key_vault_holds_the_app_secrets_under_the_names_the_references_use(
     keyvault_module: dict[str, Any],
 ) -> None:
     secrets = resources_of_type(keyvault_module, "Microsoft.KeyVault/vaults/secrets")
     names = {keyvault_module["variables"][body["name"]]["value"] for body in secrets.values()}
-    assert names == {"microsoft-client-secret", "client-state-key"}
+    assert names == {"microsoft-client-secret", "client-state-key", "client-state-key-previous"}
+    # The previous clientState key exists only during a rotation.
+    assert keyvault_module["resources"]["clientStateKeyPreviousSecret"]["config"]["condition"] is not None
     outputs = "".join(
         iter_strings(
             [keyvault_module["outputs"]["clientSecretUri"], keyvault_module["outputs"]["clientStateKeyUri"]]

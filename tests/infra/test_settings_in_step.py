@@ -106,6 +106,9 @@ def test_bicep_defaults_are_the_code_defaults(main: dict[str, Any], product_sett
             # Required: a parameter without default, a Key Vault reference or a module output.
             if isinstance(value, str) and value in main["parameters"]:
                 assert param_default(main, value) is None, f"{name} is required: its parameter has no default"
+        elif default == "" and _optional_reference(value) is not None:
+            # empty(param) ? '' : '@Microsoft.KeyVault(...)': a secret that is usually unset.
+            assert param_default(main, _optional_reference(value)) == "", name
         else:
             assert isinstance(value, str) and value in main["parameters"], (
                 f"{name} is not a parameter of main.bicep"
@@ -113,9 +116,25 @@ def test_bicep_defaults_are_the_code_defaults(main: dict[str, Any], product_sett
             assert param_default(main, value) == default, name
 
 
+def _optional_reference(value: Any) -> str | None:
+    """The parameter of ``empty(param) ? '' : '@Microsoft.KeyVault(...)'``, else None."""
+    operands = value.get("operator", {}).get("operands", {}) if isinstance(value, dict) else {}
+    condition = operands.get("condition", {}).get("function", {})
+    if (
+        condition.get("type") == "empty"
+        and operands.get("true_value") == ""
+        and str(operands.get("false_value", "")).startswith("@Microsoft.KeyVault(")
+    ):
+        return str(condition["parameters"]["item_to_test"])
+    return None
+
+
 def test_local_example_values_match_the_code_defaults(example_settings: dict[str, str]) -> None:
-    # Values that differ on purpose locally: the devstack stands in for Microsoft's hosts.
-    local_overrides = {"MICROSOFT_AUTHORITY_HOST", "GRAPH_API_ENDPOINT"}
+    # Values that differ on purpose locally: the devstack stands in for Microsoft's hosts;
+    # the local start page and `make demo` connect without a connect session.
+    local_overrides = {"MICROSOFT_AUTHORITY_HOST", "GRAPH_API_ENDPOINT", "ALLOW_ANONYMOUS_CONNECT"}
     for name, default in SETTING_DEFAULTS.items():
         if default is not None and name not in local_overrides:
             assert example_settings[name] == default, name
+    assert example_settings["ALLOW_ANONYMOUS_CONNECT"] == "true"
+    assert SETTING_DEFAULTS["ALLOW_ANONYMOUS_CONNECT"] == "false"

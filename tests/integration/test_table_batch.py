@@ -8,14 +8,14 @@ import uuid
 import pytest
 
 from shared.adapters.table_batch import MAX_OPERATIONS, BatchRefusedError, move_index_entries
-from shared.adapters.tables import _Tables
+from shared.adapters.table_support import Tables
 
 WHEN = dt.datetime(2026, 11, 27, 9, 30, 15, 123456, tzinfo=dt.UTC)
 
 
 @pytest.fixture()
 def table(azurite):  # type: ignore[no-untyped-def]
-    return _Tables.for_connection(azurite.connection_string).table(f"batch{uuid.uuid4().hex[:12]}")
+    return Tables.for_connection(azurite.connection_string).table(f"batch{uuid.uuid4().hex[:12]}")
 
 
 def rows(table, partition: str) -> dict[str, dt.datetime]:  # type: ignore[no-untyped-def]

@@ -9,13 +9,12 @@ import uuid
 import pytest
 from azure.data.tables import TableServiceClient
 
+from shared.adapters.expiry_index import EXPIRY_INDEX_TABLE, index_partition
 from shared.adapters.tables import (
-    EXPIRY_INDEX_TABLE,
     TableAccountStore,
     TableAuthFlowStore,
     TableCheckpointStore,
     TableSubscriptionStore,
-    index_partition,
 )
 from shared.errors import ConcurrencyError, InvalidInputError
 from shared.models import (

@@ -69,6 +69,21 @@ def test_reconnecting_after_a_disconnect_recovers_the_soft_deleted_secret(
     assert len(list(client.list_properties_of_secret_versions("account-7"))) == 2
 
 
+def test_a_write_back_does_not_recover_a_secret_a_disconnect_deleted(
+    store: KeyVaultSecretStore, client: SecretClient
+) -> None:
+    from shared.errors import NotFoundError
+
+    store.set("account-8", "cache-with-refresh-token")
+    store.delete("account-8")
+
+    with pytest.raises(NotFoundError):
+        store.set("account-8", "refreshed-cache", recover=False)
+
+    assert store.get("account-8") is None
+    assert [d.name for d in client.list_deleted_secrets()] == ["account-8"]
+
+
 def test_errors_name_the_secret_but_never_its_value(store: KeyVaultSecretStore) -> None:
     value = "too-big-" + "x" * 25600
     with pytest.raises(PersistenceError) as refused:

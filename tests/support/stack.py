@@ -15,8 +15,9 @@ import time
 import uuid
 from collections.abc import Callable
 from html.parser import HTMLParser
+from http.cookiejar import Cookie, DefaultCookiePolicy
 from typing import Any, TypeVar
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlparse
 
 import requests
 
@@ -54,10 +55,23 @@ def read_form(html: str) -> _FormReader:
     return reader
 
 
+class _LoopbackIsSecure(DefaultCookiePolicy):
+    """Browsers treat plain-http 127.0.0.1 and localhost as secure contexts and send their
+    ``Secure`` cookies there (the connector's browser-binding cookie is one); the standard
+    library sends them over https only. A ``Secure`` cookie a loopback host sets is kept
+    without the flag here (requests copies the jar per request, without its policy)."""
+
+    def set_ok(self, cookie: Cookie, request: Any) -> bool:
+        if urlparse(request.get_full_url()).hostname in ("127.0.0.1", "localhost"):
+            cookie.secure = False
+        return bool(super().set_ok(cookie, request))
+
+
 def browser(stack: LocalStack) -> requests.Session:
     session = requests.Session()
     session.trust_env = False  # the machine may set REQUESTS_CA_BUNDLE, which would override verify
     session.verify = str(stack.ca_file)
+    session.cookies.set_policy(_LoopbackIsSecure())
     return session
 
 

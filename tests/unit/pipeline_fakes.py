@@ -1,7 +1,7 @@
 """A Graph mailbox with a real delta behaviour, for the pipeline's unit tests.
 
 ``FakeGraphApi.delta_page`` of tests/fakes.py replays a list; the sync needs more of
-Graph's delta semantics (GRAPH_NOTES "Mail delta query"): a round returns each changed
+Graph's delta semantics (docs/graph-notes.md "Mail delta query"): a round returns each changed
 message once in its latest state, deletions as ``@removed``, pages chained by nextLinks,
 a deltaLink that resumes after the round, and ``410 Gone`` once a token has expired
 (after which a round without a link returns every message present).
@@ -144,7 +144,11 @@ def connected_account(services: Any, *, connected_at: dt.datetime = EPOCH, name:
     return services.accounts.save(account)
 
 
-def recorded_subscription(services: Any, account: Account, subscription_id: str = "sub-1") -> Subscription:
+# Graph's subscription ids are GUIDs; the webhook accepts no other shape.
+SUB_1 = "7f105c7d-2dc5-4530-97cd-4e7ae6534c07"
+
+
+def recorded_subscription(services: Any, account: Account, subscription_id: str = SUB_1) -> Subscription:
     return services.subscriptions.save(
         Subscription(
             subscription_id=subscription_id,
@@ -157,7 +161,7 @@ def recorded_subscription(services: Any, account: Account, subscription_id: str 
 
 
 def notification(
-    account_id: str, subscription_id: str = "sub-1", *, change_type: str = "created", **extra: Any
+    account_id: str, subscription_id: str = SUB_1, *, change_type: str = "created", **extra: Any
 ) -> JsonObject:
     item: JsonObject = {
         "id": "lsgTZMr9KwAAA",
@@ -178,7 +182,7 @@ def notification(
     return item
 
 
-def lifecycle(account_id: str, event: str, subscription_id: str = "sub-1") -> JsonObject:
+def lifecycle(account_id: str, event: str, subscription_id: str = SUB_1) -> JsonObject:
     return {
         "subscriptionId": subscription_id,
         "subscriptionExpirationDateTime": "2026-11-26T11:00:00.0000000Z",
@@ -191,3 +195,16 @@ def lifecycle(account_id: str, event: str, subscription_id: str = "sub-1") -> Js
 
 def events_of(services: Any) -> list[JsonObject]:
     return [json.loads(m) for m in services.queues.sent.get("mail-events", [])]
+
+
+def run_queued_rounds(services: Any) -> list[Any]:
+    """What the ``mail-sync`` queue function does with the rounds queued so far (and those
+    they queue in turn): run each one. Returns the results."""
+    from shared.sync import parse_sync_job, sync_mailbox
+
+    results = []
+    queued = services.queues.sent.setdefault("mail-sync", [])
+    while queued:
+        account_id, reason = parse_sync_job(queued.pop(0))
+        results.append(sync_mailbox(services, account_id, reason=reason))
+    return results

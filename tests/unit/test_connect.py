@@ -27,6 +27,10 @@ from shared.subscriptions import (
 )
 from shared.tokens import token_cache_secret_name
 from tests.fakes import FakeSubscriptionStore, FakeUser, make_services
+from tests.unit.pipeline_fakes import run_queued_rounds
+
+# The browser-binding cookie's value a test browser carries.
+BROWSER = "b" * 43
 
 
 @pytest.fixture
@@ -46,17 +50,17 @@ def sign_in(services, login_hint=None, **response):
         user.account_id,
         {"id": user.object_id, "userPrincipalName": user.username, "displayName": user.display_name},
     )
-    start_connect(services, login_hint)
+    start_connect(services, login_hint, browser_binding=BROWSER)
     flow = services.identity.started[-1]
     answer = {"state": flow["state"], "code": f"code-for-{flow['state']}", **response}
-    return complete_connect(services, {k: v for k, v in answer.items() if v is not None})
+    return complete_connect(services, {k: v for k, v in answer.items() if v is not None}, browser_binding=BROWSER)
 
 
 # -- start -------------------------------------------------------------------------------
 
 
 def test_start_keeps_the_whole_flow_under_its_state_for_ten_minutes(services):
-    url = start_connect(services, "adele@contoso.test")
+    url = start_connect(services, "adele@contoso.test", browser_binding=BROWSER)
     flow = services.identity.started[-1]
     pending = services.authflows.items[flow["state"]]
     assert url == flow["auth_uri"]
@@ -70,11 +74,11 @@ def test_start_keeps_the_whole_flow_under_its_state_for_ten_minutes(services):
 @pytest.mark.parametrize("hint", ["x" * 300, "adele@contoso.test\r\nX-Injected: 1"])
 def test_start_refuses_an_unreasonable_login_hint(services, hint):
     with pytest.raises(InvalidInputError):
-        start_connect(services, hint)
+        start_connect(services, hint, browser_binding=BROWSER)
 
 
 def test_a_blank_login_hint_is_no_hint(services):
-    start_connect(services, "  ")
+    start_connect(services, "  ", browser_binding=BROWSER)
     assert services.identity.started[-1]["login_hint"] is None
 
 
@@ -108,9 +112,14 @@ def test_connect_creates_the_account_its_token_cache_and_its_inbox_subscription(
     assert stored.status == SubscriptionStatus.ACTIVE
 
 
-def test_connect_records_the_initial_delta_link_without_history(services):
+def test_connect_queues_the_first_round_which_records_the_delta_link_without_history(services):
     result = sign_in(services)
-    assert services.accounts.get(result.account.account_id).delta_link
+    account_id = result.account.account_id
+    # The callback itself walks no mailbox: the first round is queued.
+    assert ("delta_page", account_id) not in services.graph.calls
+    assert len(services.queues.sent["mail-sync"]) == 1
+    run_queued_rounds(services)
+    assert services.accounts.get(account_id).delta_link
     assert services.queues.sent.get("mail-events", []) == []
 
 
@@ -230,42 +239,42 @@ def test_other_graph_refusals_are_not_tried_again(services):
 
 def test_an_unknown_state_is_refused(services):
     with pytest.raises(AuthFlowError) as raised:
-        complete_connect(services, {"state": "forged", "code": "code-for-forged"})
+        complete_connect(services, {"state": "forged", "code": "code-for-forged"}, browser_binding=BROWSER)
     assert raised.value.error == "unknown_state"
 
 
 def test_a_replayed_state_is_refused(services):
-    start_connect(services)
+    start_connect(services, browser_binding=BROWSER)
     state = services.identity.started[-1]["state"]
-    complete_connect(services, {"state": state, "code": f"code-for-{state}"})
+    complete_connect(services, {"state": state, "code": f"code-for-{state}"}, browser_binding=BROWSER)
     with pytest.raises(AuthFlowError) as raised:
-        complete_connect(services, {"state": state, "code": f"code-for-{state}"})
+        complete_connect(services, {"state": state, "code": f"code-for-{state}"}, browser_binding=BROWSER)
     assert raised.value.error == "unknown_state"
     assert len(services.accounts.items) == 1
 
 
 def test_an_expired_state_is_refused_and_consumed(services):
-    start_connect(services)
+    start_connect(services, browser_binding=BROWSER)
     state = services.identity.started[-1]["state"]
     services.clock.advance(minutes=10, seconds=1)
     with pytest.raises(AuthFlowError) as raised:
-        complete_connect(services, {"state": state, "code": f"code-for-{state}"})
+        complete_connect(services, {"state": state, "code": f"code-for-{state}"}, browser_binding=BROWSER)
     assert raised.value.error == "expired_state"
     assert state not in services.authflows.items
 
 
 def test_a_missing_state_or_code_is_refused(services):
     with pytest.raises(AuthFlowError):
-        complete_connect(services, {"code": "x"})
-    start_connect(services)
+        complete_connect(services, {"code": "x"}, browser_binding=BROWSER)
+    start_connect(services, browser_binding=BROWSER)
     state = services.identity.started[-1]["state"]
     with pytest.raises(AuthFlowError) as raised:
-        complete_connect(services, {"state": state})
+        complete_connect(services, {"state": state}, browser_binding=BROWSER)
     assert raised.value.error == "missing_code"
 
 
 def test_an_error_from_microsoft_is_reported_and_the_state_used_up(services):
-    start_connect(services)
+    start_connect(services, browser_binding=BROWSER)
     state = services.identity.started[-1]["state"]
     with pytest.raises(AuthFlowError) as raised:
         complete_connect(
@@ -274,7 +283,7 @@ def test_an_error_from_microsoft_is_reported_and_the_state_used_up(services):
                 "state": state,
                 "error": "access_denied",
                 "error_description": "AADSTS65004: User declined to consent.",
-            },
+            }, browser_binding=BROWSER,
         )
     assert raised.value.error == "access_denied"
     assert "declined" in raised.value.description
@@ -417,6 +426,7 @@ def test_a_subscription_renewed_by_someone_else_meanwhile_is_kept(services):
 
 def test_a_reconnect_keeps_the_mailbox_history_going(services):
     first = sign_in(services).account
+    run_queued_rounds(services)
     services.clock.advance(hours=5)
     second = sign_in(services).account
     assert second.connected_at == first.connected_at

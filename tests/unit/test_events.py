@@ -34,6 +34,7 @@ def test_a_created_event_has_every_cloudevents_attribute_and_the_mail_fields() -
         "accountId": "oid.tid",
         "tenantId": "tid",
         "userId": "oid",
+        "ownerId": None,
         "messageId": "AAMkAG1",
         "folder": "inbox",
         "changeType": "created",

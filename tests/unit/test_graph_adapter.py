@@ -154,3 +154,58 @@ def test_no_more_than_four_requests_run_at_once_for_one_mailbox() -> None:
     for t in threads:
         t.join()
     assert peak == 4
+
+
+class _Clock:
+    """A monotonic clock that the client's sleeps and the transport's slowness move on."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_one_call_with_its_retries_and_429_waits_ends_within_the_call_bound() -> None:
+    from shared.adapters.graph import MAX_CALL_SECONDS
+
+    clock = _Clock()
+
+    class SlowTransport(GraphTransport):
+        def send(self, request: requests.PreparedRequest, **kwargs: object) -> requests.Response:  # type: ignore[override]
+            timeout = kwargs.get("timeout")
+            clock.now += min(14.0, float(timeout) if isinstance(timeout, int | float) else 14.0)
+            return super().send(request, **kwargs)
+
+    transport = SlowTransport(lambda r: (429, {"Retry-After": "20"}, _odata("ApplicationThrottled")))
+    session = requests.Session()
+    session.mount("https://", transport)
+
+    def sleep(seconds: float) -> None:
+        clock.now += seconds
+
+    api = RequestsGraphApi("https://graph.test/v1.0", session=session, sleep=sleep, monotonic=clock)
+    with pytest.raises(ThrottledError):
+        api.delta_page(AUTH, None)
+    assert clock.now <= MAX_CALL_SECONDS
+    assert api.throttle_count() == len(transport.requests) >= 1
+
+
+def test_the_call_bound_keeps_a_sync_lease_alive() -> None:
+    from shared.adapters.graph import MAX_CALL_SECONDS
+    from shared.sync import LEASE_RENEW_AFTER, LEASE_STALE_AFTER
+
+    # A round proves its lease at most LEASE_RENEW_AFTER before a call starts.
+    assert MAX_CALL_SECONDS + LEASE_RENEW_AFTER.total_seconds() < LEASE_STALE_AFTER.total_seconds()
+
+
+def test_absorbed_429s_are_counted_per_thread() -> None:
+    answers = iter([(429, {"Retry-After": "1"}, None), (429, {"Retry-After": "1"}, None), (200, {}, {"id": "me"})])
+    api, _, _ = _client(lambda r: next(answers))
+    api.get_me(AUTH)
+    assert api.throttle_count() == 2
+    seen: list[int] = []
+    thread = threading.Thread(target=lambda: seen.append(api.throttle_count()))
+    thread.start()
+    thread.join()
+    assert seen == [0]

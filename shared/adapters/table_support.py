@@ -1,0 +1,147 @@
+"""What every Table Storage adapter shares: the table clients of a connection, key checks,
+ETag-conditional writes, point reads and deletes with the SDK's errors translated.
+
+Writes that can race use ETags: a stale write raises ``ConcurrencyError``, never
+overwrites silently. The SDK is imported lazily: the webhook's cold path never loads it.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import threading
+from typing import TYPE_CHECKING, Any
+
+from shared.adapters.storage_http import storage_service_client
+from shared.errors import ConcurrencyError, InvalidInputError, PersistenceError
+
+if TYPE_CHECKING:
+    from azure.data.tables import TableClient, TableServiceClient
+
+_FORBIDDEN_KEY_CHARS = set("/\\#?") | {chr(c) for c in range(0x20)} | {chr(0x7F)}
+MIN_TIME = dt.datetime(1601, 1, 1, tzinfo=dt.UTC)
+
+
+def check_key(value: str, what: str) -> str:
+    # Table keys may not hold / \ # ? or control characters (Table service data model).
+    if not value or len(value) > 512 or any(ch in _FORBIDDEN_KEY_CHARS for ch in value):
+        raise InvalidInputError(f"{what} is not a valid identifier")
+    return value
+
+
+def utc(value: Any) -> dt.datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def service_client(connection: str) -> TableServiceClient:
+    """A TableServiceClient for a connection string, or ``identity:<account>`` in Azure."""
+    from azure.data.tables import TableServiceClient
+
+    return storage_service_client(TableServiceClient, connection, "table")  # type: ignore[no-any-return]
+
+
+class Tables:
+    """Table clients shared by the stores of one connection, created on first use."""
+
+    _registry: dict[str, Tables] = {}
+    _registry_lock = threading.Lock()
+
+    def __init__(self, connection: str) -> None:
+        self._service = service_client(connection)
+        self._clients: dict[str, TableClient] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_connection(cls, connection: str) -> Tables:
+        with cls._registry_lock:
+            if connection not in cls._registry:
+                cls._registry[connection] = cls(connection)
+            return cls._registry[connection]
+
+    def table(self, name: str) -> TableClient:
+        client = self._clients.get(name)
+        if client is not None:
+            return client
+        with self._lock:
+            if name not in self._clients:
+                from azure.core.exceptions import AzureError
+
+                try:
+                    self._service.create_table_if_not_exists(name)
+                except AzureError as exc:
+                    raise PersistenceError(f"table {name} is not reachable: {type(exc).__name__}") from exc
+                self._clients[name] = self._service.get_table_client(name)
+            return self._clients[name]
+
+    def check(self) -> None:
+        next(iter(self._service.list_tables(results_per_page=1).by_page()), None)
+
+
+def write_entity(client: TableClient, entity: dict[str, Any], etag: str | None) -> str:
+    """Create (no etag) or replace-if-unchanged (etag); returns the new ETag."""
+    from azure.core import MatchConditions
+    from azure.core.exceptions import (
+        AzureError,
+        ResourceExistsError,
+        ResourceModifiedError,
+        ResourceNotFoundError,
+    )
+    from azure.data.tables import UpdateMode
+
+    try:
+        if etag is None:
+            meta = client.create_entity(entity)
+        else:
+            meta = client.update_entity(
+                entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
+            )
+    except ResourceExistsError as exc:
+        raise ConcurrencyError(f"{client.table_name} entity already exists") from exc
+    except (ResourceModifiedError, ResourceNotFoundError) as exc:
+        raise ConcurrencyError(f"{client.table_name} entity changed since it was read") from exc
+    except AzureError as exc:
+        raise PersistenceError(f"write to table {client.table_name} failed: {type(exc).__name__}") from exc
+    return str(meta["etag"])
+
+
+def read_entity(client: TableClient, partition: str, row: str) -> Any | None:
+    from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+    try:
+        return client.get_entity(partition, row)
+    except ResourceNotFoundError:
+        return None
+    except AzureError as exc:
+        raise PersistenceError(f"read from table {client.table_name} failed: {type(exc).__name__}") from exc
+
+
+def delete_entity(client: TableClient, partition: str, row: str) -> None:
+    from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+    try:
+        client.delete_entity(partition, row)
+    except ResourceNotFoundError:
+        pass
+    except AzureError as exc:
+        raise PersistenceError(f"delete from table {client.table_name} failed: {type(exc).__name__}") from exc
+
+
+# A page's continuation (the SDK's dict of next keys) as one opaque URL-safe string, and back.
+def encode_continuation(token: Any) -> str | None:
+    if not token:
+        return None
+    return base64.urlsafe_b64encode(json.dumps(token).encode()).decode()
+
+
+def decode_continuation(token: str | None) -> Any:
+    if not token:
+        return None
+    try:
+        return json.loads(base64.urlsafe_b64decode(token.encode()))
+    except ValueError:
+        raise InvalidInputError("continuation token is not valid") from None
