@@ -40,6 +40,7 @@ from shared.errors import (
 )
 from shared.models import Account, AccountStatus, ClientKind, PendingAuthFlow, Subscription, account_id_for
 from shared.ports import GraphAuth
+from shared.retry import update_with_etag
 from shared.subscriptions import ensure_mailbox_subscription, remove_mailbox_subscriptions
 from shared.tokens import TokenGrant, token_cache_secret_name, update_account
 
@@ -210,11 +211,8 @@ def finish_connect(
     account, reconnected, previous_owner = _upsert_account(services, account_id, grant, me, owner_id)
     if previous_owner is not None:
         _drop_owner_entry(services, previous_owner, account_id)
-    tokens: Any = services.tokens
-    if hasattr(tokens, "forget"):
-        tokens.forget(account_id)  # the old session's access token is no longer wanted
-    if hasattr(tokens, "remember"):
-        tokens.remember(account_id, grant.access_token, grant.expires_in)
+    services.tokens.forget(account_id)  # the old session's access token is no longer wanted
+    services.tokens.remember(account_id, grant.access_token, grant.expires_in)
     try:
         subscription = ensure_mailbox_subscription(services, account, auth)
     except ConnectorError as exc:
@@ -249,25 +247,33 @@ def _upsert_account(
     principal = str(me.get("userPrincipalName") or me.get("mail") or grant.username or "")
     display_name = str(me.get("displayName") or grant.display_name or "")
     scopes = tuple(services.settings.scopes)
-    for _ in range(5):
+    existed = False
+    previous_owner: str | None = None
+
+    def read() -> Account:
+        nonlocal existed
         existing = services.accounts.get(account_id)
-        if existing is None:
-            fresh = Account(
-                account_id=account_id,
-                tenant_id=grant.tenant_id,
-                user_id=grant.object_id or str(me.get("id") or ""),
-                user_principal_name=principal,
-                display_name=display_name,
-                status=AccountStatus.ACTIVE,
-                scopes=scopes,
-                client_kind=grant.client_kind,
-                connected_at=now,
-                owner_id=owner_id,
-            )
-            try:
-                return services.accounts.save(fresh), False, None
-            except ConcurrencyError:
-                continue  # a concurrent callback of the same user inserted it: update instead
+        existed = existing is not None
+        # Not there yet: inserted (a write without an ETag); should a concurrent callback of
+        # the same user insert it first, the next read finds it and updates it instead.
+        return existing or Account(
+            account_id=account_id,
+            tenant_id=grant.tenant_id,
+            user_id=grant.object_id or str(me.get("id") or ""),
+            user_principal_name=principal,
+            display_name=display_name,
+            status=AccountStatus.ACTIVE,
+            scopes=scopes,
+            client_kind=grant.client_kind,
+            connected_at=now,
+            owner_id=owner_id,
+        )
+
+    def change(existing: Account) -> bool:
+        nonlocal previous_owner
+        previous_owner = None
+        if not existed:
+            return True
         existing.tenant_id = grant.tenant_id or existing.tenant_id
         existing.user_id = grant.object_id or existing.user_id
         existing.user_principal_name = principal or existing.user_principal_name
@@ -288,11 +294,11 @@ def _upsert_account(
             # history continues from the stored deltaLink: mail that came in while the
             # account waited for its user to sign in again is still new mail.
             existing.connected_at = now
-        try:
-            return services.accounts.save(existing), True, previous_owner
-        except ConcurrencyError:
-            continue
-    raise ConcurrencyError(f"account {account_id} kept changing while connecting")
+        return True
+
+    saved = update_with_etag(read, change, services.accounts.save, what=f"account {account_id} (connecting)")
+    assert saved is not None  # read() never gives None
+    return saved, existed, previous_owner
 
 
 def _record_error(services: Services, account_id: str, message: str) -> None:
@@ -382,9 +388,7 @@ def disconnect_account(services: Services, account_id: str) -> Account:
     removed = remove_mailbox_subscriptions(services, account, auth)
     services.secrets.delete(token_cache_secret_name(account_id))
     _forget_published_mail(services, account_id)  # the marks, the round's progress, the lease
-    tokens: Any = services.tokens
-    if hasattr(tokens, "forget"):
-        tokens.forget(account_id)
+    services.tokens.forget(account_id)
     log.info("account %s disconnected (%d subscriptions removed)", account_id, removed)
     if updated is not None and transitions and transitions[-1]:
         publish_transition(services, updated, DISCONNECTED, reason="operator")

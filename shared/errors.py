@@ -100,6 +100,14 @@ class GraphError(UpstreamError):
         self.transient = status >= 500 or status in (408, 429)
 
 
+class GraphUnauthorizedError(GraphError):
+    """Graph refused the access token (401: expired early, revoked). Graph did not run the
+    request, so it may be sent again with a fresh token (``shared.retry.with_fresh_token``)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(401, code, message)
+
+
 class DeltaTokenExpiredError(GraphError):
     """The stored deltaLink is no longer valid; a full sync must start again."""
 

@@ -29,8 +29,9 @@ from shared.errors import (
 )
 from shared.models import Account, AccountStatus, Subscription, SubscriptionStatus
 from shared.renewal_report import Outcome, RenewalReport
+from shared.retry import update_with_etag, with_fresh_token
 from shared.runner import KeyedGates, Retry
-from shared.subscriptions import mailbox_subscription_expiry, parse_graph_datetime
+from shared.subscriptions import GRAPH_COOLDOWN, mailbox_subscription_expiry, parse_graph_datetime
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
@@ -38,9 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# docs/graph-notes.md "Subscriptions": never a reauthorize and a PATCH of one subscription
-# within 10 minutes of each other. A PATCH that recent also means somebody else just renewed it.
-GRAPH_COOLDOWN = dt.timedelta(minutes=10)
+# A PATCH within GRAPH_COOLDOWN of another also means somebody else just renewed it.
 # Throttled items are retried later in the run, at most this many times; then the next run.
 MAX_ATTEMPTS = 4
 # Renewed subscriptions whose index entries are written together: one entity-group
@@ -164,16 +163,13 @@ class SubscriptionRenewal:
         # token must be refreshed (the refresh needs it). An account marked for a new sign-in
         # forgets its token here; one marked by another instance is renewed while the token
         # we hold lives (an hour at most), which keeps its mail flowing meanwhile.
-        auth = tokens.cached_auth(sub.account_id) or tokens.graph_auth(self._account(job))
-        try:
-            return graph.renew_subscription(auth, sub.subscription_id, expires_at)
-        except GraphError as exc:
-            if exc.status != 401:
-                raise
-        # The token was refused (revoked, say): once more with a fresh one, whose refresh
-        # tells a dead refresh token (ReauthRequiredError) from a passing problem.
-        tokens.forget(sub.account_id)
-        return graph.renew_subscription(tokens.graph_auth(self._account(job)), sub.subscription_id, expires_at)
+        # A refused token is forgotten, and the PATCH sent once more with a fresh one.
+        return with_fresh_token(
+            tokens,
+            sub.account_id,
+            lambda auth: graph.renew_subscription(auth, sub.subscription_id, expires_at),
+            lambda: tokens.cached_auth(sub.account_id) or tokens.graph_auth(self._account(job)),
+        )
 
     def _not_due(self, sub: Subscription, now: dt.datetime) -> str:
         if sub.status != SubscriptionStatus.ACTIVE:
@@ -243,23 +239,25 @@ class SubscriptionRenewal:
 
     def _store_renewed(self, sub: Subscription, expires_at: dt.datetime, now: dt.datetime) -> None:
         store = self.services.subscriptions
-        current: Subscription | None = sub
-        for _ in range(3):
-            if current is None:
-                return  # deleted meanwhile (a disconnect): nothing to keep
+
+        def change(current: Subscription) -> bool:
             current.expires_at = max(current.expires_at, expires_at)
             current.last_renewed_at = now
             current.status = SubscriptionStatus.ACTIVE
-            try:
-                saved = store.save(current, defer_index=True)
-            except ConcurrencyError:
-                # Somebody else wrote (the lifecycle handling, say), or the index's copy was
-                # stale: their record it is, with its changes kept.
-                current = store.reread(current)
-                continue
+            return True
+
+        def write(current: Subscription) -> Subscription:
+            saved = store.save(current, defer_index=True)
             self._index.add(saved)  # written in this worker when a batch is full
-            return
-        log.warning("renewal: subscription %s renewed but its new expiry was not stored", sub.subscription_id)
+            return saved
+
+        try:
+            # A refused write: somebody else wrote (the lifecycle handling, say), or the
+            # index's copy was stale; their record it is, with its changes kept. None: it was
+            # deleted meanwhile (a disconnect), nothing to keep.
+            update_with_etag(lambda: store.reread(sub), change, write, first=sub, attempts=3)
+        except ConcurrencyError:
+            log.warning("renewal: subscription %s renewed but its new expiry was not stored", sub.subscription_id)
 
 
 class ReindexBatches:

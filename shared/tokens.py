@@ -25,9 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from shared.errors import ConcurrencyError, NotFoundError, ReauthRequiredError
+from shared.errors import NotFoundError, ReauthRequiredError
 from shared.models import Account, AccountStatus
 from shared.ports import GraphAuth, TokenGrant
+from shared.retry import update_with_etag
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
@@ -182,14 +183,10 @@ def update_account(
     """Read, change and write an account under its ETag, again from a fresh read when
     somebody else wrote first. ``change`` returns False when there is nothing to write.
     None when the account does not exist."""
-    for _ in range(attempts):
-        account = services.accounts.get(account_id)
-        if account is None:
-            return None
-        if not change(account):
-            return account
-        try:
-            return services.accounts.save(account)
-        except ConcurrencyError:
-            continue
-    raise ConcurrencyError(f"account {account_id} kept changing; gave up after {attempts} attempts")
+    return update_with_etag(
+        lambda: services.accounts.get(account_id),
+        change,
+        services.accounts.save,
+        attempts=attempts,
+        what=f"account {account_id}",
+    )

@@ -37,6 +37,7 @@ import requests
 from shared.errors import (
     DeltaTokenExpiredError,
     GraphError,
+    GraphUnauthorizedError,
     InvalidInputError,
     NotFoundError,
     PayloadTooLargeError,
@@ -117,6 +118,8 @@ def _with_immutable_ids(prefer: str | None) -> str:
 def _raise_status(status: int, code: str, message: str, *, delta: bool = False) -> None:
     if status == 404:
         raise NotFoundError(f"Graph 404 {code}: {message}")
+    if status == 401:
+        raise GraphUnauthorizedError(code, message)
     if delta and (status == 410 or code in _DELTA_EXPIRED_CODES):
         raise DeltaTokenExpiredError(status, code, message)
     raise GraphError(status, code, message)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from shared.errors import GraphError, ThrottledError
+from shared.errors import GraphError, GraphUnauthorizedError, ThrottledError
 from shared.models import AccountStatus, SubscriptionStatus
 from shared.renewal import (
     LEASE,
@@ -463,7 +463,7 @@ def test_the_policy_comes_from_the_settings():
 
 def test_a_refused_access_token_is_replaced_once_and_the_renewal_goes_through(services, resync):
     account, sub = connect_account(services, 1)
-    services.graph.fail["renew_subscription"] = [GraphError(401, "InvalidAuthenticationToken", "expired")]
+    services.graph.fail["renew_subscription"] = [GraphUnauthorizedError("InvalidAuthenticationToken", "expired")]
 
     report = run(services, resync)
 
@@ -533,7 +533,7 @@ def test_an_access_token_at_hand_renews_without_reading_the_account(services, re
 def test_a_held_token_graph_refuses_is_dropped_and_the_account_read_for_a_fresh_one(services, resync):
     account, _ = connect_account(services, 1)
     services.tokens.remember(account.account_id, "revoked", 3600)
-    services.graph.fail["renew_subscription"] = [GraphError(401, "InvalidAuthenticationToken", "revoked")]
+    services.graph.fail["renew_subscription"] = [GraphUnauthorizedError("InvalidAuthenticationToken", "revoked")]
     counting = services.__dict__["accounts"] = CountingAccounts(services.accounts)
 
     report = run(services, resync)
@@ -547,7 +547,7 @@ def test_a_held_token_refused_for_an_account_whose_sign_in_died_marks_it(service
     account, sub = connect_account(services, 1)
     services.tokens.remember(account.account_id, "revoked", 3600)
     services.tokens.dead.add(account.account_id)
-    services.graph.fail["renew_subscription"] = [GraphError(401, "InvalidAuthenticationToken", "revoked")]
+    services.graph.fail["renew_subscription"] = [GraphUnauthorizedError("InvalidAuthenticationToken", "revoked")]
 
     report = run(services, resync)
 
