@@ -16,7 +16,8 @@ import azure.functions as func
 
 from functions.http import secured
 from shared import bootstrap
-from shared.connect import account_summary, disconnect_account, list_accounts, show_account
+from shared.accounts import account_summary, list_accounts, show_account
+from shared.connect import disconnect_account
 from shared.errors import ConnectorError, InvalidInputError, NotFoundError, UpstreamError
 from shared.sync import sync_mailbox
 

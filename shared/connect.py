@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shared.account_events import CONNECTED, DISCONNECTED, RECONNECTED, publish_transition
+from shared.accounts import update_account
 from shared.errors import (
     AuthFlowError,
     ConcurrencyError,
@@ -39,10 +40,10 @@ from shared.errors import (
     UpstreamError,
 )
 from shared.models import Account, AccountStatus, ClientKind, PendingAuthFlow, Subscription, account_id_for
-from shared.ports import GraphAuth
+from shared.ports import GraphAuth, TokenGrant
 from shared.retry import update_with_etag
 from shared.subscriptions import ensure_mailbox_subscription, remove_mailbox_subscriptions
-from shared.tokens import TokenGrant, token_cache_secret_name, update_account
+from shared.tokens import token_cache_secret_name
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
@@ -393,61 +394,6 @@ def disconnect_account(services: Services, account_id: str) -> Account:
     if updated is not None and transitions and transitions[-1]:
         publish_transition(services, updated, DISCONNECTED, reason="operator")
     return updated or account
-
-
-# -- operators' views -------------------------------------------------------------------
-
-
-def account_summary(services: Services, account: Account) -> dict[str, Any]:
-    """What operators see of an account: no token, no deltaLink."""
-    subscriptions = services.subscriptions.for_account(account.account_id)
-    expiry = min((s.expires_at for s in subscriptions), default=None)
-    return {
-        "id": account.account_id,
-        "user": account.user_principal_name,
-        "displayName": account.display_name,
-        "tenant": account.tenant_id,
-        "ownerId": account.owner_id,
-        "status": account.status.value,
-        "clientKind": account.client_kind.value,
-        "subscriptionExpiresAt": _iso(expiry),
-        "subscriptions": [
-            {"id": s.subscription_id, "status": s.status.value, "expiresAt": _iso(s.expires_at)}
-            for s in subscriptions
-        ],
-        "lastNotificationAt": _iso(account.last_notification_at),
-        "lastSyncAt": _iso(account.last_sync_at),
-        "connectedAt": _iso(account.connected_at),
-        "lastError": account.last_error,
-    }
-
-
-def list_accounts(
-    services: Services, *, size: int = 50, continuation: str | None = None, owner_id: str | None = None
-) -> tuple[list[dict[str, Any]], str | None]:
-    if not 1 <= size <= 100:
-        raise InvalidInputError("page size must be between 1 and 100")
-    if owner_id is not None:
-        from shared.connect_sessions import checked_owner_id
-
-        ids, next_token = services.account_owners.page(
-            checked_owner_id(owner_id), size=size, continuation=continuation or None
-        )
-        owned = [a for a in (services.accounts.get(i) for i in ids) if a is not None and a.owner_id == owner_id]
-        return [account_summary(services, a) for a in owned], next_token
-    accounts, next_token = services.accounts.page(size=size, continuation=continuation or None)
-    return [account_summary(services, a) for a in accounts], next_token
-
-
-def show_account(services: Services, account_id: str) -> dict[str, Any]:
-    account = services.accounts.get(account_id)
-    if account is None:
-        raise NotFoundError(f"account {account_id} does not exist")
-    return account_summary(services, account)
-
-
-def _iso(value: dt.datetime | None) -> str | None:
-    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if value is not None else None
 
 
 def _checked_login_hint(login_hint: str | None) -> str | None:

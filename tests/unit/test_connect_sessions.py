@@ -10,9 +10,10 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from shared.account_events import EVENT_TYPE_PREFIX
+from shared.accounts import list_accounts
 from shared.bootstrap import Services
 from shared.config import ACCOUNT_EVENT_QUEUE
-from shared.connect import disconnect_account, list_accounts
+from shared.connect import disconnect_account
 from shared.connect_sessions import (
     AnonymousConnectRefusedError,
     SessionInputError,
