@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from shared.account_events import REAUTH_REQUIRED, publish_transition
-from shared.errors import InvalidInputError, NotFoundError
+from shared.errors import InvalidInputError, NotFoundError, SessionInputError
 from shared.models import Account, AccountStatus
 from shared.retry import update_with_etag
 
@@ -22,6 +23,9 @@ if TYPE_CHECKING:
     from shared.bootstrap import Services
 
 log = logging.getLogger(__name__)
+
+OWNER_ID_PATTERN = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
+
 
 _DOWNGRADABLE = (AccountStatus.ACTIVE, AccountStatus.ERROR)
 
@@ -92,10 +96,8 @@ def list_accounts(
     if not 1 <= size <= 100:
         raise InvalidInputError("page size must be between 1 and 100")
     if owner_id is not None:
-        from shared.connect_sessions import checked_owner_id
-
         ids, next_token = services.account_owners.page(
-            checked_owner_id(owner_id), size=size, continuation=continuation or None
+            checked_owner(owner_id), size=size, continuation=continuation or None
         )
         owned = [a for a in (services.accounts.get(i) for i in ids) if a is not None and a.owner_id == owner_id]
         return [account_summary(services, a) for a in owned], next_token
@@ -112,3 +114,16 @@ def show_account(services: Services, account_id: str) -> dict[str, Any]:
 
 def _iso(value: dt.datetime | None) -> str | None:
     return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def checked_owner(value: Any) -> str:
+    """An ``ownerId`` of the product's own (a connect session's, the accounts filter)."""
+    if value is None:
+        raise SessionInputError("invalid_owner_id", "ownerId is required")
+    if not isinstance(value, str):
+        raise SessionInputError("invalid_owner_id", "ownerId must be a string")
+    if not OWNER_ID_PATTERN.fullmatch(value):
+        raise SessionInputError(
+            "invalid_owner_id", "ownerId must be 1-128 characters of A-Z a-z 0-9 . _ : @ -"
+        )
+    return value

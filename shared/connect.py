@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.account_events import CONNECTED, DISCONNECTED, RECONNECTED, publish_transition
 from shared.accounts import update_account
+from shared.browser_binding import binding_digest, binding_matches
 from shared.errors import (
     AuthFlowError,
     ConcurrencyError,
@@ -82,8 +83,6 @@ def start_connect(
 ) -> str:
     """Begin a sign-in bound to the browser holding ``browser_binding`` (its cookie);
     returns the authorize URL to send the browser to."""
-    from shared.connect_sessions import binding_digest
-
     hint = _checked_login_hint(login_hint)
     flow = services.identity.start_auth_code_flow(
         services.settings.scopes, services.settings.redirect_uri, login_hint=hint
@@ -126,8 +125,6 @@ def claim_callback(
     it can still finish. Otherwise the flow is taken, even when Microsoft reports an error:
     a state is good for one answer.
     """
-    from shared.connect_sessions import binding_matches
-
     fields = {k: str(response[k])[:_MAX_FIELD_LENGTH] for k in _CALLBACK_FIELDS if response.get(k)}
     state = fields.get("state", "")
     pending = services.authflows.take(state) if state else None

@@ -41,6 +41,19 @@ class PayloadTooLargeError(InvalidInputError):
     """The request body is over the accepted size."""
 
 
+class SessionInputError(InvalidInputError):
+    """A connect session request (or an ``ownerId``) the connector cannot accept; ``code``
+    names the problem, for the answer's body."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class SessionTooLargeError(SessionInputError, PayloadTooLargeError):
+    """A connect session request over its size limit."""
+
+
 class AuthFlowError(InvalidInputError):
     """The OAuth callback cannot complete: bad state, or Microsoft returned an error."""
 

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from devstack.stack import LocalStack
-from shared.connect_sessions import BINDING_COOKIE
+from shared.browser_binding import BINDING_COOKIE
 from tests.conftest import PRODUCT_ORIGIN
 from tests.support.sessions import account_events, create_session, get_session, sign_in_at
 from tests.support.stack import (
