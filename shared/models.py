@@ -137,3 +137,22 @@ class SweepCheckpoint:
     continuation: str | None = None
     leased_until: dt.datetime | None = None
     etag: str | None = field(default=None, compare=False)
+
+
+# A mail command's record in the command log (``shared.ports.MailCommandLog``).
+
+
+class CommandState:
+    CLAIMED = "claimed"  # taken by a worker; it may or may not have run
+    FINISHED = "finished"  # ran (or was refused); its result is kept until published
+    PUBLISHED = "published"  # its result is on the results queue
+
+
+@dataclass
+class CommandRecord:
+    command_id: str
+    state: str
+    claimed_at: dt.datetime
+    account_id: str = ""
+    result: str | None = None  # the encoded result CloudEvent
+    etag: str | None = field(default=None, compare=False)

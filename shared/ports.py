@@ -15,6 +15,10 @@ from typing import Any, Protocol
 
 from shared.models import Account, ClientKind, ConnectSession, PendingAuthFlow, Subscription, SweepCheckpoint
 
+# The command log's records live with the other records; named here for the port's readers.
+from shared.models import CommandRecord as CommandRecord
+from shared.models import CommandState as CommandState
+
 
 class Clock(Protocol):
     def now(self) -> dt.datetime:
@@ -461,22 +465,6 @@ class MailLedger(Protocol):
 
 
 # --- the mail command log (see shared/mail_commands.py) ----------------------------------
-
-
-class CommandState:
-    CLAIMED = "claimed"  # taken by a worker; it may or may not have run
-    FINISHED = "finished"  # ran (or was refused); its result is kept until published
-    PUBLISHED = "published"  # its result is on the results queue
-
-
-@dataclass
-class CommandRecord:
-    command_id: str
-    state: str
-    claimed_at: dt.datetime
-    account_id: str = ""
-    result: str | None = None  # the encoded result CloudEvent
-    etag: str | None = field(default=None, compare=False)
 
 
 class MailCommandLog(Protocol):
