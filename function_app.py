@@ -6,6 +6,7 @@ from functions import (
     accounts,
     auth,
     connect_sessions,
+    files,
     health,
     mail_commands,
     messages,
@@ -17,6 +18,6 @@ from functions import (
 app = func.FunctionApp()
 for blueprint in (
     health.bp, notifications.bp, processing.bp, auth.bp, accounts.bp, renewal.bp, connect_sessions.bp,
-    messages.bp, mail_commands.bp,
+    messages.bp, mail_commands.bp, files.bp,
 ):
     app.register_functions(blueprint)

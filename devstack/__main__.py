@@ -84,6 +84,11 @@ def main() -> int:
             with contextlib.suppress(OSError):
                 print("stopping the local stack...", file=sys.stderr, flush=True)
         stack.stop()
+        # Everything is stopped: a late signal (the second Ctrl-C, make's forwarded SIGTERM)
+        # must not meet the interpreter's shutdown, which puts the default handlers back
+        # and would end the process by that signal instead of with our exit code.
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from typing import Any
 import azure.functions as func
 
 from shared.errors import (
+    ConflictError,
     ConnectorError,
     GraphError,
     InvalidInputError,
@@ -30,6 +31,10 @@ from shared.errors import (
 )
 
 log = logging.getLogger(__name__)
+
+# Graph's answers that are about the request (bad, forbidden, in conflict, a range past the
+# end), passed on as they are; any other Graph failure is a 502.
+GRAPH_REFUSALS = {400: "invalid_request", 403: "access_denied", 409: "conflict", 416: "invalid_range"}
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
@@ -52,11 +57,11 @@ def status_for(error: ConnectorError) -> int:
         return 404
     if isinstance(error, MissingScopeError):
         return 403
-    if isinstance(error, ReauthRequiredError):
+    if isinstance(error, ConflictError | ReauthRequiredError):
         return 409
     if isinstance(error, ThrottledError):
         return 429
-    if isinstance(error, GraphError) and error.status in (400, 409):
+    if isinstance(error, GraphError) and error.status in GRAPH_REFUSALS:
         return error.status  # Graph refused the request itself: the caller's to change
     if isinstance(error, UpstreamError):
         return 502
@@ -89,9 +94,8 @@ def response_for(error: ConnectorError, what: str) -> func.HttpResponse:
         return error_response(
             status, "throttled", f"Graph throttles this mailbox; try again in {wait} s", {"Retry-After": str(wait)}
         )
-    if isinstance(error, GraphError) and status in (400, 409):
-        code = "invalid_request" if status == 400 else "conflict"
-        return error_response(status, code, f"Graph refused the request: {error.code}")
+    if isinstance(error, GraphError) and status in GRAPH_REFUSALS:
+        return error_response(status, GRAPH_REFUSALS[status], f"Graph refused the request: {error.code}")
     if isinstance(error, UpstreamError):
         log.warning("%s: Graph failed: %s", what, type(error).__name__)
         return error_response(status, "upstream_error", "Microsoft Graph failed; try again")

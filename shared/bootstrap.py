@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         CheckpointStore,
         Clock,
         ConnectSessionStore,
+        DriveApi,
         ExpiredRowPurger,
         GraphApi,
         GraphMail,
@@ -122,6 +123,12 @@ class Services:
         from shared.adapters.command_log import TableMailCommandLog
 
         return TableMailCommandLog(self.settings.storage_connection)
+
+    @cached_property
+    def drive(self) -> DriveApi:
+        from shared.adapters.graph_drive import RequestsDriveApi
+
+        return RequestsDriveApi(self.settings.graph_endpoint)
 
     @cached_property
     def ledger(self) -> MailLedger:

@@ -10,6 +10,9 @@
     messages show ACCOUNT MESSAGE [--body-type text|html]
     messages move ACCOUNT MESSAGE DESTINATION   a well-known folder name or a folder id
     messages delete ACCOUNT MESSAGE [--permanent]
+    files list ACCOUNT [--folder ID | --path PATH] [--size N] [--all]   a folder's items, as JSON
+    files upload ACCOUNT FILE PATH [--conflict replace|rename|fail]     put a local file at PATH
+    files download ACCOUNT ITEM_ID [--output FILE]                       the file's bytes (stdout by default)
 
 Settings come from the environment, as in the Functions host; ``--settings FILE`` reads a
 ``local.settings.json`` first (its values win over the environment: asked for explicitly).
@@ -57,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     connect.add_argument("--device-code", action="store_true", required=True, help="use the device-code flow")
     commands.add_parser("doctor", help="check settings, redirect URI, identity platform, storage and Key Vault")
     _add_messages_parser(commands)
+    _files_parser(commands)
     return parser
 
 
@@ -127,6 +131,8 @@ def main(
             return _connect_device_code(current, out, err)
         if args.command == "messages":
             return _messages(current, args, out)
+        if args.command == "files":
+            return _files(current, args, out)
         return _accounts(current, args, out)
     except NotFoundError as exc:
         print(f"error: {exc}", file=err)
@@ -207,6 +213,81 @@ def _connect_device_code(services: Services, out: IO[str], err: IO[str]) -> int:
     result = complete_device_connect(services, flow)
     _print(out, {**account_summary(services, result.account), "reconnected": result.reconnected})
     return 0
+
+
+# -- files: a connected account's OneDrive (shared/drive_files.py) ------------------------
+
+# A download is read in Range pieces of this size, so a file of any size reaches the disk
+# without being held whole (the files API's own bound is drive_files.MAX_DOWNLOAD_BYTES).
+DOWNLOAD_PIECE_BYTES = 32 * 1024 * 1024
+
+
+def _files_parser(commands: Any) -> None:
+    files = commands.add_parser("files", help="list, upload or download an account's OneDrive files")
+    actions = files.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="a folder's items (the root by default)")
+    listing.add_argument("account_id")
+    where = listing.add_mutually_exclusive_group()
+    where.add_argument("--folder", default="root", help="the folder's item id")
+    where.add_argument("--path", help="the folder's path below the root")
+    listing.add_argument("--size", type=int, default=50, help="page size (1-200)")
+    listing.add_argument("--continuation", help="continue after an earlier page")
+    listing.add_argument("--all", action="store_true", help="every page")
+    upload = actions.add_parser("upload", help="put a local file at a path of the drive")
+    upload.add_argument("account_id")
+    upload.add_argument("file", type=Path)
+    upload.add_argument("path", help="where in the drive, e.g. Documents/report.docx")
+    upload.add_argument("--conflict", default="replace", choices=("replace", "rename", "fail"))
+    download = actions.add_parser("download", help="a file's bytes")
+    download.add_argument("account_id")
+    download.add_argument("item_id")
+    download.add_argument("--output", type=Path, help="write here instead of stdout")
+
+
+def _files(services: Services, args: argparse.Namespace, out: IO[str]) -> int:
+    from shared import drive_files
+
+    if args.action == "list":
+        folder = args.folder
+        if args.path:
+            folder = drive_files.get_item_by_path(services, args.account_id, args.path)["id"]
+        items, continuation = drive_files.list_children(
+            services, args.account_id, folder, size=args.size, continuation=args.continuation
+        )
+        while args.all and continuation:
+            more, continuation = drive_files.list_children(
+                services, args.account_id, folder, size=args.size, continuation=continuation
+            )
+            items += more
+        _print(out, {"items": items, "continuation": continuation})
+    elif args.action == "upload":
+        content = args.file.read_bytes()
+        result = drive_files.upload_file(services, args.account_id, args.path, content, conflict=args.conflict)
+        _print(out, {**result.item, "created": result.created, "uploadSession": result.session})
+    elif args.action == "download":
+        item = drive_files.get_item(services, args.account_id, args.item_id)
+        target = args.output.open("wb") if args.output else getattr(out, "buffer", None)
+        if target is None:
+            raise ConfigurationError("stdout takes no bytes here; give --output FILE")
+        try:
+            _download_in_pieces(services, args.account_id, args.item_id, int(item.get("size") or 0), target)
+        finally:
+            if args.output:
+                target.close()
+            else:
+                target.flush()
+    return 0
+
+
+def _download_in_pieces(services: Services, account_id: str, item_id: str, size: int, target: IO[bytes]) -> None:
+    from shared import drive_files
+
+    if size <= DOWNLOAD_PIECE_BYTES:
+        target.write(drive_files.download(services, account_id, item_id).content)
+        return
+    for start in range(0, size, DOWNLOAD_PIECE_BYTES):
+        end = min(start + DOWNLOAD_PIECE_BYTES, size) - 1
+        target.write(drive_files.download(services, account_id, item_id, range_header=f"bytes={start}-{end}").content)
 
 
 if __name__ == "__main__":

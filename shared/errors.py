@@ -4,9 +4,12 @@
     ├── ConfigurationError              a setting is missing or malformed (fails at start)
     ├── InvalidInputError               a caller sent something we cannot accept (-> 4xx)
     │   ├── PayloadTooLargeError        ... because it is too big (-> 413)
+    │   ├── InvalidPathError            ... a drive path OneDrive would refuse
     │   └── AuthFlowError               unknown, expired or reused OAuth state; an error
     │                                   returned by Microsoft on the callback (-> 400 page)
     ├── NotFoundError                   the account / subscription / secret does not exist
+    │   └── UnknownAccountError         ... the account, named by an API caller
+    ├── ConflictError                   the item exists and the caller asked not to replace it
     ├── ConcurrencyError                an ETag did not match: somebody else wrote first
     ├── ReauthRequiredError             the account's refresh token is dead (invalid_grant)
     ├── MissingScopeError               the account's grant lacks the scope an action needs
@@ -54,6 +57,10 @@ class SessionTooLargeError(SessionInputError, PayloadTooLargeError):
     """A connect session request over its size limit."""
 
 
+class InvalidPathError(InvalidInputError):
+    """A drive path that breaks OneDrive's naming rules."""
+
+
 class AuthFlowError(InvalidInputError):
     """The OAuth callback cannot complete: bad state, or Microsoft returned an error."""
 
@@ -65,6 +72,14 @@ class AuthFlowError(InvalidInputError):
 
 class NotFoundError(ConnectorError):
     """The thing asked for does not exist."""
+
+
+class UnknownAccountError(NotFoundError):
+    """No account has the id a caller gave."""
+
+
+class ConflictError(ConnectorError):
+    """The name is taken and the caller asked to fail rather than replace or rename."""
 
 
 class ConcurrencyError(ConnectorError):
@@ -81,12 +96,17 @@ class ReauthRequiredError(ConnectorError):
 
 
 class MissingScopeError(ConnectorError):
-    """The account was not granted ``scope`` (Mail.ReadWrite to act on mail, say)."""
+    """The account's grant lacks a scope an operation needs; ``needed`` names the scopes,
+    any one of which would do (Mail.ReadWrite to act on mail; a Files scope for the drive)."""
 
-    def __init__(self, account_id: str, scope: str) -> None:
-        super().__init__(f"account {account_id} has not granted {scope}")
+    def __init__(self, account_id: str, needed: str | tuple[str, ...]) -> None:
+        self.needed = (needed,) if isinstance(needed, str) else tuple(needed)
+        super().__init__(f"account {account_id} has not granted {self.scope}")
         self.account_id = account_id
-        self.scope = scope
+
+    @property
+    def scope(self) -> str:
+        return " or ".join(self.needed)
 
 
 class UpstreamError(ConnectorError):

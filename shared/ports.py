@@ -14,10 +14,20 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from shared.models import Account, ClientKind, ConnectSession, PendingAuthFlow, Subscription, SweepCheckpoint
+from shared.models import AttachmentContent as AttachmentContent
+from shared.models import BatchRequest as BatchRequest
+from shared.models import BatchResponse as BatchResponse
 
-# The command log's records live with the other records; named here for the port's readers.
+# Records the ports carry (the command log's, Graph's answers, grants, drive content) live
+# with the other records in shared.models; named here for the ports' readers.
 from shared.models import CommandRecord as CommandRecord
 from shared.models import CommandState as CommandState
+from shared.models import DriveChildrenPage as DriveChildrenPage
+from shared.models import DriveContent as DriveContent
+from shared.models import JsonObject as JsonObject
+from shared.models import MessagePage as MessagePage
+from shared.models import TokenGrant as TokenGrant
+from shared.models import UploadProgress as UploadProgress
 
 
 class Clock(Protocol):
@@ -163,7 +173,6 @@ class HealthProbe(Protocol):
         ...
 
 
-JsonObject = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -238,42 +247,6 @@ class GraphApi(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class MessagePage:
-    """One page of a message list and Graph's link to the next one (None on the last)."""
-
-    items: list[JsonObject]
-    next_link: str | None = None
-
-
-@dataclass(frozen=True)
-class BatchRequest:
-    """One request of a JSON batch: ``url`` relative to the version root (``/me/messages/x``)."""
-
-    id: str
-    method: str
-    url: str
-    body: JsonObject | None = None
-
-
-@dataclass(frozen=True)
-class BatchResponse:
-    """Graph's answer to one request of a batch; ``retry_after`` on a 429 or 503 that the
-    adapter stopped retrying."""
-
-    id: str
-    status: int
-    body: JsonObject | None = None
-    retry_after: float | None = None
-
-
-@dataclass(frozen=True)
-class AttachmentContent:
-    name: str
-    content_type: str
-    content: bytes = field(repr=False)
-
-
 class GraphMail(Protocol):
     """Graph's mail API as the mail actions use it (``Mail.Read`` to read, ``Mail.ReadWrite``
     to act). Every call asks for immutable ids (``Prefer: IdType="ImmutableId"``), so a
@@ -328,27 +301,6 @@ class GraphMail(Protocol):
 
 # JSON batching takes at most 20 requests (learn.microsoft.com/graph/json-batching).
 MAX_BATCH_REQUESTS = 20
-
-
-@dataclass(frozen=True)
-class TokenGrant:
-    """What the identity platform gave for one account.
-
-    ``home_account_id`` is MSAL's ``{oid}.{tid}`` of the home tenant (the account id);
-    ``tenant_id`` and ``object_id`` are the id token's ``tid`` and ``oid``.
-    ``cache_state`` is the account's serialised MSAL cache after the grant, or None when it
-    did not change (then there is nothing to write back).
-    """
-
-    home_account_id: str
-    tenant_id: str
-    object_id: str
-    username: str
-    access_token: str = field(repr=False)
-    expires_in: int
-    client_kind: ClientKind = ClientKind.CONFIDENTIAL
-    display_name: str = ""
-    cache_state: str | None = field(default=None, repr=False)
 
 
 class IdentityPlatform(Protocol):
@@ -488,3 +440,55 @@ class MailCommandLog(Protocol):
         """Forget claims whose commands certainly did not run (Graph throttled them before
         they started), so that the same ids may be sent again."""
         ...
+# --- OneDrive files (see shared/drive_files.py) ------------------------------------------
+
+
+class DriveApi(Protocol):
+    """A user's OneDrive through Microsoft Graph (``/me/drive``), on the same retry policy as
+    ``GraphApi``: 429/503 retried after ``Retry-After`` a bounded number of times, then
+    ``ThrottledError``; 404 -> ``NotFoundError``; 409 ``nameAlreadyExists`` -> ``ConflictError``;
+    other OData errors ``GraphError``. ``path`` arguments are drive paths below the root,
+    already validated (``shared.drive_files.drive_path``)."""
+
+    def get_item(self, auth: GraphAuth, item_id: str) -> JsonObject: ...
+
+    def get_item_by_path(self, auth: GraphAuth, path: str) -> JsonObject: ...
+
+    def list_children(
+        self, auth: GraphAuth, item_id: str, *, page_size: int, next_link: str | None = None
+    ) -> DriveChildrenPage:
+        """``next_link`` None: the first page; otherwise a link an earlier page gave."""
+        ...
+
+    def upload_small(self, auth: GraphAuth, path: str, content: bytes, conflict: str) -> tuple[JsonObject, bool]:
+        """A simple upload (``PUT .../content``); the item and whether it was created."""
+        ...
+
+    def create_upload_session(self, auth: GraphAuth, path: str, conflict: str) -> str:
+        """A new upload session for ``path``; its pre-authenticated ``uploadUrl``."""
+        ...
+
+    def upload_fragment(self, upload_url: str, fragment: bytes, start: int, total: int) -> UploadProgress:
+        """One ``PUT`` of bytes ``start`` .. ``start + len(fragment) - 1`` of ``total``, sent
+        once (no retry: the caller resumes from ``upload_status``). A failure raises
+        ``UpstreamError`` (``ThrottledError`` with the fragment's ``Retry-After``)."""
+        ...
+
+    def upload_status(self, upload_url: str) -> tuple[str, ...]:
+        """The session's ``nextExpectedRanges``."""
+        ...
+
+    def cancel_upload_session(self, upload_url: str) -> None:
+        """Idempotent."""
+        ...
+
+    def open_content(self, auth: GraphAuth, item_id: str, *, byte_range: str | None = None) -> DriveContent:
+        """The file's bytes from its download URL (Graph's 302), unread; ``byte_range`` is a
+        ``Range`` header value (``bytes=0-1023``) passed on as it is."""
+        ...
+
+    def create_link(self, auth: GraphAuth, item_id: str, *, link_type: str, scope: str) -> JsonObject:
+        """The sharing permission (``link.webUrl``)."""
+        ...
+
+    def delete_item(self, auth: GraphAuth, item_id: str) -> None: ...

@@ -42,6 +42,16 @@ def connect(stack: LocalStack, prefix: str = "renewal") -> tuple[dict[str, Any],
     return user, f"{user['id']}.{user['tenantId']}"
 
 
+def first_round_done(stack: LocalStack, account_id: str) -> None:
+    accounts = TableAccountStore(stack.storage_connection)
+
+    def done() -> bool:
+        account = accounts.get(account_id)
+        return account is not None and account.delta_link is not None
+
+    wait_for(done, timeout=60, what="the connect's first delta round")
+
+
 def subscription_of(stack: LocalStack, account_id: str) -> Subscription:
     subs = TableSubscriptionStore(stack.storage_connection).for_account(account_id)
     assert len(subs) == 1, subs
@@ -128,6 +138,9 @@ def test_a_user_whose_sign_in_was_revoked_is_marked_reauth_required(stack: Local
     stack.sim("PUT", "/_sim/settings", json={"accessTokenLifetimeSeconds": 300})
     try:
         user, account_id = connect(stack)
+        # The connect's first delta round runs on the queue and may refresh the token: only
+        # once it is done can tokens live long again, or it could cache a 1-hour one.
+        first_round_done(stack, account_id)
     finally:
         stack.sim("PUT", "/_sim/settings", json={"accessTokenLifetimeSeconds": 3600})
     due = make_due(stack, account_id)

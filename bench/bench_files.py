@@ -1,0 +1,138 @@
+"""Upload and download throughput of the files API, through the whole local stack.
+
+Starts the local stack on free ports (Azurite, Key Vault emulator, Graph simulator,
+devhost running ``function_app``) with ``GRAPH_SCOPES=User.Read Files.ReadWrite.All``,
+connects a simulated user through the real flow, then moves a 1 MiB and a 6 MiB file
+(the 6 MiB one through an upload session) up with ``PUT .../root:/{path}:/content`` and
+down with ``GET .../items/{id}/content``. The floor is the same transfer made straight to
+the simulator with the account's own access token, as a client of Graph would: a simple
+``PUT`` for 1 MiB, an upload session in the same 5 MiB fragments for 6 MiB, and the
+download URL Graph redirects to. Each figure is the median of ``--runs`` transfers; the
+ratio says how much longer the files API takes than the floor.
+
+    python bench/bench_files.py [--runs 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import requests  # noqa: E402
+
+from devstack.stack import LocalStack  # noqa: E402
+from shared.adapters.keyvault import KeyVaultSecretStore  # noqa: E402
+from shared.drive_files import UPLOAD_FRAGMENT_BYTES  # noqa: E402
+from shared.tokens import token_cache_secret_name  # noqa: E402
+from tests.support.stack import connect_user, function_key_headers, new_user  # noqa: E402
+
+MIB = 1024 * 1024
+SIZES = {"1 MiB": MIB, "6 MiB": 6 * MIB}
+
+
+def median_seconds(action: Callable[[], None], runs: int) -> float:
+    action()  # warm: connections, token, the simulator's first allocation
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def access_token(stack: LocalStack, account_id: str) -> str:
+    """The account's access token, from its MSAL cache in the Key Vault emulator."""
+    vault = KeyVaultSecretStore(stack.keyvault_url, ca_bundle=str(stack.ca_file))
+    cache = json.loads(vault.get(token_cache_secret_name(account_id)) or "{}")
+    tokens = sorted(cache.get("AccessToken", {}).values(), key=lambda t: int(t.get("expires_on", 0)))
+    if not tokens:
+        raise SystemExit("no access token in the account's cache")
+    return str(tokens[-1]["secret"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as data_dir:
+        settings = {"RENEWAL_SCHEDULE": "0 0 0 1 1 *", "GRAPH_SCOPES": "User.Read Files.ReadWrite.All"}
+        with LocalStack.on_free_ports(Path(data_dir), extra_settings=settings) as stack:
+            user = new_user(stack, "bench")
+            connect_user(stack, user["userPrincipalName"])
+            account_id = f"{user['id']}.{user['tenantId']}"
+            api = requests.Session()
+            api.headers.update(function_key_headers(stack))
+            base = f"{stack.devhost_url}/api/accounts/{account_id}/drive"
+            graph = requests.Session()
+            graph.trust_env = False
+            graph.verify = str(stack.ca_file)
+            graph.headers["Authorization"] = f"Bearer {access_token(stack, account_id)}"
+            graph_base = f"{stack.graphsim_url}/v1.0/me/drive"
+            files = requests.Session()  # the pre-authenticated URLs: no bearer token
+            files.trust_env = False
+            files.verify = str(stack.ca_file)
+
+            rows = []
+            for label, size in SIZES.items():
+                data = bytes(i % 253 for i in range(size))
+                path = f"bench/{size}.bin"
+                item: dict[str, str] = {}
+
+                def api_upload(data: bytes = data, path: str = path, item: dict[str, str] = item) -> None:
+                    response = api.put(f"{base}/root:/{path}:/content", data=data, timeout=120)
+                    response.raise_for_status()
+                    item["id"] = response.json()["id"]
+
+                def api_download(item: dict[str, str] = item, size: int = size) -> None:
+                    response = api.get(f"{base}/items/{item['id']}/content", timeout=120)
+                    response.raise_for_status()
+                    assert len(response.content) == size
+
+                def direct_upload(data: bytes = data, path: str = path) -> None:
+                    if len(data) <= 4 * MIB:
+                        graph.put(f"{graph_base}/root:/{path}.direct:/content", data=data,
+                                  timeout=120).raise_for_status()
+                        return
+                    session = graph.post(f"{graph_base}/root:/{path}.direct:/createUploadSession",
+                                         json={"item": {"@microsoft.graph.conflictBehavior": "replace"}},
+                                         timeout=60)
+                    session.raise_for_status()
+                    url = session.json()["uploadUrl"]
+                    for start in range(0, len(data), UPLOAD_FRAGMENT_BYTES):
+                        fragment = data[start:start + UPLOAD_FRAGMENT_BYTES]
+                        end = start + len(fragment) - 1
+                        files.put(url, data=fragment, timeout=120,
+                                  headers={"Content-Range": f"bytes {start}-{end}/{len(data)}"}).raise_for_status()
+
+                def direct_download(item: dict[str, str] = item, size: int = size) -> None:
+                    redirect = graph.get(f"{graph_base}/items/{item['id']}/content", allow_redirects=False,
+                                         timeout=60)
+                    response = files.get(redirect.headers["Location"], timeout=120)
+                    response.raise_for_status()
+                    assert len(response.content) == size
+
+                up_api = median_seconds(api_upload, args.runs)
+                up_direct = median_seconds(direct_upload, args.runs)
+                down_api = median_seconds(api_download, args.runs)
+                down_direct = median_seconds(direct_download, args.runs)
+                rows.append((label, "upload", size, up_api, up_direct))
+                rows.append((label, "download", size, down_api, down_direct))
+
+            print(f"files API through the local stack, median of {args.runs} transfers (floor: straight to the simulator)")
+            print(f"{'file':>6} {'':9} {'files API':>18} {'floor':>18} {'ratio':>6}")
+            for label, what, size, through, floor in rows:
+                print(f"{label:>6} {what:9} {through * 1000:7.1f} ms {size / MIB / through:6.1f} MiB/s "
+                      f"{floor * 1000:7.1f} ms {size / MIB / floor:6.1f} MiB/s {through / floor:5.2f}x")
+
+
+if __name__ == "__main__":
+    main()
