@@ -1,7 +1,8 @@
 """Operators' API (function key): GET /api/accounts, GET|DELETE /api/accounts/{id},
 POST /api/accounts/{id}/resync.
 
-JSON in and out. ``DELETE`` disconnects the account: its Graph subscriptions and its token
+JSON in and out; an error is ``{"error": "<reason>"}`` with the status of
+``functions.api_errors.status_for``. ``DELETE`` disconnects the account: its Graph subscriptions and its token
 cache are deleted, the account stays, marked ``disconnected``; it is idempotent. ``resync``
 runs a delta round now (what a notification would trigger) and says what it published.
 """
@@ -14,10 +15,12 @@ from typing import Any
 
 import azure.functions as func
 
+from functions.api_errors import status_for
 from functions.http import secured
 from shared import bootstrap
-from shared.connect import account_summary, disconnect_account, list_accounts, show_account
-from shared.errors import ConnectorError, InvalidInputError, NotFoundError, UpstreamError
+from shared.accounts import account_summary, list_accounts, show_account
+from shared.connect import disconnect_account
+from shared.errors import ConnectorError, InvalidInputError, NotFoundError
 from shared.sync import sync_mailbox
 
 bp = func.Blueprint()
@@ -47,10 +50,10 @@ def accounts_list(req: func.HttpRequest) -> func.HttpResponse:
     except ValueError:
         return _error(400, "size must be a whole number")
     except InvalidInputError as exc:
-        return _error(400, str(exc))
+        return _error(status_for(exc), str(exc))
     except ConnectorError as exc:
         log.warning("accounts: listing failed: %s", type(exc).__name__)
-        return _error(503, "accounts could not be read")
+        return _error(status_for(exc), "accounts could not be read")
     return _json({"accounts": accounts, "continuation": continuation})
 
 
@@ -64,13 +67,13 @@ def accounts_item(req: func.HttpRequest) -> func.HttpResponse:
         if req.method.upper() == "DELETE":
             return _json(account_summary(services, disconnect_account(services, account_id)))
         return _json(show_account(services, account_id))
-    except NotFoundError:
-        return _error(404, "no such account")
+    except NotFoundError as exc:
+        return _error(status_for(exc), "no such account")
     except InvalidInputError as exc:
-        return _error(400, str(exc))
-    except (UpstreamError, ConnectorError) as exc:
+        return _error(status_for(exc), str(exc))
+    except ConnectorError as exc:
         log.warning("account %s: %s failed: %s", account_id, req.method, type(exc).__name__)
-        return _error(503, "the account could not be handled right now; try again")
+        return _error(status_for(exc), "the account could not be handled right now; try again")
 
 
 @bp.function_name("accounts_resync")
@@ -84,10 +87,10 @@ def accounts_resync(req: func.HttpRequest) -> func.HttpResponse:
             return _error(404, "no such account")
         result = sync_mailbox(services, account_id, reason="operator")
     except InvalidInputError as exc:
-        return _error(400, str(exc))
+        return _error(status_for(exc), str(exc))
     except ConnectorError as exc:
         log.warning("account %s: resync failed: %s", account_id, type(exc).__name__)
-        return _error(503, f"the resync failed ({type(exc).__name__}); try again")
+        return _error(status_for(exc), f"the resync failed ({type(exc).__name__}); try again")
     return _json(
         {
             "account": account_id,

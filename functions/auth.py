@@ -19,6 +19,7 @@ import azure.functions as func
 
 from functions.http import secured
 from shared import bootstrap
+from shared.browser_binding import read_browser_binding
 from shared.connect_sessions import (
     AnonymousConnectRefusedError,
     CallbackOutcome,
@@ -28,7 +29,6 @@ from shared.connect_sessions import (
     complete_browser_connect,
     open_anonymous,
     open_session,
-    read_browser_binding,
 )
 from shared.errors import (
     AuthFlowError,

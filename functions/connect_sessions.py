@@ -14,16 +14,16 @@ from typing import Any
 
 import azure.functions as func
 
+from functions.api_errors import status_for
 from functions.http import secured
 from shared import bootstrap
 from shared.connect_sessions import (
-    SessionInputError,
     create_session,
     parse_session_request,
     purge_expired,
     show_session,
 )
-from shared.errors import ConnectorError, NotFoundError
+from shared.errors import ConnectorError, NotFoundError, SessionInputError
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
@@ -48,10 +48,10 @@ def connect_sessions_create(req: func.HttpRequest) -> func.HttpResponse:
     try:
         body = create_session(bootstrap.services(), parse_session_request(req.get_body() or b""))
     except SessionInputError as exc:
-        return _error(413 if exc.code == "request_too_large" else 400, exc.code, str(exc))
+        return _error(status_for(exc), exc.code, str(exc))
     except ConnectorError as exc:
         log.warning("connect sessions: creating failed: %s", type(exc).__name__)
-        return _error(503, "unavailable", "the connect session could not be created; try again")
+        return _error(status_for(exc), "unavailable", "the connect session could not be created; try again")
     return _json(body, 201)
 
 
@@ -62,12 +62,12 @@ def connect_sessions_item(req: func.HttpRequest) -> func.HttpResponse:
     try:
         return _json(show_session(bootstrap.services(), req.route_params.get("session_id", "")))
     except SessionInputError as exc:
-        return _error(400, exc.code, str(exc))
+        return _error(status_for(exc), exc.code, str(exc))
     except NotFoundError as exc:
-        return _error(404, "not_found", str(exc))
+        return _error(status_for(exc), "not_found", str(exc))
     except ConnectorError as exc:
         log.warning("connect sessions: reading failed: %s", type(exc).__name__)
-        return _error(503, "unavailable", "the connect session could not be read; try again")
+        return _error(status_for(exc), "unavailable", "the connect session could not be read; try again")
 
 
 @bp.function_name("purge_expired_connects")

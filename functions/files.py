@@ -11,7 +11,8 @@
 The by-path routes are one catch-all route, ``drive/root:/{*path}``: a catch-all parameter
 takes the rest of the path, slashes included, and must be the last segment of an ASP.NET
 Core route template, so the ``:`` and ``:/content`` that end Graph's path syntax are read
-here. Errors are ``{"error": {"code", "message"}}``; the status is chosen in ``_failure``.
+here. Errors are ``{"error": {"code", "message"}}``; the status is
+``functions.api_errors.status_for``'s, the body's code is chosen in ``_failure``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 import azure.functions as func
 
+from functions.api_errors import status_for
 from functions.http import secured
 from shared import bootstrap, drive_files
 from shared.errors import (
@@ -36,7 +38,6 @@ from shared.errors import (
     ReauthRequiredError,
     ThrottledError,
     UnknownAccountError,
-    UpstreamError,
 )
 
 bp = func.Blueprint()
@@ -55,33 +56,33 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
 
 
 def _failure(exc: ConnectorError, account_id: str, what: str) -> func.HttpResponse:
+    status = status_for(exc)
     if isinstance(exc, MissingScopeError):
-        return _error(403, "missing_scope", f"the account was not granted any of {', '.join(exc.needed)}; "
-                                            "connect it again with a Files scope")
+        return _error(status, "missing_scope", f"the account was not granted any of {', '.join(exc.needed)}; "
+                                               "connect it again with a Files scope")
     if isinstance(exc, NotFoundError):
-        return _error(404, "not_found", "no such account" if isinstance(exc, UnknownAccountError) else "no such item")
+        return _error(status, "not_found", "no such account" if isinstance(exc, UnknownAccountError) else "no such item")
     if isinstance(exc, ConflictError):
-        return _error(409, "name_conflict", "an item of that name exists (conflict=fail)")
+        return _error(status, "name_conflict", "an item of that name exists (conflict=fail)")
     if isinstance(exc, ReauthRequiredError):
-        return _error(409, "reauth_required", "the account must sign in again")
+        return _error(status, "reauth_required", "the account must sign in again")
     if isinstance(exc, InvalidPathError):
-        return _error(400, "invalid_path", str(exc))
+        return _error(status, "invalid_path", str(exc))
     if isinstance(exc, PayloadTooLargeError):
-        return _error(413, "too_large", str(exc))
+        return _error(status, "too_large", str(exc))
     if isinstance(exc, InvalidInputError):
-        return _error(400, "invalid_request", str(exc))
+        return _error(status, "invalid_request", str(exc))
     if isinstance(exc, ThrottledError):
         seconds = drive_files.retry_after_seconds(exc)
-        return _error(429, "throttled", f"Graph is throttling this account; retry after {seconds} s",
+        return _error(status, "throttled", f"Graph is throttling this account; retry after {seconds} s",
                       {"Retry-After": str(seconds)})
     if isinstance(exc, GraphError) and exc.status == 416:
-        return _error(416, "invalid_range", "the range is not within the file")
+        return _error(status, "invalid_range", "the range is not within the file")
     if isinstance(exc, GraphError) and exc.status == 403:
-        return _error(403, "access_denied", "Graph refused access to this item")
+        return _error(status, "access_denied", "Graph refused access to this item")
     if isinstance(exc, GraphError) and exc.status == 400:
-        return _error(400, "rejected_by_graph", f"Graph refused the request ({exc.code})")
+        return _error(status, "rejected_by_graph", f"Graph refused the request ({exc.code})")
     log.warning("account %s: %s failed: %s", account_id, what, type(exc).__name__)
-    status = 502 if isinstance(exc, UpstreamError) else 503
     return _error(status, "upstream_error", f"{what} failed ({type(exc).__name__}); try again")
 
 

@@ -32,15 +32,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from shared import bootstrap
+from shared.accounts import account_summary, list_accounts, show_account
 from shared.bootstrap import Services
-from shared.connect import (
-    account_summary,
-    complete_device_connect,
-    disconnect_account,
-    list_accounts,
-    show_account,
-    start_device_connect,
-)
+from shared.connect import complete_device_connect, disconnect_account, start_device_connect
 from shared.errors import AuthFlowError, ConfigurationError, ConnectorError, NotFoundError
 
 

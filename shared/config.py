@@ -318,9 +318,46 @@ def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str:
 
 def _mail_folders(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     """``*`` or comma-separated well-known folder names (shared.mail_folders knows them)."""
-    from shared.mail_folders import parse_mail_folders
-
     try:
         return parse_mail_folders(_get(env, name))
     except ValueError as error:
         raise ConfigurationError(f"setting {name}: {error}") from None
+
+
+# --- MAIL_FOLDERS (used by shared.mail_folders) -------------------------------------------
+
+ALL_FOLDERS = "*"
+INBOX = "inbox"
+# The well-known folders that hold mail a consumer may watch
+# (learn.microsoft.com/graph/api/resources/mailfolder, "Well-known folder names").
+WATCHABLE_FOLDERS = (
+    "inbox",
+    "archive",
+    "drafts",
+    "sentitems",
+    "deleteditems",
+    "junkemail",
+    "outbox",
+    "conversationhistory",
+    "clutter",
+)
+
+
+def parse_mail_folders(raw: str) -> tuple[str, ...]:
+    """``("*",)`` or the well-known names, lower case, without repeats, the inbox first;
+    ``ValueError`` naming what is wrong."""
+    text = raw.strip()
+    if text == ALL_FOLDERS:
+        return (ALL_FOLDERS,)
+    names = list(dict.fromkeys(n.strip().lower() for n in text.split(",") if n.strip()))
+    if not names:
+        raise ValueError("names no folder")
+    unknown = [n for n in names if n not in WATCHABLE_FOLDERS]
+    if unknown:
+        raise ValueError(
+            f"unknown folder {', '.join(unknown)}: use well-known names ({', '.join(WATCHABLE_FOLDERS)}) or *"
+        )
+    if INBOX in names:
+        names.remove(INBOX)
+        names.insert(0, INBOX)
+    return tuple(names)

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shared.account_events import CONNECTED, DISCONNECTED, RECONNECTED, publish_transition
+from shared.accounts import update_account
+from shared.browser_binding import binding_digest, binding_matches
 from shared.errors import (
     AuthFlowError,
     ConcurrencyError,
@@ -39,9 +41,10 @@ from shared.errors import (
     UpstreamError,
 )
 from shared.models import Account, AccountStatus, ClientKind, PendingAuthFlow, Subscription, account_id_for
-from shared.ports import GraphAuth
+from shared.ports import GraphAuth, TokenGrant
+from shared.retry import update_with_etag
 from shared.subscriptions import ensure_mailbox_subscription, grants_mail, remove_mailbox_subscriptions
-from shared.tokens import TokenGrant, token_cache_secret_name, update_account
+from shared.tokens import token_cache_secret_name
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
@@ -80,8 +83,6 @@ def start_connect(
 ) -> str:
     """Begin a sign-in bound to the browser holding ``browser_binding`` (its cookie);
     returns the authorize URL to send the browser to."""
-    from shared.connect_sessions import binding_digest
-
     hint = _checked_login_hint(login_hint)
     flow = services.identity.start_auth_code_flow(
         services.settings.scopes, services.settings.redirect_uri, login_hint=hint
@@ -124,8 +125,6 @@ def claim_callback(
     it can still finish. Otherwise the flow is taken, even when Microsoft reports an error:
     a state is good for one answer.
     """
-    from shared.connect_sessions import binding_matches
-
     fields = {k: str(response[k])[:_MAX_FIELD_LENGTH] for k in _CALLBACK_FIELDS if response.get(k)}
     state = fields.get("state", "")
     pending = services.authflows.take(state) if state else None
@@ -210,11 +209,8 @@ def finish_connect(
     account, reconnected, previous_owner = _upsert_account(services, account_id, grant, me, owner_id)
     if previous_owner is not None:
         _drop_owner_entry(services, previous_owner, account_id)
-    tokens: Any = services.tokens
-    if hasattr(tokens, "forget"):
-        tokens.forget(account_id)  # the old session's access token is no longer wanted
-    if hasattr(tokens, "remember"):
-        tokens.remember(account_id, grant.access_token, grant.expires_in)
+    services.tokens.forget(account_id)  # the old session's access token is no longer wanted
+    services.tokens.remember(account_id, grant.access_token, grant.expires_in)
     subscription: Subscription | None = None
     if grants_mail(account.scopes):
         try:
@@ -251,25 +247,33 @@ def _upsert_account(
     principal = str(me.get("userPrincipalName") or me.get("mail") or grant.username or "")
     display_name = str(me.get("displayName") or grant.display_name or "")
     scopes = tuple(services.settings.scopes)
-    for _ in range(5):
+    existed = False
+    previous_owner: str | None = None
+
+    def read() -> Account:
+        nonlocal existed
         existing = services.accounts.get(account_id)
-        if existing is None:
-            fresh = Account(
-                account_id=account_id,
-                tenant_id=grant.tenant_id,
-                user_id=grant.object_id or str(me.get("id") or ""),
-                user_principal_name=principal,
-                display_name=display_name,
-                status=AccountStatus.ACTIVE,
-                scopes=scopes,
-                client_kind=grant.client_kind,
-                connected_at=now,
-                owner_id=owner_id,
-            )
-            try:
-                return services.accounts.save(fresh), False, None
-            except ConcurrencyError:
-                continue  # a concurrent callback of the same user inserted it: update instead
+        existed = existing is not None
+        # Not there yet: inserted (a write without an ETag); should a concurrent callback of
+        # the same user insert it first, the next read finds it and updates it instead.
+        return existing or Account(
+            account_id=account_id,
+            tenant_id=grant.tenant_id,
+            user_id=grant.object_id or str(me.get("id") or ""),
+            user_principal_name=principal,
+            display_name=display_name,
+            status=AccountStatus.ACTIVE,
+            scopes=scopes,
+            client_kind=grant.client_kind,
+            connected_at=now,
+            owner_id=owner_id,
+        )
+
+    def change(existing: Account) -> bool:
+        nonlocal previous_owner
+        previous_owner = None
+        if not existed:
+            return True
         existing.tenant_id = grant.tenant_id or existing.tenant_id
         existing.user_id = grant.object_id or existing.user_id
         existing.user_principal_name = principal or existing.user_principal_name
@@ -290,11 +294,11 @@ def _upsert_account(
             # history continues from the stored deltaLink: mail that came in while the
             # account waited for its user to sign in again is still new mail.
             existing.connected_at = now
-        try:
-            return services.accounts.save(existing), True, previous_owner
-        except ConcurrencyError:
-            continue
-    raise ConcurrencyError(f"account {account_id} kept changing while connecting")
+        return True
+
+    saved = update_with_etag(read, change, services.accounts.save, what=f"account {account_id} (connecting)")
+    assert saved is not None  # read() never gives None
+    return saved, existed, previous_owner
 
 
 def _record_error(services: Services, account_id: str, message: str) -> None:
@@ -384,68 +388,11 @@ def disconnect_account(services: Services, account_id: str) -> Account:
     removed = remove_mailbox_subscriptions(services, account, auth)
     services.secrets.delete(token_cache_secret_name(account_id))
     _forget_published_mail(services, account_id)  # the marks, the round's progress, the lease
-    tokens: Any = services.tokens
-    if hasattr(tokens, "forget"):
-        tokens.forget(account_id)
+    services.tokens.forget(account_id)
     log.info("account %s disconnected (%d subscriptions removed)", account_id, removed)
     if updated is not None and transitions and transitions[-1]:
         publish_transition(services, updated, DISCONNECTED, reason="operator")
     return updated or account
-
-
-# -- operators' views -------------------------------------------------------------------
-
-
-def account_summary(services: Services, account: Account) -> dict[str, Any]:
-    """What operators see of an account: no token, no deltaLink."""
-    subscriptions = services.subscriptions.for_account(account.account_id)
-    expiry = min((s.expires_at for s in subscriptions), default=None)
-    return {
-        "id": account.account_id,
-        "user": account.user_principal_name,
-        "displayName": account.display_name,
-        "tenant": account.tenant_id,
-        "ownerId": account.owner_id,
-        "status": account.status.value,
-        "clientKind": account.client_kind.value,
-        "subscriptionExpiresAt": _iso(expiry),
-        "subscriptions": [
-            {"id": s.subscription_id, "status": s.status.value, "expiresAt": _iso(s.expires_at)}
-            for s in subscriptions
-        ],
-        "lastNotificationAt": _iso(account.last_notification_at),
-        "lastSyncAt": _iso(account.last_sync_at),
-        "connectedAt": _iso(account.connected_at),
-        "lastError": account.last_error,
-    }
-
-
-def list_accounts(
-    services: Services, *, size: int = 50, continuation: str | None = None, owner_id: str | None = None
-) -> tuple[list[dict[str, Any]], str | None]:
-    if not 1 <= size <= 100:
-        raise InvalidInputError("page size must be between 1 and 100")
-    if owner_id is not None:
-        from shared.connect_sessions import checked_owner_id
-
-        ids, next_token = services.account_owners.page(
-            checked_owner_id(owner_id), size=size, continuation=continuation or None
-        )
-        owned = [a for a in (services.accounts.get(i) for i in ids) if a is not None and a.owner_id == owner_id]
-        return [account_summary(services, a) for a in owned], next_token
-    accounts, next_token = services.accounts.page(size=size, continuation=continuation or None)
-    return [account_summary(services, a) for a in accounts], next_token
-
-
-def show_account(services: Services, account_id: str) -> dict[str, Any]:
-    account = services.accounts.get(account_id)
-    if account is None:
-        raise NotFoundError(f"account {account_id} does not exist")
-    return account_summary(services, account)
-
-
-def _iso(value: dt.datetime | None) -> str | None:
-    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if value is not None else None
 
 
 def _checked_login_hint(login_hint: str | None) -> str | None:

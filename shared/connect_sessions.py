@@ -22,26 +22,26 @@ a code or a cookie.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
 import json
 import logging
 import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from http.cookies import CookieError, SimpleCookie
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlparse
 
+from shared.accounts import checked_owner
+from shared.browser_binding import BINDING_COOKIE, new_browser_binding
 from shared.config import is_loopback_host, origin_of
 from shared.connect import AUTH_FLOW_LIFETIME, ConnectResult, claim_callback, complete_claimed, start_connect
 from shared.errors import (
     AuthFlowError,
     ConcurrencyError,
     ConnectorError,
-    InvalidInputError,
     NotFoundError,
+    SessionInputError,
+    SessionTooLargeError,
 )
 from shared.models import ConnectSession, ConnectSessionStatus
 
@@ -50,52 +50,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-OWNER_ID_PATTERN = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
 MAX_RETURN_URL_LENGTH = 2048
 MAX_LOGIN_HINT_LENGTH = 256
 MAX_REQUEST_BODY = 16 * 1024
 SESSION_ID_PATTERN = re.compile(r"cs_[A-Za-z0-9_-]{43}")
-BINDING_COOKIE = "m365c_binding"
-_BINDING_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
-
-
-class SessionInputError(InvalidInputError):
-    """A connect session request the connector cannot accept; ``code`` names the field."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 # -- the browser binding -------------------------------------------------------------------
-
-
-def new_browser_binding() -> str:
-    return secrets.token_urlsafe(32)
-
-
-def binding_digest(binding: str) -> str:
-    return hashlib.sha256(binding.encode("ascii")).hexdigest()
-
-
-def binding_matches(stored_digest: str, presented: str | None) -> bool:
-    if not stored_digest or not presented or not _BINDING_PATTERN.fullmatch(presented):
-        return False
-    return hmac.compare_digest(stored_digest, binding_digest(presented))
-
-
-def read_browser_binding(cookie_header: str | None) -> str | None:
-    """The binding cookie's value from a ``Cookie`` header, when it has the right shape."""
-    if not cookie_header:
-        return None
-    jar: SimpleCookie = SimpleCookie()
-    try:
-        jar.load(cookie_header)
-    except CookieError:
-        return None
-    morsel = jar.get(BINDING_COOKIE)
-    value = morsel.value if morsel is not None else None
-    return value if value and _BINDING_PATTERN.fullmatch(value) else None
 
 
 def binding_cookie(binding: str) -> str:
@@ -112,7 +73,7 @@ def binding_cookie(binding: str) -> str:
 def parse_session_request(body: bytes) -> dict[str, Any]:
     """The JSON object of ``POST /api/connect-sessions``; ``SessionInputError`` otherwise."""
     if len(body) > MAX_REQUEST_BODY:
-        raise SessionInputError("request_too_large", f"the request body must be at most {MAX_REQUEST_BODY} bytes")
+        raise SessionTooLargeError("request_too_large", f"the request body must be at most {MAX_REQUEST_BODY} bytes")
     try:
         document = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError:
@@ -122,23 +83,6 @@ def parse_session_request(body: bytes) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise SessionInputError("invalid_json", "the request body must be a JSON object")
     return document
-
-
-def _checked_owner(value: Any) -> str:
-    if value is None:
-        raise SessionInputError("invalid_owner_id", "ownerId is required")
-    if not isinstance(value, str):
-        raise SessionInputError("invalid_owner_id", "ownerId must be a string")
-    if not OWNER_ID_PATTERN.fullmatch(value):
-        raise SessionInputError(
-            "invalid_owner_id", "ownerId must be 1-128 characters of A-Z a-z 0-9 . _ : @ -"
-        )
-    return value
-
-
-def checked_owner_id(value: str) -> str:
-    """An ``ownerId`` from a query string (the accounts filter): same rules."""
-    return _checked_owner(value)
 
 
 def _checked_return_url(services: Services, value: Any) -> str | None:
@@ -186,7 +130,7 @@ def connect_url(services: Services, session_id: str) -> str:
 
 def create_session(services: Services, request: Mapping[str, Any]) -> dict[str, Any]:
     """A new pending session for ``request["ownerId"]``; the 201 body."""
-    owner_id = _checked_owner(request.get("ownerId"))
+    owner_id = checked_owner(request.get("ownerId"))
     return_url = _checked_return_url(services, request.get("returnUrl"))
     login_hint = _checked_login_hint(request.get("loginHint"))
     now = services.clock.now()

@@ -5,6 +5,8 @@
     ├── InvalidInputError               a caller sent something we cannot accept (-> 4xx)
     │   ├── PayloadTooLargeError        ... because it is too big (-> 413)
     │   ├── InvalidPathError            ... a drive path OneDrive would refuse
+    │   ├── SessionInputError           ... a connect session field (``code`` names it)
+    │   │   └── SessionTooLargeError    ... a connect session request too big (-> 413)
     │   └── AuthFlowError               unknown, expired or reused OAuth state; an error
     │                                   returned by Microsoft on the callback (-> 400 page)
     ├── NotFoundError                   the account / subscription / secret does not exist
@@ -16,11 +18,13 @@
     ├── UpstreamError                   a dependency (Graph, identity, storage) failed
     │   ├── ThrottledError              429/503 with the Retry-After to honour
     │   ├── GraphError                  an OData error from Graph (status, code, message)
+    │   │   ├── GraphUnauthorizedError  401: the access token was refused; try once more
+    │   │   │                           with a fresh one (shared/retry.py)
     │   │   └── DeltaTokenExpiredError  410 Gone / syncStateNotFound: start a full sync
     │   └── IdentityError               the token endpoint refused us for another reason
     └── PersistenceError                a queue / table write failed for good
 
-HTTP status codes are chosen only in ``functions/``; nothing here knows about HTTP
+HTTP status codes are chosen only in ``functions/`` (one table: ``functions/api_errors.py``); nothing here knows about HTTP
 responses. Messages never contain a token, an authorization code, a clientState or a
 secret: they are logged and may be shown to operators.
 """
@@ -42,6 +46,19 @@ class InvalidInputError(ConnectorError):
 
 class PayloadTooLargeError(InvalidInputError):
     """The request body is over the accepted size."""
+
+
+class SessionInputError(InvalidInputError):
+    """A connect session request (or an ``ownerId``) the connector cannot accept; ``code``
+    names the problem, for the answer's body."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class SessionTooLargeError(SessionInputError, PayloadTooLargeError):
+    """A connect session request over its size limit."""
 
 
 class InvalidPathError(InvalidInputError):
@@ -118,6 +135,14 @@ class GraphError(UpstreamError):
         self.status = status
         self.code = code
         self.transient = status >= 500 or status in (408, 429)
+
+
+class GraphUnauthorizedError(GraphError):
+    """Graph refused the access token (401: expired early, revoked). Graph did not run the
+    request, so it may be sent again with a fresh token (``shared.retry.with_fresh_token``)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(401, code, message)
 
 
 class DeltaTokenExpiredError(GraphError):

@@ -38,6 +38,7 @@ from shared.errors import (
 )
 from shared.models import Account, AccountStatus
 from shared.ports import AttachmentContent, BatchRequest, GraphAuth, JsonObject
+from shared.retry import with_fresh_token
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
@@ -209,16 +210,8 @@ def with_mailbox(services: Services, account_id: str, scope: str, call: Callable
     refused, say revoked), a 403 is a missing scope."""
     account = active_account(services, account_id)
     require_scope(account, scope)
-    auth = services.tokens.graph_auth(account)
     try:
-        try:
-            return call(auth)
-        except GraphError as error:
-            if error.status != 401:
-                raise
-            # A 401 means Graph did not run the request: sending it again is safe.
-            services.tokens.forget(account_id)
-            return call(services.tokens.graph_auth(account))
+        return with_fresh_token(services.tokens, account_id, call, lambda: services.tokens.graph_auth(account))
     except GraphError as error:
         if error.status == 403:
             raise MissingScopeError(account_id, scope) from error

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from shared.config import ALL_FOLDERS, INBOX
 from shared.errors import GraphError, ThrottledError
 from shared.ports import MAX_BATCH_REQUESTS, BatchRequest, GraphAuth
 
@@ -35,47 +36,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ALL_FOLDERS = "*"
-INBOX = "inbox"
 DELETED_ITEMS = "deleteditems"
-# The well-known folders that hold mail a consumer may watch
-# (learn.microsoft.com/graph/api/resources/mailfolder, "Well-known folder names").
-WATCHABLE_FOLDERS = (
-    "inbox",
-    "archive",
-    "drafts",
-    "sentitems",
-    "deleteditems",
-    "junkemail",
-    "outbox",
-    "conversationhistory",
-    "clutter",
-)
 MAILBOX_WIDE_RESOURCE = "/me/messages"
 # With ``*``, a mailbox's folder list is walked again after this long (new folders join).
 FOLDER_LIST_TTL = dt.timedelta(minutes=5)
 MAX_WATCHED_FOLDERS = 500
 LOCATE_FIELDS = "id,parentFolderId"
-
-
-def parse_mail_folders(raw: str) -> tuple[str, ...]:
-    """``("*",)`` or the well-known names, lower case, without repeats, the inbox first;
-    ``ValueError`` naming what is wrong."""
-    text = raw.strip()
-    if text == ALL_FOLDERS:
-        return (ALL_FOLDERS,)
-    names = list(dict.fromkeys(n.strip().lower() for n in text.split(",") if n.strip()))
-    if not names:
-        raise ValueError("names no folder")
-    unknown = [n for n in names if n not in WATCHABLE_FOLDERS]
-    if unknown:
-        raise ValueError(
-            f"unknown folder {', '.join(unknown)}: use well-known names ({', '.join(WATCHABLE_FOLDERS)}) or *"
-        )
-    if INBOX in names:
-        names.remove(INBOX)
-        names.insert(0, INBOX)
-    return tuple(names)
 
 
 def subscription_resource(mail_folders: Sequence[str]) -> str:

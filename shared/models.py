@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,3 +141,142 @@ class SweepCheckpoint:
     continuation: str | None = None
     leased_until: dt.datetime | None = None
     etag: str | None = field(default=None, compare=False)
+
+
+# A mail command's record in the command log (``shared.ports.MailCommandLog``).
+
+
+class CommandState:
+    CLAIMED = "claimed"  # taken by a worker; it may or may not have run
+    FINISHED = "finished"  # ran (or was refused); its result is kept until published
+    PUBLISHED = "published"  # its result is on the results queue
+
+
+@dataclass
+class CommandRecord:
+    command_id: str
+    state: str
+    claimed_at: dt.datetime
+    account_id: str = ""
+    result: str | None = None  # the encoded result CloudEvent
+    etag: str | None = field(default=None, compare=False)
+
+
+# --- values the ports carry (``shared.ports``) -------------------------------------------
+
+JsonObject = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class MessagePage:
+    """One page of a message list and Graph's link to the next one (None on the last)."""
+
+    items: list[JsonObject]
+    next_link: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """One request of a JSON batch: ``url`` relative to the version root (``/me/messages/x``)."""
+
+    id: str
+    method: str
+    url: str
+    body: JsonObject | None = None
+
+
+@dataclass(frozen=True)
+class BatchResponse:
+    """Graph's answer to one request of a batch; ``retry_after`` on a 429 or 503 that the
+    adapter stopped retrying."""
+
+    id: str
+    status: int
+    body: JsonObject | None = None
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class AttachmentContent:
+    name: str
+    content_type: str
+    content: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class TokenGrant:
+    """What the identity platform gave for one account.
+
+    ``home_account_id`` is MSAL's ``{oid}.{tid}`` of the home tenant (the account id);
+    ``tenant_id`` and ``object_id`` are the id token's ``tid`` and ``oid``.
+    ``cache_state`` is the account's serialised MSAL cache after the grant, or None when it
+    did not change (then there is nothing to write back).
+    """
+
+    home_account_id: str
+    tenant_id: str
+    object_id: str
+    username: str
+    access_token: str = field(repr=False)
+    expires_in: int
+    client_kind: ClientKind = ClientKind.CONFIDENTIAL
+    display_name: str = ""
+    cache_state: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class DriveChildrenPage:
+    """One page of a folder's children and Graph's ``@odata.nextLink`` (None at the end)."""
+
+    items: list[JsonObject]
+    next_link: str | None = None
+
+
+@dataclass(frozen=True)
+class UploadProgress:
+    """What Graph answered to one fragment of an upload session: the item once the last
+    byte is in (``created`` tells a new file from a replaced one), else the ranges it still
+    expects (``nextExpectedRanges``, e.g. ``["3276800-"]``)."""
+
+    item: JsonObject | None = None
+    created: bool = False
+    next_expected_ranges: tuple[str, ...] = ()
+
+
+@dataclass
+class DriveContent:
+    """The bytes of a file as Graph's download URL serves them, not yet read: ``chunks``
+    yields them in order; ``close`` gives the connection back (also after a partial read).
+    ``status`` is 200, or 206 for a ``Range`` request (``content_range`` then says which)."""
+
+    status: int
+    size: int | None
+    content_type: str
+    chunks: Iterator[bytes]
+    close: Callable[[], None]
+    content_range: str | None = None
+
+
+# --- the mail ledger's records (the port: shared.ports.MailLedger) ----------------------
+
+
+@dataclass(frozen=True)
+class LedgerMark:
+    message_id: str
+    change_key: str | None
+    removed: bool = False
+    seen_in: str | None = None  # the full round (after 410) that last returned the message
+    # The watched folder (its key: shared.mail_folders) the message was last published in;
+    # None for marks written before folders were kept: the inbox.
+    folder: str | None = None
+
+
+@dataclass(frozen=True)
+class SyncProgress:
+    """Where an unfinished delta round of an account resumes: the next page's link, the
+    round's kind (first, incremental, full) and its id (a full round tags what it saw)."""
+
+    link: str
+    mode: str
+    round_id: str
+    folder: str | None = None  # the watched folder whose round it is; None: the inbox

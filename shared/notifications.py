@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Literal
 from shared.client_state import key_id
 from shared.errors import ConnectorError, GraphError, InvalidInputError, NotFoundError, ReauthRequiredError
 from shared.models import Account, AccountStatus, Subscription, SubscriptionStatus
+from shared.subscriptions import GRAPH_COOLDOWN
 from shared.sync import SyncResult, sync_mailbox
 from shared.webhook import NotificationTrigger
 
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Graph: do not send both a reauthorize and a PATCH for one subscription within 10 minutes.
-REAUTHORIZE_QUIET_PERIOD = dt.timedelta(minutes=10)
+REAUTHORIZE_QUIET_PERIOD = GRAPH_COOLDOWN
 
 
 @dataclass

@@ -9,11 +9,27 @@ adapters against Azurite and the devstack emulators.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from shared.models import Account, ClientKind, ConnectSession, PendingAuthFlow, Subscription, SweepCheckpoint
+from shared.models import AttachmentContent as AttachmentContent
+from shared.models import BatchRequest as BatchRequest
+from shared.models import BatchResponse as BatchResponse
+
+# Records the ports carry (the command log's, Graph's answers, grants, drive content) live
+# with the other records in shared.models; named here for the ports' readers.
+from shared.models import CommandRecord as CommandRecord
+from shared.models import CommandState as CommandState
+from shared.models import DriveChildrenPage as DriveChildrenPage
+from shared.models import DriveContent as DriveContent
+from shared.models import JsonObject as JsonObject
+from shared.models import LedgerMark as LedgerMark
+from shared.models import MessagePage as MessagePage
+from shared.models import SyncProgress as SyncProgress
+from shared.models import TokenGrant as TokenGrant
+from shared.models import UploadProgress as UploadProgress
 
 
 class Clock(Protocol):
@@ -159,7 +175,6 @@ class HealthProbe(Protocol):
         ...
 
 
-JsonObject = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -234,42 +249,6 @@ class GraphApi(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class MessagePage:
-    """One page of a message list and Graph's link to the next one (None on the last)."""
-
-    items: list[JsonObject]
-    next_link: str | None = None
-
-
-@dataclass(frozen=True)
-class BatchRequest:
-    """One request of a JSON batch: ``url`` relative to the version root (``/me/messages/x``)."""
-
-    id: str
-    method: str
-    url: str
-    body: JsonObject | None = None
-
-
-@dataclass(frozen=True)
-class BatchResponse:
-    """Graph's answer to one request of a batch; ``retry_after`` on a 429 or 503 that the
-    adapter stopped retrying."""
-
-    id: str
-    status: int
-    body: JsonObject | None = None
-    retry_after: float | None = None
-
-
-@dataclass(frozen=True)
-class AttachmentContent:
-    name: str
-    content_type: str
-    content: bytes = field(repr=False)
-
-
 class GraphMail(Protocol):
     """Graph's mail API as the mail actions use it (``Mail.Read`` to read, ``Mail.ReadWrite``
     to act). Every call asks for immutable ids (``Prefer: IdType="ImmutableId"``), so a
@@ -326,27 +305,6 @@ class GraphMail(Protocol):
 MAX_BATCH_REQUESTS = 20
 
 
-@dataclass(frozen=True)
-class TokenGrant:
-    """What the identity platform gave for one account.
-
-    ``home_account_id`` is MSAL's ``{oid}.{tid}`` of the home tenant (the account id);
-    ``tenant_id`` and ``object_id`` are the id token's ``tid`` and ``oid``.
-    ``cache_state`` is the account's serialised MSAL cache after the grant, or None when it
-    did not change (then there is nothing to write back).
-    """
-
-    home_account_id: str
-    tenant_id: str
-    object_id: str
-    username: str
-    access_token: str = field(repr=False)
-    expires_in: int
-    client_kind: ClientKind = ClientKind.CONFIDENTIAL
-    display_name: str = ""
-    cache_state: str | None = field(default=None, repr=False)
-
-
 class IdentityPlatform(Protocol):
     """The Microsoft identity platform, as the connector uses it (MSAL behind it).
 
@@ -382,28 +340,6 @@ class IdentityPlatform(Protocol):
 
 
 # --- the mail ledger (see shared/ledger.py for why it exists) ---------------------------
-
-
-@dataclass(frozen=True)
-class LedgerMark:
-    message_id: str
-    change_key: str | None
-    removed: bool = False
-    seen_in: str | None = None  # the full round (after 410) that last returned the message
-    # The watched folder (its key: shared.mail_folders) the message was last published in;
-    # None for marks written before folders were kept: the inbox.
-    folder: str | None = None
-
-
-@dataclass(frozen=True)
-class SyncProgress:
-    """Where an unfinished delta round of an account resumes: the next page's link, the
-    round's kind (first, incremental, full) and its id (a full round tags what it saw)."""
-
-    link: str
-    mode: str
-    round_id: str
-    folder: str | None = None  # the watched folder whose round it is; None: the inbox
 
 
 class FolderDeltaLinks(Protocol):
@@ -481,22 +417,6 @@ class MailLedger(Protocol):
 # --- the mail command log (see shared/mail_commands.py) ----------------------------------
 
 
-class CommandState:
-    CLAIMED = "claimed"  # taken by a worker; it may or may not have run
-    FINISHED = "finished"  # ran (or was refused); its result is kept until published
-    PUBLISHED = "published"  # its result is on the results queue
-
-
-@dataclass
-class CommandRecord:
-    command_id: str
-    state: str
-    claimed_at: dt.datetime
-    account_id: str = ""
-    result: str | None = None  # the encoded result CloudEvent
-    etag: str | None = field(default=None, compare=False)
-
-
 class MailCommandLog(Protocol):
     """Table ``mailcommands``: one record per command id ever seen for an account, so that a
     command runs at most once however often it is delivered. The commands of one account
@@ -519,39 +439,6 @@ class MailCommandLog(Protocol):
         they started), so that the same ids may be sent again."""
         ...
 # --- OneDrive files (see shared/drive_files.py) ------------------------------------------
-
-
-@dataclass(frozen=True)
-class DriveChildrenPage:
-    """One page of a folder's children and Graph's ``@odata.nextLink`` (None at the end)."""
-
-    items: list[JsonObject]
-    next_link: str | None = None
-
-
-@dataclass(frozen=True)
-class UploadProgress:
-    """What Graph answered to one fragment of an upload session: the item once the last
-    byte is in (``created`` tells a new file from a replaced one), else the ranges it still
-    expects (``nextExpectedRanges``, e.g. ``["3276800-"]``)."""
-
-    item: JsonObject | None = None
-    created: bool = False
-    next_expected_ranges: tuple[str, ...] = ()
-
-
-@dataclass
-class DriveContent:
-    """The bytes of a file as Graph's download URL serves them, not yet read: ``chunks``
-    yields them in order; ``close`` gives the connection back (also after a partial read).
-    ``status`` is 200, or 206 for a ``Range`` request (``content_range`` then says which)."""
-
-    status: int
-    size: int | None
-    content_type: str
-    chunks: Iterator[bytes]
-    close: Callable[[], None]
-    content_range: str | None = None
 
 
 class DriveApi(Protocol):

@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# docs/graph-notes.md "Subscriptions": never a reauthorize and a PATCH of one subscription
+# within 10 minutes of each other.
+GRAPH_COOLDOWN = dt.timedelta(minutes=10)
 MAILBOX_RESOURCE = "/me/mailFolders('inbox')/messages"  # with the default MAIL_FOLDERS
 MAILBOX_CHANGE_TYPES = "created,updated,deleted"
 # Graph's maximum for Outlook messages without resource data.

@@ -62,9 +62,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.config import MAIL_EVENT_QUEUE, MAIL_SYNC_QUEUE
 from shared.errors import (
-    ConcurrencyError,
     DeltaTokenExpiredError,
-    GraphError,
     InvalidInputError,
     ReauthRequiredError,
     UpstreamError,
@@ -73,6 +71,7 @@ from shared.events import CREATED, DELETED, UPDATED, encode_event, mail_event
 from shared.ledger import LeaseLostError, LedgerMark, SyncProgress
 from shared.mail_folders import DELETED_ITEMS, INBOX, WatchedFolders, locate, watched_folders
 from shared.models import Account, AccountStatus
+from shared.retry import update_with_etag, with_fresh_token
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
@@ -196,20 +195,15 @@ def sync_mailbox(
         if account.status is not AccountStatus.ACTIVE:
             result.skipped = "inactive"
             return True
-        auth = services.tokens.graph_auth(account)
-        try:
-            return _rounds(services, account, auth, result, emit_history, lease, notified_at=notified_at)
-        except GraphError as error:
-            if error.status != 401:
-                raise
-            # The cached access token was refused (revoked, say): once more with a fresh one,
-            # whose refresh tells a dead refresh token (ReauthRequiredError) from a hiccup.
-            forget = getattr(services.tokens, "forget", None)
-            if forget is not None:
-                forget(account_id)
-            auth = services.tokens.graph_auth(account)
-            account = services.accounts.get(account_id) or account
-            return _rounds(services, account, auth, result, emit_history, lease, notified_at=notified_at)
+        tried: list[Account] = []
+
+        def rounds(auth: GraphAuth) -> bool:
+            # Once more after a refused token: from the account as it is now.
+            current = services.accounts.get(account_id) or account if tried else account
+            tried.append(current)
+            return _rounds(services, current, auth, result, emit_history, lease, notified_at=notified_at)
+
+        return with_fresh_token(services.tokens, account_id, rounds, lambda: services.tokens.graph_auth(account))
 
     try:
         _with_lease(services, account_id, result, run, monotonic=monotonic)
@@ -665,15 +659,11 @@ def _save_delta_link(
     another field) reload and apply again: we hold the sync lease, our link is the latest,
     unless the account was disconnected or connected anew meanwhile (then the link belongs
     to a past connection and is dropped)."""
-    current: Account | None = account
-    for _ in range(_SAVE_ATTEMPTS):
-        if (
-            current is None
-            or current.status is AccountStatus.DISCONNECTED
-            or current.connected_at != account.connected_at
-        ):
+
+    def change(current: Account) -> bool:
+        if current.status is AccountStatus.DISCONNECTED or current.connected_at != account.connected_at:
             log.info("account %s was disconnected or reconnected during its round: deltaLink dropped", account.account_id)
-            return
+            return False
         if delta_link is not None:  # None: the inbox is not watched, only the sync's time is kept
             current.delta_link = delta_link
         current.last_sync_at = services.clock.now()
@@ -682,12 +672,18 @@ def _save_delta_link(
             current.last_notification_at is None or notified_at > current.last_notification_at
         ):
             current.last_notification_at = notified_at
-        try:
-            services.accounts.save(current)
-            return
-        except ConcurrencyError:
-            current = services.accounts.get(account.account_id)
-    raise ConcurrencyError(f"account {account.account_id} kept changing while its deltaLink was saved")
+        return True
+
+    saved = update_with_etag(
+        lambda: services.accounts.get(account.account_id),
+        change,
+        services.accounts.save,
+        first=account,
+        attempts=_SAVE_ATTEMPTS,
+        what=f"account {account.account_id} (its deltaLink)",
+    )
+    if saved is None:
+        log.info("account %s was disconnected or reconnected during its round: deltaLink dropped", account.account_id)
 
 
 def _note_error(services: Services, account_id: str, message: str) -> None:

@@ -21,11 +21,11 @@ import logging
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from shared.errors import ConcurrencyError, NotFoundError, ReauthRequiredError
+from shared.accounts import mark_reauth_required
+from shared.errors import NotFoundError, ReauthRequiredError
 from shared.models import Account, AccountStatus
 from shared.ports import GraphAuth, TokenGrant
 
@@ -148,48 +148,3 @@ class CachedTokenProvider:
             except NotFoundError:
                 raise ReauthRequiredError(account.account_id, "disconnected") from None
         return grant
-
-
-_DOWNGRADABLE = (AccountStatus.ACTIVE, AccountStatus.ERROR)
-
-
-def mark_reauth_required(services: Services, account_id: str, reason: str) -> Account | None:
-    """Turn an active (or failing) account ``reauth_required``; a disconnected one stays so."""
-
-    transitions: list[bool] = []
-
-    def change(account: Account) -> bool:
-        transitions.append(account.status in _DOWNGRADABLE)
-        if account.status not in _DOWNGRADABLE:
-            return False
-        account.status = AccountStatus.REAUTH_REQUIRED
-        account.last_error = f"sign-in required ({reason})"
-        return True
-
-    updated = update_account(services, account_id, change)
-    if updated is not None and updated.status == AccountStatus.REAUTH_REQUIRED:
-        log.warning("account %s must sign in again (%s)", account_id, reason)
-        if transitions and transitions[-1]:  # this call made the transition: told once
-            from shared.account_events import REAUTH_REQUIRED, publish_transition
-
-            publish_transition(services, updated, REAUTH_REQUIRED, reason=reason)
-    return updated
-
-
-def update_account(
-    services: Services, account_id: str, change: Callable[[Account], bool], *, attempts: int = 5
-) -> Account | None:
-    """Read, change and write an account under its ETag, again from a fresh read when
-    somebody else wrote first. ``change`` returns False when there is nothing to write.
-    None when the account does not exist."""
-    for _ in range(attempts):
-        account = services.accounts.get(account_id)
-        if account is None:
-            return None
-        if not change(account):
-            return account
-        try:
-            return services.accounts.save(account)
-        except ConcurrencyError:
-            continue
-    raise ConcurrencyError(f"account {account_id} kept changing; gave up after {attempts} attempts")

@@ -34,6 +34,7 @@ from shared.errors import (
     ConcurrencyError,
     DeltaTokenExpiredError,
     GraphError,
+    GraphUnauthorizedError,
     IdentityError,
     InvalidInputError,
     NotFoundError,
@@ -402,7 +403,7 @@ class FakeGraphApi:
         if failure is not None:
             raise failure
         if self.valid_tokens is not None and self.valid_tokens.get(auth.account_id) != auth.access_token:
-            raise GraphError(401, "InvalidAuthenticationToken", "Access token is empty or invalid.")
+            raise GraphUnauthorizedError("InvalidAuthenticationToken", "Access token is empty or invalid.")
 
     def get_me(self, auth: GraphAuth) -> JsonObject:
         self._enter("get_me", auth)

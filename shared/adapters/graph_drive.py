@@ -27,7 +27,8 @@ from urllib.parse import quote
 
 import requests
 
-from shared.adapters.graph import RequestsGraphApi, _odata_error, _retry_after
+from shared.adapters.graph import RequestsGraphApi
+from shared.adapters.graph_client import _odata_error, _retry_after
 from shared.errors import ConflictError, GraphError, ThrottledError, UpstreamError
 from shared.ports import DriveChildrenPage, DriveContent, GraphAuth, JsonObject, UploadProgress
 

@@ -15,7 +15,7 @@ import requests
 from devstack.stack import LocalStack
 from shared.adapters.keyvault import KeyVaultSecretStore
 from shared.adapters.tables import TableAuthFlowStore
-from shared.connect_sessions import BINDING_COOKIE, binding_digest
+from shared.browser_binding import BINDING_COOKIE, binding_digest
 from shared.models import PendingAuthFlow
 from shared.tokens import token_cache_secret_name
 from tests.support.stack import browser, connect_user, function_key_headers, new_user, read_form, wait_for

@@ -5,6 +5,7 @@ emulator. The product's backend creates sessions with its function key; the user
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 from collections import Counter
@@ -15,7 +16,8 @@ import pytest
 import requests
 
 from devstack.stack import LocalStack
-from shared.connect_sessions import BINDING_COOKIE
+from shared.adapters.tables import TableAccountStore
+from shared.browser_binding import BINDING_COOKIE
 from tests.conftest import PRODUCT_ORIGIN
 from tests.support.sessions import account_events, create_session, get_session, sign_in_at
 from tests.support.stack import (
@@ -283,7 +285,17 @@ def test_each_lifecycle_event_is_published_exactly_once(stack: LocalStack) -> No
     stack.sim("PUT", "/_sim/settings", json={"accessTokenLifetimeSeconds": 300})
     try:
         connect_for(stack, owner_id, user)
+        reconnected_at = dt.datetime.now(dt.UTC)
         connect_for(stack, owner_id, user)
+        # Each connect queues a delta round that may refresh the token: only once the
+        # reconnect's round is done can tokens live long again, or it could cache a 1-hour one.
+        accounts = TableAccountStore(stack.storage_connection)
+
+        def synced_after_reconnect() -> bool:
+            account = accounts.get(the_account)
+            return account is not None and account.last_sync_at is not None and account.last_sync_at > reconnected_at
+
+        wait_for(synced_after_reconnect, timeout=60, what="the reconnect's delta round")
     finally:
         stack.sim("PUT", "/_sim/settings", json={"accessTokenLifetimeSeconds": 3600})
     stack.sim("POST", f"/_sim/users/{user['id']}/revoke")

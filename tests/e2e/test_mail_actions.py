@@ -77,7 +77,17 @@ def error_of(response: requests.Response) -> dict[str, Any]:
 def mailbox(stack: LocalStack) -> Iterator[Mailbox]:
     user = new_user(stack, "actions")
     assert connect_user(stack, user["userPrincipalName"]).status_code == 200
-    yield Mailbox(stack, user)
+    box = Mailbox(stack, user)
+    # The connect queues the mailbox's first delta round, which saves the account: a test
+    # that changes the account itself does so after it, not in a race with it.
+    accounts = TableAccountStore(stack.storage_connection)
+
+    def first_round_done() -> bool:
+        account = accounts.get(box.account_id)
+        return account is not None and account.delta_link is not None
+
+    wait_for(first_round_done, timeout=60, what="the connect's first delta round")
+    yield box
     stack.sim("DELETE", "/_sim/faults")
 
 

@@ -142,3 +142,25 @@ def test_resync_with_a_revoked_refresh_token_marks_the_account_reauth_required(s
     stored = services.accounts.get(account_id)
     assert stored is not None and stored.status == AccountStatus.REAUTH_REQUIRED
     assert item("GET", account_id).status_code == 200  # still visible to operators
+
+
+def test_a_failing_dependency_is_a_plain_reason_with_the_status_every_route_gives(services: Services) -> None:
+    from shared.errors import PersistenceError, UpstreamError
+
+    def unreadable(**kwargs: Any) -> Any:
+        raise PersistenceError("table down")
+
+    services.accounts.page = unreadable  # type: ignore[method-assign]
+    storage = listing()
+    assert storage.status_code == 503
+    assert body(storage) == {"error": "accounts could not be read"}  # the route's own shape
+
+    account_id = connect(services, FakeUser("oid-up", "tenant-1", "up@contoso.test"))
+
+    def graph_down(account_id: str) -> Any:
+        raise UpstreamError("Graph unreachable")
+
+    services.subscriptions.for_account = graph_down  # type: ignore[method-assign]
+    upstream = item("GET", account_id)
+    assert upstream.status_code == 502  # as on the mail routes: the dependency failed
+    assert body(upstream) == {"error": "the account could not be handled right now; try again"}

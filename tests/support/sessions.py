@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urljoin, urlparse
 import requests
 
 from devstack.stack import LocalStack
-from shared.connect_sessions import BINDING_COOKIE
+from shared.browser_binding import BINDING_COOKIE
 from tests.support.stack import browser, function_key_headers, read_form, read_queue
 
 

@@ -6,13 +6,12 @@ import datetime as dt
 
 import pytest
 
+from shared.accounts import list_accounts, show_account
 from shared.client_state import verify_client_state
 from shared.connect import (
     complete_connect,
     complete_device_connect,
     disconnect_account,
-    list_accounts,
-    show_account,
     start_connect,
     start_device_connect,
 )

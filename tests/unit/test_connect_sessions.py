@@ -10,9 +10,11 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from shared.account_events import EVENT_TYPE_PREFIX
+from shared.accounts import list_accounts
 from shared.bootstrap import Services
+from shared.browser_binding import read_browser_binding
 from shared.config import ACCOUNT_EVENT_QUEUE
-from shared.connect import disconnect_account, list_accounts
+from shared.connect import disconnect_account
 from shared.connect_sessions import (
     AnonymousConnectRefusedError,
     SessionInputError,
@@ -24,7 +26,6 @@ from shared.connect_sessions import (
     open_session,
     parse_session_request,
     purge_expired,
-    read_browser_binding,
     show_session,
 )
 from shared.errors import AuthFlowError, ReauthRequiredError

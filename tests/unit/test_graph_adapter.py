@@ -16,7 +16,14 @@ import requests
 from requests.adapters import BaseAdapter
 
 from shared.adapters.graph import RequestsGraphApi, RetryPolicy
-from shared.errors import DeltaTokenExpiredError, GraphError, NotFoundError, ThrottledError, UpstreamError
+from shared.errors import (
+    DeltaTokenExpiredError,
+    GraphError,
+    GraphUnauthorizedError,
+    NotFoundError,
+    ThrottledError,
+    UpstreamError,
+)
 from shared.ports import GraphAuth
 
 AUTH = GraphAuth(account_id="oid.tid", access_token="token-value")
@@ -79,6 +86,15 @@ def test_an_absurd_retry_after_is_capped() -> None:
     api, _, sleeps = _client(lambda r: next(answers), retry=RetryPolicy(max_wait_seconds=20))
     api.get_me(AUTH)
     assert sleeps == [20]
+
+
+def test_a_refused_token_is_a_graph_unauthorized_error_the_caller_may_send_again() -> None:
+    api, transport, _ = _client(lambda r: (401, {}, _odata("InvalidAuthenticationToken", "expired")))
+    with pytest.raises(GraphUnauthorizedError) as caught:
+        api.delta_page(AUTH, None)
+    # Still a GraphError with its status: existing handlers of GraphError see it as before.
+    assert isinstance(caught.value, GraphError) and caught.value.status == 401
+    assert len(transport.requests) == 1  # not retried here: a new token is the caller's
 
 
 def test_graph_errors_are_mapped_to_the_hierarchy() -> None:

@@ -10,6 +10,7 @@ import pytest
 from shared import mail_actions
 from shared.errors import (
     GraphError,
+    GraphUnauthorizedError,
     InvalidInputError,
     MissingScopeError,
     NotFoundError,
@@ -212,10 +213,10 @@ def test_a_403_from_graph_is_a_missing_scope() -> None:
 def test_a_refused_access_token_is_replaced_once() -> None:
     services = services_with()
     sent = services.graph.add_message(ACCOUNT, "x")
-    services.graph.fail["get_message"] = [GraphError(401, "InvalidAuthenticationToken", "expired")]
+    services.graph.fail["get_message"] = [GraphUnauthorizedError("InvalidAuthenticationToken", "expired")]
     assert mail_actions.get_message(services, ACCOUNT, sent["id"])["id"] == sent["id"]
     assert services.tokens.issued.count(ACCOUNT) == 2
-    services.graph.fail["move_message"] = [GraphError(401, "InvalidAuthenticationToken", "x")] * 2
+    services.graph.fail["move_message"] = [GraphUnauthorizedError("InvalidAuthenticationToken", "x")] * 2
     with pytest.raises(GraphError) as caught:
         mail_actions.move_message(services, ACCOUNT, sent["id"], "archive")
     assert caught.value.status == 401

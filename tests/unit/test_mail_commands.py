@@ -10,12 +10,11 @@ from typing import Any
 import pytest
 
 from shared.errors import PersistenceError
+from shared.mail_command_format import COMMAND_EVENT_TYPE_PREFIX, parse_command
 from shared.mail_commands import (
-    COMMAND_EVENT_TYPE_PREFIX,
     MailboxBatcher,
     handle_command,
     mailbox_batcher,
-    parse_command,
 )
 from shared.ports import CommandState
 from tests.unit.test_mail_actions import ACCOUNT, services_with

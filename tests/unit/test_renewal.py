@@ -1,4 +1,4 @@
-"""The renewal timer's core (shared/renewal.py) over in-memory fakes and a fixed clock."""
+"""The renewal timer's core (shared/renewal.py and its parts) over in-memory fakes and a fixed clock."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ from typing import Any
 
 import pytest
 
-from shared.errors import GraphError, ThrottledError
+from shared.errors import GraphError, GraphUnauthorizedError, ThrottledError
 from shared.models import AccountStatus, SubscriptionStatus
 from shared.renewal import (
     LEASE,
     RUN_LEASE,
     SWEEP_CHECKPOINT,
+    Outcome,
     RenewalPolicy,
+    RenewalReport,
     SweepCheckpoint,
     renew_subscriptions,
 )
@@ -412,6 +414,38 @@ def test_each_run_logs_one_summary_line_and_a_late_run_says_so(services, resync,
     assert any("past due" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
 
 
+def test_the_summary_line_keeps_its_figures_in_the_order_operators_read_them():
+    report = RenewalReport(past_due=True, duration_seconds=12.34)
+    report.add(Outcome.RENEWED, 3)
+    report.add(Outcome.DEFERRED)
+    report.add(Outcome.REAUTH_REQUIRED)
+    report.count_throttled()
+    report.count_swept(5)
+
+    assert report.summary() == (
+        "renewed=3 recreated=0 failed=0 skipped=0 reauth_required=1 deferred=1 caught_up=0 "
+        "subscribed=0 swept=5 throttled=1 past_due=True another_run=False stopped_early=False "
+        "duration=12.3s"
+    )
+
+
+def test_outcomes_added_from_many_threads_are_all_counted():
+    report = RenewalReport()
+
+    def add_many() -> None:
+        for _ in range(2000):
+            report.add(Outcome.RENEWED)
+            report.count_throttled()
+
+    threads = [threading.Thread(target=add_many) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert report.renewed == 16_000 and report.throttled == 16_000
+
+
 def test_the_policy_comes_from_the_settings():
     from tests.fakes import make_settings
 
@@ -429,7 +463,7 @@ def test_the_policy_comes_from_the_settings():
 
 def test_a_refused_access_token_is_replaced_once_and_the_renewal_goes_through(services, resync):
     account, sub = connect_account(services, 1)
-    services.graph.fail["renew_subscription"] = [GraphError(401, "InvalidAuthenticationToken", "expired")]
+    services.graph.fail["renew_subscription"] = [GraphUnauthorizedError("InvalidAuthenticationToken", "expired")]
 
     report = run(services, resync)
 
@@ -499,7 +533,7 @@ def test_an_access_token_at_hand_renews_without_reading_the_account(services, re
 def test_a_held_token_graph_refuses_is_dropped_and_the_account_read_for_a_fresh_one(services, resync):
     account, _ = connect_account(services, 1)
     services.tokens.remember(account.account_id, "revoked", 3600)
-    services.graph.fail["renew_subscription"] = [GraphError(401, "InvalidAuthenticationToken", "revoked")]
+    services.graph.fail["renew_subscription"] = [GraphUnauthorizedError("InvalidAuthenticationToken", "revoked")]
     counting = services.__dict__["accounts"] = CountingAccounts(services.accounts)
 
     report = run(services, resync)
@@ -513,7 +547,7 @@ def test_a_held_token_refused_for_an_account_whose_sign_in_died_marks_it(service
     account, sub = connect_account(services, 1)
     services.tokens.remember(account.account_id, "revoked", 3600)
     services.tokens.dead.add(account.account_id)
-    services.graph.fail["renew_subscription"] = [GraphError(401, "InvalidAuthenticationToken", "revoked")]
+    services.graph.fail["renew_subscription"] = [GraphUnauthorizedError("InvalidAuthenticationToken", "revoked")]
 
     report = run(services, resync)
 

@@ -281,23 +281,23 @@ def test_concurrent_syncs_of_one_account_neither_lose_nor_double_an_event(servic
 
 
 def test_a_refused_access_token_is_replaced_once_and_the_round_completes(services, account):
-    from shared.errors import GraphError
+    from shared.errors import GraphUnauthorizedError
 
     connect(services, account)
     inbox(services, account).deliver("after a revocation", AFTER)
     services.graph.fail["delta_page"] = [
-        GraphError(401, "InvalidAuthenticationToken", "Access token is invalid.")
+        GraphUnauthorizedError("InvalidAuthenticationToken", "Access token is invalid.")
     ]
     assert sync_mailbox(services, account.account_id, reason="notification").created == 1
 
 
 def test_a_refused_token_whose_refresh_is_dead_ends_in_reauth_required(services, account):
-    from shared.errors import GraphError
+    from shared.errors import GraphUnauthorizedError
 
     connect(services, account)
     tokens = services.tokens
     services.graph.fail["delta_page"] = [
-        GraphError(401, "InvalidAuthenticationToken", "Access token is invalid.")
+        GraphUnauthorizedError("InvalidAuthenticationToken", "Access token is invalid.")
     ]
     tokens.forget = lambda account_id: tokens.dead.add(account_id)
     assert sync_mailbox(services, account.account_id, reason="notification").skipped == "reauth_required"
