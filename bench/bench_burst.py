@@ -251,6 +251,7 @@ def run(stack: LocalStack, args: argparse.Namespace, storage: StorageLog) -> Bur
     time.sleep(2.0)  # let the warm-up's last rounds finish before the counters start
 
     session.delete(f"{endpoints.graphsim}/_sim/requests", timeout=30)
+    session.delete(f"{endpoints.graphsim}/_sim/deliveries", timeout=30)
     storage.mark(storage.START)
     cpu_before = cpu_by_part(stack)
     started = time.perf_counter()
@@ -265,8 +266,9 @@ def run(stack: LocalStack, args: argparse.Namespace, storage: StorageLog) -> Bur
     cpu_after = cpu_by_part(stack)
     storage.mark(storage.END)
     graph = graph_requests(session, endpoints.graphsim)
+    deliveries = session.get(f"{endpoints.graphsim}/_sim/deliveries", timeout=30).json().get("value", [])
     consumer.stop()
-    return Burst(sent, consumer, send_seconds, started, finished, cpu_before, cpu_after, graph)
+    return Burst(sent, consumer, send_seconds, started, finished, cpu_before, cpu_after, graph, deliveries)
 
 
 @dataclass
@@ -279,6 +281,7 @@ class Burst:
     cpu_before: dict[str, float]
     cpu_after: dict[str, float]
     graph: int | None
+    deliveries: list[dict[str, Any]]
 
 
 def report(args: argparse.Namespace, burst: Burst, ops: Counter[str]) -> int:
@@ -311,6 +314,16 @@ def report(args: argparse.Namespace, burst: Burst, ops: Counter[str]) -> int:
         print(f"    {kind:48}{count:>7}{count / mails:>8.2f}/mail")
     graph_text = f"{graph / mails:.2f} ({graph} in all)" if graph is not None else "not counted (no /_sim/requests)"
     print(f"Graph requests per mail: {graph_text}")
+    posts = [d for d in burst.deliveries if d.get("kind") == "change"]
+    if posts:
+        answer = [float(d["latencyMs"]) for d in posts if d.get("latencyMs") is not None]
+        items = sum(int(d.get("itemCount") or 0) for d in posts)
+        delivered = [float(d["endToEndMs"]) for d in posts if d.get("endToEndMs") is not None]
+        print(
+            f"webhook: {len(posts)} POSTs of {items / len(posts):.1f} items, answered in "
+            f"p50 {percentile(answer, 0.5):.0f} ms, p99 {percentile(answer, 0.99):.0f} ms; "
+            f"mail to answered POST p50 {percentile(delivered, 0.5):.0f} ms, p99 {percentile(delivered, 0.99):.0f} ms"
+        )
     print(f"lost: {lost}, doubled: {doubled}, other events: {consumer.other}")
     figures = {
         "mailboxes": args.mailboxes,

@@ -6,7 +6,8 @@ when a message is not base64. The listener follows the host's queue listener
 (Microsoft docs "Azure Queue storage trigger", sections "Poison messages", "Polling
 algorithm" and "Concurrency"): it fetches ``batchSize`` messages, runs them concurrently,
 fetches again when no more than ``newBatchThreshold`` are still running, backs off
-exponentially up to ``maxPollingInterval`` while the queue is empty, deletes a message
+exponentially up to ``maxPollingInterval`` while the queue is empty (and polls at once
+when a function of this host wrote to the queue through an output binding), deletes a message
 after success, makes it visible again after ``visibilityTimeout`` after a failure, and
 moves it, body intact, to ``<queue>-poison`` once it has been dequeued
 ``maxDequeueCount`` times.
@@ -182,12 +183,21 @@ class QueueListener:
             thread_name_prefix=f"devhost-queue-{function_name}",
         )
         self._thread = threading.Thread(target=self._run, name=f"devhost-poll-{function_name}", daemon=True)
+        self._wake = threading.Event()
 
     def start(self) -> None:
         self._thread.start()
 
+    def wake(self) -> None:
+        """Poll now: this host just wrote to the queue (an output binding). The host does the
+        same (its queue listener is told of messages its own functions added), so an idle
+        queue is polled only every ``maxPollingInterval`` and a message written here still
+        runs at once."""
+        self._wake.set()
+
     def join(self, timeout: float | None = None) -> None:
         """Waits for the poller and the running invocations; queued ones hand their message back."""
+        self._wake.set()
         self._thread.join(timeout)
         self._pool.shutdown(wait=True)
 
@@ -227,7 +237,10 @@ class QueueListener:
                         self._in_flight += 1
                     self._pool.submit(self._handle, message)
                 continue
-            self._stop.wait(interval)
+            if self._wake.wait(interval):
+                self._wake.clear()
+                interval = MIN_POLLING_INTERVAL
+                continue
             interval = min(interval * 2, max(self._options.max_polling_interval, MIN_POLLING_INTERVAL))
 
     def _handle(self, message: StorageMessage) -> None:
