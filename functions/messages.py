@@ -21,6 +21,7 @@ from urllib.parse import quote
 import azure.functions as func
 
 from functions.api_errors import json_response, response_for
+from functions.http import secured
 from shared import bootstrap, mail_actions
 from shared.errors import ConnectorError, InvalidInputError
 
@@ -50,6 +51,7 @@ def _permanent(req: func.HttpRequest) -> bool:
 
 @bp.function_name("messages_list")
 @bp.route(route="accounts/{account_id}/messages", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@secured
 def messages_list(req: func.HttpRequest) -> func.HttpResponse:
     account_id = req.route_params.get("account_id", "")
     try:
@@ -72,6 +74,7 @@ def messages_list(req: func.HttpRequest) -> func.HttpResponse:
     methods=["GET", "PATCH", "DELETE"],
     auth_level=func.AuthLevel.FUNCTION,
 )
+@secured
 def messages_item(req: func.HttpRequest) -> func.HttpResponse:
     account_id, message_id = _ids(req)
     services = bootstrap.services()
@@ -92,6 +95,7 @@ def messages_item(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(
     route="accounts/{account_id}/messages/{message_id}/move", methods=["POST"], auth_level=func.AuthLevel.FUNCTION
 )
+@secured
 def messages_move(req: func.HttpRequest) -> func.HttpResponse:
     account_id, message_id = _ids(req)
     try:
@@ -110,6 +114,7 @@ def messages_move(req: func.HttpRequest) -> func.HttpResponse:
     methods=["GET"],
     auth_level=func.AuthLevel.FUNCTION,
 )
+@secured
 def messages_attachment(req: func.HttpRequest) -> func.HttpResponse:
     account_id, message_id = _ids(req)
     try:
@@ -140,6 +145,7 @@ def _disposition(name: str) -> str:
 
 @bp.function_name("folders_list")
 @bp.route(route="accounts/{account_id}/folders", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@secured
 def folders_list(req: func.HttpRequest) -> func.HttpResponse:
     account_id = req.route_params.get("account_id", "")
     try:
