@@ -106,6 +106,9 @@ class LocalStack:
     extra_settings: Mapping[str, str] = field(default_factory=dict)
     log_dir: Path | None = None  # None: children print to this process's stdout
     in_memory_storage: bool = False
+    # Azurite's debug log (one line per request it serves): benchmarks count storage
+    # operations from it, on the server's side, whatever client made them.
+    azurite_debug_log: Path | None = None
     children: list[_Child] = field(default_factory=list)
     settings: dict[str, str] = field(default_factory=dict)
     # A plain flag, not a threading.Event: a signal handler that took the Event's lock while
@@ -219,6 +222,8 @@ class LocalStack:
         ]
         # Azurite refuses --location together with --inMemoryPersistence.
         argv += ["--inMemoryPersistence"] if self.in_memory_storage else ["--location", str(self.data_dir / "azurite")]
+        if self.azurite_debug_log is not None:
+            argv += ["--debug", str(self.azurite_debug_log)]
         self._spawn("azurite", argv, env)
 
     def _app_settings(self) -> dict[str, str]:

@@ -40,8 +40,8 @@ from shared.client_state import key_id
 from shared.errors import ConnectorError, GraphError, InvalidInputError, NotFoundError, ReauthRequiredError
 from shared.models import Account, AccountStatus, Subscription, SubscriptionStatus
 from shared.subscriptions import GRAPH_COOLDOWN
-from shared.sync import SyncResult, sync_mailbox
-from shared.webhook import NotificationTrigger
+from shared.sync import SyncResult, served_already, sync_mailbox
+from shared.webhook import ORIGIN, NotificationTrigger
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
@@ -51,6 +51,10 @@ log = logging.getLogger(__name__)
 
 # Graph: do not send both a reauthorize and a PATCH for one subscription within 10 minutes.
 REAUTHORIZE_QUIET_PERIOD = GRAPH_COOLDOWN
+# Subscription records read for change notifications, kept this long per process.
+RECORD_CACHE_TTL = dt.timedelta(seconds=30)
+RECORD_CACHE_SIZE = 65_536
+_record_cache: dict[tuple[int, str, str], tuple[Subscription, dt.datetime]] = {}
 
 
 @dataclass
@@ -77,11 +81,24 @@ def process_trigger(services: Services, trigger: NotificationTrigger) -> Trigger
     account_id = trigger.account_id
     if trigger.rejected:
         log.warning("account %s: %d trigger entries without a Graph subscription id ignored", account_id, trigger.rejected)
+    if (
+        not trigger.lifecycle
+        and trigger.changed
+        and trigger.received_at_ms is not None
+        and served_already(
+            services, account_id, _notified_at(services, trigger), same_clock=trigger.origin == ORIGIN
+        )
+    ):
+        # A round of this process began after the trigger came and has ended: its changes
+        # are published. Nothing to read or write (shared.sync "triggers a finished round
+        # served already").
+        outcome.sync = SyncResult(account_id, "notification", joined=True)
+        return outcome
     # Subscriptions are stored under their account: an unknown account has none recorded.
     changed = False
     outdated: dict[str, Subscription] = {}
     for change in trigger.changed:
-        subscription = _recorded(services, account_id, change.subscription_id, outcome)
+        subscription = _recorded(services, account_id, change.subscription_id, outcome, cached=True)
         if subscription is False:
             continue
         if subscription is None:
@@ -107,7 +124,11 @@ def process_trigger(services: Services, trigger: NotificationTrigger) -> Trigger
     if not trigger.lifecycle:
         if changed:  # the hot path: the sync reads the account (and checks its status) itself
             outcome.sync = sync_mailbox(
-                services, account_id, reason="notification", notified_at=_notified_at(services, trigger)
+                services,
+                account_id,
+                reason="notification",
+                notified_at=_notified_at(services, trigger),
+                join=True,
             )
             if outcome.sync.skipped in ("unknown_account", "inactive"):
                 outcome.dropped = outcome.sync.skipped
@@ -181,16 +202,39 @@ def process_trigger(services: Services, trigger: NotificationTrigger) -> Trigger
 
 
 def _recorded(
-    services: Services, account_id: str, subscription_id: str, outcome: TriggerOutcome
+    services: Services, account_id: str, subscription_id: str, outcome: TriggerOutcome, *, cached: bool = False
 ) -> Subscription | None | Literal[False]:
     """The subscription's record, None when there is none, False when the id cannot be one
-    (the store refuses it as a key): counted, and the trigger's other entries go on."""
+    (the store refuses it as a key): counted, and the trigger's other entries go on.
+
+    With ``cached`` (change notifications), a record read less than ``RECORD_CACHE_TTL``
+    ago in this process is used again: a burst of one mailbox's mail costs one point read,
+    not one per trigger. At worst a change notification of a subscription deleted within
+    that time still runs a delta round, which publishes only what the mailbox really
+    changed. Lifecycle events always read the record: they act on it."""
+    key = (id(services), account_id, subscription_id)
+    now = services.clock.now()
+    if cached:
+        hit = _record_cache.get(key)
+        if hit is not None and now - hit[1] < RECORD_CACHE_TTL:
+            return hit[0]
     try:
-        return services.subscriptions.get(account_id, subscription_id)
+        subscription = services.subscriptions.get(account_id, subscription_id)
     except InvalidInputError:
         outcome.rejected += 1
         log.warning("account %s: a trigger entry names an impossible subscription id; ignored", account_id)
         return False
+    if subscription is None:
+        _record_cache.pop(key, None)
+    else:
+        if len(_record_cache) >= RECORD_CACHE_SIZE:
+            _record_cache.clear()
+        _record_cache[key] = (subscription, now)
+    return subscription
+
+
+def _forget_record(services: Services, subscription: Subscription) -> None:
+    _record_cache.pop((id(services), subscription.account_id, subscription.subscription_id), None)
 
 
 def _signed_outdated(services: Services, subscription: Subscription) -> bool:
@@ -313,6 +357,7 @@ def _recreate(services: Services, account: Account, subscription: Subscription, 
 
     subscription.status = SubscriptionStatus.REMOVED
     services.subscriptions.save(subscription)
+    _forget_record(services, subscription)
     replacement = ensure_mailbox_subscription(services, account, auth)
     log.info(
         "account %s: subscription %s replaced by %s",

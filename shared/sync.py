@@ -54,6 +54,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -96,7 +97,14 @@ _SAVE_ATTEMPTS = 5
 _JOB_VERSION = 1
 _monotonic = time.monotonic  # the budget's clock (tests replace it)
 
-__all__ = ["LEASE_STALE_AFTER", "LeaseLostError", "SyncResult", "record_initial_delta", "sync_mailbox"]
+__all__ = [
+    "LEASE_STALE_AFTER",
+    "LeaseLostError",
+    "SyncResult",
+    "record_initial_delta",
+    "served_already",
+    "sync_mailbox",
+]
 
 
 class _Mode:
@@ -117,6 +125,8 @@ class SyncResult:
     restarted: bool = False  # the deltaLink had expired (410) and a full round ran
     resumed: bool = False  # a round left unfinished by an earlier invocation went on
     handed_over: bool = False  # the rest (of a round, or pending work) went to queue mail-sync
+    # Served by a round another trigger of this process ran for the account (``join``).
+    joined: bool = False
     # why nothing (more) ran: unknown_account, inactive, reauth_required, busy, lease_lost
     skipped: str | None = None
 
@@ -175,6 +185,7 @@ def sync_mailbox(
     reason: str,
     notified_at: dt.datetime | None = None,
     monotonic: Callable[[], float] | None = None,
+    join: bool = False,
 ) -> SyncResult:
     """Bring the account's events up to date with its inbox (processing, lifecycle, renewal
     catch-up, operator resync, queued rounds). Returns what was published, or why nothing ran.
@@ -182,7 +193,25 @@ def sync_mailbox(
     ``ReauthRequiredError`` is absorbed (the token provider marked the account), as is a
     lost lease (its new holder does the work); Graph and storage failures propagate so
     that the queue retries.
+
+    With ``join`` (a change notification's trigger), a call that finds a round of the
+    account running in this process waits for the next round it runs instead of running
+    one of its own (``_Joiners``): a burst of one mailbox's mail costs a few rounds, not
+    one each.
     """
+    if join:
+        return _joined(services, account_id, reason, notified_at, monotonic)
+    return _sync_once(services, account_id, reason, notified_at, monotonic, None)
+
+
+def _sync_once(
+    services: Services,
+    account_id: str,
+    reason: str,
+    notified_at: dt.datetime | None,
+    monotonic: Callable[[], float] | None,
+    joiners: _Joiners | None,
+) -> SyncResult:
     result = SyncResult(account_id, reason)
     emit_history = services.settings.emit_history_on_connect
 
@@ -196,24 +225,29 @@ def sync_mailbox(
             result.skipped = "inactive"
             return True
         tried: list[Account] = []
+        at = joiners.notified_at(notified_at) if joiners is not None else notified_at
 
         def rounds(auth: GraphAuth) -> bool:
             # Once more after a refused token: from the account as it is now.
             current = services.accounts.get(account_id) or account if tried else account
             tried.append(current)
-            return _rounds(services, current, auth, result, emit_history, lease, notified_at=notified_at)
+            return _rounds(services, current, auth, result, emit_history, lease, notified_at=at)
 
         return with_fresh_token(services.tokens, account_id, rounds, lambda: services.tokens.graph_auth(account))
 
     try:
-        _with_lease(services, account_id, result, run, monotonic=monotonic)
+        _with_lease(services, account_id, result, run, monotonic=monotonic, joiners=joiners)
     except ReauthRequiredError:
         log.warning("sync of account %s skipped: it must sign in again", account_id)
         result.skipped = "reauth_required"
+        if joiners is not None:
+            joiners.done(result)
         return result
     except LeaseLostError:
         log.warning("sync of account %s stopped: its lease was taken over; nothing more written", account_id)
         result.skipped = "lease_lost"
+        if joiners is not None:
+            joiners.done(result)  # the new holder's round began after the joined triggers came
         return result
     except UpstreamError as error:
         _note_error(services, account_id, f"{type(error).__name__}: {error}")
@@ -243,6 +277,8 @@ class _Lease:
     renewed_at: dt.datetime  # the holder's last proof that it holds the lease
     deadline: float  # monotonic time after which no new page is fetched
     monotonic: Callable[[], float]
+    # The last round began in this invocation and saved its deltaLink (``served_already``).
+    served: bool = False
 
     def out_of_time(self) -> bool:
         return self.monotonic() >= self.deadline
@@ -255,34 +291,56 @@ def _with_lease(
     run: Callable[[_Lease], bool],
     *,
     monotonic: Callable[[], float] | None = None,
+    joiners: _Joiners | None = None,
 ) -> None:
     """Run rounds under the account's lease: ``run`` returns False when it stopped for time
-    with its place kept. Pending work is never dropped: it runs here, or goes to the queue."""
+    with its place kept. Pending work is never dropped: it runs here, or goes to the queue.
+
+    ``joiners`` (triggers of this process waiting for a round) learn when a round that
+    began after they arrived has ended: ``begin`` comes before the lease is taken and
+    before each further round, ``done`` once the round saved its deltaLink, found the
+    lease busy (its holder runs one more round for the pending mark) or handed its rest
+    to the queue."""
     ledger = services.ledger
     holder = uuid.uuid4().hex
     now = services.clock.now()
+    if joiners is not None:
+        joiners.begin()
     if not ledger.acquire_lease(account_id, holder, now, LEASE_STALE_AFTER):
         result.skipped = "busy"
+        if joiners is not None:
+            joiners.done(result)
         return
     budget = float(getattr(services.settings, "sync_time_budget_seconds", 120))
     clock = monotonic or _monotonic
     lease = _Lease(holder, now, clock() + budget, clock)
     try:
         extra_round = False
-        for _ in range(MAX_ROUNDS_PER_LEASE):
+        for number in range(MAX_ROUNDS_PER_LEASE):
+            if number and joiners is not None:
+                joiners.begin()
             resumed_before = result.resumed
+            began = services.clock.now()
             if not run(lease):
                 # Let go first: the queued round must find the lease free, not mark it pending.
                 ledger.release_lease(account_id, holder, abandon=True)
                 _hand_over(services, result, "continue")
+                if joiners is not None:
+                    joiners.done(result)
                 return
+            if joiners is not None:
+                joiners.done(result)
             if result.skipped is not None:
                 ledger.release_lease(account_id, holder, abandon=True)
                 return
+            if lease.served:
+                _served(services, account_id, began)
             # A round that went on from an earlier invocation took long: one more, for the
             # mail that arrived meanwhile and whose triggers may have been dropped with it.
             if result.resumed and not resumed_before and not extra_round:
                 extra_round = True
+            elif joiners is not None and joiners.waiting():
+                pass  # triggers of this process came during the round: one more, same lease
             elif ledger.release_lease(account_id, holder):
                 return
             if lease.out_of_time():
@@ -290,7 +348,11 @@ def _with_lease(
         # Work is pending (another trigger marked the lease) but this invocation has run
         # its share: the queue runs it, rather than the pending mark being dropped.
         ledger.release_lease(account_id, holder, abandon=True)
+        if joiners is not None:
+            joiners.begin()
         _hand_over(services, result, "pending")
+        if joiners is not None:
+            joiners.done(result)
     except LeaseLostError:
         raise  # not ours any more: nothing to give back
     except BaseException:
@@ -299,6 +361,157 @@ def _with_lease(
         except Exception:  # noqa: BLE001 - the original error matters more; the lease goes stale
             log.exception("could not release the sync lease of account %s", account_id)
         raise
+
+
+# --- triggers a finished round served already ---------------------------------------------
+#
+# A trigger says only "the mailbox changed before I was received": a delta round that began
+# (took its first delta page) after that and saved its deltaLink has published the change.
+# This process keeps, per account, when the last such round of its own began; a trigger
+# received before then is served, and costs no storage operation or Graph call. Its queue
+# message is deleted after that round's deltaLink was saved, so a crash loses nothing.
+# The trigger's receivedAt is compared on one clock only: a trigger stamped by another
+# process is taken as received ``OTHER_CLOCK_ALLOWANCE`` later than it says.
+
+OTHER_CLOCK_ALLOWANCE = dt.timedelta(seconds=2)
+_served_since: dict[tuple[int, str], dt.datetime] = {}
+_served_lock = threading.Lock()
+_SERVED_SIZE = 65_536
+
+
+def _served(services: Services, account_id: str, began: dt.datetime) -> None:
+    key = (id(services), account_id)
+    with _served_lock:
+        known = _served_since.get(key)
+        if known is None or began > known:
+            if known is None and len(_served_since) >= _SERVED_SIZE:
+                _served_since.clear()
+            _served_since[key] = began
+
+
+def served_already(services: Services, account_id: str, received_at: dt.datetime, *, same_clock: bool) -> bool:
+    """Whether a round of this process that began after ``received_at`` has ended with its
+    deltaLink saved: then the changes a trigger received at that time announces are out."""
+    with _served_lock:
+        since = _served_since.get((id(services), account_id))
+    if since is None:
+        return False
+    return (received_at if same_clock else received_at + OTHER_CLOCK_ALLOWANCE) < since
+
+
+# --- triggers of one process joining a running round -------------------------------------
+#
+# Why a joined trigger loses nothing: its queue message is deleted only when its function
+# returns, and it returns only once a round numbered after its arrival has ended (``done``),
+# or with that round's error (the message goes back to the queue). A round's number is
+# taken (``begin``) under the same lock the trigger registers under, before the round takes
+# the lease or makes its first delta call; Graph notifies after the change is in the
+# mailbox, so a delta query begun after the trigger arrived returns the change. "Ended" is
+# one of: the deltaLink was saved (the change is published and marked); the lease was busy
+# (the pending mark was left, or found, after the trigger arrived, and the holder runs one
+# more round before it lets go, as for any trigger of another instance); the rest was
+# handed to queue mail-sync (a durable message written after the trigger arrived); the
+# lease was taken over during the round (its new holder's round began after the trigger
+# arrived). A crash of the process before that leaves the trigger's message in the queue,
+# to be delivered again. No storage write is added: waiting is in-process.
+
+_MAX_ROUNDS_LED = MAX_ROUNDS_PER_LEASE  # then the leader hands the lead to a waiting trigger
+
+
+class _Joiners:
+    """The rounds one process runs for one account, and the triggers waiting for them."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.leading = False  # a call of this process is running the account's rounds
+        self.started = 0  # number of the last round begun
+        self.ok = 0  # number of the last round that ended without an error
+        self.failed = 0  # number of the last round that raised
+        self.error: BaseException | None = None
+        self.wanted = 0  # the highest round number a waiting trigger needs
+        self.skipped: str | None = None
+        self._notified_at: dt.datetime | None = None
+
+    def begin(self) -> None:
+        with self.cond:
+            self.started += 1
+
+    def done(self, result: SyncResult) -> None:
+        with self.cond:
+            self.ok = self.started
+            self.skipped = result.skipped
+            self.cond.notify_all()
+
+    def fail(self, error: BaseException) -> None:
+        with self.cond:
+            self.failed = self.started
+            self.error = error
+            self.cond.notify_all()
+
+    def waiting(self) -> bool:
+        """Whether a trigger needs a round not begun yet."""
+        with self.cond:
+            return self.wanted > self.started
+
+    def notified_at(self, own: dt.datetime | None) -> dt.datetime | None:
+        with self.cond:
+            latest, self._notified_at = self._notified_at, None
+        if latest is None or (own is not None and own >= latest):
+            return own
+        return latest
+
+
+_joiners: dict[tuple[int, str], _Joiners] = {}
+_joiners_lock = threading.Lock()
+
+
+def _joined(
+    services: Services,
+    account_id: str,
+    reason: str,
+    notified_at: dt.datetime | None,
+    monotonic: Callable[[], float] | None,
+) -> SyncResult:
+    key = (id(services), account_id)
+    with _joiners_lock:
+        state = _joiners.setdefault(key, _Joiners())
+    with state.cond:
+        if state.leading:
+            need = state.started + 1
+            state.wanted = max(state.wanted, need)
+            if notified_at is not None and (state._notified_at is None or notified_at > state._notified_at):
+                state._notified_at = notified_at
+            while state.leading and state.ok < need and state.failed < need:
+                state.cond.wait()
+            if state.ok >= need:
+                skipped = state.skipped if state.skipped in ("unknown_account", "inactive") else None
+                return SyncResult(account_id, reason, joined=True, skipped=skipped)
+            if state.failed >= need and state.error is not None:
+                raise state.error
+            # The leader stopped before our round: lead it ourselves.
+        state.leading = True
+    led = 0
+    try:
+        while True:
+            led += 1
+            try:
+                result = _sync_once(services, account_id, reason, notified_at, monotonic, state)
+            except BaseException as error:
+                state.fail(error)
+                raise
+            with state.cond:
+                if state.wanted > state.ok and led < _MAX_ROUNDS_LED:
+                    continue  # triggers came after the last round began
+                return result
+    finally:
+        with state.cond:
+            state.leading = False
+            state.cond.notify_all()
+        with _joiners_lock:
+            with state.cond:
+                idle = not state.leading and state.wanted <= max(state.ok, state.failed)
+            if idle and _joiners.get(key) is state:
+                del _joiners[key]
 
 
 def _hand_over(services: Services, result: SyncResult, reason: str) -> None:
@@ -320,6 +533,7 @@ def _rounds(
     folder first) or from each folder's deltaLink. True when every folder ended with a saved
     deltaLink, False when a round stopped for time (place kept)."""
     progress = services.ledger.progress(account.account_id)
+    lease.served = False
     watched = watched_folders(services, auth)
     links: dict[str, str] = {}
     if any(key != INBOX for key in watched.keys):
@@ -327,6 +541,9 @@ def _rounds(
     links[INBOX] = account.delta_link or ""
     first = 0
     stale: SyncProgress | None = None
+    # The round serves the triggers that came before it began (shared.sync._Joiners) only
+    # when it walked every folder from its link and each link was kept.
+    fresh, kept_all = progress is None, True
     if progress is not None:
         if (progress.folder or INBOX) in watched.keys:
             first = watched.keys.index(progress.folder or INBOX)
@@ -339,11 +556,13 @@ def _rounds(
             services, account, auth, result, emit_history, lease, watched, folder,
             links.get(folder) or None, resumed, stale, notified_at=notified_at,
         )
-        if not done:
+        if done is None:
             return False
+        kept_all = kept_all and done
         stale = None
     if INBOX not in watched.keys:
-        _save_delta_link(services, account, None, notified_at)
+        kept_all = _save_delta_link(services, account, None, notified_at) and kept_all
+    lease.served = fresh and kept_all
     return True
 
 
@@ -361,8 +580,9 @@ def _folder_round(
     stale: SyncProgress | None,
     *,
     notified_at: dt.datetime | None = None,
-) -> bool:
-    """One folder's round: True when it ended with a saved deltaLink."""
+) -> bool | None:
+    """One folder's round: None when it stopped for time (its place kept), else whether the
+    deltaLink it ended with was kept (False: the account was disconnected meanwhile)."""
     saved = resumed or stale
     if resumed is not None:
         result.resumed = True
@@ -384,19 +604,20 @@ def _folder_round(
         round_ = new_round(_Mode.FULL, uuid.uuid4().hex)
         delta_link = round_.run(None)
     if delta_link is None:
-        return False
+        return None
     if round_.mode == _Mode.FULL:
         round_.publish_vanished()
     result.rounds += 1
     # Saved within LEASE_RENEW_AFTER of a proof: no other holder can have saved a newer one.
     round_.prove_lease()
     if folder == INBOX:
-        _save_delta_link(services, account, delta_link, notified_at)
+        kept = _save_delta_link(services, account, delta_link, notified_at)
     else:
         services.folder_deltas.save(account.account_id, folder, delta_link, account.connected_at)
+        kept = True
     if round_.saved is not None:
         services.ledger.commit(account.account_id, lease.holder, services.clock.now(), [], None)
-    return True
+    return kept
 
 
 class _Round:
@@ -654,7 +875,7 @@ def _parse_time(value: object) -> dt.datetime | None:
 
 def _save_delta_link(
     services: Services, account: Account, delta_link: str | None, notified_at: dt.datetime | None
-) -> None:
+) -> bool:
     """Store the new deltaLink with the account's ETag; on a conflict (another writer changed
     another field) reload and apply again: we hold the sync lease, our link is the latest,
     unless the account was disconnected or connected anew meanwhile (then the link belongs
@@ -684,6 +905,8 @@ def _save_delta_link(
     )
     if saved is None:
         log.info("account %s was disconnected or reconnected during its round: deltaLink dropped", account.account_id)
+        return False
+    return True
 
 
 def _note_error(services: Services, account_id: str, message: str) -> None:

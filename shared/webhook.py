@@ -16,7 +16,7 @@ valid items become one *trigger* per account:
 
     {"v": 2, "accountId": …, "changed": [{"subscriptionId": …, "nonce": …}, …],
      "changes": n, "lifecycle": [{"subscriptionId": …, "event": "missed", "nonce": …}, …],
-     "receivedAt": epoch ms}
+     "receivedAt": epoch ms, "origin": the stamping process}
 
 A notification is only a trigger: the delta query is the source of truth (docs/design.md
 "Processing"), so the message ids inside the items are not kept. A trigger stays a few
@@ -30,6 +30,7 @@ still read.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -54,6 +55,10 @@ _SUBSCRIPTION_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-
 # caller who did not already hold a valid clientState, and a miss runs the full check.
 VERIFIED_CACHE_SIZE = 65_536
 _verified: dict[tuple[bytes, ...], dict[str, ClientStateClaim]] = {}
+
+# Which process stamped a trigger's receivedAt: processing in the same process compares
+# it with its own clock, with no allowance for another machine's (``shared.sync``).
+ORIGIN = os.urandom(8).hex()
 
 _E = TypeVar("_E")
 
@@ -150,6 +155,7 @@ def read_notification_batch(
                 "changes": trigger.changes,
                 "lifecycle": trigger.lifecycle,
                 "receivedAt": stamp,
+                "origin": ORIGIN,
             },
             separators=(",", ":"),
         )
@@ -214,6 +220,7 @@ class NotificationTrigger:
     received_at_ms: int | None
     changed: tuple[SubscriptionChange, ...] = ()  # empty: one per subscription id, nonce unknown
     rejected: int = 0  # entries left out because their subscription id is not a Graph id
+    origin: str | None = None  # the process whose clock stamped received_at_ms
 
     def __post_init__(self) -> None:
         if not self.changed and self.subscription_ids:
@@ -263,6 +270,7 @@ def parse_trigger(body: bytes | str) -> NotificationTrigger:
         received_at_ms=received if isinstance(received, int) else None,
         changed=good_changes,
         rejected=len(changed) + len(lifecycle) - len(good_changes) - len(good_lifecycle),
+        origin=origin if isinstance(origin := document.get("origin"), str) else None,
     )
 
 

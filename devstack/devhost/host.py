@@ -48,7 +48,7 @@ from .invocation import (
     invoke,
 )
 from .ncrontab import parse_schedule
-from .queues import QueueClients, QueueListener, manual_message, message_bodies
+from .queues import DEFAULT_CONNECTION, QueueClients, QueueListener, manual_message, message_bodies
 from .timers import TimerRunner, timer_request, utc_now
 
 logger = logging.getLogger("devstack.devhost")
@@ -119,6 +119,7 @@ class DevHost:
         self._server_thread: threading.Thread | None = None
         self._timers: dict[str, TimerRunner] = {}
         self._listeners: list[QueueListener] = []
+        self._listening: dict[tuple[str, str], list[QueueListener]] = {}  # (connection, queue) -> listeners
         self._queue_clients = QueueClients(os.environ)
         self._background: ThreadPoolExecutor | None = None
         self._started = False
@@ -184,6 +185,7 @@ class DevHost:
         self._queue_clients.close()
         self._timers.clear()
         self._listeners.clear()
+        self._listening.clear()
         self._restore_environment()
         self._server = None
         self._started = False
@@ -275,6 +277,7 @@ class DevHost:
             self.config.function_timeout,
         )
         self._listeners.append(listener)
+        self._listening.setdefault((connection or DEFAULT_CONNECTION, queue_name), []).append(listener)
         listener.start()
 
     # ----------------------------------------------------------------- invocations
@@ -309,8 +312,10 @@ class DevHost:
             if not bodies:
                 continue
             queue_name = resolve_setting_refs(str(binding.settings.get("queueName", ""))).lower()
-            self._queue_clients.send(binding.settings.get("connection"), queue_name, bodies,
-                                     self.config.queues.base64)
+            connection = binding.settings.get("connection")
+            self._queue_clients.send(connection, queue_name, bodies, self.config.queues.base64)
+            for listener in self._listening.get((connection or DEFAULT_CONNECTION, queue_name), ()):
+                listener.wake()
 
     def _run_http(self, route: HttpRoute, request: IncomingRequest, route_params: dict[str, str]) -> Response:
         body = request.read_body()  # RequestTooLarge and MalformedBody become 413 and 400 at the edge

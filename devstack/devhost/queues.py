@@ -6,7 +6,8 @@ when a message is not base64. The listener follows the host's queue listener
 (Microsoft docs "Azure Queue storage trigger", sections "Poison messages", "Polling
 algorithm" and "Concurrency"): it fetches ``batchSize`` messages, runs them concurrently,
 fetches again when no more than ``newBatchThreshold`` are still running, backs off
-exponentially up to ``maxPollingInterval`` while the queue is empty, deletes a message
+exponentially up to ``maxPollingInterval`` while the queue is empty (and polls at once
+when a function of this host wrote to the queue through an output binding), deletes a message
 after success, makes it visible again after ``visibilityTimeout`` after a failure, and
 moves it, body intact, to ``<queue>-poison`` once it has been dequeued
 ``maxDequeueCount`` times.
@@ -23,6 +24,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.request import getproxies_environment
 
 import azure.functions as func
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
@@ -39,6 +41,7 @@ DEFAULT_CONNECTION = "AzureWebJobsStorage"
 # uses functionTimeout instead, capped by the service's 7 days).
 MAX_INVISIBLE_SECONDS = 7 * 24 * 3600
 MIN_POLLING_INTERVAL = 0.005
+SEND_PARALLELISM = 32  # messages of output bindings written at once
 MAX_FAILURE_BACKOFF = 10.0
 # Azurite is local: fail fast and let the listener's own back-off wait, instead of the SDK's
 # default exponential retry that starts at 15 s and would hold up the webhook and shutdown.
@@ -92,6 +95,8 @@ class QueueClients:
         self._environ = environ
         self._clients: dict[tuple[str, str], QueueClient] = {}
         self._lock = threading.Lock()
+        self._senders: ThreadPoolExecutor | None = None
+        self._session: Any = None  # requests.Session, made with the first client
 
     def connection_string(self, connection: str | None) -> str:
         setting = resolve_setting_refs(connection or DEFAULT_CONNECTION, self._environ)
@@ -109,14 +114,33 @@ class QueueClients:
         # Created outside the lock: a slow or unreachable account must not hold up the others.
         client = QueueClient.from_connection_string(
             self.connection_string(connection), queue_name,
-            retry_policy=fast_retry(), connection_timeout=5, read_timeout=30)
+            retry_policy=fast_retry(), connection_timeout=5, read_timeout=30, transport=self._transport())
         ensure_queue(client)
         with self._lock:
             return self._clients.setdefault(key, client)
 
+    def _transport(self) -> Any:
+        """One ``requests`` session for every queue client. Without proxy variables it does
+        not consult the environment (proxies, ``.netrc``) on each request, as ``requests``
+        otherwise does: a few hundred microseconds of CPU per poll, delete and send."""
+        import requests
+        from azure.core.pipeline.transport import RequestsTransport
+
+        with self._lock:
+            if self._session is None:
+                self._session = requests.Session()
+                self._session.trust_env = bool(getproxies_environment())
+                adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=64)
+                self._session.mount("http://", adapter)
+                self._session.mount("https://", adapter)
+            return RequestsTransport(session=self._session, session_owner=False)
+
     def send(self, connection: str | None, queue_name: str, bodies: list[str | bytes], base64_encoding: bool) -> None:
+        """Writes every message of an output binding; Storage queues take one message per
+        request, so several are written side by side (all are written before this returns)."""
         client = self.get(connection, queue_name)
-        for body in bodies:
+
+        def send_one(body: str | bytes) -> None:
             text = encode_message(body, base64_encoding)
             try:
                 client.send_message(text)
@@ -124,11 +148,28 @@ class QueueClients:
                 ensure_queue(client)
                 client.send_message(text)
 
+        if len(bodies) <= 1:
+            for body in bodies:
+                send_one(body)
+            return
+        with self._lock:
+            if self._senders is None:
+                self._senders = ThreadPoolExecutor(max_workers=SEND_PARALLELISM, thread_name_prefix="devhost-send")
+            senders = self._senders
+        for future in [senders.submit(send_one, body) for body in bodies]:
+            future.result()
+
     def close(self) -> None:
         with self._lock:
+            if self._senders is not None:
+                self._senders.shutdown(wait=True)
+                self._senders = None
             for client in self._clients.values():
                 client.close()
             self._clients.clear()
+            if self._session is not None:
+                self._session.close()
+                self._session = None
 
 
 def ensure_queue(client: QueueClient) -> None:
@@ -182,12 +223,21 @@ class QueueListener:
             thread_name_prefix=f"devhost-queue-{function_name}",
         )
         self._thread = threading.Thread(target=self._run, name=f"devhost-poll-{function_name}", daemon=True)
+        self._wake = threading.Event()
 
     def start(self) -> None:
         self._thread.start()
 
+    def wake(self) -> None:
+        """Poll now: this host just wrote to the queue (an output binding). The host does the
+        same (its queue listener is told of messages its own functions added), so an idle
+        queue is polled only every ``maxPollingInterval`` and a message written here still
+        runs at once."""
+        self._wake.set()
+
     def join(self, timeout: float | None = None) -> None:
         """Waits for the poller and the running invocations; queued ones hand their message back."""
+        self._wake.set()
         self._thread.join(timeout)
         self._pool.shutdown(wait=True)
 
@@ -227,7 +277,10 @@ class QueueListener:
                         self._in_flight += 1
                     self._pool.submit(self._handle, message)
                 continue
-            self._stop.wait(interval)
+            if self._wake.wait(interval):
+                self._wake.clear()
+                interval = MIN_POLLING_INTERVAL
+                continue
             interval = min(interval * 2, max(self._options.max_polling_interval, MIN_POLLING_INTERVAL))
 
     def _handle(self, message: StorageMessage) -> None:

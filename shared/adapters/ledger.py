@@ -37,7 +37,10 @@ _PROGRESS_ROW = "progress"
 _MARK_PREFIX = "m"
 _BATCH = 100
 _MARKS_PER_COMMIT = _BATCH - 2  # the lease row and the progress row ride along
-_READ_PARALLELISM = 8
+# Threads for the point reads of every round of the process: one page's reads run side by
+# side, and so do the rounds of many accounts (a burst): a pool of 8 made them wait for
+# each other's reads.
+_READ_THREADS = 64
 _ATTEMPTS = 8
 
 
@@ -82,7 +85,7 @@ class TableMailLedger:
         self._tables = Tables.for_connection(connection)
         self._lock = threading.Lock()
         self._held: dict[tuple[str, str], _Held] = {}  # our lease writes: (account, holder) -> state
-        self._pool = ThreadPoolExecutor(max_workers=_READ_PARALLELISM, thread_name_prefix="mailledger")
+        self._pool = ThreadPoolExecutor(max_workers=_READ_THREADS, thread_name_prefix="mailledger")
 
     def _client(self) -> TableClient:
         return self._tables.table(LEDGER_TABLE)

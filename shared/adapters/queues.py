@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from shared.adapters.storage_http import storage_service_client
@@ -15,6 +16,10 @@ from shared.errors import PersistenceError
 
 if TYPE_CHECKING:
     from azure.storage.queue import QueueClient, QueueServiceClient
+
+# Shared by every send of the process (the rounds of many accounts at once): as many as the
+# storage transport's pooled connections.
+SEND_THREADS = 64
 
 
 def queue_service_client(connection: str) -> QueueServiceClient:
@@ -28,6 +33,7 @@ class StorageQueueSender:
         self._service = queue_service_client(connection)
         self._clients: dict[str, QueueClient] = {}
         self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
 
     def _queue(self, name: str) -> QueueClient:
         client = self._clients.get(name)
@@ -51,14 +57,27 @@ class StorageQueueSender:
             return self._clients[name]
 
     def send(self, queue: str, messages: Sequence[str]) -> None:
+        """Every message is written when this returns. Storage queues take one message per
+        request (there is no batch send), so the messages of one call (the events of a
+        delta page) are written side by side; a Storage queue keeps no order anyway."""
         from azure.core.exceptions import AzureError
 
         try:
             client = self._queue(queue)
-            for message in messages:
-                client.send_message(message)
+            if len(messages) <= 1:
+                for message in messages:
+                    client.send_message(message)
+                return
+            for future in [self._senders().submit(client.send_message, m) for m in messages]:
+                future.result()
         except AzureError as exc:
             raise PersistenceError(f"sending to queue {queue} failed: {type(exc).__name__}") from exc
+
+    def _senders(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=SEND_THREADS, thread_name_prefix="queue-send")
+            return self._pool
 
     def check(self) -> None:
         next(iter(self._service.list_queues(results_per_page=1).by_page()), None)

@@ -7,8 +7,8 @@ import datetime as dt
 
 import pytest
 
-from shared.errors import ConfigurationError
 from shared.config import parse_mail_folders
+from shared.errors import ConfigurationError
 from shared.mail_folders import subscription_resource
 from shared.sync import record_initial_delta, sync_mailbox
 from tests.fakes import EPOCH, make_services, make_settings
