@@ -57,20 +57,19 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from shared.config import MAIL_EVENT_QUEUE, MAIL_SYNC_QUEUE
+from shared.config import MAIL_SYNC_QUEUE
+from shared.delta_round import LEASE_RENEW_AFTER, DeltaRound, RoundMode, SyncLease, SyncResult
 from shared.errors import (
     DeltaTokenExpiredError,
     InvalidInputError,
     ReauthRequiredError,
     UpstreamError,
 )
-from shared.events import CREATED, DELETED, UPDATED, encode_event, mail_event
-from shared.ledger import LeaseLostError, LedgerMark, SyncProgress
-from shared.mail_folders import DELETED_ITEMS, INBOX, WatchedFolders, locate, watched_folders
+from shared.ledger import LeaseLostError, SyncProgress
+from shared.mail_folders import INBOX, WatchedFolders, watched_folders
 from shared.models import Account, AccountStatus
 from shared.retry import update_with_etag, with_fresh_token
 
@@ -82,17 +81,11 @@ log = logging.getLogger(__name__)
 
 FOLDER = INBOX
 LEASE_STALE_AFTER = dt.timedelta(seconds=60)
-# A holder proves its lease (a conditional write) when its last proof is older than this,
-# before a Graph call and again before it publishes: an event goes out at most this long
-# (plus the queue write) after the holder last proved it held the lease.
-LEASE_RENEW_AFTER = dt.timedelta(seconds=10)
 # How long a disconnect waits after seizing the lease from a running round, counted from
 # that round's last proof: by then the round can no longer publish (LEASE_RENEW_AFTER plus
 # a queue write's time).
 PUBLISH_FENCE = LEASE_RENEW_AFTER + dt.timedelta(seconds=5)
 MAX_ROUNDS_PER_LEASE = 20
-# Progress of pages that publish nothing (history in a first round) is kept this often.
-PROGRESS_EVERY_SECONDS = 5.0
 _SAVE_ATTEMPTS = 5
 _JOB_VERSION = 1
 _monotonic = time.monotonic  # the budget's clock (tests replace it)
@@ -107,32 +100,8 @@ __all__ = [
 ]
 
 
-class _Mode:
-    FIRST = "first"  # no deltaLink yet: the connect's first round
-    INCREMENTAL = "incremental"  # from the stored deltaLink
-    FULL = "full"  # after 410 Gone: everything again, publish only what is new
 
 
-@dataclass
-class SyncResult:
-    account_id: str
-    reason: str
-    created: int = 0
-    updated: int = 0
-    deleted: int = 0
-    rounds: int = 0
-    pages: int = 0
-    restarted: bool = False  # the deltaLink had expired (410) and a full round ran
-    resumed: bool = False  # a round left unfinished by an earlier invocation went on
-    handed_over: bool = False  # the rest (of a round, or pending work) went to queue mail-sync
-    # Served by a round another trigger of this process ran for the account (``join``).
-    joined: bool = False
-    # why nothing (more) ran: unknown_account, inactive, reauth_required, busy, lease_lost
-    skipped: str | None = None
-
-    @property
-    def published(self) -> int:
-        return self.created + self.updated + self.deleted
 
 
 # --- entry points ----------------------------------------------------------------------
@@ -170,7 +139,7 @@ def record_initial_delta(
     Returns the saved account (unchanged when another round holds the lease)."""
     result = SyncResult(account.account_id, "connect")
 
-    def run(lease: _Lease) -> bool:
+    def run(lease: SyncLease) -> bool:
         current = services.accounts.get(account.account_id) or account
         return _rounds(services, current, auth, result, emit_history, lease)
 
@@ -215,7 +184,7 @@ def _sync_once(
     result = SyncResult(account_id, reason)
     emit_history = services.settings.emit_history_on_connect
 
-    def run(lease: _Lease) -> bool:
+    def run(lease: SyncLease) -> bool:
         # Read under the lease: the deltaLink is the one the previous holder saved.
         account = services.accounts.get(account_id)
         if account is None:
@@ -271,24 +240,13 @@ def _sync_once(
 # --- the lease and the rounds it covers ------------------------------------------------
 
 
-@dataclass
-class _Lease:
-    holder: str
-    renewed_at: dt.datetime  # the holder's last proof that it holds the lease
-    deadline: float  # monotonic time after which no new page is fetched
-    monotonic: Callable[[], float]
-    # The last round began in this invocation and saved its deltaLink (``served_already``).
-    served: bool = False
-
-    def out_of_time(self) -> bool:
-        return self.monotonic() >= self.deadline
 
 
 def _with_lease(
     services: Services,
     account_id: str,
     result: SyncResult,
-    run: Callable[[_Lease], bool],
+    run: Callable[[SyncLease], bool],
     *,
     monotonic: Callable[[], float] | None = None,
     joiners: _Joiners | None = None,
@@ -313,7 +271,7 @@ def _with_lease(
         return
     budget = float(getattr(services.settings, "sync_time_budget_seconds", 120))
     clock = monotonic or _monotonic
-    lease = _Lease(holder, now, clock() + budget, clock)
+    lease = SyncLease(holder, now, clock() + budget, clock)
     try:
         extra_round = False
         for number in range(MAX_ROUNDS_PER_LEASE):
@@ -525,7 +483,7 @@ def _rounds(
     auth: GraphAuth,
     result: SyncResult,
     emit_history: bool,
-    lease: _Lease,
+    lease: SyncLease,
     *,
     notified_at: dt.datetime | None = None,
 ) -> bool:
@@ -572,7 +530,7 @@ def _folder_round(
     auth: GraphAuth,
     result: SyncResult,
     emit_history: bool,
-    lease: _Lease,
+    lease: SyncLease,
     watched: WatchedFolders,
     folder: str,
     link: str | None,
@@ -588,12 +546,12 @@ def _folder_round(
         result.resumed = True
         mode, link, round_id = resumed.mode, resumed.link, resumed.round_id
     elif link is None:
-        mode, round_id = _Mode.FIRST, uuid.uuid4().hex
+        mode, round_id = RoundMode.FIRST, uuid.uuid4().hex
     else:
-        mode, round_id = _Mode.INCREMENTAL, uuid.uuid4().hex
+        mode, round_id = RoundMode.INCREMENTAL, uuid.uuid4().hex
 
-    def new_round(mode: str, round_id: str) -> _Round:
-        return _Round(services, account, auth, result, mode, round_id, emit_history, lease, saved, watched, folder)
+    def new_round(mode: str, round_id: str) -> DeltaRound:
+        return DeltaRound(services, account, auth, result, mode, round_id, emit_history, lease, saved, watched, folder)
 
     round_ = new_round(mode, round_id)
     try:
@@ -601,11 +559,11 @@ def _folder_round(
     except DeltaTokenExpiredError:
         log.warning("delta link of account %s, folder %s expired (410): full round", account.account_id, folder)
         result.restarted = True
-        round_ = new_round(_Mode.FULL, uuid.uuid4().hex)
+        round_ = new_round(RoundMode.FULL, uuid.uuid4().hex)
         delta_link = round_.run(None)
     if delta_link is None:
         return None
-    if round_.mode == _Mode.FULL:
+    if round_.mode == RoundMode.FULL:
         round_.publish_vanished()
     result.rounds += 1
     # Saved within LEASE_RENEW_AFTER of a proof: no other holder can have saved a newer one.
@@ -620,257 +578,12 @@ def _folder_round(
     return kept
 
 
-class _Round:
-    """One delta round of one account, page by page."""
-
-    def __init__(
-        self,
-        services: Services,
-        account: Account,
-        auth: GraphAuth,
-        result: SyncResult,
-        mode: str,
-        round_id: str,
-        emit_history: bool,
-        lease: _Lease,
-        saved: SyncProgress | None,
-        watched: WatchedFolders,
-        folder: str,
-    ) -> None:
-        self.lease = lease
-        self.watched = watched
-        self.folder = folder
-        self.services = services
-        self.account = account
-        self.auth = auth
-        self.result = result
-        self.mode = mode
-        self.round_id = round_id
-        self.emit_history = emit_history
-        self.ledger = services.ledger
-        self.baseline = _baseline(account)
-        self.saved = saved  # the progress stored in the ledger (None: none)
-        self._saved_at = lease.monotonic()
-        self._pages_here = 0
-
-    def run(self, link: str | None) -> str | None:
-        """Follow the pages from ``link``; the deltaLink at the end, None when out of time."""
-        while True:
-            if self._pages_here and self.lease.out_of_time() and link is not None:
-                self._keep_place(link, force=True)
-                return None
-            self.prove_lease()
-            page = self.services.graph.delta_page(self.auth, link, folder=self.folder)
-            self._pages_here += 1
-            self.result.pages += 1
-            # The call may have outlasted the lease: prove it again before anything is written.
-            self.prove_lease()
-            if not page.next_link and not page.delta_link:
-                raise UpstreamError("delta page without nextLink or deltaLink")
-            events, marks = self.prepare(page.items)
-            self._emit(events)
-            if page.next_link:
-                self._commit(marks, SyncProgress(page.next_link, self.mode, self.round_id, self.folder))
-                link = page.next_link
-            else:
-                # The last page: a full round keeps its place until the vanished are published.
-                ending = self.saved if self.mode == _Mode.FULL else None
-                if marks or (self.saved is not None and ending is None):
-                    self._commit(marks, ending, force=True)
-                return page.delta_link
-
-    def prove_lease(self, *, force: bool = False) -> None:
-        """A conditional write of the lease when the last proof is old; LeaseLostError if it
-        is no longer ours."""
-        now = self.services.clock.now()
-        if not force and now - self.lease.renewed_at < LEASE_RENEW_AFTER:
-            return
-        if not self.ledger.renew_lease(self.account.account_id, self.lease.holder, now):
-            raise LeaseLostError(f"sync lease of account {self.account.account_id} was taken over")
-        self.lease.renewed_at = now
-
-    def _keep_place(self, link: str, *, force: bool = False) -> None:
-        if self.saved is not None and self.saved.link == link:
-            return
-        self._commit([], SyncProgress(link, self.mode, self.round_id, self.folder), force=force)
-
-    def _commit(self, marks: list[LedgerMark], progress: SyncProgress | None, *, force: bool = False) -> None:
-        # Pages that publish nothing keep their place every few seconds, not every page.
-        if not marks and not force and self.lease.monotonic() - self._saved_at < PROGRESS_EVERY_SECONDS:
-            return
-        now = self.services.clock.now()
-        self.ledger.commit(self.account.account_id, self.lease.holder, now, marks, progress)
-        self.lease.renewed_at = now
-        self.saved = progress
-        self._saved_at = self.lease.monotonic()
-
-    def prepare(self, items: Iterable[dict[str, Any]]) -> tuple[list[str], list[LedgerMark]]:
-        items = [item for item in items if isinstance(item, dict) and isinstance(item.get("id"), str)]
-        # A first or full round ignores history unpublished so far, so only messages that may
-        # give an event or that a full round must see need a ledger read (the history of a
-        # large mailbox's first round reads no ledger row).
-        if self.mode == _Mode.INCREMENTAL or (self.mode == _Mode.FIRST and self.emit_history):
-            wanted = items
-        elif self.mode == _Mode.FULL:
-            wanted = items
-        else:
-            wanted = [item for item in items if "@removed" in item or self._is_new(item)]
-        if not wanted:
-            return [], []
-        known = self.ledger.marks(self.account.account_id, [item["id"] for item in wanted])
-        events: list[str] = []
-        marks: dict[str, LedgerMark] = {}
-        departed: list[LedgerMark] = []
-        seen = self.round_id if self.mode == _Mode.FULL else None
-        for item in wanted:
-            message_id = item["id"]
-            mark = marks.get(message_id) or known.get(message_id)
-            if "@removed" in item and mark is not None and not mark.removed and _folder_of(mark) == self.folder:
-                departed.append(mark)  # where did it go? (below, for the whole page at once)
-                continue
-            change, previous = self.classify(item, mark)
-            change_key = item.get("changeKey") if isinstance(item.get("changeKey"), str) else None
-            if change is None:
-                if (
-                    self.mode == _Mode.FULL
-                    and mark is not None
-                    and not mark.removed
-                    and mark.seen_in != self.round_id
-                    and _folder_of(mark) == self.folder
-                ):
-                    # Seen by this full round: not among the vanished at its end.
-                    marks[message_id] = LedgerMark(message_id, mark.change_key, False, self.round_id, self.folder)
-                continue
-            version: str | None = None
-            if previous is not None:  # a move: the same changeKey may have been published in the old folder
-                version = f"{change_key or ''}|{self.folder}"
-            elif change == CREATED and mark is not None:  # back after it left the watched folders
-                version = f"again|{change_key or ''}"
-            events.append(self._event(item, change, previous_folder=previous, version=version))
-            marks[message_id] = LedgerMark(
-                message_id, change_key, removed=change == DELETED, seen_in=seen, folder=self.folder
-            )
-            setattr(self.result, change, getattr(self.result, change) + 1)
-        if departed:
-            self._departed(departed, events, marks, seen)
-        return events, list(marks.values())
-
-    def _departed(
-        self, departed: list[LedgerMark], events: list[str], marks: dict[str, LedgerMark], seen: str | None
-    ) -> None:
-        """Messages that left this folder: deleted, moved out of the watched folders, or
-        moved to another watched one (whose round publishes the move)."""
-        where = locate(self.services, self.auth, [mark.message_id for mark in departed])
-        names: dict[str, str] | None = None
-        for mark in departed:
-            folder_id = where.get(mark.message_id)
-            reason = "deleted"
-            if folder_id is not None:
-                if self.watched.key_of(self.services, self.auth, folder_id) is not None:
-                    continue
-                if names is None:
-                    from shared.mail_actions import folder_names
-
-                    names = folder_names(self.services, self.auth)
-                reason = "deleted" if names.get(folder_id) == DELETED_ITEMS else "moved"
-            item = {"id": mark.message_id, "@removed": {"reason": reason}}
-            events.append(self._event(item, DELETED, reason=reason, version=mark.change_key or ""))
-            marks[mark.message_id] = LedgerMark(mark.message_id, mark.change_key, True, seen, self.folder)
-            self.result.deleted += 1
-
-    def _event(
-        self,
-        item: dict[str, Any],
-        change: str,
-        *,
-        previous_folder: str | None = None,
-        reason: str | None = None,
-        version: str | None = None,
-    ) -> str:
-        settings = self.services.settings
-        return encode_event(
-            mail_event(
-                self.account,
-                item,
-                change,
-                folder=self.folder,
-                now=self.services.clock.now(),
-                previous_folder=previous_folder,
-                reason=reason,
-                version=version,
-                body=settings.event_body,
-                body_max_bytes=settings.event_body_max_bytes,
-            )
-        )
-
-    def classify(self, item: dict[str, Any], mark: LedgerMark | None) -> tuple[str | None, str | None]:
-        """(change type or None, the folder a moved message came from)."""
-        if "@removed" in item:
-            if mark is not None:
-                # Its deletion was published, or it lives in another folder now (the move
-                # was published when that folder's round saw it).
-                return None, None
-            # Never published: a deletion is news only in an incremental round.
-            return (DELETED if self.mode == _Mode.INCREMENTAL else None), None
-        if mark is not None and mark.removed:
-            return CREATED, None  # it left the watched folders (or was deleted) and came back
-        if mark is not None:
-            previous = _folder_of(mark)
-            if previous != self.folder:
-                return UPDATED, previous
-            change_key = item.get("changeKey")
-            return (None if change_key is not None and change_key == mark.change_key else UPDATED), None
-        if self._is_new(item):
-            return CREATED, None
-        if self.mode == _Mode.INCREMENTAL:
-            return UPDATED, None
-        return (CREATED if self.mode == _Mode.FIRST and self.emit_history else None), None
-
-    def _is_new(self, item: dict[str, Any]) -> bool:
-        if self.baseline is None:
-            return self.mode != _Mode.FIRST
-        received = _parse_time(item.get("receivedDateTime"))
-        return received is not None and received >= self.baseline
-
-    def publish_vanished(self) -> None:
-        """After a full round: ledger messages it did not return were deleted meanwhile."""
-        gone = list(self.ledger.live_message_ids(self.account.account_id, unseen_in=self.round_id))
-        for start in range(0, len(gone), 98):
-            self.prove_lease()
-            events, marks = self.prepare(
-                {"id": mid, "@removed": {"reason": "deleted"}} for mid in gone[start : start + 98]
-            )
-            self._emit(events)
-            self._commit(marks, self.saved, force=True)
-
-    def _emit(self, events: list[str]) -> None:
-        if events:
-            self.prove_lease()
-            self.services.queues.send(MAIL_EVENT_QUEUE, events)
 
 
-def _folder_of(mark: LedgerMark) -> str:
-    # Marks written before folders were kept belong to the inbox, the only folder then.
-    return mark.folder or INBOX
 
 
-def _baseline(account: Account) -> dt.datetime | None:
-    # receivedDateTime has whole seconds: compare with the connect time's second.
-    if account.connected_at is None:
-        return None
-    return account.connected_at.astimezone(dt.UTC).replace(microsecond=0)
 
 
-def _parse_time(value: object) -> dt.datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.UTC)
-    return parsed
 
 
 def _save_delta_link(

@@ -39,8 +39,10 @@ NONCE = "nonce-1"
 @pytest.fixture
 def account(services):
     account = connected_account(services)
-    # Issued under the current key with a nonce: nothing to re-issue after a round.
+    # Issued under the current key with a nonce, with immutable ids: nothing to re-issue
+    # after a round.
     subscription = recorded_subscription(services, account)
+    subscription.immutable_ids = True
     subscription.client_state_nonce = NONCE
     subscription.client_state_key_id = key_id(services.settings.client_state_key)
     services.subscriptions.save(subscription)
