@@ -26,6 +26,7 @@ from shared.models import Account, AccountStatus, SubscriptionStatus
 from shared.renewal_report import Outcome, RenewalReport
 from shared.runner import KeyedGates
 from shared.subscription_renewal import Recreate, Resync, describe, resync_account
+from shared.subscriptions import grants_mail
 from shared.sweep_pace import SweepPace
 
 if TYPE_CHECKING:
@@ -120,6 +121,8 @@ class AccountSweep:
             return None
         if account.connected_at is not None and now - account.connected_at < CONNECT_GRACE:
             return None
+        if account.scopes and not grants_mail(account.scopes):
+            return None  # a files-only grant: no mail subscription to keep, no mail to catch up
         recorded = services.subscriptions.for_account(account.account_id)
         if not any(s.status == SubscriptionStatus.ACTIVE for s in recorded):
             try:

@@ -346,6 +346,17 @@ def test_the_sweep_gives_an_account_without_subscription_one_and_resyncs_it(serv
     assert resync.calls == [(bare.account_id, "subscription_recreated")]
 
 
+def test_the_sweep_neither_subscribes_nor_catches_up_an_account_granted_no_mail(services, resync):
+    files_only = connect_bare_account(services, 1, heard_ago=dt.timedelta(days=2))
+    files_only.scopes = ("User.Read", "Files.ReadWrite.All")
+    services.accounts.save(files_only)
+
+    report = run(services, resync, policy=policy(sweep_accounts=100), checkpoints=FakeCheckpointStore())
+
+    assert report.swept == 1 and report.subscribed == 0 and report.caught_up == 0 and report.failed == 0
+    assert services.graph.calls == [] and resync.calls == []
+
+
 def test_the_sweep_catches_up_quiet_accounts_only(services, resync):
     quiet, _ = connect_account(services, 1, expires_in=dt.timedelta(days=5), heard_ago=dt.timedelta(hours=8))
     connect_account(services, 2, expires_in=dt.timedelta(days=5), heard_ago=dt.timedelta(hours=1))
