@@ -205,7 +205,7 @@ def post_mail(session: Any, graphsim: str, user_id: str, subject: str) -> tuple[
         timeout=30,
     )
     response.raise_for_status()
-    return str(response.json()["id"]), started
+    return str(response.json()["immutableId"]), started  # the id the events carry
 
 
 def graph_requests(session: Any, graphsim: str) -> int | None:
