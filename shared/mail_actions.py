@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from shared.config import WATCHABLE_FOLDERS
 from shared.errors import (
     GraphError,
     InvalidInputError,
@@ -54,21 +55,10 @@ MAX_TOP = 100
 MAX_CATEGORIES = 25
 MAX_ID_LENGTH = 1024
 MAX_FOLDERS = 2000  # a bound on the folder walk: mailboxes with more are cut, and say so in the log
-# Well-known folder names a message's parentFolderId is matched against
+# Well-known folder names a message's parentFolderId is matched against: those a consumer
+# may watch, and the two that hold mail without being watchable
 # (learn.microsoft.com/graph/api/resources/mailfolder, "Well-known folder names").
-WELL_KNOWN_FOLDERS = (
-    "inbox",
-    "archive",
-    "drafts",
-    "sentitems",
-    "deleteditems",
-    "junkemail",
-    "outbox",
-    "conversationhistory",
-    "clutter",
-    "msgfolderroot",
-    "recoverableitemsdeletions",
-)
+WELL_KNOWN_FOLDERS = (*WATCHABLE_FOLDERS, "msgfolderroot", "recoverableitemsdeletions")
 # Folder ids do not change; a mailbox's well-known ids are looked up again after this long.
 FOLDER_NAMES_TTL = dt.timedelta(hours=1)
 

@@ -25,10 +25,10 @@ import time
 import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 from .delivery import Delivery, Pending
 from .drive_store import Drive, DriveStore
+from .graph_common import delivery_fields
 from .state import SimState, Subscription, User, graph_time_precise, parse_graph_time, utcnow
 from .wire import Request, Response, graph_error
 
@@ -36,7 +36,6 @@ MAX_DRIVE_SUBSCRIPTION_MINUTES = 42_300
 MIN_SUBSCRIPTION_MINUTES = 45
 DRIVE_SCOPE = "drive:"
 FILES_READ = {"Files.Read", "Files.Read.All", "Files.ReadWrite", "Files.ReadWrite.All"}
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 _PAREN = re.compile(r"\('([^']*)'\)")
 _DRIVE_RESOURCE = re.compile(r"^(me/drive|users/([^/]+)/drive|drives/([^/]+))(/.*)?$", re.IGNORECASE)
 
@@ -83,16 +82,10 @@ class DriveSubscriptions:
         if body.get("includeResourceData"):
             return graph_error(400, "InvalidRequest", "Drive items do not support notifications with resource "
                                                       "data.")
-        client_state = body.get("clientState")
-        if client_state is not None and len(str(client_state)) > 128:
-            return graph_error(400, "InvalidRequest", "clientState cannot be longer than 128 characters.")
-        urls = [str(body["notificationUrl"])]
-        if body.get("lifecycleNotificationUrl"):
-            urls.append(str(body["lifecycleNotificationUrl"]))
-        for url in urls:
-            parts = urlsplit(url)
-            if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in LOOPBACK):
-                return graph_error(400, "ValidationError", f"The notification URL '{url}' must use https.")
+        fields = delivery_fields(body)
+        if isinstance(fields, Response):
+            return fields
+        urls, client_state = fields
         if not caller.has(FILES_READ):
             return graph_error(403, "ExtensionError", "Operation: Create; Exception: [Status Code: Forbidden; "
                                                       "Reason: The caller does not have access to the resource.]")

@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from .state import User
 from .wire import Request, Response, graph_error
@@ -169,3 +169,19 @@ def collection(context: str, value: list[dict[str, Any]], extra: dict[str, Any] 
     body.update(extra or {})
     return Response(200, json.dumps(body).encode("utf-8"),
                     {"Content-Type": "application/json; charset=utf-8", **(headers or {})})
+
+
+def delivery_fields(body: dict[str, Any]) -> tuple[list[str], Any] | Response:
+    """A new subscription's notification URLs (the lifecycle URL second) and clientState,
+    or what Graph answers when it cannot take them (mail and drive alike)."""
+    client_state = body.get("clientState")
+    if client_state is not None and len(str(client_state)) > 128:
+        return graph_error(400, "InvalidRequest", "clientState cannot be longer than 128 characters.")
+    urls = [str(body["notificationUrl"])]
+    if body.get("lifecycleNotificationUrl"):
+        urls.append(str(body["lifecycleNotificationUrl"]))
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in LOOPBACK):
+            return graph_error(400, "ValidationError", f"The notification URL '{url}' must use https.")
+    return urls, client_state

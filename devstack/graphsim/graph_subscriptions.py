@@ -20,13 +20,13 @@ from .graph_common import (
     _PAREN,
     CHANGE_TYPES,
     DENIED,
-    LOOPBACK,
     MAIL_READ,
     MAX_MAIL_SUBSCRIPTION_MINUTES,
     MAX_SUBSCRIPTIONS_PER_MAILBOX,
     MIN_SUBSCRIPTION_MINUTES,
     Caller,
     Preferences,
+    delivery_fields,
     json_object,
 )
 from .state import (
@@ -144,16 +144,10 @@ class SubscriptionsApi:
         if body.get("includeResourceData") and not body.get("encryptionCertificate"):
             return graph_error(400, "ValidationError", "An encryptionCertificate is required when "
                                                        "includeResourceData is true.")
-        client_state = body.get("clientState")
-        if client_state is not None and len(str(client_state)) > 128:
-            return graph_error(400, "InvalidRequest", "clientState cannot be longer than 128 characters.")
-        urls = [str(body["notificationUrl"])]
-        if body.get("lifecycleNotificationUrl"):
-            urls.append(str(body["lifecycleNotificationUrl"]))
-        for url in urls:
-            parts = urlsplit(url)
-            if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in LOOPBACK):
-                return graph_error(400, "ValidationError", f"The notification URL '{url}' must use https.")
+        fields = delivery_fields(body)
+        if isinstance(fields, Response):
+            return fields
+        urls, client_state = fields
         if not caller.has(MAIL_READ):
             return graph_error(403, "ExtensionError", "Operation: Create; Exception: [Status Code: Forbidden; "
                                                       "Reason: The caller does not have access to the resource.]")
