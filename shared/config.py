@@ -18,6 +18,8 @@ from shared.errors import ConfigurationError
 # Queue names are part of the product's contract with its consumers, not settings.
 NOTIFICATION_QUEUE = "graph-notifications"
 MAIL_EVENT_QUEUE = "mail-events"
+# One CloudEvent per changed OneDrive item (shared.drive_sync).
+DRIVE_EVENT_QUEUE = "drive-events"
 # Delta rounds asked for by the app itself: an account's first round after a connect, and
 # the rest of a round that did not fit in one invocation.
 MAIL_SYNC_QUEUE = "mail-sync"

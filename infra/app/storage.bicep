@@ -21,6 +21,7 @@ var queueNames = [
   'graph-notifications'
   'graph-notifications-poison'
   'mail-events'
+  'drive-events'
   'account-events'
   'mail-sync'
   'mail-sync-poison'

@@ -184,7 +184,7 @@ def test_a_queued_round_runs_and_a_round_too_long_hands_its_rest_to_the_same_que
         box.deliver(f"old {n}", EPOCH - dt.timedelta(days=1))
     new = box.deliver("new", AFTER)
     clock = iter(range(0, 1000, 2))  # every read of the monotonic clock: two seconds later
-    monkeypatch.setattr("shared.sync._monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr("shared.sync_runner._monotonic", lambda: float(next(clock)))
     body = json.dumps({"v": 1, "accountId": fresh.account_id, "reason": "connect"}).encode()
     handler("run_mail_sync")(message=QueueMessage(id="s-1", body=body))
     assert services.queues.sent.get("mail-sync"), "the rest of the round was not queued"
