@@ -269,6 +269,10 @@ class LedgerMark:
     # The watched folder (its key: shared.mail_folders) the message was last published in;
     # None for marks written before folders were kept: the inbox.
     folder: str | None = None
+    # What says the content changed, for resources that tell content from metadata (a
+    # drive item's cTag): a mark whose change_key (eTag) differs but content_tag is the
+    # same is a rename or another metadata change.
+    content_tag: str | None = None
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,9 @@ class Resource:
     owns_path: Callable[[str], bool]
     # The scope prefixes (lower case) that reach this data: "mail." or "files.".
     scope_prefix: str
+    # The module whose ``SYNC_TARGET`` runs this resource's delta rounds
+    # (``shared.resource_sync`` imports it when a sync of the resource first runs).
+    sync_module: str
 
     @property
     def lifetime(self) -> dt.timedelta:
@@ -87,6 +90,7 @@ MAIL = Resource(
     subscription_path=lambda settings: subscription_resource(settings.mail_folders),
     owns_path=is_mail_resource,
     scope_prefix="mail.",
+    sync_module="shared.sync",
 )
 
 DRIVE = Resource(
@@ -98,6 +102,7 @@ DRIVE = Resource(
     subscription_path=lambda settings: DRIVE_ROOT_RESOURCE,
     owns_path=lambda path: path == DRIVE_ROOT_RESOURCE,
     scope_prefix="files.",
+    sync_module="shared.drive_sync",
 )
 
 RESOURCES: tuple[Resource, ...] = (MAIL, DRIVE)

@@ -287,3 +287,4 @@ def _save_delta_link(
 
 
 MAIL_SYNC = SyncTarget(MAIL, _rounds)
+SYNC_TARGET = MAIL_SYNC  # what shared.resource_sync runs for mail

@@ -55,6 +55,7 @@ def _mark_from(entity: Any) -> LedgerMark:
         bool(entity.get("Removed", False)),
         entity.get("SeenIn") or None,
         entity.get("Folder") or None,
+        entity.get("ContentTag") or None,
     )
 
 
@@ -67,6 +68,7 @@ def _mark_entity(account_id: str, mark: LedgerMark) -> dict[str, Any]:
         "Removed": mark.removed,
         "SeenIn": mark.seen_in or "",
         "Folder": mark.folder or "",
+        "ContentTag": mark.content_tag or "",
     }
 
 
