@@ -612,7 +612,8 @@ class FakeMailLedger:
     ) -> bool:
         with self._lock:
             lease = self.leases.get(account_id)
-            if lease is not None and lease["holder"] != holder and now - lease["renewed_at"] < stale_after:
+            # Stale only once more than ``stale_after`` has passed, as in the table adapter.
+            if lease is not None and lease["holder"] != holder and now - lease["renewed_at"] <= stale_after:
                 lease["pending"] = True
                 return False
             generation = lease["generation"] + 1 if lease is not None else 1

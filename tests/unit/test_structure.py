@@ -18,7 +18,7 @@ MAX_CLASS_LINES = 250
 ADAPTER_MAY_IMPORT = {"shared.ports", "shared.models", "shared.errors", "shared.config", "shared.ledger"}
 MODELS_LIKE = {"shared.ports", "shared.models", "shared.errors", "shared.config", "shared.ledger"}
 # Over the limits still, to be split: they may shrink, not grow. Nothing else may join.
-OVERSIZED = {"shared.adapters.ledger.TableMailLedger": 290}
+OVERSIZED: dict[str, int] = {}
 # The one accepted back edge: the core names the ``Services`` bundle in type hints only
 # (``if TYPE_CHECKING: from shared.bootstrap import Services``); the wiring imports the core.
 TYPE_ONLY_ALLOWED = "shared.bootstrap"
