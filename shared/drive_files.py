@@ -2,7 +2,7 @@
 
 Each operation names the account, checks that it may (``require_files_scope``: a Files
 scope among those it consented to at connect; ``ReadWrite`` for a change), takes the
-account's Graph token and makes the drive calls through ``DriveApi`` (shared/ports.py).
+account's Graph token and makes the drive calls through ``DriveApi`` (shared/drive_ports.py).
 What it returns is the product's view of an item (``public_item``), not Graph's: the
 pre-authenticated ``@microsoft.graph.downloadUrl`` is never handed out.
 

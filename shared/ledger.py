@@ -26,7 +26,8 @@ from __future__ import annotations
 
 from shared.errors import ConcurrencyError
 
-# The port lives with the others in ``shared.ports``; re-exported for the sync's readers.
+# The port is named with the others in ``shared.ports`` (defined in ``shared.mail_ports``);
+# re-exported for the sync's readers.
 from shared.ports import LedgerMark, MailLedger, SyncProgress
 
 LEDGER_TABLE = "mailledger"

@@ -143,7 +143,7 @@ class SweepCheckpoint:
     etag: str | None = field(default=None, compare=False)
 
 
-# A mail command's record in the command log (``shared.ports.MailCommandLog``).
+# A mail command's record in the command log (``shared.mail_ports.MailCommandLog``).
 
 
 class CommandState:
@@ -165,6 +165,15 @@ class CommandRecord:
 # --- values the ports carry (``shared.ports``) -------------------------------------------
 
 JsonObject = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class GraphAuth:
+    """An access token for one account's mailbox. ``account_id`` lets the Graph adapter keep
+    to Outlook's 4 concurrent requests per app per mailbox (docs/graph-notes.md "Throttling")."""
+
+    account_id: str
+    access_token: str = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -257,7 +266,7 @@ class DriveContent:
     content_range: str | None = None
 
 
-# --- the mail ledger's records (the port: shared.ports.MailLedger) ----------------------
+# --- the mail ledger's records (the port: shared.mail_ports.MailLedger) -----------------
 
 
 @dataclass(frozen=True)

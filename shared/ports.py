@@ -4,26 +4,40 @@ Real adapters live in ``shared/adapters/`` (Table Storage, Queue Storage, Key Va
 Graph over requests, the identity platform through MSAL). Unit tests pass fakes built
 on the same Protocols through ``shared.bootstrap``; integration tests run the real
 adapters against Azurite and the devstack emulators.
+
+Here: the stores, Key Vault, queues, health, tokens, Graph's subscriptions and delta, the
+identity platform. The mail side's ports (Graph's mail API, the mail ledger, the folders'
+delta links, the command log) are defined in ``shared.mail_ports``, the OneDrive's in
+``shared.drive_ports``; every port is named here too, so the core imports them all from
+``shared.ports``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+from shared.drive_ports import DriveApi as DriveApi
+from shared.mail_ports import MAX_BATCH_REQUESTS as MAX_BATCH_REQUESTS
+from shared.mail_ports import FolderDeltaLinks as FolderDeltaLinks
+from shared.mail_ports import GraphMail as GraphMail
+from shared.mail_ports import MailCommandLog as MailCommandLog
+from shared.mail_ports import MailLedger as MailLedger
 from shared.models import Account, ClientKind, ConnectSession, PendingAuthFlow, Subscription, SweepCheckpoint
 from shared.models import AttachmentContent as AttachmentContent
 from shared.models import BatchRequest as BatchRequest
 from shared.models import BatchResponse as BatchResponse
 
-# Records the ports carry (the command log's, Graph's answers, grants, drive content) live
-# with the other records in shared.models; named here for the ports' readers.
+# Records the ports carry (the command log's, Graph's answers, grants, drive content, the
+# token of a Graph call) live with the other records in shared.models; named here for the
+# ports' readers.
 from shared.models import CommandRecord as CommandRecord
 from shared.models import CommandState as CommandState
 from shared.models import DriveChildrenPage as DriveChildrenPage
 from shared.models import DriveContent as DriveContent
+from shared.models import GraphAuth as GraphAuth
 from shared.models import JsonObject as JsonObject
 from shared.models import LedgerMark as LedgerMark
 from shared.models import MessagePage as MessagePage
@@ -175,17 +189,6 @@ class HealthProbe(Protocol):
         ...
 
 
-
-
-@dataclass(frozen=True)
-class GraphAuth:
-    """An access token for one account's mailbox. ``account_id`` lets the Graph adapter keep
-    to Outlook's 4 concurrent requests per app per mailbox (docs/graph-notes.md "Throttling")."""
-
-    account_id: str
-    access_token: str = field(repr=False)
-
-
 @dataclass(frozen=True)
 class DeltaPage:
     """One page of a mail delta round: changed items, then either a nextLink or a deltaLink."""
@@ -249,62 +252,6 @@ class GraphApi(Protocol):
         ...
 
 
-class GraphMail(Protocol):
-    """Graph's mail API as the mail actions use it (``Mail.Read`` to read, ``Mail.ReadWrite``
-    to act). Every call asks for immutable ids (``Prefer: IdType="ImmutableId"``), so a
-    message keeps its id when it is moved. Same error rules as ``GraphApi``; a 403 is a
-    ``GraphError`` with status 403."""
-
-    def get_message(self, auth: GraphAuth, message_id: str, *, body_type: str = "html") -> JsonObject:
-        """The message with its body as ``body_type`` (``text`` or ``html``)."""
-        ...
-
-    def list_attachments(self, auth: GraphAuth, message_id: str) -> list[JsonObject]:
-        """The attachments' metadata (id, name, contentType, size), never their content."""
-        ...
-
-    def get_attachment_content(
-        self, auth: GraphAuth, message_id: str, attachment_id: str, *, max_bytes: int
-    ) -> AttachmentContent:
-        """The attachment's bytes; ``PayloadTooLargeError`` when it is over ``max_bytes``
-        (told by its size before anything is downloaded, and checked while reading)."""
-        ...
-
-    def list_messages(
-        self,
-        auth: GraphAuth,
-        *,
-        folder: str = "inbox",
-        since: dt.datetime | None = None,
-        top: int = 50,
-        link: str | None = None,
-    ) -> MessagePage:
-        """Newest first; ``link`` (a nextLink of an earlier page) continues a listing."""
-        ...
-
-    def list_folders(self, auth: GraphAuth, parent_id: str | None = None) -> list[JsonObject]:
-        """The top-level folders, or the child folders of ``parent_id``; every page."""
-        ...
-
-    def move_message(self, auth: GraphAuth, message_id: str, destination: str) -> JsonObject: ...
-
-    def update_message(self, auth: GraphAuth, message_id: str, changes: JsonObject) -> JsonObject: ...
-
-    def delete_message(self, auth: GraphAuth, message_id: str, *, permanent: bool = False) -> None:
-        """To Deleted Items, or with ``permanent`` for good (``permanentDelete``)."""
-        ...
-
-    def batch(self, auth: GraphAuth, requests: Sequence[BatchRequest]) -> list[BatchResponse]:
-        """At most ``MAX_BATCH_REQUESTS`` requests of one mailbox in one ``$batch``; the answer
-        to each, in the order asked. Inner 429s are sent again after their Retry-After a
-        bounded number of times; what is still throttled comes back with ``retry_after``."""
-        ...
-
-
-# JSON batching takes at most 20 requests (learn.microsoft.com/graph/json-batching).
-MAX_BATCH_REQUESTS = 20
-
-
 class IdentityPlatform(Protocol):
     """The Microsoft identity platform, as the connector uses it (MSAL behind it).
 
@@ -337,156 +284,3 @@ class IdentityPlatform(Protocol):
         """An access token from the cache or by refresh; ``cache_state`` of the grant is None
         when the cache did not change."""
         ...
-
-
-# --- the mail ledger (see shared/ledger.py for why it exists) ---------------------------
-
-
-class FolderDeltaLinks(Protocol):
-    """The deltaLink of each watched folder but the inbox (whose link is the account's),
-    keyed by (account, folder); each remembers the connection (``connected_at``) it belongs
-    to, so a reconnect starts every folder afresh."""
-
-    def links(self, account_id: str, connected_at: dt.datetime | None) -> dict[str, str]:
-        """Folder key -> deltaLink, for the connection that began at ``connected_at``."""
-        ...
-
-    def save(self, account_id: str, folder: str, link: str, connected_at: dt.datetime | None) -> None: ...
-
-    def forget_account(self, account_id: str) -> None: ...
-
-
-class MailLedger(Protocol):
-    def marks(self, account_id: str, message_ids: Sequence[str]) -> dict[str, LedgerMark]:
-        """The marks of those messages that have one."""
-        ...
-
-    def record(self, account_id: str, marks: Sequence[LedgerMark]) -> None:
-        """Insert or replace the marks."""
-        ...
-
-    def live_message_ids(self, account_id: str, *, unseen_in: str | None = None) -> Iterator[str]:
-        """Ids of the messages published and not (yet) published as deleted; with
-        ``unseen_in``, only those the full round of that id did not return."""
-        ...
-
-    def commit(
-        self,
-        account_id: str,
-        holder: str,
-        now: dt.datetime,
-        marks: Sequence[LedgerMark],
-        progress: SyncProgress | None,
-    ) -> None:
-        """Write the marks and the round's progress (None: the round is over) only while
-        ``holder`` holds the sync lease, renewing it: each entity-group transaction carries
-        the lease under its ETag, so a holder that lost it writes nothing
-        (``LeaseLostError``)."""
-        ...
-
-    def progress(self, account_id: str) -> SyncProgress | None:
-        """The unfinished round's progress, None when no round is under way."""
-        ...
-
-    def seize_lease(self, account_id: str, holder: str, now: dt.datetime) -> dt.datetime | None:
-        """Take the sync lease whoever holds it (a disconnect); the running holder's next
-        lease write fails. Returns when that holder last proved it held it (None: free)."""
-        ...
-
-    def forget_account(self, account_id: str) -> None:
-        """Drop the account's marks and lease (on disconnect); idempotent."""
-        ...
-
-    def acquire_lease(
-        self, account_id: str, holder: str, now: dt.datetime, stale_after: dt.timedelta
-    ) -> bool:
-        """Take the account's sync lease; when someone else holds a live one, mark work as
-        pending for them and return False."""
-        ...
-
-    def renew_lease(self, account_id: str, holder: str, now: dt.datetime) -> bool:
-        """Keep the lease; False when it was taken over (stop without writing)."""
-        ...
-
-    def release_lease(self, account_id: str, holder: str, *, abandon: bool = False) -> bool:
-        """Let go of the lease. False (lease kept, pending cleared) when work arrived in the
-        meantime and another round must run, unless ``abandon`` (after a failure)."""
-        ...
-
-
-# --- the mail command log (see shared/mail_commands.py) ----------------------------------
-
-
-class MailCommandLog(Protocol):
-    """Table ``mailcommands``: one record per command id ever seen for an account, so that a
-    command runs at most once however often it is delivered. The commands of one account
-    share a partition: a batch's records are written in one transaction."""
-
-    def claim(self, account_id: str, command_ids: Sequence[str], now: dt.datetime) -> dict[str, CommandRecord]:
-        """Record the commands as claimed; the answer holds those claimed now, an id missing
-        from it was known already (of concurrent claimers of one id exactly one gets it)."""
-        ...
-
-    def get(self, account_id: str, command_id: str) -> CommandRecord | None: ...
-
-    def save(self, records: Sequence[CommandRecord]) -> list[CommandRecord]:
-        """Write each record (all of one account) under its ETag; the answer holds the ones
-        written, with their new ETags: a record someone else wrote first is left out."""
-        ...
-
-    def release(self, records: Sequence[CommandRecord]) -> None:
-        """Forget claims whose commands certainly did not run (Graph throttled them before
-        they started), so that the same ids may be sent again."""
-        ...
-# --- OneDrive files (see shared/drive_files.py) ------------------------------------------
-
-
-class DriveApi(Protocol):
-    """A user's OneDrive through Microsoft Graph (``/me/drive``), on the same retry policy as
-    ``GraphApi``: 429/503 retried after ``Retry-After`` a bounded number of times, then
-    ``ThrottledError``; 404 -> ``NotFoundError``; 409 ``nameAlreadyExists`` -> ``ConflictError``;
-    other OData errors ``GraphError``. ``path`` arguments are drive paths below the root,
-    already validated (``shared.drive_files.drive_path``)."""
-
-    def get_item(self, auth: GraphAuth, item_id: str) -> JsonObject: ...
-
-    def get_item_by_path(self, auth: GraphAuth, path: str) -> JsonObject: ...
-
-    def list_children(
-        self, auth: GraphAuth, item_id: str, *, page_size: int, next_link: str | None = None
-    ) -> DriveChildrenPage:
-        """``next_link`` None: the first page; otherwise a link an earlier page gave."""
-        ...
-
-    def upload_small(self, auth: GraphAuth, path: str, content: bytes, conflict: str) -> tuple[JsonObject, bool]:
-        """A simple upload (``PUT .../content``); the item and whether it was created."""
-        ...
-
-    def create_upload_session(self, auth: GraphAuth, path: str, conflict: str) -> str:
-        """A new upload session for ``path``; its pre-authenticated ``uploadUrl``."""
-        ...
-
-    def upload_fragment(self, upload_url: str, fragment: bytes, start: int, total: int) -> UploadProgress:
-        """One ``PUT`` of bytes ``start`` .. ``start + len(fragment) - 1`` of ``total``, sent
-        once (no retry: the caller resumes from ``upload_status``). A failure raises
-        ``UpstreamError`` (``ThrottledError`` with the fragment's ``Retry-After``)."""
-        ...
-
-    def upload_status(self, upload_url: str) -> tuple[str, ...]:
-        """The session's ``nextExpectedRanges``."""
-        ...
-
-    def cancel_upload_session(self, upload_url: str) -> None:
-        """Idempotent."""
-        ...
-
-    def open_content(self, auth: GraphAuth, item_id: str, *, byte_range: str | None = None) -> DriveContent:
-        """The file's bytes from its download URL (Graph's 302), unread; ``byte_range`` is a
-        ``Range`` header value (``bytes=0-1023``) passed on as it is."""
-        ...
-
-    def create_link(self, auth: GraphAuth, item_id: str, *, link_type: str, scope: str) -> JsonObject:
-        """The sharing permission (``link.webUrl``)."""
-        ...
-
-    def delete_item(self, auth: GraphAuth, item_id: str) -> None: ...

@@ -1,4 +1,4 @@
-"""Table Storage adapter of the mail command log (``ports.MailCommandLog``).
+"""Table Storage adapter of the mail command log (``mail_ports.MailCommandLog``).
 
 Table ``mailcommands``: PartitionKey ``a{sha256(account id)[:40]}``, RowKey
 ``c{sha256(command id)[:48]}`` (a consumer's ids may hold characters a key refuses); the ids
