@@ -5,14 +5,18 @@ lease not extended runs out, so a crashed holder frees it by itself), given back
 end. Losing it (another holder took it over) ends the work; a store that cannot be reached
 for an extension does not, as the lease holds until it runs out and the next heartbeat
 tries again. Where it is written is the subclass's part: ``_acquire``, ``_extend``,
-``_release``. A store may keep the lease for its holder on release (work arrived meanwhile,
-as with the ledger's per-account sync lease): ``give_back`` then says so and the lease
-stays held. The heartbeat clock is the caller's: a monotonic one, or the injected clock's
-``now().timestamp()`` where tests move time by hand.
+``_release``. A store may keep the lease for its holder on release (work arrived meanwhile):
+``give_back`` then says so and the lease stays held. The heartbeat clock is the caller's: a
+monotonic one, or the injected clock's ``now().timestamp()`` where tests move time by hand.
 
 ``CheckpointLease`` keeps it in a named row of the checkpoint store under the row's ETag:
 the renewal run's lease and the account sweep's, whose resume point (``continuation``)
 travels with it.
+
+The mail ledger's per-partition sync lease has this shape but is not a ``Lease``: its
+extension is the fence of a round's writes, carried in their entity-group transactions, and
+a proof the store did not answer stops the round rather than holding on until the lease
+runs out (``shared/adapters/ledger_lease.py``, docs/design.md "State").
 """
 
 from __future__ import annotations

@@ -23,13 +23,9 @@ import base64
 import binascii
 import datetime as dt
 import logging
-import threading
-import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from shared.config import WATCHABLE_FOLDERS
 from shared.errors import (
     GraphError,
     InvalidInputError,
@@ -37,8 +33,11 @@ from shared.errors import (
     NotFoundError,
     ReauthRequiredError,
 )
+
+# ``folder_names`` (defined with the folders) is named here too: the delta round imports it from here.
+from shared.mail_folders import folder_names as folder_names
 from shared.models import Account, AccountStatus
-from shared.ports import AttachmentContent, BatchRequest, GraphAuth, JsonObject
+from shared.ports import AttachmentContent, GraphAuth, JsonObject
 from shared.retry import with_fresh_token
 
 if TYPE_CHECKING:
@@ -55,12 +54,6 @@ MAX_TOP = 100
 MAX_CATEGORIES = 25
 MAX_ID_LENGTH = 1024
 MAX_FOLDERS = 2000  # a bound on the folder walk: mailboxes with more are cut, and say so in the log
-# Well-known folder names a message's parentFolderId is matched against: those a consumer
-# may watch, and the two that hold mail without being watchable
-# (learn.microsoft.com/graph/api/resources/mailfolder, "Well-known folder names").
-WELL_KNOWN_FOLDERS = (*WATCHABLE_FOLDERS, "msgfolderroot", "recoverableitemsdeletions")
-# Folder ids do not change; a mailbox's well-known ids are looked up again after this long.
-FOLDER_NAMES_TTL = dt.timedelta(hours=1)
 
 T = TypeVar("T")
 
@@ -277,58 +270,6 @@ def folder_view(item: Mapping[str, Any], folder_names: Mapping[str, str]) -> Jso
         }
     )
     return view
-
-
-# --- well-known folder ids, per mailbox ----------------------------------------------------
-
-
-@dataclass
-class _Names:
-    by_id: dict[str, str]
-    until: dt.datetime
-
-
-class _FolderNames:
-    """Folder id -> well-known name of each mailbox, looked up with one ``$batch`` (v1.0's
-    mailFolder has no wellKnownName) and kept for ``FOLDER_NAMES_TTL``."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._names: dict[str, _Names] = {}
-
-    def of(self, services: Services, auth: GraphAuth) -> dict[str, str]:
-        now = services.clock.now()
-        with self._lock:
-            known = self._names.get(auth.account_id)
-            if known is not None and known.until > now:
-                return known.by_id
-        requests = [
-            BatchRequest(id=name, method="GET", url=f"/me/mailFolders/{name}?$select=id")
-            for name in WELL_KNOWN_FOLDERS
-        ]
-        by_id: dict[str, str] = {}
-        for answer in services.mail.batch(auth, requests):
-            # A mailbox without one of them (no archive yet, say) answers 404 for it.
-            folder_id = (answer.body or {}).get("id") if answer.status == 200 else None
-            if isinstance(folder_id, str):
-                by_id[folder_id] = answer.id
-        with self._lock:
-            if len(self._names) > 10_000:
-                self._names.clear()
-            self._names[auth.account_id] = _Names(by_id, now + FOLDER_NAMES_TTL)
-        return by_id
-
-
-_folder_names: weakref.WeakKeyDictionary[Services, _FolderNames] = weakref.WeakKeyDictionary()
-_folder_names_lock = threading.Lock()
-
-
-def folder_names(services: Services, auth: GraphAuth) -> dict[str, str]:
-    with _folder_names_lock:
-        names = _folder_names.get(services)
-        if names is None:
-            names = _folder_names[services] = _FolderNames()
-    return names.of(services, auth)
 
 
 # --- the actions -----------------------------------------------------------------------------

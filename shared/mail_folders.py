@@ -14,6 +14,9 @@ which subscription covers them, and where a message that left a folder went.
   20 reads) where it is now: gone, in another watched folder (that folder's delta shows it
   arriving: one ``updated`` event), or in a folder not watched (``deleted``, reason
   ``moved``; Deleted Items counts as a delete).
+- A message names its folder by id (``parentFolderId``); ``folder_names`` tells which ids
+  are a mailbox's well-known folders: for the watched folders' keys, for whether a message
+  that left went to Deleted Items, and for the ``folder`` the mail actions show.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from shared.config import ALL_FOLDERS, INBOX
+from shared.config import ALL_FOLDERS, INBOX, WATCHABLE_FOLDERS
 from shared.errors import GraphError, ThrottledError
 from shared.ports import MAX_BATCH_REQUESTS, BatchRequest, GraphAuth
 
@@ -42,6 +45,12 @@ MAILBOX_WIDE_RESOURCE = "/me/messages"
 FOLDER_LIST_TTL = dt.timedelta(minutes=5)
 MAX_WATCHED_FOLDERS = 500
 LOCATE_FIELDS = "id,parentFolderId"
+# Well-known folder names a message's parentFolderId is matched against: those a consumer
+# may watch, and the two that hold mail without being watchable
+# (learn.microsoft.com/graph/api/resources/mailfolder, "Well-known folder names").
+WELL_KNOWN_FOLDERS = (*WATCHABLE_FOLDERS, "msgfolderroot", "recoverableitemsdeletions")
+# Folder ids do not change; a mailbox's well-known ids are looked up again after this long.
+FOLDER_NAMES_TTL = dt.timedelta(hours=1)
 
 
 def subscription_resource(mail_folders: Sequence[str]) -> str:
@@ -73,8 +82,6 @@ class WatchedFolders:
         return self.ids.get(folder_id)
 
     def _lookup(self, services: Services, auth: GraphAuth) -> dict[str, str]:
-        from shared.mail_actions import folder_names
-
         if self.everything:
             return {folder_id: key for folder_id, key in _walk(services, auth, fresh=True)}
         names = folder_names(services, auth)
@@ -106,8 +113,6 @@ _listings_lock = threading.Lock()
 def _walk(services: Services, auth: GraphAuth, *, fresh: bool) -> list[tuple[str, str]]:
     """(folder id, key) of every folder of the mailbox, parents before children; kept for
     ``FOLDER_LIST_TTL`` per mailbox unless ``fresh``."""
-    from shared.mail_actions import folder_names
-
     now = services.clock.now()
     with _listings_lock:
         known = _listings.setdefault(services, {}).get(auth.account_id)
@@ -163,3 +168,55 @@ def locate(services: Services, auth: GraphAuth, message_ids: Sequence[str]) -> d
                 code = error.get("code", "unknown") if isinstance(error, dict) else "unknown"
                 raise GraphError(answer.status, str(code), "reading a message that left a watched folder failed")
     return found
+
+
+# --- well-known folder ids, per mailbox ----------------------------------------------------
+
+
+@dataclass
+class _Names:
+    by_id: dict[str, str]
+    until: dt.datetime
+
+
+class _FolderNames:
+    """Folder id -> well-known name of each mailbox, looked up with one ``$batch`` (v1.0's
+    mailFolder has no wellKnownName) and kept for ``FOLDER_NAMES_TTL``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._names: dict[str, _Names] = {}
+
+    def of(self, services: Services, auth: GraphAuth) -> dict[str, str]:
+        now = services.clock.now()
+        with self._lock:
+            known = self._names.get(auth.account_id)
+            if known is not None and known.until > now:
+                return known.by_id
+        requests = [
+            BatchRequest(id=name, method="GET", url=f"/me/mailFolders/{name}?$select=id")
+            for name in WELL_KNOWN_FOLDERS
+        ]
+        by_id: dict[str, str] = {}
+        for answer in services.mail.batch(auth, requests):
+            # A mailbox without one of them (no archive yet, say) answers 404 for it.
+            folder_id = (answer.body or {}).get("id") if answer.status == 200 else None
+            if isinstance(folder_id, str):
+                by_id[folder_id] = answer.id
+        with self._lock:
+            if len(self._names) > 10_000:
+                self._names.clear()
+            self._names[auth.account_id] = _Names(by_id, now + FOLDER_NAMES_TTL)
+        return by_id
+
+
+_folder_names: weakref.WeakKeyDictionary[Services, _FolderNames] = weakref.WeakKeyDictionary()
+_folder_names_lock = threading.Lock()
+
+
+def folder_names(services: Services, auth: GraphAuth) -> dict[str, str]:
+    with _folder_names_lock:
+        names = _folder_names.get(services)
+        if names is None:
+            names = _folder_names[services] = _FolderNames()
+    return names.of(services, auth)
