@@ -1,8 +1,8 @@
 """Ports of the OneDrive side: a user's drive through Microsoft Graph.
 
-Named in ``shared.ports`` too, where the core imports them from; this module holds their
-definitions so that ``shared/ports.py`` keeps room. It imports records only
-(``shared.models``), so the ports module can name its ports without an import circle.
+Defined here and named in ``shared.ports`` too, where the core imports them from. This
+module imports records only (``shared.models``), so that ``shared.ports`` can name its
+ports without an import circle; a record these ports carry goes to ``shared.models``.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Ports of the mail side: Graph's mail API as the mail actions use it, the mail ledger
 and the watched folders' delta links (what a delta round keeps), the mail command log.
 
-Named in ``shared.ports`` too, where the core imports them from; this module holds their
-definitions so that ``shared/ports.py`` keeps room. It imports records only
-(``shared.models``), so the ports module can name its ports without an import circle.
+Defined here and named in ``shared.ports`` too, where the core imports them from. This
+module imports records only (``shared.models``), so that ``shared.ports`` can name its
+ports without an import circle; a record these ports carry goes to ``shared.models``.
 """
 
 from __future__ import annotations
