@@ -15,10 +15,13 @@ import azure.functions as func
 
 from shared import bootstrap
 from shared.config import MAIL_COMMAND_QUEUE
-from shared.mail_commands import handle_command
+from shared.mail_commands import handle_command, prune_command_log
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
+
+# Daily, at a quiet time: the command log's records past their retention go.
+PRUNE_SCHEDULE = "0 17 3 * * *"
 
 
 @bp.function_name("run_mail_commands")
@@ -29,3 +32,9 @@ def run_mail_commands(message: func.QueueMessage) -> None:
     )
     if outcome.published is None:
         log.info("mail command %s: nothing published (%s)", outcome.command_id, outcome.note)
+
+
+@bp.function_name("purge_mail_commands")
+@bp.timer_trigger(arg_name="timer", schedule=PRUNE_SCHEDULE, run_on_startup=False, use_monitor=True)
+def purge_mail_commands(timer: func.TimerRequest) -> None:
+    prune_command_log(bootstrap.services())

@@ -91,6 +91,18 @@ log = logging.getLogger(__name__)
 CLAIM_STALE_AFTER = dt.timedelta(minutes=15)
 BATCH_LINGER_SECONDS = 0.1
 BATCH_IDLE_SECONDS = 0.015
+# How long a command's record is kept (``prune_command_log``): longer than a queue message
+# lives by default (7 days), so a command sent twice within a message's life, or delivered
+# again by the queue, still runs once. The same id sent again after this runs again.
+COMMAND_RECORD_RETENTION = dt.timedelta(days=8)
+
+
+def prune_command_log(services: Services) -> int:
+    """Delete command records past their retention (the daily ``purge_mail_commands``
+    timer): the table would otherwise grow by one row per command for ever."""
+    pruned = services.command_log.prune(services.clock.now() - COMMAND_RECORD_RETENTION)
+    log.info("mail command log: %d record(s) older than %d days deleted", pruned, COMMAND_RECORD_RETENTION.days)
+    return pruned
 
 
 # --- one queue message ------------------------------------------------------------------------

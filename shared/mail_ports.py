@@ -180,3 +180,8 @@ class MailCommandLog(Protocol):
         """Forget claims whose commands certainly did not run (Graph throttled them before
         they started), so that the same ids may be sent again."""
         ...
+
+    def prune(self, claimed_before: dt.datetime) -> int:
+        """Delete the records of every account claimed before ``claimed_before``, whatever
+        their state; the answer is how many went."""
+        ...

@@ -391,5 +391,12 @@ class FakeMailCommandLog:
             for record in records:
                 self.items.pop((record.account_id, record.command_id), None)
 
+    def prune(self, claimed_before: dt.datetime) -> int:
+        with self._lock:
+            old = [key for key, record in self.items.items() if record.claimed_at < claimed_before]
+            for key in old:
+                del self.items[key]
+            return len(old)
+
 
 __all__ = ["EPOCH", "FakeMailCommandLog", "FakeMailGraph"]

@@ -128,3 +128,24 @@ class TableMailCommandLog:
     def release(self, records: Sequence[CommandRecord]) -> None:
         for record in records:
             delete_entity(self._client(), _partition(record.account_id), _row(record.command_id))
+
+    def prune(self, claimed_before: dt.datetime) -> int:
+        """A scan of the table (Table Storage has no TTL) for records claimed before the
+        time, deleted per partition in transactions of up to 100."""
+        from azure.core.exceptions import AzureError
+
+        client = self._client()
+        by_partition: dict[str, list[str]] = {}
+        try:
+            for entity in client.query_entities(
+                "ClaimedAt lt @before", parameters={"before": claimed_before}, select=["PartitionKey", "RowKey"]
+            ):
+                by_partition.setdefault(str(entity["PartitionKey"]), []).append(str(entity["RowKey"]))
+            for partition, rows in by_partition.items():
+                for start in range(0, len(rows), MAX_TRANSACTION):
+                    client.submit_transaction(
+                        [("delete", {"PartitionKey": partition, "RowKey": row}) for row in rows[start : start + MAX_TRANSACTION]]
+                    )
+        except AzureError as exc:
+            raise PersistenceError(f"prune of table {MAIL_COMMANDS_TABLE} failed: {type(exc).__name__}") from exc
+        return sum(len(rows) for rows in by_partition.values())

@@ -76,3 +76,20 @@ def test_a_released_claim_can_be_claimed_again(log: TableMailCommandLog) -> None
     log.release([record])
     assert log.get(account, "cmd") is None
     assert set(log.claim(account, ["cmd"], NOW)) == {"cmd"}
+
+
+def test_prune_deletes_records_claimed_before_the_time_and_keeps_the_rest(log: TableMailCommandLog) -> None:
+    old_account, new_account = f"old.{uuid.uuid4()}", f"new.{uuid.uuid4()}"
+    old_ids = [f"old-{n}" for n in range(130)]  # more than one transaction's worth
+    log.claim(old_account, old_ids[:100], NOW - dt.timedelta(days=9))
+    log.claim(old_account, old_ids[100:], NOW - dt.timedelta(days=9))
+    log.claim(new_account, ["fresh"], NOW - dt.timedelta(days=1))
+    log.claim(old_account, ["kept"], NOW)
+
+    pruned = log.prune(NOW - dt.timedelta(days=8))
+
+    assert pruned >= 130  # other tests' records of the shared table may be older too
+    assert all(log.get(old_account, c) is None for c in old_ids)
+    assert log.get(new_account, "fresh") is not None and log.get(old_account, "kept") is not None
+    # A pruned id is a new command again.
+    assert set(log.claim(old_account, ["old-0"], NOW)) == {"old-0"}

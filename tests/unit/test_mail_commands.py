@@ -12,9 +12,11 @@ import pytest
 from shared.errors import PersistenceError
 from shared.mail_command_format import COMMAND_EVENT_TYPE_PREFIX, parse_command
 from shared.mail_commands import (
+    COMMAND_RECORD_RETENTION,
     MailboxBatcher,
     handle_command,
     mailbox_batcher,
+    prune_command_log,
 )
 from shared.ports import CommandState
 from tests.unit.test_mail_actions import ACCOUNT, services_with
@@ -262,3 +264,22 @@ def test_a_storage_failure_before_graph_gives_the_claims_back_for_the_next_deliv
     services.accounts.get = real_get
     assert handle_command(services, body, redelivered=True).published == "succeeded"
     assert services.graph.box(ACCOUNT).messages[sent["id"]]["isRead"] is True
+
+
+def test_the_daily_prune_forgets_commands_past_their_retention_only() -> None:
+    services = services_with()
+    no_linger(services)
+    old = services.graph.add_message(ACCOUNT, "old")
+    recent = services.graph.add_message(ACCOUNT, "recent")
+    old_body = command(old["id"], "markRead", id="c-old")
+    handle_command(services, old_body)
+    services.clock.advance(days=COMMAND_RECORD_RETENTION.days, hours=-1)
+    recent_body = command(recent["id"], "markRead", id="c-recent")
+    handle_command(services, recent_body)
+    assert prune_command_log(services) == 0  # nothing is past its retention yet
+
+    services.clock.advance(hours=2)
+    assert prune_command_log(services) == 1
+    # Within its retention a command stays once-only; the pruned one is a new command again.
+    assert handle_command(services, recent_body).note == "duplicate"
+    assert handle_command(services, old_body).published == "succeeded"
