@@ -13,7 +13,7 @@ import logging
 
 import azure.functions as func
 
-from functions.http import secured
+from functions.http import secured_on_loop
 from shared import bootstrap
 from shared.config import NOTIFICATION_QUEUE
 from shared.errors import InvalidInputError, PayloadTooLargeError
@@ -55,7 +55,7 @@ def _accept_batch(req: func.HttpRequest, outbox: func.Out[list[str]], endpoint: 
 @bp.function_name("graph_notifications")
 @bp.route(route="notifications", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 @bp.queue_output(arg_name="outbox", queue_name=NOTIFICATION_QUEUE, connection="AzureWebJobsStorage")
-@secured
+@secured_on_loop
 def graph_notifications(req: func.HttpRequest, outbox: func.Out[list[str]]) -> func.HttpResponse:
     return _accept_batch(req, outbox, "notifications")
 
@@ -63,6 +63,6 @@ def graph_notifications(req: func.HttpRequest, outbox: func.Out[list[str]]) -> f
 @bp.function_name("graph_lifecycle")
 @bp.route(route="lifecycle", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 @bp.queue_output(arg_name="outbox", queue_name=NOTIFICATION_QUEUE, connection="AzureWebJobsStorage")
-@secured
+@secured_on_loop
 def graph_lifecycle(req: func.HttpRequest, outbox: func.Out[list[str]]) -> func.HttpResponse:
     return _accept_batch(req, outbox, "lifecycle")
