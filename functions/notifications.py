@@ -2,9 +2,14 @@
 
 Only the settings are touched here: no SDK import, no storage read, so Graph's 10 s
 validation handshake and 3 s notification deadline hold even on a cold start. Verified
-notifications leave through the queue output binding (written by the host once the
-function returned): 202 means "persisted"; if the host cannot write the queue it answers
-5xx itself and Graph retries (docs/graph-notes.md "Change notifications").
+notifications leave through the queue output binding, written by the host once the
+function returned (docs/graph-notes.md "Change notifications"). The app is on HTTP streams
+(functions/http.py), where the host forwards the worker's answer as it comes and writes
+output bindings after the invocation's result: a 202 can reach Graph before the queue
+write, and a write that then fails is not retried by Graph. A notification only says
+"run the delta": the next notification of the account, or the renewal's catch-up sync,
+brings whatever that trigger would have (README "HTTP streams"). The handlers never wait,
+so they run on the worker's event loop (``secured_on_loop``).
 """
 
 from __future__ import annotations
