@@ -74,9 +74,10 @@ browser-deps:
 	    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver faketime >/dev/null; \
 	  fi; }
 
-## bench: every benchmark, each printing its figures (needs nothing running).
+## bench: every benchmark, each printing its figures (needs nothing running); the failed ones are named at the end.
 bench: deps
-	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@failed=""; for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || failed="$$failed $$b"; done; \
+	  test -z "$$failed" || { echo "failed:$$failed"; exit 1; }
 
 ## demo: with `make run` up, connect a simulated mailbox and watch its CloudEvents arrive.
 demo: deps

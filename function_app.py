@@ -1,6 +1,7 @@
 """The Functions app: creates it and registers one blueprint per trigger family."""
 
 import azure.functions as func
+import azurefunctions.extensions.http.fastapi  # noqa: F401 - HTTP streams for every HTTP function (functions/http.py)
 
 from functions import (
     accounts,

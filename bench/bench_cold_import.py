@@ -2,9 +2,12 @@
 
 Graph's validation handshake must be answered within 10 s of a cold start; the import of
 the app is the part of it this project controls. Each figure is the median wall time of
-fresh subprocesses, next to the floor measured in the same run (``import azure.functions``,
-which the Functions worker loads anyway) and an empty interpreter. Target: <= 1.5x the
-floor. For comparison, the import of Microsoft's Graph SDK (``msgraph``) when installed.
+fresh subprocesses, next to the floor measured in the same run and an empty interpreter.
+The floor is what the Functions worker loads for this app anyway: ``azure.functions`` and,
+since the app is on HTTP streams (functions/http.py), the FastAPI extension the worker
+starts its web server from. ``import azure.functions`` alone is printed beside it. Target:
+<= 1.5x the floor. For comparison, the import of Microsoft's Graph SDK (``msgraph``) when
+installed.
 
     python bench/bench_cold_import.py [--runs 15]
 """
@@ -24,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 SUBJECTS = {
     "empty interpreter": "pass",
-    "import azure.functions (floor)": "import azure.functions",
+    "import azure.functions": "import azure.functions",
+    "azure.functions + HTTP streams (floor)": "import azure.functions, azurefunctions.extensions.http.fastapi",
     "import function_app": "import function_app",
 }
 HEAVY = ("msal", "azure.identity", "azure.keyvault", "azure.data.tables", "azure.storage.queue", "requests")
@@ -51,12 +55,12 @@ def main() -> None:
         for name, code in subjects.items():
             timings[name].append(cold(code))
     medians = {name: statistics.median(values) * 1000 for name, values in timings.items()}
-    floor = medians["import azure.functions (floor)"]
+    floor = medians["azure.functions + HTTP streams (floor)"]
     print(f"cold import, median of {args.runs} fresh interpreters ({os.cpu_count()} CPU(s))")
     for name, value in medians.items():
-        print(f"{name:34}{value:9.1f} ms{value / floor:8.2f}x floor")
+        print(f"{name:40}{value:9.1f} ms{value / floor:8.2f}x floor")
     if "import msgraph (Graph SDK)" not in medians:
-        print(f"{'import msgraph (Graph SDK)':34}   not installed")
+        print(f"{'import msgraph (Graph SDK)':40}   not installed")
     loaded = subprocess.run(
         [sys.executable, "-c", "import sys, function_app; print(' '.join(sys.modules))"],
         cwd=ROOT,

@@ -10,12 +10,19 @@ the simulator with the account's own access token, as a client of Graph would: a
 download URL Graph redirects to. Each figure is the median of ``--runs`` transfers; the
 ratio says how much longer the files API takes than the floor.
 
-    python bench/bench_files.py [--runs 7]
+Then the large download: a ``--large-mb`` MB file (300 by default, made by the simulator's
+``generate``) read through the files API as a stream, next to the same file read straight
+from its download URL, each read in 1 MiB pieces and hashed, never held; the median of
+``--large-runs``, and how far the devhost's resident memory rose above where it was before
+(its peak, VmHWM, reset first).
+
+    python bench/bench_files.py [--runs 7] [--large-mb 300] [--large-runs 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 import sys
@@ -49,6 +56,24 @@ def median_seconds(action: Callable[[], None], runs: int) -> float:
     return statistics.median(times)
 
 
+def memory_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def streamed_sha256(session: requests.Session, url: str, size: int) -> str:
+    hasher, received = hashlib.sha256(), 0
+    with session.get(url, stream=True, timeout=600) as response:
+        response.raise_for_status()
+        for piece in response.iter_content(MIB):
+            hasher.update(piece)
+            received += len(piece)
+    assert received == size, (received, size)
+    return hasher.hexdigest()
+
+
 def access_token(stack: LocalStack, account_id: str) -> str:
     """The account's access token, from its MSAL cache in the Key Vault emulator."""
     vault = KeyVaultSecretStore(stack.keyvault_url, ca_bundle=str(stack.ca_file))
@@ -62,6 +87,8 @@ def access_token(stack: LocalStack, account_id: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--large-mb", type=int, default=300)
+    parser.add_argument("--large-runs", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as data_dir:
         settings = {"RENEWAL_SCHEDULE": "0 0 0 1 1 *", "GRAPH_SCOPES": "User.Read Files.ReadWrite.All"}
@@ -127,11 +154,46 @@ def main() -> None:
                 rows.append((label, "upload", size, up_api, up_direct))
                 rows.append((label, "download", size, down_api, down_direct))
 
+            large = large_download(stack, user, api, base, graph, graph_base, files, args.large_mb * 1000 * 1000,
+                                   args.large_runs)
+
             print(f"files API through the local stack, median of {args.runs} transfers (floor: straight to the simulator)")
             print(f"{'file':>6} {'':9} {'files API':>18} {'floor':>18} {'ratio':>6}")
             for label, what, size, through, floor in rows:
                 print(f"{label:>6} {what:9} {through * 1000:7.1f} ms {size / MIB / through:6.1f} MiB/s "
                       f"{floor * 1000:7.1f} ms {size / MIB / floor:6.1f} MiB/s {through / floor:5.2f}x")
+            size, through, floor, grew = large
+            print(f"{args.large_mb} MB streamed download, median of {args.large_runs}: files API {through:.2f} s "
+                  f"({size / MIB / through:.1f} MiB/s), floor {floor:.2f} s ({size / MIB / floor:.1f} MiB/s), "
+                  f"{through / floor:.2f}x; devhost resident memory rose {grew / 1024:.1f} MiB at most "
+                  f"({size / MIB:.0f} MiB file)")
+            print(json.dumps({"large_download_mb": args.large_mb, "api_seconds": round(through, 3),
+                              "floor_seconds": round(floor, 3), "ratio": round(through / floor, 2),
+                              "devhost_rss_growth_mib": round(grew / 1024, 1)}))
+
+
+def large_download(stack: LocalStack, user: dict[str, str], api: requests.Session, base: str,
+                   graph: requests.Session, graph_base: str, files: requests.Session, size: int,
+                   runs: int) -> tuple[int, float, float, int]:
+    """(size, median seconds through the API, median seconds from the download URL, the
+    devhost's largest rise of resident memory in KiB)."""
+    item = stack.sim("POST", f"/_sim/users/{user['id']}/drive/items",
+                     json={"path": "bench/large.bin", "generate": {"size": size, "seed": 1}})
+    pid = next(child.process.pid for child in stack.children if child.name == "devhost")
+    redirect = graph.get(f"{graph_base}/items/{item['id']}/content", allow_redirects=False, timeout=60)
+    floor_times, api_times, grew, expected = [], [], 0, ""
+    for _ in range(runs):
+        started = time.perf_counter()
+        expected = streamed_sha256(files, redirect.headers["Location"], size)
+        floor_times.append(time.perf_counter() - started)
+        Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM back to the current RSS
+        before = memory_kib(pid, "VmRSS")
+        started = time.perf_counter()
+        got = streamed_sha256(api, f"{base}/items/{item['id']}/content", size)
+        api_times.append(time.perf_counter() - started)
+        grew = max(grew, memory_kib(pid, "VmHWM") - before)
+        assert got == expected, "the bytes through the files API differ from the file"
+    return size, statistics.median(api_times), statistics.median(floor_times), grew
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
     GET    /api/accounts/{id}/drive/root:/{path}:               the item at a path
     GET    /api/accounts/{id}/drive/items/{itemId}/children     a page of a folder (``?size=``, ``continuation``)
     PUT    /api/accounts/{id}/drive/root:/{path}:/content       upload (``?conflict=replace|rename|fail``)
-    GET    /api/accounts/{id}/drive/items/{itemId}/content      the bytes (``Range`` honoured)
+    GET    /api/accounts/{id}/drive/items/{itemId}/content      the bytes, streamed (``Range`` honoured)
     POST   /api/accounts/{id}/drive/items/{itemId}/createLink   ``{"type", "scope"}`` -> a sharing link
     DELETE /api/accounts/{id}/drive/items/{itemId}              204
 
@@ -13,6 +13,12 @@ takes the rest of the path, slashes included, and must be the last segment of an
 Core route template, so the ``:`` and ``:/content`` that end Graph's path syntax are read
 here. Errors are ``{"error": {"code", "message"}}``; the status is
 ``functions.api_errors.status_for``'s, the body's code is chosen in ``_failure``.
+
+A download is answered with a ``StreamingResponse`` (HTTP streams, functions/http.py): its
+chunks go from Graph's download URL to the caller as they arrive, with Graph's
+``Content-Length``, so a file of any size passes through in constant memory and a transfer
+that breaks off shows short to the caller. An error found before the first byte (no such
+item, no scope, a bad ``Range``) is still a JSON error.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import logging
 from typing import Any
 
 import azure.functions as func
+from azurefunctions.extensions.http.fastapi import StreamingResponse
 
 from functions.api_errors import status_for
 from functions.http import secured
@@ -124,7 +131,7 @@ def files_children(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("files_content")
 @bp.route(route=f"{ITEM_ROUTE}/content", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @secured
-def files_content(req: func.HttpRequest) -> func.HttpResponse:
+def files_content(req: func.HttpRequest) -> func.HttpResponse | StreamingResponse:
     account_id, item_id = _ids(req)
     try:
         download = drive_files.download(
@@ -132,12 +139,13 @@ def files_content(req: func.HttpRequest) -> func.HttpResponse:
         )
     except ConnectorError as exc:
         return _failure(exc, account_id, "download")
-    # The file's own type, without the "; charset=utf-8" a mimetype alone would get.
+    # The file's own type, without the "; charset=utf-8" a media type alone would get.
     headers = {"Content-Type": download.content_type}
+    if download.size is not None:
+        headers["Content-Length"] = str(download.size)
     if download.content_range:
         headers["Content-Range"] = download.content_range
-    return func.HttpResponse(download.content, status_code=download.status, headers=headers,
-                             mimetype=download.content_type.split(";", 1)[0])
+    return StreamingResponse(download.chunks, status_code=download.status, headers=headers)
 
 
 @bp.function_name("files_create_link")

@@ -2,9 +2,14 @@
 
 Only the settings are touched here: no SDK import, no storage read, so Graph's 10 s
 validation handshake and 3 s notification deadline hold even on a cold start. Verified
-notifications leave through the queue output binding (written by the host once the
-function returned): 202 means "persisted"; if the host cannot write the queue it answers
-5xx itself and Graph retries (docs/graph-notes.md "Change notifications").
+notifications leave through the queue output binding, written by the host once the
+function returned (docs/graph-notes.md "Change notifications"). The app is on HTTP streams
+(functions/http.py), where the host forwards the worker's answer as it comes and writes
+output bindings after the invocation's result: a 202 can reach Graph before the queue
+write, and a write that then fails is not retried by Graph. A notification only says
+"run the delta": the next notification of the account, or the renewal's catch-up sync,
+brings whatever that trigger would have (README "HTTP streams"). The handlers never wait,
+so they run on the worker's event loop (``secured_on_loop``).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import logging
 
 import azure.functions as func
 
-from functions.http import secured
+from functions.http import secured_on_loop
 from shared import bootstrap
 from shared.config import NOTIFICATION_QUEUE
 from shared.errors import InvalidInputError, PayloadTooLargeError
@@ -55,7 +60,7 @@ def _accept_batch(req: func.HttpRequest, outbox: func.Out[list[str]], endpoint: 
 @bp.function_name("graph_notifications")
 @bp.route(route="notifications", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 @bp.queue_output(arg_name="outbox", queue_name=NOTIFICATION_QUEUE, connection="AzureWebJobsStorage")
-@secured
+@secured_on_loop
 def graph_notifications(req: func.HttpRequest, outbox: func.Out[list[str]]) -> func.HttpResponse:
     return _accept_batch(req, outbox, "notifications")
 
@@ -63,6 +68,6 @@ def graph_notifications(req: func.HttpRequest, outbox: func.Out[list[str]]) -> f
 @bp.function_name("graph_lifecycle")
 @bp.route(route="lifecycle", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 @bp.queue_output(arg_name="outbox", queue_name=NOTIFICATION_QUEUE, connection="AzureWebJobsStorage")
-@secured
+@secured_on_loop
 def graph_lifecycle(req: func.HttpRequest, outbox: func.Out[list[str]]) -> func.HttpResponse:
     return _accept_batch(req, outbox, "lifecycle")

@@ -217,11 +217,6 @@ def _connect_device_code(services: Services, out: IO[str], err: IO[str]) -> int:
 
 # -- files: a connected account's OneDrive (shared/drive_files.py) ------------------------
 
-# A download is read in Range pieces of this size, so a file of any size reaches the disk
-# without being held whole (the files API's own bound is drive_files.MAX_DOWNLOAD_BYTES).
-DOWNLOAD_PIECE_BYTES = 32 * 1024 * 1024
-
-
 def _files_parser(commands: Any) -> None:
     files = commands.add_parser("files", help="list, upload or download an account's OneDrive files")
     actions = files.add_subparsers(dest="action", required=True)
@@ -265,12 +260,12 @@ def _files(services: Services, args: argparse.Namespace, out: IO[str]) -> int:
         result = drive_files.upload_file(services, args.account_id, args.path, content, conflict=args.conflict)
         _print(out, {**result.item, "created": result.created, "uploadSession": result.session})
     elif args.action == "download":
-        item = drive_files.get_item(services, args.account_id, args.item_id)
+        drive_files.get_item(services, args.account_id, args.item_id)  # a missing item fails before --output is made
         target = args.output.open("wb") if args.output else getattr(out, "buffer", None)
         if target is None:
             raise ConfigurationError("stdout takes no bytes here; give --output FILE")
         try:
-            _download_in_pieces(services, args.account_id, args.item_id, int(item.get("size") or 0), target)
+            _download(services, args.account_id, args.item_id, target)
         finally:
             if args.output:
                 target.close()
@@ -279,15 +274,16 @@ def _files(services: Services, args: argparse.Namespace, out: IO[str]) -> int:
     return 0
 
 
-def _download_in_pieces(services: Services, account_id: str, item_id: str, size: int, target: IO[bytes]) -> None:
+def _download(services: Services, account_id: str, item_id: str, target: IO[bytes]) -> None:
+    """Chunk by chunk from Graph's download URL to ``target``: a file of any size, never whole."""
     from shared import drive_files
 
-    if size <= DOWNLOAD_PIECE_BYTES:
-        target.write(drive_files.download(services, account_id, item_id).content)
-        return
-    for start in range(0, size, DOWNLOAD_PIECE_BYTES):
-        end = min(start + DOWNLOAD_PIECE_BYTES, size) - 1
-        target.write(drive_files.download(services, account_id, item_id, range_header=f"bytes={start}-{end}").content)
+    content = drive_files.download(services, account_id, item_id)
+    try:
+        for chunk in content.chunks:
+            target.write(chunk)
+    finally:
+        content.close()
 
 
 if __name__ == "__main__":

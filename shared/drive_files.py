@@ -12,10 +12,10 @@ pre-authenticated ``@microsoft.graph.downloadUrl`` is never handed out.
   the session's ``nextExpectedRanges`` says where Graph stands, and the upload goes on
   from there (https://learn.microsoft.com/graph/api/driveitem-createuploadsession
   "Resuming an in-progress upload"), at most ``MAX_UPLOAD_RESUMES`` times.
-- Downloads come from the download URL Graph redirects to, read in chunks. The Python
-  worker's classic ``HttpResponse`` takes its body as bytes, so a download is held whole
-  in memory by the handler: it is bounded by ``MAX_DOWNLOAD_BYTES``, and larger files are
-  read with ``Range`` requests of at most that size (passed on to the download URL).
+- Downloads come from the download URL Graph redirects to and are handed on unread:
+  ``download`` returns the bytes as an iterator of chunks, which the route streams out
+  (HTTP streams, functions/files.py), so no file is ever held whole and none is too large.
+  A ``Range`` is passed on to the download URL as it is.
 - Children pages carry an opaque ``continuation``: Graph's nextLink and the folder it
   belongs to, accepted back only for that folder and only towards the Graph endpoint, so
   a caller cannot make the app send the account's token elsewhere.
@@ -30,7 +30,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
@@ -42,7 +42,6 @@ from shared.errors import (
     InvalidPathError,
     MissingScopeError,
     NotFoundError,
-    PayloadTooLargeError,
     ReauthRequiredError,
     ThrottledError,
     UnknownAccountError,
@@ -74,10 +73,6 @@ UPLOAD_FRAGMENT_BYTES = 16 * FRAGMENT_MULTIPLE  # 5 MiB
 MAX_UPLOAD_RESUMES = 5
 MAX_RESUME_WAIT_SECONDS = 10.0
 
-# A download is held whole by the handler (see the module docstring); the Functions host
-# caps a request body at 100 MB (FUNCTIONS_REQUEST_BODY_SIZE_LIMIT), the same bound here.
-MAX_DOWNLOAD_BYTES = 100 * 1024 * 1024
-
 CHILDREN_PAGE_DEFAULT = 50
 CHILDREN_PAGE_MAX = 200
 
@@ -96,14 +91,6 @@ class UploadResult:
     session: bool  # went through an upload session
     fragments: int  # PUTs of fragments sent (0 for a simple upload)
     resumes: int  # times a failed fragment was resumed from nextExpectedRanges
-
-
-@dataclass(frozen=True)
-class Download:
-    status: int  # 200, or 206 for a Range request
-    content: bytes
-    content_type: str
-    content_range: str | None = None
 
 
 # -- input ----------------------------------------------------------------------------
@@ -147,8 +134,8 @@ def link_request(body: Any) -> tuple[str, str]:
     return str(link_type), str(scope)
 
 
-def byte_range(raw: str | None, size_limit: int = MAX_DOWNLOAD_BYTES) -> str | None:
-    """A single ``Range: bytes=a-b`` (RFC 9110 section 14.1.2), at most ``size_limit`` long."""
+def byte_range(raw: str | None) -> str | None:
+    """A single ``Range: bytes=a-b``, ``bytes=a-`` or ``bytes=-n`` (RFC 9110 section 14.1.2)."""
     if raw is None or not raw.strip():
         return None
     match = _RANGE.match(raw.strip())
@@ -157,13 +144,6 @@ def byte_range(raw: str | None, size_limit: int = MAX_DOWNLOAD_BYTES) -> str | N
     first, last = match.groups()
     if first and last and int(last) < int(first):
         raise InvalidInputError("the Range ends before it starts")
-    if first and last and int(last) - int(first) + 1 > size_limit:
-        raise PayloadTooLargeError(f"a Range may span at most {size_limit} bytes")
-    if first and not last:
-        # An open range asks for everything after first: bound it as the whole file is bounded.
-        last = str(int(first) + size_limit - 1)
-    if not first and int(last) > size_limit:
-        raise PayloadTooLargeError(f"a Range may span at most {size_limit} bytes")
     return f"bytes={first}-{last}"
 
 
@@ -395,39 +375,37 @@ def _cancel_quietly(services: Services, upload_url: str, account_id: str) -> Non
         log.info("account %s: upload session not cancelled: %s", account_id, type(exc).__name__)
 
 
-def download(
-    services: Services, account_id: str, item_id: str, *, range_header: str | None = None,
-    limit: int | None = None,
-) -> Download:
-    """The file's bytes (or the ``Range`` asked), read in chunks from Graph's download URL
-    into one buffer of at most ``limit`` bytes (``MAX_DOWNLOAD_BYTES``); ``PayloadTooLargeError``
-    beyond it."""
-    limit = MAX_DOWNLOAD_BYTES if limit is None else limit
-    wanted = byte_range(range_header, limit)
+def download(services: Services, account_id: str, item_id: str, *, range_header: str | None = None) -> DriveContent:
+    """The file's bytes (or the ``Range`` asked) from Graph's download URL, not yet read:
+    the caller iterates ``chunks`` and calls ``close``. A download that ends before the
+    ``Content-Length`` Graph announced raises ``UpstreamError`` from the iteration, so a
+    streamed answer is cut off (and the client sees it short) rather than ended as if whole."""
+    wanted = byte_range(range_header)
     content = _as_account(
         services, account_id, lambda auth: services.drive.open_content(auth, item_id, byte_range=wanted), write=False
     )
+    return DriveContent(content.status, content.size, content.content_type, _checked(content), content.close,
+                        content.content_range)
+
+
+def _checked(content: DriveContent) -> Iterator[bytes]:
+    received = 0
     try:
-        return Download(content.status, _read_bounded(content, limit), content.content_type, content.content_range)
+        for chunk in content.chunks:
+            received += len(chunk)
+            yield chunk
+        if content.size is not None and received != content.size:
+            raise UpstreamError(f"the download ended after {received} of {content.size} bytes")
     finally:
         content.close()
 
 
-def _read_bounded(content: DriveContent, limit: int) -> bytes:
-    if content.size is not None and content.size > limit:
-        raise PayloadTooLargeError(
-            f"the file is {content.size} bytes; read it in Range requests of at most {limit} bytes"
-        )
-    chunks: list[bytes] = []
-    received = 0
-    for chunk in content.chunks:
-        received += len(chunk)
-        if received > limit:
-            raise PayloadTooLargeError(f"the file is over {limit} bytes; read it in Range requests")
-        chunks.append(chunk)
-    if content.size is not None and received != content.size:
-        raise UpstreamError(f"the download ended after {received} of {content.size} bytes")
-    return b"".join(chunks)
+def read_whole(content: DriveContent) -> bytes:
+    """Every chunk of ``content`` joined (for small files and tests; routes stream instead)."""
+    try:
+        return b"".join(content.chunks)
+    finally:
+        content.close()
 
 
 def create_link(services: Services, account_id: str, item_id: str, *, link_type: str, scope: str) -> JsonObject:

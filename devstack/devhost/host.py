@@ -33,6 +33,8 @@ from .http import (
     HttpRoute,
     IncomingRequest,
     Keys,
+    MalformedBody,
+    RequestTooLarge,
     Response,
     from_function_response,
     serve,
@@ -49,6 +51,15 @@ from .invocation import (
 )
 from .ncrontab import parse_schedule
 from .queues import DEFAULT_CONNECTION, QueueClients, QueueListener, manual_message, message_bodies
+from .streams import (
+    INIT_INDEXING,
+    as_asgi_response,
+    asgi_scope,
+    init_indexing_enabled,
+    make_request,
+    send_response,
+    takes_streams_request,
+)
 from .timers import TimerRunner, timer_request, utc_now
 
 logger = logging.getLogger("devstack.devhost")
@@ -113,6 +124,7 @@ class DevHost:
         self.specs: dict[str, FunctionSpec] = {}
         self.routes: list[HttpRoute] = []
         self.errors: dict[str, str] = {}
+        self.http_streams = False  # the app's HTTP functions take FastAPI's Request (devstack/devhost/streams.py)
         self._saved_environ: dict[str, str | None] = {}
         self._stop = threading.Event()
         self._server: Any = None
@@ -236,6 +248,25 @@ class DevHost:
                                spec.name, binding.name, binding.type)
             if spec.trigger.type == HTTP_TRIGGER:
                 self.routes.append(HttpRoute.from_spec(spec))
+        self._check_http_streams()
+
+    def _check_http_streams(self) -> None:
+        """HTTP streams are all or nothing for an app, and need init indexing (streams.py)."""
+        http = [spec for spec in self.specs.values() if spec.trigger.type == HTTP_TRIGGER]
+        streaming = {spec.name for spec in http if takes_streams_request(spec)}
+        self.http_streams = bool(streaming)
+        if not streaming:
+            return
+        for spec in http:
+            if not init_indexing_enabled():
+                self.errors[spec.name] = (f"the app uses HTTP streams, which the worker serves only with the app "
+                                          f"setting {INIT_INDEXING}=1")
+            elif spec.name not in streaming:
+                self.errors[spec.name] = ("the app uses HTTP streams, so every HTTP function must take the "
+                                          "extension's Request: a func.HttpRequest trigger does not load")
+            else:
+                continue
+            logger.error("function %s: %s", spec.name, self.errors[spec.name])
 
     def _start_triggers(self) -> None:
         for spec in self.specs.values():
@@ -318,17 +349,49 @@ class DevHost:
                 listener.wake()
 
     def _run_http(self, route: HttpRoute, request: IncomingRequest, route_params: dict[str, str]) -> Response:
+        if route.spec.name in self.errors:
+            return Response(500)  # as the host answers for a function that failed to load
+        if self.http_streams:
+            return self._run_http_streams(route, request, route_params)
         body = request.read_body()  # RequestTooLarge and MalformedBody become 413 and 400 at the edge
         http_request = func.HttpRequest(
             request.method, request.url, headers=request.headers, params=request.params,
             route_params=route_params, body=body)
         try:
             result = self._execute(route.spec, http_request)
-            http_output = next((b.name for b in route.spec.outputs if b.type == "http" and b.name != RETURN), None)
-            value = result.outputs.get(http_output) if http_output else result.return_value
-            return from_function_response(value)
+            return from_function_response(self._http_output(route, result))
         except Exception:  # noqa: BLE001 - the caller sees a bare 500, the log has the details
             return Response(500)
+
+    @staticmethod
+    def _http_output(route: HttpRoute, result: InvocationResult) -> Any:
+        http_output = next((b.name for b in route.spec.outputs if b.type == "http" and b.name != RETURN), None)
+        return result.outputs.get(http_output) if http_output else result.return_value
+
+    def _run_http_streams(self, route: HttpRoute, request: IncomingRequest, route_params: dict[str, str]) -> Response:
+        """The function gets a Starlette request whose body it reads as it arrives; its
+        response goes out as the ASGI app sends it (streams.py). A body over the limit
+        found before the response began is a 413, as from the host."""
+        scope = asgi_scope(request.method, request.url, request.raw_headers, request.client, request.server,
+                           route_params)
+        streams_request = make_request(scope, request.read_piece, request.has_body)
+        try:
+            result = self._execute(route.spec, streams_request)
+            response = as_asgi_response(self._http_output(route, result))
+        except (RequestTooLarge, MalformedBody):
+            raise
+        except Exception:  # noqa: BLE001 - the caller sees a bare 500, the log has the details
+            return Response(500)
+        writer = request.writer
+        try:
+            send_response(response, scope, writer)
+        except Exception as error:  # noqa: BLE001 - the client went away, or the body's source failed
+            if not writer.started:
+                logger.exception("Function %s: its response could not be sent", route.spec.name)
+                return Response(500)
+            logger.warning("Function %s: the response broke off after it began: %s", route.spec.name,
+                           type(error).__name__)
+        return Response.streamed(writer.status)
 
     # ----------------------------------------------------------------- admin API
     def _admin(self, request: IncomingRequest) -> Response:

@@ -1,6 +1,10 @@
 """The HTTP front of the devhost: function routes under the route prefix and the admin API.
 
-A threaded HTTP/1.1 server with keep-alive. Routes, methods and auth levels come from the
+A threaded HTTP/1.1 server with keep-alive. A request body is read off the connection as
+the function asks for it (``BodyReader``: Content-Length or chunked framing, at most
+``MAX_REQUEST_BODY``), whole for a classic function, in pieces for an HTTP streams one; an
+HTTP streams response is written as it comes (``ConnectionWriter``: Content-Length
+framing when the response states one, else chunked transfer coding). Routes, methods and auth levels come from the
 functions' ``httpTrigger`` bindings. Keys are taken from the ``code`` query parameter or the
 ``x-functions-key`` header, as the host takes them: function-level routes accept the function
 key or the master key, admin-level routes and the admin API only the master key. Nothing of a
@@ -16,7 +20,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -63,6 +67,11 @@ class Response:
     status: int
     body: bytes = b""
     headers: tuple[tuple[str, str], ...] = ()
+    sent: bool = False  # written already, piece by piece (an HTTP streams response)
+
+    @classmethod
+    def streamed(cls, status: int) -> Response:
+        return cls(status, sent=True)
 
     @classmethod
     def text(cls, status: int, text: str = "") -> Response:
@@ -116,10 +125,135 @@ class IncomingRequest:
     params: dict[str, str]
     headers: dict[str, str]
     read_body: Callable[[], bytes]
+    # What an HTTP streams function needs beyond that: the headers as sent, the body in
+    # pieces (b"" at its end), where the response goes, and the two ends of the connection.
+    raw_headers: list[tuple[str, str]] = field(default_factory=list)
+    read_piece: Callable[[int], bytes] = lambda size: b""
+    has_body: bool = False
+    writer: Any = None
+    client: tuple[str, int] = ("127.0.0.1", 0)
+    server: tuple[str, int] = ("127.0.0.1", 0)
 
     @property
     def key(self) -> str | None:
         return self.params.get("code") or self.headers.get("x-functions-key")
+
+
+class BodyReader:
+    """A request's body off the connection, piece by piece, as its framing says (RFC 9112
+    section 6: Content-Length, or chunked transfer coding with its trailers skipped)."""
+
+    def __init__(self, rfile: Any, headers: Any, limit: int | None = None) -> None:
+        self._rfile = rfile
+        self._limit = MAX_REQUEST_BODY if limit is None else limit
+        self._chunked = "chunked" in (headers.get("Transfer-Encoding") or "").lower()
+        self._remaining = 0  # of the body (Content-Length) or of the current chunk
+        self.total = 0
+        self.touched = False
+        length_text = headers.get("Content-Length")
+        self.declared: int | None = None
+        if not self._chunked and length_text:
+            try:
+                self.declared = int(length_text)
+            except ValueError:
+                self.declared = -1
+        if not self._chunked:
+            self._remaining = max(self.declared or 0, 0)
+        self.done = not self._chunked and not self._remaining and (self.declared or 0) >= 0
+
+    @property
+    def present(self) -> bool:
+        return self._chunked or bool(self.declared)
+
+    def check_declared(self) -> None:
+        """Refuse a Content-Length that cannot be read or is over the limit, before any read."""
+        if self.declared is not None and self.declared < 0:
+            raise MalformedBody
+        if self.declared is not None and self.declared > self._limit:
+            raise RequestTooLarge
+
+    def read(self, size: int) -> bytes:
+        """Up to ``size`` bytes of the body; b"" once it is all read."""
+        self.touched = True
+        self.check_declared()
+        if self.done:
+            return b""
+        if self._chunked and not self._remaining:
+            try:
+                self._remaining = int(self._rfile.readline(1024).split(b";", 1)[0].strip() or b"0", 16)
+            except ValueError as error:
+                raise MalformedBody from error
+            if self._remaining == 0:
+                while self._rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                self.done = True
+                return b""
+        piece = self._rfile.read(min(size, self._remaining))
+        if not piece:
+            raise MalformedBody  # the connection ended inside the body
+        self._remaining -= len(piece)
+        self.total += len(piece)
+        if self.total > self._limit:
+            raise RequestTooLarge
+        if not self._remaining:
+            if self._chunked:
+                self._rfile.readline(1024)  # the CRLF after a chunk
+            else:
+                self.done = True
+        return bytes(piece)
+
+    def read_all(self) -> bytes:
+        self.check_declared()
+        pieces: list[bytes] = []
+        while piece := self.read(1024 * 1024):
+            pieces.append(piece)
+        return b"".join(pieces)
+
+
+class ConnectionWriter:
+    """An HTTP streams response onto the connection as its ASGI messages come."""
+
+    def __init__(self, handler: _Handler) -> None:
+        self._handler = handler
+        self._chunked = False
+        self.started = False
+        self.finished = False
+        self.status = 0
+
+    def start(self, status: int, headers: list[tuple[str, str]]) -> None:
+        handler = self._handler
+        self.started, self.status = True, status
+        handler.send_response(status)
+        names = {name.lower() for name, _ in headers}
+        for name, value in headers:
+            if name.lower() not in ("transfer-encoding", "connection"):
+                handler.send_header(name, value)
+        no_body = handler.command == "HEAD" or status in (204, 304) or status < 200
+        if "content-length" not in names and not no_body:
+            self._chunked = True
+            handler.send_header("Transfer-Encoding", "chunked")
+        if handler.close_connection:
+            handler.send_header("Connection", "close")
+        handler.end_headers()
+        handler.wfile.flush()
+
+    def write(self, data: bytes) -> None:
+        if self._handler.command == "HEAD" or not data:
+            return
+        out = self._handler.wfile
+        if self._chunked:
+            out.write(b"%x\r\n" % len(data))
+            out.write(data)
+            out.write(b"\r\n")
+        else:
+            out.write(data)
+        out.flush()
+
+    def end(self) -> None:
+        if self._chunked and self._handler.command != "HEAD":
+            self._handler.wfile.write(b"0\r\n\r\n")
+        self._handler.wfile.flush()
+        self.finished = True
 
 
 class Frontend:
@@ -217,74 +351,42 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in parse_qsl(parts.query, keep_blank_values=True):
             params.setdefault(name, value)
         headers: dict[str, str] = {}
+        raw_headers: list[tuple[str, str]] = []
         for name, value in self.headers.items():
             lower = name.lower()
             headers[lower] = f"{headers[lower]}, {value}" if lower in headers else value
+            raw_headers.append((name, value))
         host = self.headers.get("Host") or "{}:{}".format(*self.server.server_address[:2])
-        body_read = False
-
-        def read_body() -> bytes:
-            nonlocal body_read
-            body_read = True
-            return self._read_body()
-
-        request = IncomingRequest(self.command, f"http://{host}{self.path}", parts.path or "/", params, headers,
-                                  read_body)
+        body = BodyReader(self.rfile, self.headers)
+        writer = ConnectionWriter(self)
+        client = self.client_address[:2] if isinstance(self.client_address, tuple) else ("127.0.0.1", 0)
+        request = IncomingRequest(
+            self.command, f"http://{host}{self.path}", parts.path or "/", params, headers, body.read_all,
+            raw_headers=raw_headers, read_piece=body.read, has_body=body.present, writer=writer,
+            client=(str(client[0]), int(client[1])),
+            server=(str(self.server.server_address[0]), int(self.server.server_address[1])))
         try:
             response = self.server.frontend.handle(request)
         except RequestTooLarge:
-            response, body_read = Response.text(413), False
+            response = Response.text(413)
         except MalformedBody:
-            response, body_read = Response.text(400), False
+            response = Response.text(400)
         except Exception:  # noqa: BLE001 - a fault of the devhost itself: 500, and keep serving
             logger.exception("devhost: request to %s failed", parts.path)
             response = Response(500)
-        if not body_read and self._has_body():
+        if writer.started and not writer.finished:
+            # A streamed response broke off: end the connection, so the client sees it short.
+            self.close_connection = True
+            return
+        if not body.done:
             # The unread body would be taken for the next request: end the connection instead.
             self.close_connection = True
-        self._send(response)
+        if not response.sent:
+            self._send(response)
         logger.debug("%s %s -> %s in %.1f ms", self.command, parts.path, response.status,
                      (time.perf_counter() - started) * 1000)
 
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_TRACE = _dispatch
-
-    def _has_body(self) -> bool:
-        length = self.headers.get("Content-Length")
-        return bool(length and length.strip() != "0") or "chunked" in self.headers.get("Transfer-Encoding", "").lower()
-
-    def _read_body(self) -> bytes:
-        try:
-            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-                return self._read_chunked()
-            length_text = self.headers.get("Content-Length")
-            if not length_text:
-                return b""
-            length = int(length_text)
-        except ValueError as error:
-            raise MalformedBody from error
-        if length < 0:
-            raise MalformedBody
-        if length > MAX_REQUEST_BODY:
-            raise RequestTooLarge
-        body = self.rfile.read(length)
-        if len(body) < length:
-            raise MalformedBody
-        return body
-
-    def _read_chunked(self) -> bytes:
-        chunks: list[bytes] = []
-        total = 0
-        while True:
-            size = int(self.rfile.readline(1024).split(b";", 1)[0].strip() or b"0", 16)
-            if size == 0:
-                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                    pass  # trailers
-                return b"".join(chunks)
-            total += size
-            if total > MAX_REQUEST_BODY:
-                raise RequestTooLarge
-            chunks.append(self.rfile.read(size))
-            self.rfile.readline(1024)
 
     def _send(self, response: Response) -> None:
         self.send_response(response.status)

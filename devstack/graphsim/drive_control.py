@@ -5,10 +5,12 @@ Changes made here are the user's, as in the browser: ``lastModifiedBy`` is the u
 
 - ``GET /drive``: the drive (as Graph renders it).
 - ``GET /drive/items``: every item, deleted ones included (``"deleted": {...}``).
-- ``POST /drive/items`` ``{"path": "Docs/report.docx", "content": "text" | "contentBase64": "...",
-  "folder": false, "conflictBehavior": "fail"|"replace"|"rename"}``: a file (or with
-  ``"folder": true`` a folder) at that path below the root; missing folders are created.
-  201 the item.
+- ``POST /drive/items`` ``{"path": "Docs/report.docx", "content": "text" | "contentBase64": "..." |
+  "generate": {"size": 314572800, "seed": 7}, "folder": false, "conflictBehavior":
+  "fail"|"replace"|"rename"}``: a file (or with ``"folder": true`` a folder) at that path
+  below the root; missing folders are created. ``generate`` makes ``size`` bytes (at most
+  ``MAX_GENERATED_BYTES``) of pseudo-random content from ``seed`` here, so a test can have
+  a file of hundreds of MB without sending it. 201 the item.
 - ``GET /drive/items/{itemId}``; ``GET /drive/items/{itemId}/content``: the bytes.
 - ``PUT /drive/items/{itemId}/content`` (the body is the new content): the user edits the
   file: a new eTag and cTag, ``lastModifiedBy`` the user. 200 the item.
@@ -26,6 +28,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import random
 from typing import Any
 
 from .drive import DriveService
@@ -34,6 +37,9 @@ from .drive_store import Drive, DriveItem, InvalidName, NameConflict, identity_o
 from .state import User
 from .uploads import conflict_behavior
 from .wire import Request, Response
+
+MAX_GENERATED_BYTES = 2 * 1024 * 1024 * 1024
+GENERATE_PIECE_BYTES = 1024 * 1024
 
 
 def _bad(message: str, status: int = 400) -> Response:
@@ -121,10 +127,14 @@ class DriveControl:
         if conflict is None:
             return _bad("conflictBehavior must be fail, replace or rename")
         try:
-            if "contentBase64" in body:
+            if "generate" in body:
+                content = _generated(body["generate"])
+            elif "contentBase64" in body:
                 content = base64.b64decode(str(body["contentBase64"]), validate=True)
             else:
                 content = str(body.get("content", "")).encode("utf-8")
+        except _BadGenerate:
+            return _bad(f'generate must be {{"size": 0..{MAX_GENERATED_BYTES}, "seed": a whole number}}')
         except (binascii.Error, ValueError):
             return _bad("contentBase64 is not base64")
         actor = identity_of(user)
@@ -142,6 +152,24 @@ class DriveControl:
         except InvalidName as exc:
             return _bad(str(exc))
         return Response.json(201, self._render(request, drive, item))
+
+
+class _BadGenerate(ValueError):
+    pass
+
+
+def _generated(spec: Any) -> bytes:
+    """``size`` pseudo-random bytes, the same for the same ``seed``."""
+    if not isinstance(spec, dict):
+        raise _BadGenerate
+    size, seed = spec.get("size"), spec.get("seed", 0)
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_GENERATED_BYTES:
+        raise _BadGenerate
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise _BadGenerate
+    rng = random.Random(seed)  # noqa: S311 - test content, not a secret
+    pieces = [rng.randbytes(min(GENERATE_PIECE_BYTES, size - offset)) for offset in range(0, size, GENERATE_PIECE_BYTES)]
+    return b"".join(pieces)
 
 
 def _json(request: Request) -> Any:

@@ -35,6 +35,7 @@ from .wire import Request, Response, graph_error
 log = logging.getLogger(__name__)
 
 CERT_NAME = "graphsim"
+BODY_PIECE_BYTES = 1024 * 1024  # a larger body is written piece by piece
 
 
 class _TlsServer(ThreadingHTTPServer):
@@ -107,10 +108,19 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in response.headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(response.body)))
-        # headers and body in one TLS write: one record, one segment for small answers
+        body = b"" if self.command == "HEAD" else response.body
         buffered: list[bytes] = getattr(self, "_headers_buffer", [])
-        self.wfile.write(b"".join(buffered) + b"\r\n" + (b"" if self.command == "HEAD" else response.body))
+        if len(body) <= BODY_PIECE_BYTES:
+            # headers and body in one TLS write: one record, one segment for small answers
+            self.wfile.write(b"".join(buffered) + b"\r\n" + body)
+            buffered.clear()
+            return
+        # A large body (a file download) goes out in pieces of itself, never copied whole.
+        self.wfile.write(b"".join(buffered) + b"\r\n")
         buffered.clear()
+        view = memoryview(body)
+        for offset in range(0, len(view), BODY_PIECE_BYTES):
+            self.wfile.write(view[offset:offset + BODY_PIECE_BYTES])
 
     do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = do_HEAD = _dispatch
 

@@ -124,6 +124,9 @@ resource settings 'Microsoft.Web/sites/config@2024-04-01' = {
     AZURE_CLIENT_ID: identityClientId
     APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsightsConnectionString
     APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+    // HTTP streams (functions/http.py): the Python worker starts its web server only with init
+    // indexing (https://learn.microsoft.com/azure/azure-functions/functions-reference-python#http-streams).
+    PYTHON_ENABLE_INIT_INDEXING: '1'
     PUBLIC_BASE_URL: 'https://${site.properties.defaultHostName}'
   })
 }

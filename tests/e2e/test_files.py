@@ -8,6 +8,7 @@ Files.ReadWrite.All``, as that product asks, and a user connected through the re
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,52 @@ def test_a_range_of_the_content(api: FilesApi) -> None:
     part = api.content(item["id"], Range="bytes=1000-1999")
     assert part.status_code == 206 and part.content == content_of(100_000)[1000:2000]
     assert part.headers["Content-Range"] == "bytes 1000-1999/100000"
+
+
+def devhost_pid(stack: LocalStack) -> int:
+    return next(child.process.pid for child in stack.children if child.name == "devhost")
+
+
+def memory_kib(pid: int, field: str) -> int:
+    """``VmRSS`` (now) or ``VmHWM`` (the peak) of a process, from /proc (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for {pid}")
+
+
+def test_a_300_mb_file_is_streamed_through_the_devhost_in_bounded_memory(
+    files_stack: LocalStack, user: dict[str, Any], api: FilesApi
+) -> None:
+    size = 300 * 1000 * 1000
+    item = files_stack.sim("POST", f"/_sim/users/{user['id']}/drive/items",
+                           json={"path": "Video/keynote.mp4", "generate": {"size": size, "seed": 300}})
+    floor = hashlib.sha256()
+    with requests.get(f"{files_stack.graphsim_url}/_sim/users/{user['id']}/drive/items/{item['id']}/content",
+                      verify=str(files_stack.ca_file), stream=True, timeout=120) as direct:
+        for piece in direct.iter_content(MB):
+            floor.update(piece)
+    pid = devhost_pid(files_stack)
+    clear_refs = Path(f"/proc/{pid}/clear_refs")
+    clear_refs.write_text("5")  # resets VmHWM to the current RSS (Linux proc(5))
+    before = memory_kib(pid, "VmRSS")
+
+    received, tail = hashlib.sha256(), b""
+    with api.http.get(f"{api.base}/items/{item['id']}/content", stream=True, timeout=120) as response:
+        assert response.status_code == 200, response.text[:300]
+        for piece in response.iter_content(MB):
+            received.update(piece)
+            tail = (tail + piece)[-10:]
+        length = response.headers.get("Content-Length")
+    peak = memory_kib(pid, "VmHWM")
+    part = api.content(item["id"], Range=f"bytes={size - 10}-")
+
+    assert length == str(size) and received.hexdigest() == floor.hexdigest()
+    # The whole file is 293,000 KiB: a devhost that held it would grow by that much at least.
+    assert (peak - before) < 64 * 1024, f"the devhost grew by {peak - before} KiB while streaming"
+    assert (part.status_code, part.content, part.headers["Content-Range"]) == (
+        206, tail, f"bytes {size - 10}-{size - 1}/{size}")
+    files_stack.sim("DELETE", f"/_sim/users/{user['id']}/drive/items/{item['id']}")
 
 
 def test_children_come_in_pages(files_stack: LocalStack, user: dict[str, Any], api: FilesApi) -> None:

@@ -1,21 +1,24 @@
-"""The files API through its registered handlers (func.HttpRequest in, HttpResponse out), over
-fakes of every port; and its routes as the Functions host and the devhost read them."""
+"""The files API through its registered functions as the worker calls them under HTTP streams
+(FastAPI's ``Request`` in, a Starlette response out, a download streamed), over fakes of every
+port; and its routes as the Functions host and the devhost read them."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlencode
 
-import azure.functions as func
 import pytest
+from starlette.responses import Response, StreamingResponse
 
 from devstack.devhost.routing import RouteTemplate
 from shared import bootstrap
 from shared.bootstrap import Services
 from shared.models import AccountStatus
 from tests.fakes import make_services
-from tests.support.app import app_functions, handler, http_request
+from tests.support.app import app_functions, call_endpoint, streams_request
 from tests.unit.drive_fakes import FakeDriveApi, drive_account
 
 BASE = "https://connector.example.test/api"
@@ -31,29 +34,45 @@ def services() -> Iterator[Services]:
     bootstrap.use(None)
 
 
-def body(response: func.HttpResponse) -> Any:
-    assert response.mimetype == "application/json"
-    return json.loads(response.get_body())
+def content_of(response: Response) -> bytes:
+    """The body as the caller receives it: a streamed one read chunk by chunk."""
+    if not isinstance(response, StreamingResponse):
+        return bytes(response.body)
+
+    async def read() -> bytes:
+        return b"".join([chunk if isinstance(chunk, bytes) else str(chunk).encode()
+                         async for chunk in response.body_iterator])
+
+    return asyncio.run(read())
 
 
-def error_code(response: func.HttpResponse) -> str:
+def body(response: Response) -> Any:
+    assert response.headers["Content-Type"].startswith("application/json")
+    return json.loads(content_of(response))
+
+
+def error_code(response: Response) -> str:
     payload = body(response)
     assert set(payload["error"]) == {"code", "message"} and payload["error"]["message"]
     return str(payload["error"]["code"])
 
 
 def by_path(method: str, path: str, *, data: bytes = b"", params: dict[str, str] | None = None,
-            account: str = ACCOUNT) -> func.HttpResponse:
-    request = http_request(method, f"{BASE}/accounts/{account}/drive/root:/{path}", body=data, params=params,
-                           route_params={"account_id": account, "path": path})
-    return handler("files_by_path")(request)
+            account: str = ACCOUNT) -> Response:
+    request = streams_request(method, f"{BASE}/accounts/{account}/drive/root:/{path}{_query(params)}", body=data,
+                              route_params={"account_id": account, "path": path})
+    return call_endpoint("files_by_path", request, context=None)
 
 
 def on_item(name: str, method: str, item_id: str, *, data: bytes = b"", account: str = ACCOUNT,
-            params: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> func.HttpResponse:
-    request = http_request(method, f"{BASE}/accounts/{account}/drive/items/{item_id}", body=data, params=params,
-                           headers=headers, route_params={"account_id": account, "item_id": item_id})
-    return handler(name)(request)
+            params: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> Response:
+    request = streams_request(method, f"{BASE}/accounts/{account}/drive/items/{item_id}{_query(params)}", body=data,
+                              headers=headers, route_params={"account_id": account, "item_id": item_id})
+    return call_endpoint(name, request, context=None)
+
+
+def _query(params: dict[str, str] | None) -> str:
+    return "?" + urlencode(params) if params else ""
 
 
 def test_routes_are_registered_with_a_function_key_as_the_host_reads_them() -> None:
@@ -103,12 +122,12 @@ def test_get_by_path_by_id_content_children_link_and_delete(services: Services) 
     gone = on_item("files_item", "GET", item["id"])
 
     assert body(shown)["id"] == body(by_id)["id"] == item["id"] and body(by_id)["webUrl"]
-    assert (content.status_code, content.get_body()) == (200, b"hello")
-    assert content.headers["Content-Type"] == "application/octet-stream"
-    assert (part.status_code, part.get_body(), part.headers["Content-Range"]) == (206, b"ell", "bytes 1-3/5")
+    assert isinstance(content, StreamingResponse) and (content.status_code, content_of(content)) == (200, b"hello")
+    assert content.headers["Content-Type"] == "application/octet-stream" and content.headers["Content-Length"] == "5"
+    assert (part.status_code, content_of(part), part.headers["Content-Range"]) == (206, b"ell", "bytes 1-3/5")
     assert [i["name"] for i in body(children)["items"]] == ["Docs"] and body(children)["continuation"] is None
     assert body(link)["webUrl"] and body(link)["type"] == "edit"
-    assert deleted.status_code == 204 and deleted.get_body() == b""
+    assert deleted.status_code == 204 and content_of(deleted) == b""
     assert (gone.status_code, error_code(gone)) == (404, "not_found")
 
 
@@ -177,8 +196,11 @@ def test_throttling_is_429_with_retry_after(services: Services) -> None:
     assert response.headers["Retry-After"] == "8"
 
 
-def test_a_download_over_the_bound_is_413(services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
-    item = body(by_path("PUT", "big.bin:/content", data=b"x" * 2000))
-    monkeypatch.setattr("shared.drive_files.MAX_DOWNLOAD_BYTES", 1000)
+def test_a_download_of_any_size_is_streamed_from_the_download_url(services: Services) -> None:
+    data = bytes(i % 253 for i in range(1_000_000))
+    item = body(by_path("PUT", "big.bin:/content", data=data))
     response = on_item("files_content", "GET", item["id"])
-    assert (response.status_code, error_code(response)) == (413, "too_large")
+
+    assert isinstance(response, StreamingResponse) and response.status_code == 200
+    assert response.headers["Content-Length"] == str(len(data))
+    assert content_of(response) == data

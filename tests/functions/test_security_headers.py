@@ -11,7 +11,7 @@ import pytest
 
 from shared import bootstrap
 from tests.fakes import make_services
-from tests.support.app import app_functions, http_request
+from tests.support.app import app_functions, call_endpoint, streams_request
 
 
 class Outbox:
@@ -40,11 +40,12 @@ def http_functions() -> dict[str, tuple[str, str]]:
 def call(name: str, url_base: str, headers: dict[str, str] | None = None) -> Any:
     method, route = http_functions()[name]
     route = route.replace("{account_id}", "nobody.tenant")
-    request = http_request(method, f"{url_base}/api/{route}", headers=headers,
-                           route_params={"account_id": "nobody.tenant"})
+    request = streams_request(method, f"{url_base}/api/{route}", headers=headers,
+                              route_params={"account_id": "nobody.tenant"})
     user_function = app_functions()[name].get_user_function()
-    arguments = {p: (request if p == "req" else Outbox()) for p in inspect.signature(user_function).parameters}
-    return user_function(**arguments)
+    others = {p: (None if p == "context" else Outbox()) for p in inspect.signature(user_function).parameters
+              if p != "req"}
+    return call_endpoint(name, request, **others)
 
 
 def test_the_app_has_the_routes_this_checks() -> None:

@@ -186,3 +186,27 @@ def test_names_beyond_ascii_upload_list_and_download(files):
     download = files.get(f"/me/drive/items/{created.json()['id']}/content")
     assert download.status_code == 200 and download.content == "grüße".encode()
     assert "UTF-8''" in download.headers["Content-Disposition"]
+
+
+def test_a_generated_file_is_made_by_the_simulator_and_served_in_full_and_in_ranges(files, sim, sim_user):
+    size = 3 * 1024 * 1024 + 17  # several of the server's write pieces, and not a multiple of them
+    item = seed(sim, sim_user, "Big/generated.bin", generate={"size": size, "seed": 7})
+    again = seed(sim, sim_user, "Big/again.bin", generate={"size": size, "seed": 7})
+    other = seed(sim, sim_user, "Big/other.bin", generate={"size": 64, "seed": 8})
+
+    whole = files.get(f"/me/drive/items/{item['id']}/content")
+    same = sim.get(f"/users/{sim_user['id']}/drive/items/{again['id']}/content")
+    part = files.get(f"/me/drive/items/{item['id']}/content", headers={"Range": f"bytes={size - 20}-"})
+
+    assert item["size"] == size and whole.status_code == 200 and len(whole.content) == size
+    assert whole.content == same.content and item["file"]["hashes"]["quickXorHash"] == again["file"]["hashes"][
+        "quickXorHash"]
+    assert files.get(f"/me/drive/items/{other['id']}/content").content != whole.content[:64]
+    assert part.status_code == 206 and part.content == whole.content[-20:]
+
+
+@pytest.mark.parametrize("spec", [{"size": -1}, {"size": "10"}, {"size": 10, "seed": "x"}, 5,
+                                  {"size": 3 * 1024 * 1024 * 1024}])
+def test_a_bad_generate_is_400(sim, sim_user, spec):
+    response = sim.post(f"/users/{sim_user['id']}/drive/items", json={"path": "x.bin", "generate": spec})
+    assert response.status_code == 400 and "generate" in response.json()["error"]["message"]

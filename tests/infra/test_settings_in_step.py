@@ -32,6 +32,9 @@ CLOUD_ONLY = {
 # Locally, not in Azure: points the SDKs at the devstack's CA.
 LOCAL_ONLY = {"REQUESTS_CA_BUNDLE": "devstack CA, local runs only"}
 
+# Read by the Python worker (and the devhost), not by the code: in both places, always on.
+WORKER_ONLY = {"PYTHON_ENABLE_INIT_INDEXING": "HTTP streams need the worker's init indexing (functions/http.py)"}
+
 # Read by the code, carried differently in Azure.
 CARRIED_OTHERWISE = {
     "AzureWebJobsStorage": "AzureWebJobsStorage__accountName (+ __credential, __clientId)",
@@ -71,11 +74,11 @@ def bicep_settings(product_settings: dict[str, Any], platform_settings: dict[str
 
 
 def test_local_example_names_every_setting_the_code_reads(example_settings: dict[str, str]) -> None:
-    assert set(example_settings) - set(LOCAL_ONLY) == set(SETTING_DEFAULTS)
+    assert set(example_settings) - set(LOCAL_ONLY) - set(WORKER_ONLY) == set(SETTING_DEFAULTS)
 
 
 def test_bicep_sets_every_setting_the_code_reads_and_nothing_else(bicep_settings: set[str]) -> None:
-    expected = (set(SETTING_DEFAULTS) - set(CARRIED_OTHERWISE)) | set(CLOUD_ONLY)
+    expected = (set(SETTING_DEFAULTS) - set(CARRIED_OTHERWISE)) | set(CLOUD_ONLY) | set(WORKER_ONLY)
     missing = expected - bicep_settings
     unknown = bicep_settings - expected
     assert not missing, f"read by the code, not set in Azure: {sorted(missing)}"
@@ -90,6 +93,8 @@ def test_the_documented_exceptions_are_still_true(
     assert not set(LOCAL_ONLY) & (bicep_settings | set(SETTING_DEFAULTS))
     assert set(LOCAL_ONLY) <= set(example_settings)
     assert not set(CLOUD_ONLY) & (set(example_settings) | set(SETTING_DEFAULTS))
+    assert set(WORKER_ONLY) <= set(example_settings) & bicep_settings
+    assert not set(WORKER_ONLY) & set(SETTING_DEFAULTS)
     site = the_resource(function_module, "Microsoft.Web/sites")
     assert (
         site["properties"]["functionAppConfig"]["runtime"]["name"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -14,13 +16,13 @@ from shared.errors import (
     InvalidInputError,
     InvalidPathError,
     MissingScopeError,
-    PayloadTooLargeError,
     ReauthRequiredError,
     ThrottledError,
     UnknownAccountError,
     UpstreamError,
 )
 from shared.models import AccountStatus
+from shared.ports import DriveContent
 from tests.fakes import make_services
 from tests.unit.drive_fakes import FakeDriveApi, drive_account
 
@@ -215,20 +217,54 @@ def test_a_download_matches_and_a_range_gives_a_part(services: Services) -> None
     whole = drive_files.download(services, account, item["id"])
     part = drive_files.download(services, account, item["id"], range_header="bytes=10-19")
 
-    assert (whole.status, whole.content) == (200, data)
-    assert (part.status, part.content, part.content_range) == (206, data[10:20], "bytes 10-19/300000")
+    assert (whole.status, whole.size, drive_files.read_whole(whole)) == (200, 300_000, data)
+    assert (part.status, drive_files.read_whole(part), part.content_range) == (206, data[10:20], "bytes 10-19/300000")
 
 
-def test_a_download_over_the_bound_is_refused_and_a_range_of_it_is_served(services: Services) -> None:
+def test_a_download_is_handed_on_unread_and_closed_once_read(services: Services) -> None:
     account = drive_account(services)
-    item = drive_files.upload_file(services, account, "d.bin", content(3000)).item
+    data = content(300_000)
+    item = drive_files.upload_file(services, account, "d.bin", data).item
+    pulled: list[int] = []
+    closed: list[bool] = []
+    inner = services.drive.open_content
 
-    with pytest.raises(PayloadTooLargeError):
-        drive_files.download(services, account, item["id"], limit=1000)
-    assert len(drive_files.download(services, account, item["id"], range_header="bytes=1000-1999",
-                                    limit=1000).content) == 1000
-    with pytest.raises(PayloadTooLargeError):
-        drive_files.download(services, account, item["id"], range_header="bytes=0-1000", limit=1000)
+    def counting(auth: Any, item_id: str, *, byte_range: str | None = None) -> DriveContent:
+        opened = inner(auth, item_id, byte_range=byte_range)
+
+        def chunks() -> Iterator[bytes]:
+            for chunk in opened.chunks:
+                pulled.append(len(chunk))
+                yield chunk
+
+        return DriveContent(opened.status, opened.size, opened.content_type, chunks(), lambda: closed.append(True))
+
+    services.drive.open_content = counting  # type: ignore[method-assign]
+    download = drive_files.download(services, account, item["id"])
+    assert pulled == [] and closed == []  # nothing read yet: the route streams it
+    first = next(download.chunks)
+    assert len(first) < len(data) and len(pulled) == 1
+    assert first + b"".join(download.chunks) == data and closed == [True]
+
+
+def test_a_download_that_ends_short_fails_its_iteration(services: Services) -> None:
+    account = drive_account(services)
+    item = drive_files.upload_file(services, account, "d.bin", content(1000)).item
+    inner = services.drive.open_content
+
+    def short(auth: Any, item_id: str, *, byte_range: str | None = None) -> DriveContent:
+        opened = inner(auth, item_id, byte_range=byte_range)
+        return DriveContent(opened.status, 2000, opened.content_type, opened.chunks, opened.close)
+
+    services.drive.open_content = short  # type: ignore[method-assign]
+    with pytest.raises(UpstreamError, match="1000 of 2000"):
+        drive_files.read_whole(drive_files.download(services, account, item["id"]))
+
+
+@pytest.mark.parametrize(("header", "passed"), [("bytes=0-9", "bytes=0-9"), ("bytes=500000000-", "bytes=500000000-"),
+                                                ("bytes=-300", "bytes=-300"), (" ", None)])
+def test_a_range_of_any_size_is_passed_on(header: str, passed: str | None) -> None:
+    assert drive_files.byte_range(header) == passed
 
 
 @pytest.mark.parametrize("header", ["bytes=5-1", "items=0-1", "bytes=0-1,5-6", "bytes=-"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,15 +43,22 @@ def test_upload_then_list_then_download_to_a_file(services: Services, tmp_path: 
     assert down == 0 and target.read_bytes() == b"quarterly numbers"
 
 
-def test_a_large_file_is_downloaded_in_range_pieces(services: Services, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "DOWNLOAD_PIECE_BYTES", 1000)
-    data = bytes(i % 256 for i in range(2500))
+def test_a_large_file_is_written_chunk_by_chunk_from_one_download(services: Services, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    data = bytes(i % 251 for i in range(300_000))
     item = drive_files.upload_file(services, "acct", "big.bin", data).item
+    ranges: list[str | None] = []
+    open_content = services.drive.open_content
+
+    def recording(auth: Any, item_id: str, *, byte_range: str | None = None) -> Any:
+        ranges.append(byte_range)
+        return open_content(auth, item_id, byte_range=byte_range)
+
+    monkeypatch.setattr(services.drive, "open_content", recording)
     target = tmp_path / "big.bin"
 
     assert run(services, "files", "download", "acct", item["id"], "--output", str(target))[0] == 0
-    assert target.read_bytes() == data
+    assert target.read_bytes() == data and ranges == [None]
 
 
 def test_a_taken_name_with_conflict_fail_and_a_missing_scope_exit_1(services: Services, tmp_path: Path) -> None:
