@@ -7,19 +7,21 @@ said "something changed" and the lifecycle events received. Here, for that accou
    a deleted or foreign subscription, or one that replays the clientState of an earlier
    subscription of the account, publishes nothing (a subscription recorded before nonces
    were kept has none, and is accepted on its clientState's HMAC alone);
-2. lifecycle events are acted on (docs/graph-notes.md "Lifecycle notifications"):
+2. lifecycle events are acted on (docs/graph-notes.md "Lifecycle notifications"), each for
+   the resource its subscription is of (``shared.resources``: mail, the drive):
    ``reauthorizationRequired`` -> reauthorize (or PATCH when Graph refuses),
    ``subscriptionRemoved`` -> renew it if Graph still has it (a replay), else recreate
-   it, then resync,
-   ``missed`` -> resync;
+   it, then resync that resource,
+   ``missed`` -> resync that resource. Graph sends drives ``reauthorizationRequired``
+   only; the other two, should they come for a drive subscription, are handled the same
+   way for the drive;
 3. one delta sync (``shared.sync.sync_mailbox``) covers every change of the trigger;
 4. a subscription whose clientState was signed with another key than ``CLIENT_STATE_KEY``
    (the previous one, during a rotation), that has no nonce recorded (created before
    nonces were kept), that was created without immutable ids, or whose resource is not the
    one ``MAIL_FOLDERS`` needs (``shared.subscriptions.is_current``) is re-issued once the
-   sync has run: deleted in Graph, created anew
-   under the current key with a nonce, then the mailbox is synced again for what arrived
-   in between. Active mailboxes thus finish a rotation, or the move to nonces, on their
+   sync has run: deleted in Graph, created anew for the same resource under the current
+   key with a nonce, then that resource is synced again for what arrived in between. Active mailboxes thus finish a rotation, or the move to nonces, on their
    next notification.
 Transient failures (throttling, Graph 5xx, storage) propagate so the queue retries the
 message and finally moves it to ``graph-notifications-poison``; a dead refresh token
@@ -39,7 +41,9 @@ from typing import TYPE_CHECKING, Literal
 from shared.client_state import key_id
 from shared.errors import ConnectorError, GraphError, InvalidInputError, NotFoundError, ReauthRequiredError
 from shared.models import Account, AccountStatus, Subscription, SubscriptionStatus
-from shared.subscriptions import GRAPH_COOLDOWN
+from shared.resource_sync import sync_resource
+from shared.resources import MAIL, Resource
+from shared.subscriptions import GRAPH_COOLDOWN, resource_for
 from shared.sync import SyncResult, served_already, sync_mailbox
 from shared.webhook import ORIGIN, NotificationTrigger
 
@@ -69,11 +73,14 @@ class TriggerOutcome:
     reissued: int = 0  # subscriptions re-issued under the current key
     gap_sync: SyncResult | None = None  # the sync after a re-issue
     sync: SyncResult | None = None
+    # Syncs of further resources (after lifecycle events or re-issues of several): the
+    # first one is ``sync`` (or ``gap_sync``), the others here, mail first.
+    more_syncs: list[SyncResult] = field(default_factory=list)
     dropped: str | None = None  # why the whole trigger was dropped
 
     @property
     def published(self) -> int:
-        return sum(s.published for s in (self.sync, self.gap_sync) if s is not None)
+        return sum(s.published for s in (self.sync, self.gap_sync, *self.more_syncs) if s is not None)
 
 
 def process_trigger(services: Services, trigger: NotificationTrigger) -> TriggerOutcome:
@@ -143,7 +150,7 @@ def process_trigger(services: Services, trigger: NotificationTrigger) -> Trigger
         outcome.dropped = f"account is {account.status.value}"
         return outcome
 
-    resync = False
+    resync: list[Resource] = []  # the resources to sync once the events are handled
     for signal in trigger.lifecycle:
         subscription = _recorded(services, account.account_id, signal.subscription_id, outcome)
         if subscription is False:
@@ -166,8 +173,10 @@ def process_trigger(services: Services, trigger: NotificationTrigger) -> Trigger
                 signal.subscription_id,
             )
             continue
+        resource = resource_for(subscription)
         try:
-            resync |= _handle_lifecycle(services, account, subscription, signal.event)
+            if _handle_lifecycle(services, account, subscription, signal.event, resource):
+                _add(resync, resource)
         except ReauthRequiredError:
             outcome.dropped = "account must sign in again"
             return outcome
@@ -185,15 +194,15 @@ def process_trigger(services: Services, trigger: NotificationTrigger) -> Trigger
                 error.code,
             )
             outcome.lifecycle_failed.append(signal.event)
-            resync = True
+            _add(resync, resource)
             continue
         outcome.lifecycle_handled.append(signal.event)
 
     if changed or resync:
         reason = "notification" if changed and not resync else "lifecycle"
-        outcome.sync = sync_mailbox(
-            services, account_id, reason=reason, notified_at=_notified_at(services, trigger)
-        )
+        if changed:
+            _add(resync, MAIL)
+        _sync_each(services, account_id, resync, reason, _notified_at(services, trigger), outcome, "sync")
         if outdated:  # not one a lifecycle event above replaced already
             current = {s.subscription_id for s in services.subscriptions.for_account(account_id)}
             outdated = {k: v for k, v in outdated.items() if k in current}
@@ -277,9 +286,38 @@ def _reissue_outdated(
             type(error).__name__,
         )
     if outcome.reissued:
-        outcome.gap_sync = sync_mailbox(
-            services, account.account_id, reason="lifecycle", notified_at=_notified_at(services, trigger)
+        resources: list[Resource] = []
+        for subscription in outdated[: outcome.reissued]:
+            _add(resources, resource_for(subscription))
+        _sync_each(
+            services, account.account_id, resources, "lifecycle", _notified_at(services, trigger), outcome, "gap_sync"
         )
+
+
+def _add(resources: list[Resource], resource: Resource) -> None:
+    """``resource`` among the ones to sync, once, mail first (the order of ``shared.resources``)."""
+    if resource not in resources:
+        resources.append(resource)
+        resources.sort(key=lambda r: r is not MAIL)
+
+
+def _sync_each(
+    services: Services,
+    account_id: str,
+    resources: list[Resource],
+    reason: str,
+    notified_at: dt.datetime,
+    outcome: TriggerOutcome,
+    first: Literal["sync", "gap_sync"],
+) -> None:
+    """One delta sync per resource (``shared.resource_sync``); the first one's result is
+    ``outcome.sync`` (or ``gap_sync``), the others go to ``outcome.more_syncs``."""
+    for resource in resources:
+        result = sync_resource(services, account_id, resource, reason=reason, notified_at=notified_at)
+        if getattr(outcome, first) is None:
+            setattr(outcome, first, result)
+        else:
+            outcome.more_syncs.append(result)
 
 
 def issued_for(subscription: Subscription, nonce: str | None) -> bool:
@@ -299,12 +337,16 @@ def _notified_at(services: Services, trigger: NotificationTrigger) -> dt.datetim
     return dt.datetime.fromtimestamp(trigger.received_at_ms / 1000, dt.UTC)
 
 
-def _handle_lifecycle(services: Services, account: Account, subscription: Subscription, event: str) -> bool:
-    """Act on one lifecycle event; True when a resync must follow."""
+def _handle_lifecycle(
+    services: Services, account: Account, subscription: Subscription, event: str, resource: Resource
+) -> bool:
+    """Act on one lifecycle event of a subscription of ``resource``; True when a resync of
+    that resource must follow."""
     log.info(
-        "account %s: lifecycle %s for subscription %s",
+        "account %s: lifecycle %s for %s subscription %s",
         account.account_id,
         event,
+        resource.kind.value,
         subscription.subscription_id,
     )
     if event == "missed":
@@ -313,9 +355,9 @@ def _handle_lifecycle(services: Services, account: Account, subscription: Subscr
     if event == "subscriptionRemoved":
         # Renewed when Graph still has it (a replayed or spoofed event must not tear down
         # a live subscription), recreated when the renewal finds it gone.
-        from shared.subscriptions import ensure_mailbox_subscription
+        from shared.subscriptions import ensure_subscription
 
-        replacement = ensure_mailbox_subscription(services, account, auth)
+        replacement = ensure_subscription(services, account, auth, resource)
         if replacement.subscription_id != subscription.subscription_id:
             log.info(
                 "account %s: subscription %s replaced by %s",
@@ -343,9 +385,9 @@ def _handle_lifecycle(services: Services, account: Account, subscription: Subscr
             subscription.subscription_id,
             error.code,
         )
-        from shared.subscriptions import ensure_mailbox_subscription
+        from shared.subscriptions import ensure_subscription
 
-        ensure_mailbox_subscription(services, account, auth)
+        ensure_subscription(services, account, auth, resource)
         return False
     subscription.last_reauthorized_at = now
     services.subscriptions.save(subscription)
@@ -353,12 +395,13 @@ def _handle_lifecycle(services: Services, account: Account, subscription: Subscr
 
 
 def _recreate(services: Services, account: Account, subscription: Subscription, auth: GraphAuth) -> None:
-    from shared.subscriptions import ensure_mailbox_subscription
+    """Replace the subscription with a new one of the same resource."""
+    from shared.subscriptions import ensure_subscription
 
     subscription.status = SubscriptionStatus.REMOVED
     services.subscriptions.save(subscription)
     _forget_record(services, subscription)
-    replacement = ensure_mailbox_subscription(services, account, auth)
+    replacement = ensure_subscription(services, account, auth, resource_for(subscription))
     log.info(
         "account %s: subscription %s replaced by %s",
         account.account_id,

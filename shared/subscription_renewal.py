@@ -32,10 +32,10 @@ from shared.errors import (
 )
 from shared.models import Account, AccountStatus, Subscription, SubscriptionStatus
 from shared.renewal_report import Outcome, RenewalReport
-from shared.resources import MAIL, Resource, resource_of
+from shared.resources import MAIL, Resource
 from shared.retry import update_with_etag, with_fresh_token
 from shared.runner import KeyedGates, Retry
-from shared.subscriptions import GRAPH_COOLDOWN, parse_graph_datetime
+from shared.subscriptions import GRAPH_COOLDOWN, parse_graph_datetime, resource_for
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
@@ -117,7 +117,7 @@ class SubscriptionRenewal:
         try:
             if sub.status != SubscriptionStatus.ACTIVE:
                 return self._recreate(job)
-            expires_at = subscription_resource(sub).expiry(now)
+            expires_at = resource_for(sub).expiry(now)
             try:
                 answer = self._patch(job, expires_at)
             except NotFoundError:
@@ -209,7 +209,7 @@ class SubscriptionRenewal:
             # expiry index and the next run tries again.
             sub.status = SubscriptionStatus.REMOVED
             job.subscription = sub = store.save(sub)
-        resource = subscription_resource(sub)
+        resource = resource_for(sub)
         try:
             created = self.recreate(services, account, auth, resource)
         except ConnectorError:
@@ -327,12 +327,6 @@ def resync_account(
     if getattr(result, "skipped", None) == "reauth_required":
         return "reauth_required"
     return "synced"
-
-
-def subscription_resource(subscription: Subscription) -> Resource:
-    """The resource a recorded subscription is of; one whose path is none of the
-    connector's (it never makes one) is treated as mail, whose lifetime is the shorter."""
-    return resource_of(subscription.resource) or MAIL
 
 
 def describe(exc: Exception) -> str:
