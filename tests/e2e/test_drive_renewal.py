@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from devstack.stack import LocalStack
 from shared.adapters.tables import TableAccountStore, TableSubscriptionStore
@@ -26,7 +25,7 @@ from shared.resources import DRIVE, MAIL, resource_of
 from shared.subscriptions import parse_graph_datetime
 from tests.conftest import STACK_SETTINGS
 from tests.support.faketime import Clock, faketime_env
-from tests.support.stack import connect_user, new_user, wait_for
+from tests.support.stack import connect_user, new_user, run_timer, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -94,13 +93,7 @@ def in_simulator(stack: LocalStack, user: dict[str, Any]) -> list[dict[str, Any]
 
 
 def fire_renewal(stack: LocalStack) -> None:
-    response = requests.post(
-        f"{stack.devhost_url}/admin/functions/renew_subscriptions",
-        headers={"x-functions-key": stack.function_key},
-        json={},
-        timeout=10,
-    )
-    assert response.status_code == 202, response.text
+    run_timer(stack, "renew_subscriptions")
 
 
 def lifetime_left(sub: Subscription, clock: Clock) -> dt.timedelta:
