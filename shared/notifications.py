@@ -12,7 +12,9 @@ said "something changed" and the lifecycle events received. Here, for that accou
    ``subscriptionRemoved`` -> renew it if Graph still has it (a replay), else recreate
    it, then resync,
    ``missed`` -> resync;
-3. one delta sync (``shared.sync.sync_mailbox``) covers every change of the trigger;
+3. one delta sync per resource whose subscription changed covers every change of the
+   trigger: the mail's (``shared.sync.sync_mailbox``), the drive's
+   (``shared.resource_sync.sync_resource``), each under its own sync key;
 4. a subscription whose clientState was signed with another key than ``CLIENT_STATE_KEY``
    (the previous one, during a rotation), that has no nonce recorded (created before
    nonces were kept), that was created without immutable ids, or whose resource is not the
@@ -33,12 +35,15 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from shared.client_state import key_id
 from shared.errors import ConnectorError, GraphError, InvalidInputError, NotFoundError, ReauthRequiredError
 from shared.models import Account, AccountStatus, Subscription, SubscriptionStatus
+from shared.resource_sync import sync_resource
+from shared.resources import MAIL, Resource, ResourceKind, resource_of
 from shared.subscriptions import GRAPH_COOLDOWN
 from shared.sync import SyncResult, served_already, sync_mailbox
 from shared.webhook import ORIGIN, NotificationTrigger
@@ -68,12 +73,15 @@ class TriggerOutcome:
     lifecycle_failed: list[str] = field(default_factory=list)
     reissued: int = 0  # subscriptions re-issued under the current key
     gap_sync: SyncResult | None = None  # the sync after a re-issue
-    sync: SyncResult | None = None
+    sync: SyncResult | None = None  # the mail's
+    # The syncs of the other resources whose subscriptions changed (the drive's), by kind.
+    resource_syncs: dict[ResourceKind, SyncResult] = field(default_factory=dict)
     dropped: str | None = None  # why the whole trigger was dropped
 
     @property
     def published(self) -> int:
-        return sum(s.published for s in (self.sync, self.gap_sync) if s is not None)
+        syncs = (self.sync, self.gap_sync, *self.resource_syncs.values())
+        return sum(s.published for s in syncs if s is not None)
 
 
 def process_trigger(services: Services, trigger: NotificationTrigger) -> TriggerOutcome:
@@ -81,21 +89,11 @@ def process_trigger(services: Services, trigger: NotificationTrigger) -> Trigger
     account_id = trigger.account_id
     if trigger.rejected:
         log.warning("account %s: %d trigger entries without a Graph subscription id ignored", account_id, trigger.rejected)
-    if (
-        not trigger.lifecycle
-        and trigger.changed
-        and trigger.received_at_ms is not None
-        and served_already(
-            services, account_id, _notified_at(services, trigger), same_clock=trigger.origin == ORIGIN
-        )
-    ):
-        # A round of this process began after the trigger came and has ended: its changes
-        # are published. Nothing to read or write (shared.sync "triggers a finished round
-        # served already").
-        outcome.sync = SyncResult(account_id, "notification", joined=True)
-        return outcome
     # Subscriptions are stored under their account: an unknown account has none recorded.
     changed = False
+    # The resources whose subscriptions changed; one the connector does not make (a path
+    # ``resource_of`` does not know) speaks of the mail, as every subscription once did.
+    resources: dict[ResourceKind, Resource] = {}
     outdated: dict[str, Subscription] = {}
     for change in trigger.changed:
         subscription = _recorded(services, account_id, change.subscription_id, outcome, cached=True)
@@ -107,6 +105,8 @@ def process_trigger(services: Services, trigger: NotificationTrigger) -> Trigger
             outcome.stale_client_states += 1
         else:
             changed = True
+            resource = resource_of(subscription.resource) or MAIL
+            resources.setdefault(resource.kind, resource)
             if _signed_outdated(services, subscription):
                 outdated[subscription.subscription_id] = subscription
     if outcome.unknown_subscriptions:
@@ -123,15 +123,7 @@ def process_trigger(services: Services, trigger: NotificationTrigger) -> Trigger
         )
     if not trigger.lifecycle:
         if changed:  # the hot path: the sync reads the account (and checks its status) itself
-            outcome.sync = sync_mailbox(
-                services,
-                account_id,
-                reason="notification",
-                notified_at=_notified_at(services, trigger),
-                join=True,
-            )
-            if outcome.sync.skipped in ("unknown_account", "inactive"):
-                outcome.dropped = outcome.sync.skipped
+            _sync_changed(services, trigger, outcome, resources.values())
             _reissue_outdated(services, trigger, outcome, list(outdated.values()))
         return outcome
 
@@ -189,8 +181,9 @@ def process_trigger(services: Services, trigger: NotificationTrigger) -> Trigger
             continue
         outcome.lifecycle_handled.append(signal.event)
 
-    if changed or resync:
-        reason = "notification" if changed and not resync else "lifecycle"
+    mail_changed = MAIL.kind in resources
+    if mail_changed or resync:
+        reason = "notification" if mail_changed and not resync else "lifecycle"
         outcome.sync = sync_mailbox(
             services, account_id, reason=reason, notified_at=_notified_at(services, trigger)
         )
@@ -198,7 +191,45 @@ def process_trigger(services: Services, trigger: NotificationTrigger) -> Trigger
             current = {s.subscription_id for s in services.subscriptions.for_account(account_id)}
             outdated = {k: v for k, v in outdated.items() if k in current}
         _reissue_outdated(services, trigger, outcome, list(outdated.values()))
+    _sync_changed(services, trigger, outcome, [r for r in resources.values() if r is not MAIL], join=False)
     return outcome
+
+
+def _sync_changed(
+    services: Services,
+    trigger: NotificationTrigger,
+    outcome: TriggerOutcome,
+    resources: Iterable[Resource],
+    *,
+    join: bool = True,
+) -> None:
+    """One delta sync of each resource (the mail's on ``outcome.sync``, the others' on
+    ``outcome.resource_syncs``). A trigger that a finished round of this process served
+    already (that round began after the trigger came, and ended with its deltaLink saved)
+    costs nothing (``shared.sync_joining``), judged by the resource's own sync key."""
+    account_id = trigger.account_id
+    notified_at = _notified_at(services, trigger)
+    for resource in resources:
+        if (
+            join
+            and trigger.received_at_ms is not None
+            and served_already(
+                services, resource.sync_key(account_id), notified_at, same_clock=trigger.origin == ORIGIN
+            )
+        ):
+            result = SyncResult(account_id, "notification", joined=True)
+        elif resource is MAIL:
+            result = sync_mailbox(services, account_id, reason="notification", notified_at=notified_at, join=join)
+        else:
+            result = sync_resource(
+                services, account_id, resource, reason="notification", notified_at=notified_at, join=join
+            )
+        if resource is MAIL:
+            outcome.sync = result
+        else:
+            outcome.resource_syncs[resource.kind] = result
+        if result.skipped in ("unknown_account", "inactive"):
+            outcome.dropped = result.skipped
 
 
 def _recorded(
