@@ -66,16 +66,14 @@ def run_mail_sync(message: func.QueueMessage) -> None:
         log.error("message %s is not a sync job (%s): moved to %s", message.id, error, SYNC_POISON_QUEUE)
         services.queues.send(SYNC_POISON_QUEUE, [message.get_body().decode("utf-8", "replace")])
         return
+    account_id, reason = job.account_id, job.reason
     try:
-        result = sync_resource(services, job.account_id, job.resource, reason=job.reason)
+        result = sync_resource(services, account_id, job.resource, reason=reason)  # the job's resource
     except Exception as error:
-        _before_retry(job.account_id, message, error)
+        _before_retry(account_id, message, error)
         raise
     if result.skipped in ("unknown_account", "inactive"):
-        log.info(
-            "account %s: queued %s %s round dropped: %s", job.account_id, job.resource.kind.value, job.reason,
-            result.skipped,
-        )
+        log.info("account %s: queued %s round dropped: %s", account_id, reason, result.skipped)
 
 
 def _before_retry(account_id: str, message: func.QueueMessage, error: Exception) -> None:

@@ -9,7 +9,8 @@ the same against the real adapters:
 - the subscription store keeps an expiry index of copies as the Table adapter does
   (tests/integration/test_subscription_store_contract.py runs the same assertions on both);
 - the Graph fake answers 409 to a duplicate subscription, 404 for an unknown one, keeps to
-  the 10,080-minute limit and raises the 45-minute minimum (docs/graph-notes.md "Subscriptions").
+  the 10,080-minute limit (42,300 for a drive) and raises the 45-minute minimum
+  (docs/graph-notes.md "Subscriptions").
 
 ``make_services(**overrides)`` builds ``Services`` entirely from fakes.
 """
@@ -382,6 +383,7 @@ class FakeGraphApi:
     """
 
     MAX_LIFETIME = dt.timedelta(minutes=10_080)
+    MAX_DRIVE_LIFETIME = dt.timedelta(minutes=42_300)  # drive items (resource /me/drive/root)
     MIN_LIFETIME = dt.timedelta(minutes=45)
 
     def __init__(self, clock: Any = None) -> None:
@@ -427,7 +429,7 @@ class FakeGraphApi:
         client_state: str,
     ) -> JsonObject:
         self._enter("create_subscription", auth)
-        expires_at = self._checked_expiry(expires_at)
+        expires_at = self._checked_expiry(expires_at, resource)
         with self._lock:
             for existing in self.subscriptions.values():
                 if (existing.account_id, existing.resource, existing.change_type) == (
@@ -453,10 +455,9 @@ class FakeGraphApi:
         self, auth: GraphAuth, subscription_id: str, expires_at: dt.datetime
     ) -> JsonObject:
         self._enter("renew_subscription", auth)
-        expires_at = self._checked_expiry(expires_at)
         with self._lock:
             found = self._owned(auth, subscription_id)
-            found.expires_at = expires_at
+            found.expires_at = self._checked_expiry(expires_at, found.resource)
             return found.as_json()
 
     def reauthorize_subscription(self, auth: GraphAuth, subscription_id: str) -> None:
@@ -516,9 +517,10 @@ class FakeGraphApi:
             raise NotFoundError(f"Graph 404 ResourceNotFound: subscription {subscription_id} not found")
         return found
 
-    def _checked_expiry(self, expires_at: dt.datetime) -> dt.datetime:
+    def _checked_expiry(self, expires_at: dt.datetime, resource: str) -> dt.datetime:
         now = self.clock.now()
-        if expires_at - now > self.MAX_LIFETIME:
+        longest = self.MAX_DRIVE_LIFETIME if resource.startswith("/me/drive") else self.MAX_LIFETIME
+        if expires_at - now > longest:
             raise GraphError(400, "ExtensionError", "expirationDateTime is too far in the future")
         return max(expires_at, now + self.MIN_LIFETIME)
 
