@@ -1,6 +1,7 @@
 """Queue triggers: ``graph-notifications`` (one account's trigger -> delta sync -> events)
 and ``mail-sync`` (a delta round the app asked for itself: the first round after a connect,
-the rest of a round too long for one invocation, pending work handed on).
+the rest of a round too long for one invocation, pending work handed on; each job names the
+resource it syncs, mail or drive).
 
 An exception hands the message back to the queue: it is retried after the visibility
 timeout and, after host.json's ``maxDequeueCount``, moved to ``graph-notifications-poison``

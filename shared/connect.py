@@ -411,6 +411,9 @@ def disconnect_account(services: Services, account_id: str) -> Account:
     removed = remove_subscriptions(services, account, auth)  # mail and drive alike
     services.secrets.delete(token_cache_secret_name(account_id))
     _forget_published_mail(services, account_id)  # the marks, the round's progress, the lease
+    from shared.drive_sync import forget_drive_state
+
+    forget_drive_state(services, account_id, sleep=_sleep)  # the same for the drive, and its deltaLink
     services.tokens.forget(account_id)
     log.info("account %s disconnected (%d subscriptions removed)", account_id, removed)
     if updated is not None and transitions and transitions[-1]:

@@ -15,14 +15,17 @@ said "something changed" and the lifecycle events received. Here, for that accou
    ``missed`` -> resync that resource. Graph sends drives ``reauthorizationRequired``
    only; the other two, should they come for a drive subscription, are handled the same
    way for the drive;
-3. one delta sync (``shared.sync.sync_mailbox``) covers every change of the trigger;
+3. one delta sync per resource whose subscription changed or had a lifecycle event
+   covers every change of the trigger: the mail's (``shared.sync.sync_mailbox``), the
+   drive's (``shared.resource_sync.sync_resource``), each under its own sync key;
 4. a subscription whose clientState was signed with another key than ``CLIENT_STATE_KEY``
    (the previous one, during a rotation), that has no nonce recorded (created before
    nonces were kept), that was created without immutable ids, or whose resource is not the
    one ``MAIL_FOLDERS`` needs (``shared.subscriptions.is_current``) is re-issued once the
-   sync has run: deleted in Graph, created anew for the same resource under the current
-   key with a nonce, then that resource is synced again for what arrived in between. Active mailboxes thus finish a rotation, or the move to nonces, on their
-   next notification.
+   sync of its resource has run: deleted in Graph, created anew for the same resource
+   under the current key with a nonce, then that resource is synced again for what arrived
+   in between. Active mailboxes and drives thus finish a rotation, or the move to nonces,
+   on their next notification.
 Transient failures (throttling, Graph 5xx, storage) propagate so the queue retries the
 message and finally moves it to ``graph-notifications-poison``; a dead refresh token
 marks the account ``reauth_required`` and ends the work for it. A lifecycle event that
@@ -35,6 +38,7 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -42,7 +46,7 @@ from shared.client_state import key_id
 from shared.errors import ConnectorError, GraphError, InvalidInputError, NotFoundError, ReauthRequiredError
 from shared.models import Account, AccountStatus, Subscription, SubscriptionStatus
 from shared.resource_sync import sync_resource
-from shared.resources import MAIL, Resource
+from shared.resources import MAIL, Resource, ResourceKind, resource_of
 from shared.subscriptions import GRAPH_COOLDOWN, resource_for
 from shared.sync import SyncResult, served_already, sync_mailbox
 from shared.webhook import ORIGIN, NotificationTrigger
@@ -72,15 +76,17 @@ class TriggerOutcome:
     lifecycle_failed: list[str] = field(default_factory=list)
     reissued: int = 0  # subscriptions re-issued under the current key
     gap_sync: SyncResult | None = None  # the sync after a re-issue
-    sync: SyncResult | None = None
-    # Syncs of further resources (after lifecycle events or re-issues of several): the
-    # first one is ``sync`` (or ``gap_sync``), the others here, mail first.
-    more_syncs: list[SyncResult] = field(default_factory=list)
+    sync: SyncResult | None = None  # the mail's
+    # The syncs of the other resources whose subscriptions changed or had a lifecycle
+    # event (the drive's), by kind; and their syncs after a re-issue.
+    resource_syncs: dict[ResourceKind, SyncResult] = field(default_factory=dict)
+    resource_gap_syncs: dict[ResourceKind, SyncResult] = field(default_factory=dict)
     dropped: str | None = None  # why the whole trigger was dropped
 
     @property
     def published(self) -> int:
-        return sum(s.published for s in (self.sync, self.gap_sync, *self.more_syncs) if s is not None)
+        syncs = (self.sync, self.gap_sync, *self.resource_syncs.values(), *self.resource_gap_syncs.values())
+        return sum(s.published for s in syncs if s is not None)
 
 
 def process_trigger(services: Services, trigger: NotificationTrigger) -> TriggerOutcome:
@@ -88,21 +94,11 @@ def process_trigger(services: Services, trigger: NotificationTrigger) -> Trigger
     account_id = trigger.account_id
     if trigger.rejected:
         log.warning("account %s: %d trigger entries without a Graph subscription id ignored", account_id, trigger.rejected)
-    if (
-        not trigger.lifecycle
-        and trigger.changed
-        and trigger.received_at_ms is not None
-        and served_already(
-            services, account_id, _notified_at(services, trigger), same_clock=trigger.origin == ORIGIN
-        )
-    ):
-        # A round of this process began after the trigger came and has ended: its changes
-        # are published. Nothing to read or write (shared.sync "triggers a finished round
-        # served already").
-        outcome.sync = SyncResult(account_id, "notification", joined=True)
-        return outcome
     # Subscriptions are stored under their account: an unknown account has none recorded.
     changed = False
+    # The resources whose subscriptions changed; one the connector does not make (a path
+    # ``resource_of`` does not know) speaks of the mail, as every subscription once did.
+    resources: dict[ResourceKind, Resource] = {}
     outdated: dict[str, Subscription] = {}
     for change in trigger.changed:
         subscription = _recorded(services, account_id, change.subscription_id, outcome, cached=True)
@@ -114,6 +110,8 @@ def process_trigger(services: Services, trigger: NotificationTrigger) -> Trigger
             outcome.stale_client_states += 1
         else:
             changed = True
+            resource = resource_of(subscription.resource) or MAIL
+            resources.setdefault(resource.kind, resource)
             if _signed_outdated(services, subscription):
                 outdated[subscription.subscription_id] = subscription
     if outcome.unknown_subscriptions:
@@ -130,15 +128,7 @@ def process_trigger(services: Services, trigger: NotificationTrigger) -> Trigger
         )
     if not trigger.lifecycle:
         if changed:  # the hot path: the sync reads the account (and checks its status) itself
-            outcome.sync = sync_mailbox(
-                services,
-                account_id,
-                reason="notification",
-                notified_at=_notified_at(services, trigger),
-                join=True,
-            )
-            if outcome.sync.skipped in ("unknown_account", "inactive"):
-                outcome.dropped = outcome.sync.skipped
+            _sync_changed(services, trigger, outcome, resources.values())
             _reissue_outdated(services, trigger, outcome, list(outdated.values()))
         return outcome
 
@@ -198,16 +188,57 @@ def process_trigger(services: Services, trigger: NotificationTrigger) -> Trigger
             continue
         outcome.lifecycle_handled.append(signal.event)
 
-    if changed or resync:
-        reason = "notification" if changed and not resync else "lifecycle"
-        if changed:
+    mail_changed = MAIL.kind in resources
+    if mail_changed or resync:
+        reason = "notification" if mail_changed and not resync else "lifecycle"
+        if mail_changed:
             _add(resync, MAIL)
-        _sync_each(services, account_id, resync, reason, _notified_at(services, trigger), outcome, "sync")
+        _sync_each(services, account_id, resync, reason, _notified_at(services, trigger), outcome)
         if outdated:  # not one a lifecycle event above replaced already
             current = {s.subscription_id for s in services.subscriptions.for_account(account_id)}
             outdated = {k: v for k, v in outdated.items() if k in current}
         _reissue_outdated(services, trigger, outcome, list(outdated.values()))
+    # The other resources that changed, unless a lifecycle event's resync covered them.
+    others = [r for r in resources.values() if r is not MAIL and r not in resync]
+    _sync_changed(services, trigger, outcome, others, join=False)
     return outcome
+
+
+def _sync_changed(
+    services: Services,
+    trigger: NotificationTrigger,
+    outcome: TriggerOutcome,
+    resources: Iterable[Resource],
+    *,
+    join: bool = True,
+) -> None:
+    """One delta sync of each resource (the mail's on ``outcome.sync``, the others' on
+    ``outcome.resource_syncs``). A trigger that a finished round of this process served
+    already (that round began after the trigger came, and ended with its deltaLink saved)
+    costs nothing (``shared.sync_joining``), judged by the resource's own sync key."""
+    account_id = trigger.account_id
+    notified_at = _notified_at(services, trigger)
+    for resource in resources:
+        if (
+            join
+            and trigger.received_at_ms is not None
+            and served_already(
+                services, resource.sync_key(account_id), notified_at, same_clock=trigger.origin == ORIGIN
+            )
+        ):
+            result = SyncResult(account_id, "notification", joined=True)
+        elif resource is MAIL:
+            result = sync_mailbox(services, account_id, reason="notification", notified_at=notified_at, join=join)
+        else:
+            result = sync_resource(
+                services, account_id, resource, reason="notification", notified_at=notified_at, join=join
+            )
+        if resource is MAIL:
+            outcome.sync = result
+        else:
+            outcome.resource_syncs[resource.kind] = result
+        if result.skipped in ("unknown_account", "inactive"):
+            outcome.dropped = result.skipped
 
 
 def _recorded(
@@ -268,7 +299,9 @@ def _reissue_outdated(
     not be replaced now is tried again on its next notification (or is recreated by the
     renewal's sweep if it was deleted and its replacement failed).
     """
-    if not outdated or outcome.sync is None or outcome.sync.skipped is not None:
+    # Only those whose resource's sync ran: their changes are published.
+    outdated = [s for s in outdated if _synced(outcome, resource_for(s))]
+    if not outdated:
         return
     account = services.accounts.get(trigger.account_id)
     if account is None or account.status is not AccountStatus.ACTIVE:
@@ -289,9 +322,13 @@ def _reissue_outdated(
         resources: list[Resource] = []
         for subscription in outdated[: outcome.reissued]:
             _add(resources, resource_for(subscription))
-        _sync_each(
-            services, account.account_id, resources, "lifecycle", _notified_at(services, trigger), outcome, "gap_sync"
-        )
+        _sync_each(services, account.account_id, resources, "lifecycle", _notified_at(services, trigger), outcome, gap=True)
+
+
+def _synced(outcome: TriggerOutcome, resource: Resource) -> bool:
+    """Whether this trigger's sync of ``resource`` ran (not skipped)."""
+    result = outcome.sync if resource is MAIL else outcome.resource_syncs.get(resource.kind)
+    return result is not None and result.skipped is None
 
 
 def _add(resources: list[Resource], resource: Resource) -> None:
@@ -308,16 +345,21 @@ def _sync_each(
     reason: str,
     notified_at: dt.datetime,
     outcome: TriggerOutcome,
-    first: Literal["sync", "gap_sync"],
+    *,
+    gap: bool = False,
 ) -> None:
-    """One delta sync per resource (``shared.resource_sync``); the first one's result is
-    ``outcome.sync`` (or ``gap_sync``), the others go to ``outcome.more_syncs``."""
+    """One delta sync per resource (``shared.resource_sync``): the mail's result goes to
+    ``outcome.sync``, the others' to ``outcome.resource_syncs`` (with ``gap``, after a
+    re-issue: ``gap_sync`` and ``resource_gap_syncs``)."""
     for resource in resources:
         result = sync_resource(services, account_id, resource, reason=reason, notified_at=notified_at)
-        if getattr(outcome, first) is None:
-            setattr(outcome, first, result)
+        if resource is MAIL:
+            if gap:
+                outcome.gap_sync = result
+            else:
+                outcome.sync = result
         else:
-            outcome.more_syncs.append(result)
+            (outcome.resource_gap_syncs if gap else outcome.resource_syncs)[resource.kind] = result
 
 
 def issued_for(subscription: Subscription, nonce: str | None) -> bool:

@@ -175,8 +175,6 @@ class HealthProbe(Protocol):
         ...
 
 
-
-
 @dataclass(frozen=True)
 class GraphAuth:
     """An access token for one account's mailbox. ``account_id`` lets the Graph adapter keep
@@ -490,3 +488,12 @@ class DriveApi(Protocol):
         ...
 
     def delete_item(self, auth: GraphAuth, item_id: str) -> None: ...
+
+    def drive_delta_page(self, auth: GraphAuth, link: str | None) -> DeltaPage:
+        """A page of ``/me/drive/root/delta`` (``link`` None: a new round of the whole drive);
+        410 Gone (``resyncRequired``) raises ``DeltaTokenExpiredError``."""
+        ...
+
+    def get_items(self, auth: GraphAuth, item_ids: Sequence[str]) -> dict[str, JsonObject | None]:
+        """The items as they are now (``$batch``es of 20 reads); None for one gone (404)."""
+        ...

@@ -51,6 +51,7 @@ from shared.delta_round import LEASE_RENEW_AFTER, DeltaRound, RoundMode, SyncLea
 from shared.errors import DeltaTokenExpiredError
 from shared.ledger import LeaseLostError, SyncProgress
 from shared.mail_folders import INBOX, WatchedFolders, watched_folders
+from shared.mail_round import MailItems
 from shared.models import Account, AccountStatus
 from shared.resources import MAIL
 from shared.retry import update_with_etag
@@ -213,8 +214,10 @@ def _folder_round(
     else:
         mode, round_id = RoundMode.INCREMENTAL, uuid.uuid4().hex
 
+    items = MailItems(services, account, auth, emit_history, watched, folder)
+
     def new_round(mode: str, round_id: str) -> DeltaRound:
-        return DeltaRound(services, account, auth, result, mode, round_id, emit_history, lease, saved, watched, folder)
+        return DeltaRound(services, MAIL.sync_key(account.account_id), items, result, mode, round_id, lease, saved, folder)
 
     round_ = new_round(mode, round_id)
     try:
@@ -236,17 +239,8 @@ def _folder_round(
     else:
         services.folder_deltas.save(account.account_id, folder, delta_link, account.connected_at)
         kept = True
-    if round_.saved is not None:
-        services.ledger.commit(account.account_id, lease.holder, services.clock.now(), [], None)
+    round_.finish()
     return kept
-
-
-
-
-
-
-
-
 
 
 def _save_delta_link(

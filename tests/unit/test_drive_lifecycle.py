@@ -13,7 +13,7 @@ from shared.delta_round import SyncResult
 from shared.models import Account
 from shared.notifications import process_trigger
 from shared.ports import GraphAuth
-from shared.resources import DRIVE, MAIL
+from shared.resources import DRIVE, MAIL, ResourceKind
 from shared.subscriptions import ensure_subscription, subscriptions_of
 from shared.webhook import LifecycleSignal, NotificationTrigger, SubscriptionChange
 from tests.fakes import EPOCH, make_services
@@ -115,7 +115,7 @@ def test_reauthorization_of_a_drive_subscription_graph_forgot_recreates_it_for_t
     assert services.graph.subscriptions[replacement.subscription_id].change_type == "updated"
     assert [s.subscription_id for s in subscriptions_of(services, account.account_id, MAIL)] == [mail.subscription_id]
     assert syncs.calls == [("drive", "lifecycle")]
-    assert outcome.sync is not None and outcome.published == 1
+    assert outcome.resource_syncs[ResourceKind.DRIVE] is not None and outcome.published == 1
 
 
 def test_subscription_removed_for_a_live_drive_subscription_renews_it_and_resyncs_the_drive(
@@ -165,7 +165,7 @@ def test_events_of_both_resources_resync_each_once_mail_first(services: Any, syn
     )
 
     assert syncs.calls == [("mail", "lifecycle"), ("drive", "lifecycle")]
-    assert outcome.sync is not None and len(outcome.more_syncs) == 1
+    assert outcome.sync is not None and list(outcome.resource_syncs) == [ResourceKind.DRIVE]
     assert outcome.published == 2
 
 
@@ -194,4 +194,5 @@ def test_a_drive_subscription_signed_without_a_nonce_is_reissued_for_the_drive_a
     assert new.subscription_id != drive.subscription_id and new.client_state_nonce is not None
     assert services.graph.subscriptions[new.subscription_id].resource == DRIVE_ROOT
     assert drive.subscription_id not in services.graph.subscriptions
-    assert outcome.gap_sync is not None and syncs.calls[-1] == ("drive", "lifecycle")
+    assert outcome.gap_sync is None and ResourceKind.DRIVE in outcome.resource_gap_syncs
+    assert syncs.calls == [("drive", "notification"), ("drive", "lifecycle")]
