@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from azure.data.tables import TableClient
 
 from devstack.stack import LocalStack
 from shared.adapters.tables import TableAccountStore, TableSubscriptionStore
@@ -25,7 +26,7 @@ from shared.resources import DRIVE, MAIL, resource_of
 from shared.subscriptions import parse_graph_datetime
 from tests.conftest import STACK_SETTINGS
 from tests.support.faketime import Clock, faketime_env
-from tests.support.stack import connect_user, new_user, run_timer, wait_for
+from tests.support.stack import connect_user, new_user, read_queue, run_timer, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -155,3 +156,53 @@ def test_a_drive_subscription_the_simulator_forgot_is_made_again_for_the_drive(s
     assert (new.resource, new.change_type, new.immutable_ids) == ("/me/drive/root", "updated", False)
     assert close_to(lifetime_left(new, clock), DRIVE.lifetime)
     assert new.client_state_nonce and new.client_state_nonce != gone.client_state_nonce
+
+
+def drive_events_of(stack: LocalStack, account_id: str, seen: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen.extend(e for e in read_queue(stack, "drive-events") if isinstance(e, dict))
+    return [e for e in seen if e.get("data", {}).get("accountId") == account_id]
+
+
+def drive_first_round_done(stack: LocalStack, account_id: str) -> bool:
+    """The drive's deltaLink is saved: a row ``d...`` in the drive's ledger partition."""
+    table = TableClient.from_connection_string(stack.storage_connection, "mailledger")
+    rows = table.query_entities("PartitionKey eq @pk", parameters={"pk": DRIVE.sync_key(account_id)})
+    return any(row["RowKey"].startswith("d") and row.get("Link") for row in rows)
+
+
+@pytest.fixture
+def dropping(stack: LocalStack) -> Iterator[None]:
+    """Graph drops every notification (a drive's are retried for 15 minutes only, then lost)."""
+    stack.sim("PUT", "/_sim/faults", json={"dropRate": 1.0})
+    yield
+    stack.sim("DELETE", "/_sim/faults")
+
+
+def test_a_drive_change_whose_notification_was_lost_comes_with_the_sweeps_catch_up(
+    stack: LocalStack, clock: Clock, dropping: None
+) -> None:
+    user, account_id = connect(stack)
+    wait_for(lambda: drive_first_round_done(stack, account_id), timeout=60, what="the drive's first round")
+    seen: list[dict[str, Any]] = []
+    body = {"path": "Reports/lost.txt", "content": "written while notifications were lost"}
+    item = stack.sim("POST", f"/_sim/users/{user['id']}/drive/items", json=body)
+    wait_for(
+        lambda: any(d["outcome"] == "dropped" for d in stack.sim("GET", "/_sim/deliveries")["value"]
+                    if d.get("subscriptionIds") == [recorded(stack, account_id)["drive"].subscription_id]),
+        timeout=30,
+        what="the drive notification to be dropped",
+    )
+    assert [e for e in drive_events_of(stack, account_id, seen) if e["subject"] == item["id"]] == []
+
+    clock.advance(dt.timedelta(hours=7))  # past CATCHUP_AFTER_MINUTES without a drive sync
+    fire_renewal(stack)
+
+    [event] = wait_for(
+        lambda: [e for e in drive_events_of(stack, account_id, seen) if e["subject"] == item["id"]] or None,
+        timeout=90,
+        what="the lost change's event after the catch-up",
+    )
+    assert event["type"] == "com.microsoft.graph.driveItem.created"
+    # Recorded once the catch-up has returned: the drive's next one is due 6 hours on.
+    caught_up = wait_for(lambda: recorded(stack, account_id)["drive"].caught_up_at, timeout=30, what="the catch-up")
+    assert abs(caught_up - clock.now()) < dt.timedelta(minutes=2)
