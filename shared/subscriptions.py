@@ -74,6 +74,7 @@ __all__ = [
     "is_current",
     "mailbox_subscriptions",
     "remove_subscriptions",
+    "resource_for",
     "resources_of",
     "subscriptions_of",
 ]
@@ -117,6 +118,13 @@ def resources_of(account: Account) -> tuple[Resource, ...]:
     """The resources the account is subscribed to: those its grant reaches. An account
     recorded before its scopes were kept (none recorded) was connected for mail."""
     return granted_resources(account.scopes) if account.scopes else (MAIL,)
+
+
+def resource_for(subscription: Subscription) -> Resource:
+    """The resource a recorded subscription is of. One whose path is none of the
+    connector's (it never makes one) is taken for mail, the one it always had, whose
+    lifetime is the shorter."""
+    return resource_of(subscription.resource) or MAIL
 
 
 def subscriptions_of(services: Services, account_id: str, resource: Resource) -> list[Subscription]:
