@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -372,18 +371,12 @@ def disconnect_account(services: Services, account_id: str) -> Account:
     goes: a token refresh of the round that ends later cannot write the cache back (a
     write-back never recovers a deleted secret), and its deltaLink save finds the account
     disconnected. A reconnect then starts afresh: a new ``connected_at``, no deltaLink."""
-    from shared.sync import PUBLISH_FENCE
+    from shared.sync_runner import seize_lease
 
     account = services.accounts.get(account_id)
     if account is None:
         raise NotFoundError(f"account {account_id} does not exist")
-    holder = "disconnect-" + uuid.uuid4().hex
-    last_proof = services.ledger.seize_lease(account_id, holder, services.clock.now())
-    if last_proof is not None:
-        wait = (last_proof + PUBLISH_FENCE - services.clock.now()).total_seconds()
-        if wait > 0:
-            log.info("account %s: a round was running; waiting %.1fs until it can publish no more", account_id, wait)
-            _sleep(min(wait, PUBLISH_FENCE.total_seconds()))
+    seize_lease(services, account_id, sleep=_sleep)  # the mail's (its sync key is the account id)
     auth: GraphAuth | None = None
     if account.status != AccountStatus.DISCONNECTED:
         try:

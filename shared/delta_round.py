@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from shared.errors import UpstreamError
+from shared.errors import DeltaTokenExpiredError, UpstreamError
 from shared.events import Change
 from shared.ledger import LeaseLostError, LedgerMark, SyncProgress
 from shared.models import Account
@@ -245,6 +246,47 @@ class DeltaRound:
             self.prove_lease()
             self.services.queues.send(self.items.queue, work.events)
         self.result.add(work.changes)
+
+
+def run_round(
+    services: Services,
+    key: str,
+    items: RoundItems,
+    result: SyncResult,
+    lease: SyncLease,
+    *,
+    link: str | None,
+    resumed: SyncProgress | None,
+    saved: SyncProgress | None,
+    place: str | None = None,
+) -> tuple[DeltaRound, str | None]:
+    """One round of a resource to its deltaLink: from the place an earlier invocation kept
+    (``resumed``), else from ``link`` (None: a first round). After ``410 Gone`` a full round
+    from the start, which ends by publishing the vanished. Returns the round that ran and
+    its deltaLink, None when it stopped for time (its place kept). The lease is proved last,
+    so the caller saves the deltaLink within ``LEASE_RENEW_AFTER`` of a proof: no other
+    holder can have saved a newer one."""
+    if resumed is not None:
+        result.resumed = True
+        mode, link, round_id = resumed.mode, resumed.link, resumed.round_id
+    else:
+        mode, round_id = (RoundMode.INCREMENTAL if link else RoundMode.FIRST), uuid.uuid4().hex
+    round_ = DeltaRound(services, key, items, result, mode, round_id, lease, saved, place)
+    try:
+        delta_link = round_.run(link)
+    except DeltaTokenExpiredError:
+        log.warning("delta link of %s%s expired (410): full round", key, f", {place}" if place else "")
+        result.restarted = True
+        # From what the failed round left stored: the full round's end replaces it.
+        round_ = DeltaRound(services, key, items, result, RoundMode.FULL, uuid.uuid4().hex, lease, round_.saved, place)
+        delta_link = round_.run(None)
+    if delta_link is None:
+        return round_, None
+    if round_.mode == RoundMode.FULL:
+        round_.publish_vanished()
+    result.rounds += 1
+    round_.prove_lease()
+    return round_, delta_link
 
 
 # --- what the resources share when they tell history from news --------------------------

@@ -43,9 +43,10 @@ if TYPE_CHECKING:
 
 # The tags that tell a file's content, in the order a new mark takes one: the cTag ("an
 # eTag for the content of the item", not changed by a metadata change), else a hash of
-# the content (OneDrive for Business's delta has no cTag, but a quickXorHash:
-# https://learn.microsoft.com/graph/api/resources/hashes).
-CONTENT_TAG_KINDS = ("cTag", "quickXorHash", "sha256Hash", "sha1Hash")
+# the content: OneDrive for Business's delta has no cTag, but quickXorHash is "the only
+# value that is guaranteed to be available" on every drive; sha256Hash "isn't supported"
+# (https://learn.microsoft.com/graph/api/resources/hashes).
+CONTENT_TAG_KINDS = ("cTag", "quickXorHash", "sha1Hash")
 
 
 class DriveItems:

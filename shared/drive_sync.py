@@ -29,16 +29,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from shared.delta_round import DeltaRound, RoundMode, SyncLease, SyncResult
+from shared.delta_round import SyncLease, SyncResult, run_round
 from shared.drive_round import DriveItems
-from shared.errors import DeltaTokenExpiredError
 from shared.models import Account
 from shared.resources import DRIVE
-from shared.sync_runner import PUBLISH_FENCE, SyncTarget
+from shared.sync_runner import SyncTarget, seize_lease
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
@@ -50,23 +48,14 @@ log = logging.getLogger(__name__)
 DRIVE_LINK_KEY = "drive"
 
 
-def sync_drive(
-    services: Services,
-    account_id: str,
-    *,
-    reason: str,
-    notified_at: dt.datetime | None = None,
-    monotonic: Callable[[], float] | None = None,
-    join: bool = False,
-) -> SyncResult:
-    """Bring the account's drive events up to date (``shared.resource_sync.sync_resource``
-    for the drive). ``ReauthRequiredError`` and a lost lease are absorbed, Graph and
-    storage failures propagate so that the queue retries."""
+def sync_drive(services: Services, account_id: str, **options: Any) -> SyncResult:
+    """Bring the account's drive events up to date: ``shared.resource_sync.sync_resource``
+    for the drive, with its options (``reason``, ``notified_at``, ``monotonic``, ``join``).
+    ``ReauthRequiredError`` and a lost lease are absorbed, Graph and storage failures
+    propagate so that the queue retries."""
     from shared.resource_sync import sync_resource
 
-    return sync_resource(
-        services, account_id, DRIVE, reason=reason, notified_at=notified_at, monotonic=monotonic, join=join
-    )
+    return sync_resource(services, account_id, DRIVE, **options)
 
 
 def drive_delta_link(services: Services, account: Account) -> str | None:
@@ -90,29 +79,12 @@ def _rounds(
     key = DRIVE.sync_key(account.account_id)
     progress = services.ledger.progress(key)
     lease.served = False
-    if progress is not None:
-        result.resumed = True
-        mode, link, round_id = progress.mode, progress.link or None, progress.round_id
-    else:
-        link = drive_delta_link(services, account)
-        mode, round_id = (RoundMode.INCREMENTAL if link else RoundMode.FIRST), uuid.uuid4().hex
+    link = None if progress is not None else drive_delta_link(services, account)
     items = DriveItems(services, account, auth)
-    round_ = DeltaRound(services, key, items, result, mode, round_id, lease, progress)
-    try:
-        delta_link = round_.run(link)
-    except DeltaTokenExpiredError:
-        log.warning("drive delta link of account %s expired (410): full round", account.account_id)
-        result.restarted = True
-        round_ = DeltaRound(services, key, items, result, RoundMode.FULL, uuid.uuid4().hex, lease, round_.saved)
-        delta_link = round_.run(None)
+    round_, delta_link = run_round(services, key, items, result, lease, link=link, resumed=progress, saved=progress)
     if delta_link is None:
         return False
-    if round_.mode == RoundMode.FULL:
-        round_.publish_vanished()
-    result.rounds += 1
-    # Saved within LEASE_RENEW_AFTER of a proof: no other holder can have saved a newer one.
     # A link saved for a connection that has ended is never read (``connected_at``).
-    round_.prove_lease()
     services.folder_deltas.save(key, DRIVE_LINK_KEY, delta_link, account.connected_at)
     round_.finish()
     lease.served = progress is None
@@ -131,13 +103,7 @@ def forget_drive_state(
     partition: marks, progress, lease and deltaLink. A reconnect starts with a first round.
     Idempotent."""
     key = DRIVE.sync_key(account_id)
-    holder = "disconnect-" + uuid.uuid4().hex
-    last_proof = services.ledger.seize_lease(key, holder, services.clock.now())
-    if last_proof is not None:
-        wait = (last_proof + PUBLISH_FENCE - services.clock.now()).total_seconds()
-        if wait > 0:
-            log.info("account %s: a drive round was running; waiting %.1fs until it can publish no more", account_id, wait)
-            sleep(min(wait, PUBLISH_FENCE.total_seconds()))
+    seize_lease(services, key, sleep=sleep)
     # The deltaLink is a row of that partition (``FolderDeltaLinks``), dropped with it; one
     # left by a round that ended meanwhile belongs to the ended connection and is never read.
     services.ledger.forget_account(key)

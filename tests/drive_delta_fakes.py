@@ -34,7 +34,7 @@ from urllib.parse import parse_qs, urlparse
 
 from shared.errors import DeltaTokenExpiredError
 from shared.ports import DeltaPage, GraphAuth, JsonObject
-from tests.fakes import EPOCH
+from tests.fakes import EPOCH, enter_call
 
 USER = {"user": {"email": "adele@contoso.test", "id": "adele-oid", "displayName": "Adele Vance"}}
 _ids = itertools.count(1)
@@ -136,6 +136,15 @@ class FakeDrive:
         return next((i for i in self.items.values()
                      if i.parent_id == parent.id and not i.deleted and i.name.lower() == lowered), None)
 
+    def ancestors(self, item_id: str) -> list[str]:
+        """The folders above a live item, the root first; none for a deleted one."""
+        item = self.items[item_id]
+        above: list[str] = []
+        while not item.deleted and item.parent_id is not None:
+            above.insert(0, item.parent_id)
+            item = self.items[item.parent_id]
+        return above
+
     def path_of(self, item: _Item) -> str:
         names: list[str] = []
         while item.parent_id is not None:
@@ -201,12 +210,7 @@ class FakeDriveDelta:
             return self.drives.setdefault(account_id, FakeDrive(self.clock, self.page_size))
 
     def _enter(self, method: str, auth: GraphAuth) -> None:
-        with self._lock:
-            self.calls.append((method, auth.account_id))
-            pending = self.fail.get(method)
-            failure = pending.pop(0) if pending else None
-        if failure is not None:
-            raise failure
+        enter_call(self._lock, self.calls, self.fail, method, auth.account_id)
 
     def drive_delta_page(self, auth: GraphAuth, link: str | None) -> DeltaPage:
         self._enter("drive_delta_page", auth)
@@ -259,15 +263,9 @@ class FakeDriveDelta:
 
     @staticmethod
     def _changed(drive: FakeDrive, since: int, upto: int) -> list[str]:
-        ordered: list[str] = []
+        """Each item changed in (since, upto], in the order of its last change, after the
+        folders above it (a deleted item alone)."""
+        ordered: dict[str, None] = {}
         for _, item_id in sorted((s, i) for i, s in drive.changes.items() if since < s <= upto):
-            item = drive.items[item_id]
-            chain: list[str] = []
-            parent_id = item.parent_id if not item.deleted else None
-            while parent_id is not None:
-                chain.append(parent_id)
-                parent_id = drive.items[parent_id].parent_id
-            for entry in [*reversed(chain), item_id]:
-                if entry not in ordered:
-                    ordered.append(entry)
-        return ordered
+            ordered.update(dict.fromkeys([*drive.ancestors(item_id), item_id]))
+        return list(ordered)

@@ -374,6 +374,19 @@ class FakeGraphSubscription:
         }
 
 
+def enter_call(
+    lock: threading.Lock, calls: list[tuple[str, str]], fail: dict[str, list[Exception]], method: str, account_id: str
+) -> None:
+    """What a fake does on each call: record (method, account id), then raise the next
+    failure planned for that method (first in, first out), if any."""
+    with lock:
+        calls.append((method, account_id))
+        pending = fail.get(method)
+        failure = pending.pop(0) if pending else None
+    if failure is not None:
+        raise failure
+
+
 class FakeGraphApi:
     """Graph for one app; a mailbox is identified by ``GraphAuth.account_id``.
 
@@ -398,12 +411,7 @@ class FakeGraphApi:
         self.located: dict[tuple[str, str], str] = {}  # (account id, message id) -> folder id, for batch reads
 
     def _enter(self, method: str, auth: GraphAuth) -> None:
-        with self._lock:
-            self.calls.append((method, auth.account_id))
-            pending = self.fail.get(method)
-            failure = pending.pop(0) if pending else None
-        if failure is not None:
-            raise failure
+        enter_call(self._lock, self.calls, self.fail, method, auth.account_id)
         if self.valid_tokens is not None and self.valid_tokens.get(auth.account_id) != auth.access_token:
             raise GraphUnauthorizedError("InvalidAuthenticationToken", "Access token is empty or invalid.")
 

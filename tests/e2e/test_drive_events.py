@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +15,7 @@ import requests
 from azure.data.tables import TableClient
 
 from devstack.stack import LocalStack
-from tests.conftest import STACK_SETTINGS
+from tests.conftest import DOCUMENT_TOOL_SETTINGS
 from tests.support.stack import connect_user, function_key_headers, new_user, read_queue, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -28,9 +27,7 @@ TYPE = "com.microsoft.graph.driveItem."
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    data_dir: Path = tmp_path_factory.mktemp("drive-events")
-    settings = {**STACK_SETTINGS, "GRAPH_SCOPES": "User.Read Files.ReadWrite.All", "MAIL_ACTIONS_ENABLED": "false"}
-    with LocalStack.on_free_ports(data_dir, extra_settings=settings) as running:
+    with LocalStack.on_free_ports(tmp_path_factory.mktemp("drive-events"), extra_settings=DOCUMENT_TOOL_SETTINGS) as running:
         yield running
 
 
