@@ -104,6 +104,9 @@ class LocalStack:
     cert_dir: Path | None = None
     function_key: str = DEFAULT_FUNCTION_KEY
     extra_settings: Mapping[str, str] = field(default_factory=dict)
+    # More environment for single children, by name ("azurite", "keyvault", "graphsim",
+    # "devhost"): tests run the simulator's clock under libfaketime this way.
+    child_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     log_dir: Path | None = None  # None: children print to this process's stdout
     in_memory_storage: bool = False
     # Azurite's debug log (one line per request it serves): benchmarks count storage
@@ -176,7 +179,7 @@ class LocalStack:
         process = subprocess.Popen(
             argv,
             cwd=PROJECT_ROOT,
-            env=env,
+            env={**env, **self.child_env.get(name, {})},
             stdout=log,
             stderr=subprocess.STDOUT if log is not None else None,
             start_new_session=True,  # its own process group: stop() takes all of it down

@@ -1,6 +1,7 @@
 """Queue triggers: ``graph-notifications`` (one account's trigger -> delta sync -> events)
 and ``mail-sync`` (a delta round the app asked for itself: the first round after a connect,
-the rest of a round too long for one invocation, pending work handed on).
+the rest of a round too long for one invocation, pending work handed on; each job names the
+resource it syncs, mail or drive).
 
 An exception hands the message back to the queue: it is retried after the visibility
 timeout and, after host.json's ``maxDequeueCount``, moved to ``graph-notifications-poison``
@@ -19,7 +20,8 @@ from shared import bootstrap
 from shared.config import MAIL_SYNC_QUEUE, NOTIFICATION_QUEUE
 from shared.errors import InvalidInputError, ThrottledError
 from shared.notifications import process_trigger
-from shared.sync import parse_sync_job, sync_mailbox
+from shared.resource_sync import sync_resource
+from shared.sync_runner import parse_sync_request
 from shared.webhook import parse_trigger
 
 bp = func.Blueprint()
@@ -59,13 +61,14 @@ def process_graph_notifications(message: func.QueueMessage) -> None:
 def run_mail_sync(message: func.QueueMessage) -> None:
     services = bootstrap.services()
     try:
-        account_id, reason = parse_sync_job(message.get_body())
+        job = parse_sync_request(message.get_body())
     except InvalidInputError as error:
         log.error("message %s is not a sync job (%s): moved to %s", message.id, error, SYNC_POISON_QUEUE)
         services.queues.send(SYNC_POISON_QUEUE, [message.get_body().decode("utf-8", "replace")])
         return
+    account_id, reason = job.account_id, job.reason
     try:
-        result = sync_mailbox(services, account_id, reason=reason)
+        result = sync_resource(services, account_id, job.resource, reason=reason)  # the job's resource
     except Exception as error:
         _before_retry(account_id, message, error)
         raise

@@ -74,7 +74,7 @@ param renewalSchedule string = '0 */15 * * * *'
 @description('Subscriptions expiring within this many minutes are renewed (RENEWAL_WINDOW_MINUTES).')
 param renewalWindowMinutes string = '1440'
 
-@description('Accounts without a notification for this many minutes get a catch-up delta sync (CATCHUP_AFTER_MINUTES).')
+@description('Mailboxes without a notification for this many minutes, and every drive this often, get a catch-up delta sync (CATCHUP_AFTER_MINUTES).')
 param catchupAfterMinutes string = '360'
 
 @description('Subscriptions renewed in parallel by one renewal run (RENEWAL_CONCURRENCY).')

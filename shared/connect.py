@@ -10,9 +10,10 @@ fails), the code redeemed, then ``finish_connect`` does what every way of connec
 (the CLI's device-code flow too): a tenant outside ``ALLOWED_TENANT_IDS`` is refused before
 anything is stored, the account's token cache goes to Key Vault, the account is created or
 updated in place (same tenant and object id: same account, never a duplicate) with the
-connect session's owner, its inbox subscription is created or healed, an initial delta
-round, queued on ``mail-sync`` (a large mailbox takes longer than a callback may), records
-where the mailbox stands, and ``account-events`` hears of it.
+connect session's owner, one subscription per resource its grant reaches is created or
+healed (mail with a Mail scope, the drive with a Files scope: ``shared.resources``), an
+initial delta round of each, queued on ``mail-sync`` (a large mailbox or drive takes longer
+than a callback may), records where the data stands, and ``account-events`` hears of it.
 ``disconnect_account`` undoes all of it and keeps the account, marked ``disconnected``;
 a round running meanwhile on any instance is stopped first.
 """
@@ -22,7 +23,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -42,8 +42,9 @@ from shared.errors import (
 )
 from shared.models import Account, AccountStatus, ClientKind, PendingAuthFlow, Subscription, account_id_for
 from shared.ports import GraphAuth, TokenGrant
+from shared.resources import MAIL, Resource
 from shared.retry import update_with_etag
-from shared.subscriptions import ensure_mailbox_subscription, grants_mail, remove_mailbox_subscriptions
+from shared.subscriptions import ensure_subscriptions, remove_subscriptions
 from shared.tokens import token_cache_secret_name
 
 if TYPE_CHECKING:
@@ -70,9 +71,11 @@ _sleep = time.sleep  # tests replace it
 @dataclass(frozen=True)
 class ConnectResult:
     account: Account
-    subscription: Subscription | None  # None: the grant has no mail scope (a files-only product)
+    subscription: Subscription | None  # the mail subscription; None: the grant has no mail scope
     reconnected: bool
     previous_owner_id: str | None = None
+    # Every subscription made, one per resource the grant reaches (mail first, then the drive).
+    subscriptions: tuple[Subscription, ...] = ()
 
 
 # -- the browser flow -------------------------------------------------------------------
@@ -211,25 +214,39 @@ def finish_connect(
         _drop_owner_entry(services, previous_owner, account_id)
     services.tokens.forget(account_id)  # the old session's access token is no longer wanted
     services.tokens.remember(account_id, grant.access_token, grant.expires_in)
-    subscription: Subscription | None = None
-    if grants_mail(account.scopes):
-        try:
-            subscription = ensure_mailbox_subscription(services, account, auth)
-        except ConnectorError as exc:
-            _record_error(services, account_id, f"inbox subscription failed: {type(exc).__name__}: {exc}")
-            raise
-        _queue_first_round(services, account)
+    subscriptions = _subscribe(services, account, auth)
     log.info(
         "account %s %s (%s)",
         account_id,
         "reconnected" if reconnected else "connected",
-        f"subscription {subscription.subscription_id}" if subscription else "no mail scope: no mail subscription",
+        ", ".join(f"{s.resource} subscription {s.subscription_id}" for s in subscriptions) or "no subscription granted",
     )
     publish_transition(
         services, account, RECONNECTED if reconnected else CONNECTED, reason=reason, previous_owner_id=previous_owner
     )
     refreshed = services.accounts.get(account_id) or account
-    return ConnectResult(refreshed, subscription, reconnected, previous_owner)
+    mail = next((s for s in subscriptions if MAIL.owns_path(s.resource)), None)
+    return ConnectResult(refreshed, mail, reconnected, previous_owner, tuple(subscriptions))
+
+
+def _subscribe(services: Services, account: Account, auth: GraphAuth) -> list[Subscription]:
+    """One subscription per resource the grant reaches (mail only with a Mail scope, the
+    drive only with a Files scope: Graph refuses the others with 403), each followed by its
+    queued first round. A refusal leaves the account in error with the reason and is
+    raised, once every resource was tried."""
+    made: list[Subscription] = []
+    failure: ConnectorError | None = None
+    for resource, outcome in ensure_subscriptions(services, account, auth):
+        if isinstance(outcome, ConnectorError):
+            what = "inbox" if resource is MAIL else resource.kind.value
+            _record_error(services, account.account_id, f"{what} subscription failed: {type(outcome).__name__}: {outcome}")
+            failure = failure or outcome
+            continue
+        made.append(outcome)
+        _queue_first_round(services, account, resource)
+    if failure is not None:
+        raise failure
+    return made
 
 
 def _drop_owner_entry(services: Services, owner_id: str, account_id: str) -> None:
@@ -313,21 +330,26 @@ def _record_error(services: Services, account_id: str, message: str) -> None:
         log.warning("account %s: could not record its error: %s", account_id, type(exc).__name__)
 
 
-def _queue_first_round(services: Services, account: Account) -> None:
-    """The initial delta round (docs/design.md "Connect") runs on queue ``mail-sync``, not
-    in the browser's callback: a large mailbox takes longer than an HTTP request may. It
-    records the mailbox's deltaLink, publishing its history only when
-    ``EMIT_HISTORY_ON_CONNECT`` is set, and mail received since the connect as created.
+def _queue_first_round(services: Services, account: Account, resource: Resource) -> None:
+    """The initial delta round of ``resource`` (docs/design.md "Connect") runs on queue
+    ``mail-sync``, not in the browser's callback: a large mailbox or drive takes longer than
+    an HTTP request may. It records where the data stands (the mailbox's deltaLink, the
+    drive's), publishing history only when ``EMIT_HISTORY_ON_CONNECT`` is set.
 
     A failure to queue it does not undo the connect: the account is connected and
     subscribed, and the first notification or the renewal's catch-up runs the round.
     """
-    from shared.sync import request_sync
+    from shared.sync_runner import request_sync
 
     try:
-        request_sync(services, account.account_id, reason="connect")
+        request_sync(services, account.account_id, reason="connect", resource=resource)
     except (UpstreamError, ConcurrencyError, PersistenceError) as exc:
-        log.warning("account %s: initial delta round not queued: %s", account.account_id, type(exc).__name__)
+        log.warning(
+            "account %s: initial %s delta round not queued: %s",
+            account.account_id,
+            resource.kind.value,
+            type(exc).__name__,
+        )
 
 
 def _forget_published_mail(services: Services, account_id: str) -> None:
@@ -339,8 +361,8 @@ def _forget_published_mail(services: Services, account_id: str) -> None:
 
 
 def disconnect_account(services: Services, account_id: str) -> Account:
-    """Delete the account's subscriptions (Graph and store) and its token cache, and mark it
-    ``disconnected``. Idempotent; ``NotFoundError`` for an unknown account.
+    """Delete the account's subscriptions of every resource (Graph and store) and its token
+    cache, and mark it ``disconnected``. Idempotent; ``NotFoundError`` for an unknown account.
 
     A round may be running for the account on any instance. The disconnect first seizes the
     account's sync lease (the round's next fenced write fails, so it writes no mark, no
@@ -349,18 +371,12 @@ def disconnect_account(services: Services, account_id: str) -> Account:
     goes: a token refresh of the round that ends later cannot write the cache back (a
     write-back never recovers a deleted secret), and its deltaLink save finds the account
     disconnected. A reconnect then starts afresh: a new ``connected_at``, no deltaLink."""
-    from shared.sync import PUBLISH_FENCE
+    from shared.sync_runner import seize_lease
 
     account = services.accounts.get(account_id)
     if account is None:
         raise NotFoundError(f"account {account_id} does not exist")
-    holder = "disconnect-" + uuid.uuid4().hex
-    last_proof = services.ledger.seize_lease(account_id, holder, services.clock.now())
-    if last_proof is not None:
-        wait = (last_proof + PUBLISH_FENCE - services.clock.now()).total_seconds()
-        if wait > 0:
-            log.info("account %s: a round was running; waiting %.1fs until it can publish no more", account_id, wait)
-            _sleep(min(wait, PUBLISH_FENCE.total_seconds()))
+    seize_lease(services, account_id, sleep=_sleep)  # the mail's (its sync key is the account id)
     auth: GraphAuth | None = None
     if account.status != AccountStatus.DISCONNECTED:
         try:
@@ -385,9 +401,12 @@ def disconnect_account(services: Services, account_id: str) -> Account:
         return True
 
     updated = update_account(services, account_id, change)
-    removed = remove_mailbox_subscriptions(services, account, auth)
+    removed = remove_subscriptions(services, account, auth)  # mail and drive alike
     services.secrets.delete(token_cache_secret_name(account_id))
     _forget_published_mail(services, account_id)  # the marks, the round's progress, the lease
+    from shared.drive_sync import forget_drive_state
+
+    forget_drive_state(services, account_id, sleep=_sleep)  # the same for the drive, and its deltaLink
     services.tokens.forget(account_id)
     log.info("account %s disconnected (%d subscriptions removed)", account_id, removed)
     if updated is not None and transitions and transitions[-1]:

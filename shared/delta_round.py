@@ -1,6 +1,15 @@
-"""One delta round of one mailbox folder, page by page: the part of the sync that turns
-Graph's delta pages into events, ledger marks and kept progress (shared.sync runs the
-rounds under the account's lease and decides when).
+"""One delta round of one resource of an account, page by page: the part of a sync that turns
+Graph's delta pages into events, ledger marks and kept progress, the same for every resource
+(``shared.sync`` runs the mail folders' rounds, ``shared.drive_sync`` the drive's, both under
+the lease of ``shared.sync_runner``).
+
+The loop is the same for every resource: prove the lease, fetch a page, let the resource
+turn its items into events and marks (``RoundItems.prepare``), publish the events, commit
+the marks with the round's progress under the lease, keep the place when time runs out,
+and resume from it. What an item becomes (an event, a mark, nothing), which ledger partition
+it is marked in (the resource's sync key) and which queue its events go to is the
+resource's part, passed in (``RoundItems``: ``shared.mail_round`` for a mail folder,
+``shared.drive_round`` for the drive).
 
 Each page is proved under the lease before anything is written, its events are published
 before its marks are committed, and the place is kept so that the next invocation goes on
@@ -11,20 +20,19 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
-from shared.config import MAIL_EVENT_QUEUE
-from shared.errors import UpstreamError
-from shared.events import CREATED, DELETED, UPDATED, encode_event, mail_event
+from shared.errors import DeltaTokenExpiredError, UpstreamError
+from shared.events import Change
 from shared.ledger import LeaseLostError, LedgerMark, SyncProgress
-from shared.mail_folders import DELETED_ITEMS, INBOX, WatchedFolders, locate
 from shared.models import Account
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
-    from shared.ports import GraphAuth
+    from shared.ports import DeltaPage, JsonObject
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +42,8 @@ log = logging.getLogger(__name__)
 LEASE_RENEW_AFTER = dt.timedelta(seconds=10)
 # Progress of pages that publish nothing (history in a first round) is kept this often.
 PROGRESS_EVERY_SECONDS = 5.0
+# Marks per vanished batch after a full round: one ledger transaction's worth.
+VANISHED_BATCH = 98
 
 
 class RoundMode:
@@ -63,6 +73,16 @@ class SyncResult:
     def published(self) -> int:
         return self.created + self.updated + self.deleted
 
+    def add(self, changes: Iterable[Change]) -> None:
+        """Count published events by the change each announced."""
+        for change in changes:
+            if change is Change.CREATED:
+                self.created += 1
+            elif change is Change.UPDATED:
+                self.updated += 1
+            else:
+                self.deleted += 1
+
 
 @dataclass
 class SyncLease:
@@ -77,36 +97,75 @@ class SyncLease:
         return self.monotonic() >= self.deadline
 
 
+@dataclass
+class PageWork:
+    """What one page (or one batch of vanished items) comes to: the encoded events in the
+    order they are published, the change each announces, and the ledger marks committed
+    once they are out (by item id: the last mark of an item wins)."""
+
+    events: list[str] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+    marks: dict[str, LedgerMark] = field(default_factory=dict)
+
+    def publish(self, event: str, change: Change, mark: LedgerMark) -> None:
+        self.events.append(event)
+        self.changes.append(change)
+        self.marks[mark.message_id] = mark
+
+    def keep(self, mark: LedgerMark) -> None:
+        """A mark without an event: a baseline, or an item a full round saw unchanged."""
+        self.marks[mark.message_id] = mark
+
+
+class RoundItems(Protocol):
+    """The part of a delta round that differs per resource."""
+
+    @property
+    def queue(self) -> str:
+        """The queue the resource's events go to."""
+        ...
+
+    def fetch(self, link: str | None) -> DeltaPage:
+        """One delta page: the round's first (``link`` None) or the one a link names."""
+        ...
+
+    def prepare(self, round_: DeltaRound, items: list[JsonObject]) -> PageWork:
+        """The events and marks of one page's items (``round_.marks`` reads the ledger)."""
+        ...
+
+    def vanished(self, round_: DeltaRound, item_ids: list[str]) -> PageWork:
+        """After a full round: items of the ledger it did not return, deleted meanwhile."""
+        ...
+
 
 class DeltaRound:
-    """One delta round of one account, page by page."""
+    """One delta round of one resource of an account, page by page.
+
+    ``key`` is the resource's sync key (``Resource.sync_key``): the ledger partition its
+    marks, progress and lease live in. ``place`` names the round in its kept progress (a
+    mail folder's key; None where a resource has a single round)."""
 
     def __init__(
         self,
         services: Services,
-        account: Account,
-        auth: GraphAuth,
+        key: str,
+        items: RoundItems,
         result: SyncResult,
         mode: str,
         round_id: str,
-        emit_history: bool,
         lease: SyncLease,
         saved: SyncProgress | None,
-        watched: WatchedFolders,
-        folder: str,
+        place: str | None = None,
     ) -> None:
-        self.lease = lease
-        self.watched = watched
-        self.folder = folder
         self.services = services
-        self.account = account
-        self.auth = auth
+        self.key = key
+        self.items = items
         self.result = result
         self.mode = mode
         self.round_id = round_id
-        self.emit_history = emit_history
+        self.lease = lease
+        self.place = place
         self.ledger = services.ledger
-        self.baseline = _baseline(account)
         self.saved = saved  # the progress stored in the ledger (None: none)
         self._saved_at = lease.monotonic()
         self._pages_here = 0
@@ -118,17 +177,19 @@ class DeltaRound:
                 self._keep_place(link, force=True)
                 return None
             self.prove_lease()
-            page = self.services.graph.delta_page(self.auth, link, folder=self.folder)
+            page = self.items.fetch(link)
             self._pages_here += 1
             self.result.pages += 1
             # The call may have outlasted the lease: prove it again before anything is written.
             self.prove_lease()
             if not page.next_link and not page.delta_link:
                 raise UpstreamError("delta page without nextLink or deltaLink")
-            events, marks = self.prepare(page.items)
-            self._emit(events)
+            items = [item for item in page.items if isinstance(item, dict) and isinstance(item.get("id"), str)]
+            work = self.items.prepare(self, items)
+            self._emit(work)
+            marks = list(work.marks.values())
             if page.next_link:
-                self._commit(marks, SyncProgress(page.next_link, self.mode, self.round_id, self.folder))
+                self._commit(marks, SyncProgress(page.next_link, self.mode, self.round_id, self.place))
                 link = page.next_link
             else:
                 # The last page: a full round keeps its place until the vanished are published.
@@ -137,192 +198,110 @@ class DeltaRound:
                     self._commit(marks, ending, force=True)
                 return page.delta_link
 
+    def marks(self, item_ids: list[str]) -> dict[str, LedgerMark]:
+        """The ledger marks of those items that have one, in the resource's partition."""
+        return self.ledger.marks(self.key, item_ids) if item_ids else {}
+
     def prove_lease(self, *, force: bool = False) -> None:
         """A conditional write of the lease when the last proof is old; LeaseLostError if it
         is no longer ours."""
         now = self.services.clock.now()
         if not force and now - self.lease.renewed_at < LEASE_RENEW_AFTER:
             return
-        if not self.ledger.renew_lease(self.account.account_id, self.lease.holder, now):
-            raise LeaseLostError(f"sync lease of account {self.account.account_id} was taken over")
+        if not self.ledger.renew_lease(self.key, self.lease.holder, now):
+            raise LeaseLostError(f"sync lease of {self.key} was taken over")
         self.lease.renewed_at = now
+
+    def finish(self) -> None:
+        """Drop the round's kept place once its deltaLink is saved."""
+        if self.saved is not None:
+            self.ledger.commit(self.key, self.lease.holder, self.services.clock.now(), [], None)
 
     def _keep_place(self, link: str, *, force: bool = False) -> None:
         if self.saved is not None and self.saved.link == link:
             return
-        self._commit([], SyncProgress(link, self.mode, self.round_id, self.folder), force=force)
+        self._commit([], SyncProgress(link, self.mode, self.round_id, self.place), force=force)
 
     def _commit(self, marks: list[LedgerMark], progress: SyncProgress | None, *, force: bool = False) -> None:
         # Pages that publish nothing keep their place every few seconds, not every page.
         if not marks and not force and self.lease.monotonic() - self._saved_at < PROGRESS_EVERY_SECONDS:
             return
         now = self.services.clock.now()
-        self.ledger.commit(self.account.account_id, self.lease.holder, now, marks, progress)
+        self.ledger.commit(self.key, self.lease.holder, now, marks, progress)
         self.lease.renewed_at = now
         self.saved = progress
         self._saved_at = self.lease.monotonic()
 
-    def prepare(self, items: Iterable[dict[str, Any]]) -> tuple[list[str], list[LedgerMark]]:
-        items = [item for item in items if isinstance(item, dict) and isinstance(item.get("id"), str)]
-        # A first or full round ignores history unpublished so far, so only messages that may
-        # give an event or that a full round must see need a ledger read (the history of a
-        # large mailbox's first round reads no ledger row).
-        if self.mode == RoundMode.INCREMENTAL or (self.mode == RoundMode.FIRST and self.emit_history):
-            wanted = items
-        elif self.mode == RoundMode.FULL:
-            wanted = items
-        else:
-            wanted = [item for item in items if "@removed" in item or self._is_new(item)]
-        if not wanted:
-            return [], []
-        known = self.ledger.marks(self.account.account_id, [item["id"] for item in wanted])
-        events: list[str] = []
-        marks: dict[str, LedgerMark] = {}
-        departed: list[LedgerMark] = []
-        seen = self.round_id if self.mode == RoundMode.FULL else None
-        for item in wanted:
-            message_id = item["id"]
-            mark = marks.get(message_id) or known.get(message_id)
-            if "@removed" in item and mark is not None and not mark.removed and _folder_of(mark) == self.folder:
-                departed.append(mark)  # where did it go? (below, for the whole page at once)
-                continue
-            change, previous = self.classify(item, mark)
-            change_key = item.get("changeKey") if isinstance(item.get("changeKey"), str) else None
-            if change is None:
-                if (
-                    self.mode == RoundMode.FULL
-                    and mark is not None
-                    and not mark.removed
-                    and mark.seen_in != self.round_id
-                    and _folder_of(mark) == self.folder
-                ):
-                    # Seen by this full round: not among the vanished at its end.
-                    marks[message_id] = LedgerMark(message_id, mark.change_key, False, self.round_id, self.folder)
-                continue
-            version: str | None = None
-            if previous is not None:  # a move: the same changeKey may have been published in the old folder
-                version = f"{change_key or ''}|{self.folder}"
-            elif change == CREATED and mark is not None:  # back after it left the watched folders
-                version = f"again|{change_key or ''}"
-            events.append(self._event(item, change, previous_folder=previous, version=version))
-            marks[message_id] = LedgerMark(
-                message_id, change_key, removed=change == DELETED, seen_in=seen, folder=self.folder
-            )
-            setattr(self.result, change, getattr(self.result, change) + 1)
-        if departed:
-            self._departed(departed, events, marks, seen)
-        return events, list(marks.values())
-
-    def _departed(
-        self, departed: list[LedgerMark], events: list[str], marks: dict[str, LedgerMark], seen: str | None
-    ) -> None:
-        """Messages that left this folder: deleted, moved out of the watched folders, or
-        moved to another watched one (whose round publishes the move)."""
-        where = locate(self.services, self.auth, [mark.message_id for mark in departed])
-        names: dict[str, str] | None = None
-        for mark in departed:
-            folder_id = where.get(mark.message_id)
-            reason = "deleted"
-            if folder_id is not None:
-                if self.watched.key_of(self.services, self.auth, folder_id) is not None:
-                    continue
-                if names is None:
-                    from shared.mail_actions import folder_names
-
-                    names = folder_names(self.services, self.auth)
-                reason = "deleted" if names.get(folder_id) == DELETED_ITEMS else "moved"
-            item = {"id": mark.message_id, "@removed": {"reason": reason}}
-            events.append(self._event(item, DELETED, reason=reason, version=mark.change_key or ""))
-            marks[mark.message_id] = LedgerMark(mark.message_id, mark.change_key, True, seen, self.folder)
-            self.result.deleted += 1
-
-    def _event(
-        self,
-        item: dict[str, Any],
-        change: str,
-        *,
-        previous_folder: str | None = None,
-        reason: str | None = None,
-        version: str | None = None,
-    ) -> str:
-        settings = self.services.settings
-        return encode_event(
-            mail_event(
-                self.account,
-                item,
-                change,
-                folder=self.folder,
-                now=self.services.clock.now(),
-                previous_folder=previous_folder,
-                reason=reason,
-                version=version,
-                body=settings.event_body,
-                body_max_bytes=settings.event_body_max_bytes,
-            )
-        )
-
-    def classify(self, item: dict[str, Any], mark: LedgerMark | None) -> tuple[str | None, str | None]:
-        """(change type or None, the folder a moved message came from)."""
-        if "@removed" in item:
-            if mark is not None:
-                # Its deletion was published, or it lives in another folder now (the move
-                # was published when that folder's round saw it).
-                return None, None
-            # Never published: a deletion is news only in an incremental round.
-            return (DELETED if self.mode == RoundMode.INCREMENTAL else None), None
-        if mark is not None and mark.removed:
-            return CREATED, None  # it left the watched folders (or was deleted) and came back
-        if mark is not None:
-            previous = _folder_of(mark)
-            if previous != self.folder:
-                return UPDATED, previous
-            change_key = item.get("changeKey")
-            return (None if change_key is not None and change_key == mark.change_key else UPDATED), None
-        if self._is_new(item):
-            return CREATED, None
-        if self.mode == RoundMode.INCREMENTAL:
-            return UPDATED, None
-        return (CREATED if self.mode == RoundMode.FIRST and self.emit_history else None), None
-
-    def _is_new(self, item: dict[str, Any]) -> bool:
-        if self.baseline is None:
-            return self.mode != RoundMode.FIRST
-        received = _parse_time(item.get("receivedDateTime"))
-        return received is not None and received >= self.baseline
-
     def publish_vanished(self) -> None:
-        """After a full round: ledger messages it did not return were deleted meanwhile."""
-        gone = list(self.ledger.live_message_ids(self.account.account_id, unseen_in=self.round_id))
-        for start in range(0, len(gone), 98):
+        """After a full round: ledger items it did not return were deleted meanwhile."""
+        gone = list(self.ledger.live_message_ids(self.key, unseen_in=self.round_id))
+        for start in range(0, len(gone), VANISHED_BATCH):
             self.prove_lease()
-            events, marks = self.prepare(
-                {"id": mid, "@removed": {"reason": "deleted"}} for mid in gone[start : start + 98]
-            )
-            self._emit(events)
-            self._commit(marks, self.saved, force=True)
+            work = self.items.vanished(self, gone[start : start + VANISHED_BATCH])
+            self._emit(work)
+            self._commit(list(work.marks.values()), self.saved, force=True)
 
-    def _emit(self, events: list[str]) -> None:
-        if events:
+    def _emit(self, work: PageWork) -> None:
+        if work.events:
             self.prove_lease()
-            self.services.queues.send(MAIL_EVENT_QUEUE, events)
+            self.services.queues.send(self.items.queue, work.events)
+        self.result.add(work.changes)
 
 
+def run_round(
+    services: Services,
+    key: str,
+    items: RoundItems,
+    result: SyncResult,
+    lease: SyncLease,
+    *,
+    link: str | None,
+    resumed: SyncProgress | None,
+    saved: SyncProgress | None,
+    place: str | None = None,
+) -> tuple[DeltaRound, str | None]:
+    """One round of a resource to its deltaLink: from the place an earlier invocation kept
+    (``resumed``), else from ``link`` (None: a first round). After ``410 Gone`` a full round
+    from the start, which ends by publishing the vanished. Returns the round that ran and
+    its deltaLink, None when it stopped for time (its place kept). The lease is proved last,
+    so the caller saves the deltaLink within ``LEASE_RENEW_AFTER`` of a proof: no other
+    holder can have saved a newer one."""
+    if resumed is not None:
+        result.resumed = True
+        mode, link, round_id = resumed.mode, resumed.link, resumed.round_id
+    else:
+        mode, round_id = (RoundMode.INCREMENTAL if link else RoundMode.FIRST), uuid.uuid4().hex
+    round_ = DeltaRound(services, key, items, result, mode, round_id, lease, saved, place)
+    try:
+        delta_link = round_.run(link)
+    except DeltaTokenExpiredError:
+        log.warning("delta link of %s%s expired (410): full round", key, f", {place}" if place else "")
+        result.restarted = True
+        # From what the failed round left stored: the full round's end replaces it.
+        round_ = DeltaRound(services, key, items, result, RoundMode.FULL, uuid.uuid4().hex, lease, round_.saved, place)
+        delta_link = round_.run(None)
+    if delta_link is None:
+        return round_, None
+    if round_.mode == RoundMode.FULL:
+        round_.publish_vanished()
+    result.rounds += 1
+    round_.prove_lease()
+    return round_, delta_link
 
-def _folder_of(mark: LedgerMark) -> str:
-    # Marks written before folders were kept belong to the inbox, the only folder then.
-    return mark.folder or INBOX
+
+# --- what the resources share when they tell history from news --------------------------
 
 
-
-def _baseline(account: Account) -> dt.datetime | None:
-    # receivedDateTime has whole seconds: compare with the connect time's second.
+def connect_baseline(account: Account) -> dt.datetime | None:
+    """The account's connect time to the second (Graph's times have whole seconds): what was
+    there before it is history."""
     if account.connected_at is None:
         return None
     return account.connected_at.astimezone(dt.UTC).replace(microsecond=0)
 
 
-
-def _parse_time(value: object) -> dt.datetime | None:
+def parse_graph_time(value: object) -> dt.datetime | None:
+    """A Graph ``DateTimeOffset`` (``2026-11-20T12:00:00Z``) as an aware datetime; None if it is not one."""
     if not isinstance(value, str):
         return None
     try:

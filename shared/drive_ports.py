@@ -7,9 +7,10 @@ ports without an import circle; a record these ports carry goes to ``shared.mode
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
-from shared.models import DriveChildrenPage, DriveContent, GraphAuth, JsonObject, UploadProgress
+from shared.models import DeltaPage, DriveChildrenPage, DriveContent, GraphAuth, JsonObject, UploadProgress
 
 
 class DriveApi(Protocol):
@@ -61,3 +62,12 @@ class DriveApi(Protocol):
         ...
 
     def delete_item(self, auth: GraphAuth, item_id: str) -> None: ...
+
+    def drive_delta_page(self, auth: GraphAuth, link: str | None) -> DeltaPage:
+        """A page of ``/me/drive/root/delta`` (``link`` None: a new round of the whole drive);
+        410 Gone (``resyncRequired``) raises ``DeltaTokenExpiredError``."""
+        ...
+
+    def get_items(self, auth: GraphAuth, item_ids: Sequence[str]) -> dict[str, JsonObject | None]:
+        """The items as they are now (``$batch``es of 20 reads); None for one gone (404)."""
+        ...

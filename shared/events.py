@@ -1,6 +1,7 @@
-"""The product's output: one CloudEvents 1.0 JSON document per changed message.
+"""The product's output: one CloudEvents 1.0 JSON document per changed message (queue
+``mail-events``) and per changed drive item (queue ``drive-events``).
 
-This is the one place where events are built (docs/design.md "Events"). ``id`` is a hash of
+This is the one place where events are built (docs/design.md "Events", "Drive events"). ``id`` is a hash of
 what makes the change unique (account, message, change type and, for an update, the
 message's ``changeKey``), so a replayed change carries the same id and a consumer can
 de-duplicate too (CloudEvents 1.0 §3.1.1: source + id identify an event). A move to
@@ -16,6 +17,7 @@ encoded event fits, and says so (``bodyTruncated``, ``recipientsTruncated``).
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import hashlib
 import json
 from typing import Any
@@ -24,10 +26,21 @@ from shared.models import Account
 
 SPEC_VERSION = "1.0"
 EVENT_TYPE_PREFIX = "com.microsoft.graph.message."
-CREATED = "created"
-UPDATED = "updated"
-DELETED = "deleted"
-CHANGE_TYPES = (CREATED, UPDATED, DELETED)
+DRIVE_EVENT_TYPE_PREFIX = "com.microsoft.graph.driveItem."
+
+
+class Change(enum.StrEnum):
+    """What an event tells of an item: the last part of its ``type``."""
+
+    CREATED = "created"
+    UPDATED = "updated"
+    DELETED = "deleted"
+
+
+CREATED = Change.CREATED
+UPDATED = Change.UPDATED
+DELETED = Change.DELETED
+CHANGE_TYPES = tuple(Change)
 # The Storage queue's limit is 65,536 characters of (base64) message text: 49,152 bytes of
 # JSON, less a margin for the queue client's XML envelope.
 MAX_QUEUE_MESSAGE_CHARS = 64 * 1024
@@ -42,6 +55,10 @@ def event_id(
     if version is None:
         version = (change_key or "") if change_type == UPDATED else ""
     return hashlib.sha256(f"{account_id}|{message_id}|{change_type}|{version}".encode()).hexdigest()[:32]
+
+
+def _event_time(now: dt.datetime) -> str:
+    return now.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def event_source(account_id: str, folder: str) -> str:
@@ -146,7 +163,91 @@ def mail_event(
         "source": event_source(account.account_id, folder),
         "type": EVENT_TYPE_PREFIX + change_type,
         "subject": message_id,
-        "time": now.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "time": _event_time(now),
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+
+
+# --- drive items -------------------------------------------------------------------------
+
+
+def drive_event_id(account_id: str, item_id: str, change: Change, version: str) -> str:
+    # ``version``: what tells two events of one item and change type apart (the eTag of an
+    # update, the last eTag published before a deletion, "" for a first creation).
+    return hashlib.sha256(f"{account_id}|drive|{item_id}|{change.value}|{version}".encode()).hexdigest()[:32]
+
+
+def drive_source(account_id: str) -> str:
+    return f"/accounts/{account_id}/drive"
+
+
+def drive_item_path(item: dict[str, Any]) -> str | None:
+    """The item's path below the drive's root as the files API shows it (``/Docs/a.docx``),
+    from ``parentReference.path`` (``/drive/root:/Docs`` or ``/drives/{id}/root:/Docs``);
+    None when Graph left it out (delta answers do: docs/graph-notes.md "OneDrive")."""
+    if "root" in item:
+        return "/"
+    parent = item.get("parentReference")
+    parent_path = parent.get("path") if isinstance(parent, dict) else None
+    if not isinstance(parent_path, str) or "root:" not in parent_path:
+        return None
+    return f"{parent_path.split('root:', 1)[1]}/{item.get('name') or ''}"
+
+
+def _modified_by(item: dict[str, Any]) -> str | None:
+    identity = item.get("lastModifiedBy")
+    user = identity.get("user") if isinstance(identity, dict) else None
+    if not isinstance(user, dict):
+        return None
+    named = user.get("displayName") or user.get("email") or user.get("id")
+    return str(named) if named is not None else None
+
+
+def drive_event(
+    account: Account,
+    item: dict[str, Any],
+    change: Change,
+    *,
+    now: dt.datetime,
+    content_changed: bool,
+    version: str,
+) -> dict[str, Any]:
+    """The CloudEvent for one drive item (docs/design.md "Drive events"): ``item`` as Graph
+    shows it (a deletion: what delta tells of it, often no more than its ids)."""
+    item_id = str(item["id"])
+    raw_parent = item.get("parentReference")
+    parent: dict[str, Any] = raw_parent if isinstance(raw_parent, dict) else {}
+    file = item.get("file") if isinstance(item.get("file"), dict) else None
+    data: dict[str, Any] = {"accountId": account.account_id}
+    if account.owner_id is not None:
+        data["ownerId"] = account.owner_id
+    data.update(
+        {
+            "driveId": parent.get("driveId"),
+            "itemId": item_id,
+            "changeType": change.value,
+            "name": item.get("name"),
+            "path": drive_item_path(item),
+            "parentId": parent.get("id"),
+            "webUrl": item.get("webUrl"),
+            "size": item.get("size"),
+            "eTag": item.get("eTag"),
+            "cTag": item.get("cTag"),
+            "mimeType": file.get("mimeType") if file else None,
+            "isFolder": "folder" in item,
+            "lastModifiedDateTime": item.get("lastModifiedDateTime"),
+            "lastModifiedBy": _modified_by(item),
+            "contentChanged": content_changed,
+        }
+    )
+    return {
+        "specversion": SPEC_VERSION,
+        "id": drive_event_id(account.account_id, item_id, change, version),
+        "source": drive_source(account.account_id),
+        "type": DRIVE_EVENT_TYPE_PREFIX + change.value,
+        "subject": item_id,
+        "time": _event_time(now),
         "datacontenttype": "application/json",
         "data": data,
     }

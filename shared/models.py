@@ -82,6 +82,9 @@ class Subscription:
     # Created with ``Prefer: IdType="ImmutableId"``: its notifications carry immutable ids.
     # False for one recorded before the connector asked for them (it is re-issued).
     immutable_ids: bool = False
+    # When the renewal's sweep last caught up the subscription's resource by delta: a drive's
+    # catch-up is timed from it (shared.account_sweep); None until the first one.
+    caught_up_at: dt.datetime | None = None
     etag: str | None = field(default=None, compare=False)
     # The expiry the store's expiry index holds for this record (as read or last indexed):
     # lets a save that keeps the expiry's bucket skip the index, and a renewal saved with
@@ -231,6 +234,16 @@ class TokenGrant:
     client_kind: ClientKind = ClientKind.CONFIDENTIAL
     display_name: str = ""
     cache_state: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class DeltaPage:
+    """One page of a delta round (a mail folder's or the drive's): changed items, then
+    either a nextLink or a deltaLink."""
+
+    items: list[JsonObject]
+    next_link: str | None = None
+    delta_link: str | None = None
 
 
 @dataclass(frozen=True)

@@ -7,20 +7,25 @@ said "something changed" and the lifecycle events received. Here, for that accou
    a deleted or foreign subscription, or one that replays the clientState of an earlier
    subscription of the account, publishes nothing (a subscription recorded before nonces
    were kept has none, and is accepted on its clientState's HMAC alone);
-2. lifecycle events are acted on (docs/graph-notes.md "Lifecycle notifications"):
+2. lifecycle events are acted on (docs/graph-notes.md "Lifecycle notifications"), each for
+   the resource its subscription is of (``shared.resources``: mail, the drive):
    ``reauthorizationRequired`` -> reauthorize (or PATCH when Graph refuses),
    ``subscriptionRemoved`` -> renew it if Graph still has it (a replay), else recreate
-   it, then resync,
-   ``missed`` -> resync;
-3. one delta sync (``shared.sync.sync_mailbox``) covers every change of the trigger;
+   it, then resync that resource,
+   ``missed`` -> resync that resource. Graph sends drives ``reauthorizationRequired``
+   only; the other two, should they come for a drive subscription, are handled the same
+   way for the drive;
+3. one delta sync per resource whose subscription changed or had a lifecycle event
+   covers every change of the trigger: the mail's (``shared.sync.sync_mailbox``), the
+   drive's (``shared.resource_sync.sync_resource``), each under its own sync key;
 4. a subscription whose clientState was signed with another key than ``CLIENT_STATE_KEY``
    (the previous one, during a rotation), that has no nonce recorded (created before
    nonces were kept), that was created without immutable ids, or whose resource is not the
    one ``MAIL_FOLDERS`` needs (``shared.subscriptions.is_current``) is re-issued once the
-   sync has run: deleted in Graph, created anew
-   under the current key with a nonce, then the mailbox is synced again for what arrived
-   in between. Active mailboxes thus finish a rotation, or the move to nonces, on their
-   next notification.
+   sync of its resource has run: deleted in Graph, created anew for the same resource
+   under the current key with a nonce, then that resource is synced again for what arrived
+   in between. Active mailboxes and drives thus finish a rotation, or the move to nonces,
+   on their next notification.
 Transient failures (throttling, Graph 5xx, storage) propagate so the queue retries the
 message and finally moves it to ``graph-notifications-poison``; a dead refresh token
 marks the account ``reauth_required`` and ends the work for it. A lifecycle event that
@@ -33,13 +38,16 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from shared.client_state import key_id
 from shared.errors import ConnectorError, GraphError, InvalidInputError, NotFoundError, ReauthRequiredError
 from shared.models import Account, AccountStatus, Subscription, SubscriptionStatus
-from shared.subscriptions import GRAPH_COOLDOWN
+from shared.resource_sync import sync_resource
+from shared.resources import MAIL, Resource, ResourceKind, resource_of
+from shared.subscriptions import GRAPH_COOLDOWN, resource_for
 from shared.sync import SyncResult, served_already, sync_mailbox
 from shared.webhook import ORIGIN, NotificationTrigger
 
@@ -68,12 +76,17 @@ class TriggerOutcome:
     lifecycle_failed: list[str] = field(default_factory=list)
     reissued: int = 0  # subscriptions re-issued under the current key
     gap_sync: SyncResult | None = None  # the sync after a re-issue
-    sync: SyncResult | None = None
+    sync: SyncResult | None = None  # the mail's
+    # The syncs of the other resources whose subscriptions changed or had a lifecycle
+    # event (the drive's), by kind; and their syncs after a re-issue.
+    resource_syncs: dict[ResourceKind, SyncResult] = field(default_factory=dict)
+    resource_gap_syncs: dict[ResourceKind, SyncResult] = field(default_factory=dict)
     dropped: str | None = None  # why the whole trigger was dropped
 
     @property
     def published(self) -> int:
-        return sum(s.published for s in (self.sync, self.gap_sync) if s is not None)
+        syncs = (self.sync, self.gap_sync, *self.resource_syncs.values(), *self.resource_gap_syncs.values())
+        return sum(s.published for s in syncs if s is not None)
 
 
 def process_trigger(services: Services, trigger: NotificationTrigger) -> TriggerOutcome:
@@ -81,21 +94,11 @@ def process_trigger(services: Services, trigger: NotificationTrigger) -> Trigger
     account_id = trigger.account_id
     if trigger.rejected:
         log.warning("account %s: %d trigger entries without a Graph subscription id ignored", account_id, trigger.rejected)
-    if (
-        not trigger.lifecycle
-        and trigger.changed
-        and trigger.received_at_ms is not None
-        and served_already(
-            services, account_id, _notified_at(services, trigger), same_clock=trigger.origin == ORIGIN
-        )
-    ):
-        # A round of this process began after the trigger came and has ended: its changes
-        # are published. Nothing to read or write (shared.sync "triggers a finished round
-        # served already").
-        outcome.sync = SyncResult(account_id, "notification", joined=True)
-        return outcome
     # Subscriptions are stored under their account: an unknown account has none recorded.
     changed = False
+    # The resources whose subscriptions changed; one the connector does not make (a path
+    # ``resource_of`` does not know) speaks of the mail, as every subscription once did.
+    resources: dict[ResourceKind, Resource] = {}
     outdated: dict[str, Subscription] = {}
     for change in trigger.changed:
         subscription = _recorded(services, account_id, change.subscription_id, outcome, cached=True)
@@ -107,6 +110,8 @@ def process_trigger(services: Services, trigger: NotificationTrigger) -> Trigger
             outcome.stale_client_states += 1
         else:
             changed = True
+            resource = resource_of(subscription.resource) or MAIL
+            resources.setdefault(resource.kind, resource)
             if _signed_outdated(services, subscription):
                 outdated[subscription.subscription_id] = subscription
     if outcome.unknown_subscriptions:
@@ -123,15 +128,7 @@ def process_trigger(services: Services, trigger: NotificationTrigger) -> Trigger
         )
     if not trigger.lifecycle:
         if changed:  # the hot path: the sync reads the account (and checks its status) itself
-            outcome.sync = sync_mailbox(
-                services,
-                account_id,
-                reason="notification",
-                notified_at=_notified_at(services, trigger),
-                join=True,
-            )
-            if outcome.sync.skipped in ("unknown_account", "inactive"):
-                outcome.dropped = outcome.sync.skipped
+            _sync_changed(services, trigger, outcome, resources.values())
             _reissue_outdated(services, trigger, outcome, list(outdated.values()))
         return outcome
 
@@ -143,7 +140,7 @@ def process_trigger(services: Services, trigger: NotificationTrigger) -> Trigger
         outcome.dropped = f"account is {account.status.value}"
         return outcome
 
-    resync = False
+    resync: list[Resource] = []  # the resources to sync once the events are handled
     for signal in trigger.lifecycle:
         subscription = _recorded(services, account.account_id, signal.subscription_id, outcome)
         if subscription is False:
@@ -166,8 +163,10 @@ def process_trigger(services: Services, trigger: NotificationTrigger) -> Trigger
                 signal.subscription_id,
             )
             continue
+        resource = resource_for(subscription)
         try:
-            resync |= _handle_lifecycle(services, account, subscription, signal.event)
+            if _handle_lifecycle(services, account, subscription, signal.event, resource):
+                _add(resync, resource)
         except ReauthRequiredError:
             outcome.dropped = "account must sign in again"
             return outcome
@@ -185,20 +184,61 @@ def process_trigger(services: Services, trigger: NotificationTrigger) -> Trigger
                 error.code,
             )
             outcome.lifecycle_failed.append(signal.event)
-            resync = True
+            _add(resync, resource)
             continue
         outcome.lifecycle_handled.append(signal.event)
 
-    if changed or resync:
-        reason = "notification" if changed and not resync else "lifecycle"
-        outcome.sync = sync_mailbox(
-            services, account_id, reason=reason, notified_at=_notified_at(services, trigger)
-        )
+    mail_changed = MAIL.kind in resources
+    if mail_changed or resync:
+        reason = "notification" if mail_changed and not resync else "lifecycle"
+        if mail_changed:
+            _add(resync, MAIL)
+        _sync_each(services, account_id, resync, reason, _notified_at(services, trigger), outcome)
         if outdated:  # not one a lifecycle event above replaced already
             current = {s.subscription_id for s in services.subscriptions.for_account(account_id)}
             outdated = {k: v for k, v in outdated.items() if k in current}
         _reissue_outdated(services, trigger, outcome, list(outdated.values()))
+    # The other resources that changed, unless a lifecycle event's resync covered them.
+    others = [r for r in resources.values() if r is not MAIL and r not in resync]
+    _sync_changed(services, trigger, outcome, others, join=False)
     return outcome
+
+
+def _sync_changed(
+    services: Services,
+    trigger: NotificationTrigger,
+    outcome: TriggerOutcome,
+    resources: Iterable[Resource],
+    *,
+    join: bool = True,
+) -> None:
+    """One delta sync of each resource (the mail's on ``outcome.sync``, the others' on
+    ``outcome.resource_syncs``). A trigger that a finished round of this process served
+    already (that round began after the trigger came, and ended with its deltaLink saved)
+    costs nothing (``shared.sync_joining``), judged by the resource's own sync key."""
+    account_id = trigger.account_id
+    notified_at = _notified_at(services, trigger)
+    for resource in resources:
+        if (
+            join
+            and trigger.received_at_ms is not None
+            and served_already(
+                services, resource.sync_key(account_id), notified_at, same_clock=trigger.origin == ORIGIN
+            )
+        ):
+            result = SyncResult(account_id, "notification", joined=True)
+        elif resource is MAIL:
+            result = sync_mailbox(services, account_id, reason="notification", notified_at=notified_at, join=join)
+        else:
+            result = sync_resource(
+                services, account_id, resource, reason="notification", notified_at=notified_at, join=join
+            )
+        if resource is MAIL:
+            outcome.sync = result
+        else:
+            outcome.resource_syncs[resource.kind] = result
+        if result.skipped in ("unknown_account", "inactive"):
+            outcome.dropped = result.skipped
 
 
 def _recorded(
@@ -259,7 +299,9 @@ def _reissue_outdated(
     not be replaced now is tried again on its next notification (or is recreated by the
     renewal's sweep if it was deleted and its replacement failed).
     """
-    if not outdated or outcome.sync is None or outcome.sync.skipped is not None:
+    # Only those whose resource's sync ran: their changes are published.
+    outdated = [s for s in outdated if _synced(outcome, resource_for(s))]
+    if not outdated:
         return
     account = services.accounts.get(trigger.account_id)
     if account is None or account.status is not AccountStatus.ACTIVE:
@@ -277,9 +319,47 @@ def _reissue_outdated(
             type(error).__name__,
         )
     if outcome.reissued:
-        outcome.gap_sync = sync_mailbox(
-            services, account.account_id, reason="lifecycle", notified_at=_notified_at(services, trigger)
-        )
+        resources: list[Resource] = []
+        for subscription in outdated[: outcome.reissued]:
+            _add(resources, resource_for(subscription))
+        _sync_each(services, account.account_id, resources, "lifecycle", _notified_at(services, trigger), outcome, gap=True)
+
+
+def _synced(outcome: TriggerOutcome, resource: Resource) -> bool:
+    """Whether this trigger's sync of ``resource`` ran (not skipped)."""
+    result = outcome.sync if resource is MAIL else outcome.resource_syncs.get(resource.kind)
+    return result is not None and result.skipped is None
+
+
+def _add(resources: list[Resource], resource: Resource) -> None:
+    """``resource`` among the ones to sync, once, mail first (the order of ``shared.resources``)."""
+    if resource not in resources:
+        resources.append(resource)
+        resources.sort(key=lambda r: r is not MAIL)
+
+
+def _sync_each(
+    services: Services,
+    account_id: str,
+    resources: list[Resource],
+    reason: str,
+    notified_at: dt.datetime,
+    outcome: TriggerOutcome,
+    *,
+    gap: bool = False,
+) -> None:
+    """One delta sync per resource (``shared.resource_sync``): the mail's result goes to
+    ``outcome.sync``, the others' to ``outcome.resource_syncs`` (with ``gap``, after a
+    re-issue: ``gap_sync`` and ``resource_gap_syncs``)."""
+    for resource in resources:
+        result = sync_resource(services, account_id, resource, reason=reason, notified_at=notified_at)
+        if resource is MAIL:
+            if gap:
+                outcome.gap_sync = result
+            else:
+                outcome.sync = result
+        else:
+            (outcome.resource_gap_syncs if gap else outcome.resource_syncs)[resource.kind] = result
 
 
 def issued_for(subscription: Subscription, nonce: str | None) -> bool:
@@ -299,12 +379,16 @@ def _notified_at(services: Services, trigger: NotificationTrigger) -> dt.datetim
     return dt.datetime.fromtimestamp(trigger.received_at_ms / 1000, dt.UTC)
 
 
-def _handle_lifecycle(services: Services, account: Account, subscription: Subscription, event: str) -> bool:
-    """Act on one lifecycle event; True when a resync must follow."""
+def _handle_lifecycle(
+    services: Services, account: Account, subscription: Subscription, event: str, resource: Resource
+) -> bool:
+    """Act on one lifecycle event of a subscription of ``resource``; True when a resync of
+    that resource must follow."""
     log.info(
-        "account %s: lifecycle %s for subscription %s",
+        "account %s: lifecycle %s for %s subscription %s",
         account.account_id,
         event,
+        resource.kind.value,
         subscription.subscription_id,
     )
     if event == "missed":
@@ -313,9 +397,9 @@ def _handle_lifecycle(services: Services, account: Account, subscription: Subscr
     if event == "subscriptionRemoved":
         # Renewed when Graph still has it (a replayed or spoofed event must not tear down
         # a live subscription), recreated when the renewal finds it gone.
-        from shared.subscriptions import ensure_mailbox_subscription
+        from shared.subscriptions import ensure_subscription
 
-        replacement = ensure_mailbox_subscription(services, account, auth)
+        replacement = ensure_subscription(services, account, auth, resource)
         if replacement.subscription_id != subscription.subscription_id:
             log.info(
                 "account %s: subscription %s replaced by %s",
@@ -343,9 +427,9 @@ def _handle_lifecycle(services: Services, account: Account, subscription: Subscr
             subscription.subscription_id,
             error.code,
         )
-        from shared.subscriptions import ensure_mailbox_subscription
+        from shared.subscriptions import ensure_subscription
 
-        ensure_mailbox_subscription(services, account, auth)
+        ensure_subscription(services, account, auth, resource)
         return False
     subscription.last_reauthorized_at = now
     services.subscriptions.save(subscription)
@@ -353,12 +437,13 @@ def _handle_lifecycle(services: Services, account: Account, subscription: Subscr
 
 
 def _recreate(services: Services, account: Account, subscription: Subscription, auth: GraphAuth) -> None:
-    from shared.subscriptions import ensure_mailbox_subscription
+    """Replace the subscription with a new one of the same resource."""
+    from shared.subscriptions import ensure_subscription
 
     subscription.status = SubscriptionStatus.REMOVED
     services.subscriptions.save(subscription)
     _forget_record(services, subscription)
-    replacement = ensure_mailbox_subscription(services, account, auth)
+    replacement = ensure_subscription(services, account, auth, resource_for(subscription))
     log.info(
         "account %s: subscription %s replaced by %s",
         account.account_id,

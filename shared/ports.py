@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from shared.drive_ports import DriveApi as DriveApi
@@ -35,6 +34,7 @@ from shared.models import BatchResponse as BatchResponse
 # ports' readers.
 from shared.models import CommandRecord as CommandRecord
 from shared.models import CommandState as CommandState
+from shared.models import DeltaPage as DeltaPage
 from shared.models import DriveChildrenPage as DriveChildrenPage
 from shared.models import DriveContent as DriveContent
 from shared.models import GraphAuth as GraphAuth
@@ -187,15 +187,6 @@ class HealthProbe(Protocol):
     def check(self) -> None:
         """Raise if the dependency cannot be reached."""
         ...
-
-
-@dataclass(frozen=True)
-class DeltaPage:
-    """One page of a mail delta round: changed items, then either a nextLink or a deltaLink."""
-
-    items: list[JsonObject]
-    next_link: str | None = None
-    delta_link: str | None = None
 
 
 class TokenProvider(Protocol):

@@ -1,7 +1,8 @@
-"""Keeping every mailbox subscription alive: the renewal timer's core.
+"""Keeping every subscription alive, mail's and drives': the renewal timer's core.
 
-A Graph subscription to Outlook mail lives at most 10,080 minutes (docs/graph-notes.md
-"Subscriptions"), so each one must be renewed (PATCH) before it expires. One run of
+A Graph subscription to Outlook mail lives at most 10,080 minutes, one to a drive 42,300
+(docs/graph-notes.md "Subscriptions", ``shared.resources``), so each one must be renewed
+(PATCH) before it expires, to its own resource's lifetime. One run of
 ``renew_subscriptions``:
 
 1. **Renews** what expires within ``RENEWAL_WINDOW_MINUTES``. The candidates come from the
@@ -19,13 +20,15 @@ A Graph subscription to Outlook mail lives at most 10,080 minutes (docs/graph-no
    in batches (``SubscriptionStore.reindex``). A run that could not write them all gives
    its lease back marked unfinished, and the next run reads the records instead of the
    copies (``recheck``).
-2. **Heals** along the way: a subscription Graph no longer knows (404) is recreated and the
-   mailbox resynced by delta, so no mail is lost in between; an account whose refresh
-   token is dead is marked ``reauth_required`` (by the token provider) and skipped from
-   then on.
+2. **Heals** along the way: a subscription Graph no longer knows (404) is recreated for
+   the same resource and that resource resynced by delta, so no change is lost in between;
+   an account whose refresh token is dead is marked ``reauth_required`` (by the token
+   provider) and skipped from then on.
 3. **Sweeps** a slice of the accounts table (``RENEWAL_SWEEP_ACCOUNTS`` per run, resumed
-   from a stored continuation token): an active account with no live subscription gets
-   one, and a quiet account gets a catch-up sync. With the default 15-minute schedule,
+   from a stored continuation token): an active account with no live subscription of a
+   resource its grant reaches gets one, and a quiet resource gets a catch-up sync
+   (``shared.account_sweep``: mail when the account heard nothing, the drive on a timer of
+   its own, since Graph retries a drive notification for 15 minutes only). With the default 15-minute schedule,
    5,000 accounts per run cover 100,000 accounts in 5 hours, and no run reads more than its
    slice. An account is visited once per cycle, so "quiet" looks ahead: it is caught up
    when it would pass ``CATCHUP_AFTER_MINUTES`` of silence before the sweep's next visit
@@ -72,7 +75,7 @@ from shared.subscription_renewal import (
     SubscriptionRenewal,
     describe,
 )
-from shared.subscriptions import ensure_mailbox_subscription
+from shared.subscriptions import ensure_subscription
 from shared.sweep_pace import SweepPace
 
 # The sweep's stored pace, under the name it had here before the run was split in parts.
@@ -81,6 +84,7 @@ _SweepPace = SweepPace
 if TYPE_CHECKING:
     from shared.bootstrap import Services
     from shared.ports import CheckpointStore
+    from shared.resources import Resource
 
 __all__ = [
     "LEASE",
@@ -130,7 +134,7 @@ def renew_subscriptions(
     past_due: bool = False,
     policy: RenewalPolicy | None = None,
     checkpoints: CheckpointStore | None = None,
-    recreate: Recreate = ensure_mailbox_subscription,
+    recreate: Recreate = ensure_subscription,
     resync: Resync | None = None,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> RenewalReport:
@@ -140,7 +144,7 @@ def renew_subscriptions(
         policy or RenewalPolicy.from_services(services),
         checkpoints=checkpoints or services.checkpoints,
         recreate=recreate,
-        resync=resync or _sync_mailbox,
+        resync=resync or _sync_resource,
         monotonic=monotonic,
     )
     report = run.report
@@ -152,10 +156,10 @@ def renew_subscriptions(
     return report
 
 
-def _sync_mailbox(services: Services, account_id: str, *, reason: str = "renewal") -> object:
-    from shared.sync import sync_mailbox  # the pipeline's delta catch-up
+def _sync_resource(services: Services, account_id: str, resource: Resource, *, reason: str = "renewal") -> object:
+    from shared.resource_sync import sync_resource  # the pipeline's delta catch-up, of any resource
 
-    return sync_mailbox(services, account_id, reason=reason)
+    return sync_resource(services, account_id, resource, reason=reason)
 
 
 class _RenewalRun:

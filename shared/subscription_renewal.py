@@ -5,7 +5,10 @@
 it (see ``shared.renewal`` for the run around it). On the way it keeps Graph's rules: no
 PATCH within 10 minutes of a reauthorize (or of another PATCH) of the same subscription,
 one request at a time per mailbox from this run, a refused access token replaced once; a
-subscription Graph no longer knows (404) is recreated and its mailbox resynced by delta.
+subscription Graph no longer knows (404) is recreated for the same resource and that
+resource resynced by delta. Each subscription is renewed to its resource's lifetime
+(``shared.resources``: a mail subscription's 10,080 minutes, a drive's 42,300, each less
+the margin).
 The renewed expiry is written under the ETag of the index's copy; the index entries are
 written in batches (``ReindexBatches``).
 """
@@ -29,9 +32,10 @@ from shared.errors import (
 )
 from shared.models import Account, AccountStatus, Subscription, SubscriptionStatus
 from shared.renewal_report import Outcome, RenewalReport
+from shared.resources import MAIL, Resource
 from shared.retry import update_with_etag, with_fresh_token
 from shared.runner import KeyedGates, Retry
-from shared.subscriptions import GRAPH_COOLDOWN, mailbox_subscription_expiry, parse_graph_datetime
+from shared.subscriptions import GRAPH_COOLDOWN, parse_graph_datetime, resource_for
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
@@ -47,8 +51,9 @@ MAX_ATTEMPTS = 4
 # renewals spread over 16 shards make about 25 per transaction.
 REINDEX_BATCH = 400
 
-Recreate = Callable[["Services", Account, "GraphAuth"], Subscription]
-Resync = Callable[..., object]  # (services, account_id, *, reason)
+# (services, account, auth, resource) -> the resource's live subscription
+Recreate = Callable[["Services", Account, "GraphAuth", Resource], Subscription]
+Resync = Callable[..., object]  # (services, account_id, resource, *, reason): a delta sync
 
 
 @dataclass
@@ -112,7 +117,7 @@ class SubscriptionRenewal:
         try:
             if sub.status != SubscriptionStatus.ACTIVE:
                 return self._recreate(job)
-            expires_at = mailbox_subscription_expiry(now)
+            expires_at = resource_for(sub).expiry(now)
             try:
                 answer = self._patch(job, expires_at)
             except NotFoundError:
@@ -204,29 +209,35 @@ class SubscriptionRenewal:
             # expiry index and the next run tries again.
             sub.status = SubscriptionStatus.REMOVED
             job.subscription = sub = store.save(sub)
+        resource = resource_for(sub)
         try:
-            created = self.recreate(services, account, auth)
+            created = self.recreate(services, account, auth, resource)
         except ConnectorError:
-            self._keep_in_index(sub)
+            self._keep_in_index(sub, resource)
             raise
         log.info(
-            "renewal: account %s subscription %s replaced by %s",
+            "renewal: account %s %s subscription %s replaced by %s",
             sub.account_id,
+            resource.kind.value,
             sub.subscription_id,
             created.subscription_id,
         )
-        resync_account(services, self.resync, account.account_id, "subscription_recreated")
+        resync_account(services, self.resync, account.account_id, "subscription_recreated", resource)
         return Outcome.RECREATED
 
-    def _keep_in_index(self, sub: Subscription) -> None:
+    def _keep_in_index(self, sub: Subscription, resource: Resource) -> None:
         """After a failed recreation: the old record may be deleted already (recreation
-        starts by discarding it). Recorded again as removed, unless a live one exists, it
-        stays in the expiry index and the next run tries again sooner than the sweep."""
+        starts by discarding it). Recorded again as removed, unless a live one of the same
+        resource exists, it stays in the expiry index and the next run tries again sooner
+        than the sweep."""
         store = self.services.subscriptions
         try:
             if store.get(sub.account_id, sub.subscription_id) is not None:
                 return
-            if any(s.status == SubscriptionStatus.ACTIVE for s in store.for_account(sub.account_id)):
+            if any(
+                s.status == SubscriptionStatus.ACTIVE and resource.owns_path(s.resource)
+                for s in store.for_account(sub.account_id)
+            ):
                 return
             sub.etag, sub.indexed_expires_at = None, None
             store.save(sub)
@@ -297,16 +308,21 @@ class ReindexBatches:
 ResyncOutcome = Literal["synced", "reauth_required", "failed"]
 
 
-def resync_account(services: Services, resync: Resync, account_id: str, reason: str) -> ResyncOutcome:
-    """A delta sync of the mailbox (a recreated subscription, a quiet account): "synced",
-    "reauth_required" (the sync found the refresh token dead and marked the account) or
-    "failed", which is not lost: the account stays quiet, so the sweep tries again."""
+def resync_account(
+    services: Services, resync: Resync, account_id: str, reason: str, resource: Resource = MAIL
+) -> ResyncOutcome:
+    """A delta sync of the account's ``resource`` (a recreated subscription, a quiet
+    account): "synced", "reauth_required" (the sync found the refresh token dead and marked
+    the account) or "failed", which is not lost: the resource stays due, so the sweep tries
+    again."""
     try:
-        result = resync(services, account_id, reason=reason)
+        result = resync(services, account_id, resource, reason=reason)
     except ReauthRequiredError:
         return "reauth_required"
     except ConnectorError as exc:
-        log.warning("renewal: account %s delta sync (%s) failed: %s", account_id, reason, describe(exc))
+        log.warning(
+            "renewal: account %s %s delta sync (%s) failed: %s", account_id, resource.kind.value, reason, describe(exc)
+        )
         return "failed"
     if getattr(result, "skipped", None) == "reauth_required":
         return "reauth_required"

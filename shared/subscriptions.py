@@ -1,20 +1,28 @@
-"""The account's Graph subscription to its watched mail: create, heal, remove.
+"""The account's Graph subscriptions, one per resource its grant reaches: create, heal,
+remove (``shared.resources``: mail and the drive).
 
-The resource follows ``MAIL_FOLDERS`` (``shared.mail_folders.subscription_resource``): the
-inbox's messages by default, ``/me/messages`` for several folders. Every subscription is
-created with ``Prefer: IdType="ImmutableId"`` (its notifications then name messages by the
-ids the events carry) and records that it was; one recorded without it, or for another
-resource than the watched folders need, is *outdated*: processing re-issues it after its
-next notification (``shared.notifications``), and ``ensure_mailbox_subscription`` replaces it
-rather than renewing it.
+Mail: the resource follows ``MAIL_FOLDERS`` (``shared.mail_folders.subscription_resource``):
+the inbox's messages by default, ``/me/messages`` for several folders. Every mail
+subscription is created with ``Prefer: IdType="ImmutableId"`` (its notifications then name
+messages by the ids the events carry) and records that it was; one recorded without it, or
+for another resource than the watched folders need, is *outdated*: processing re-issues it
+after its next notification (``shared.notifications``), and ``ensure_subscription``
+replaces it rather than renewing it.
+
+Drive: ``/me/drive/root``, change type ``updated``. Item ids of a drive never change, so
+immutable ids do not apply: a drive subscription is recorded with ``immutable_ids`` False
+and is current whatever that flag says; only its resource path counts.
 
 Used by the connect flow, by the lifecycle handling (``subscriptionRemoved``) and by the
-renewal timer, so the resource, change types and lifetime are defined here once.
+renewal timer; the resource paths, change types and lifetimes are those of
+``shared.resources``.
 
-Rules (docs/graph-notes.md "Subscriptions"): an Outlook message subscription without resource data
-lives at most 10,080 minutes; a second subscription with the same resource and change types
-from the same app gets 409; deleting an already-gone subscription (404) is normal; the
-notification and lifecycle URLs must pass the validation handshake within 10 s.
+Rules (docs/graph-notes.md "Subscriptions"): an Outlook message subscription without resource
+data lives at most 10,080 minutes, a drive item's 42,300; a second subscription with the same
+resource and change types from the same app gets 409; deleting an already-gone subscription
+(404) is normal; the notification and lifecycle URLs must pass the validation handshake
+within 10 s; Graph refuses a subscription to data the grant does not reach with 403, so an
+account gets one only for the resources its scopes grant (``shared.resources.granted_resources``).
 """
 
 from __future__ import annotations
@@ -22,13 +30,16 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from shared.client_state import issue_client_state, key_id, new_nonce
-from shared.errors import ConcurrencyError, GraphError, NotFoundError, UpstreamError
-from shared.mail_folders import is_mail_resource, subscription_resource
+from shared.config import INBOX
+from shared.errors import ConcurrencyError, ConnectorError, GraphError, NotFoundError, UpstreamError
+from shared.mail_folders import subscription_resource
 from shared.models import Account, Subscription, SubscriptionStatus
 from shared.ports import GraphAuth
+from shared.resources import LIFETIME_MARGIN, MAIL, Resource, granted_resources, resource_of
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
@@ -38,24 +49,40 @@ log = logging.getLogger(__name__)
 # docs/graph-notes.md "Subscriptions": never a reauthorize and a PATCH of one subscription
 # within 10 minutes of each other.
 GRAPH_COOLDOWN = dt.timedelta(minutes=10)
-MAILBOX_RESOURCE = "/me/mailFolders('inbox')/messages"  # with the default MAIL_FOLDERS
-MAILBOX_CHANGE_TYPES = "created,updated,deleted"
-# Graph's maximum for Outlook messages without resource data.
-MAX_MAIL_SUBSCRIPTION_LIFETIME = dt.timedelta(minutes=10_080)
-# Asked for a little less than the maximum: a clock a few minutes ahead of Graph's must
-# not turn a renewal into a 400 "expirationDateTime is too far in the future".
-LIFETIME_MARGIN = dt.timedelta(minutes=30)
-MAILBOX_SUBSCRIPTION_LIFETIME = MAX_MAIL_SUBSCRIPTION_LIFETIME - LIFETIME_MARGIN
+# The mail subscription's figures under their earlier names (shared.resources holds them).
+MAILBOX_RESOURCE = subscription_resource((INBOX,))  # with the default MAIL_FOLDERS
+MAILBOX_CHANGE_TYPES = MAIL.change_types
+MAX_MAIL_SUBSCRIPTION_LIFETIME = MAIL.max_lifetime
+MAILBOX_SUBSCRIPTION_LIFETIME = MAIL.lifetime
 # Graph gives our endpoints 10 s to answer its validation handshake; a cold start can miss
 # it. Creation is tried again a few times (docs/graph-notes.md "Validation handshake": retrying
 # creation is one of the remedies).
 VALIDATION_ATTEMPTS = 3
 VALIDATION_RETRY_DELAY_SECONDS = 2.0
 
+__all__ = [
+    "GRAPH_COOLDOWN",
+    "LIFETIME_MARGIN",
+    "MAILBOX_CHANGE_TYPES",
+    "MAILBOX_RESOURCE",
+    "MAILBOX_SUBSCRIPTION_LIFETIME",
+    "MAX_MAIL_SUBSCRIPTION_LIFETIME",
+    "ensure_mailbox_subscription",
+    "ensure_subscription",
+    "ensure_subscriptions",
+    "grants_mail",
+    "is_current",
+    "mailbox_subscriptions",
+    "remove_subscriptions",
+    "resource_for",
+    "resources_of",
+    "subscriptions_of",
+]
+
 
 def mailbox_subscription_expiry(now: dt.datetime) -> dt.datetime:
     """The expiry to ask for when creating or renewing a mailbox subscription at ``now``."""
-    return (now + MAILBOX_SUBSCRIPTION_LIFETIME).replace(microsecond=0)
+    return MAIL.expiry(now)
 
 
 def parse_graph_datetime(value: object, fallback: dt.datetime) -> dt.datetime:
@@ -78,51 +105,105 @@ def parse_graph_datetime(value: object, fallback: dt.datetime) -> dt.datetime:
     return parsed.astimezone(dt.UTC)
 
 
+def resource_path(services: Services, resource: Resource) -> str:
+    """The Graph resource a new subscription of ``resource`` asks for."""
+    return resource.subscription_path(services.settings)
+
+
 def mailbox_resource(services: Services) -> str:
-    return subscription_resource(services.settings.mail_folders)
+    return resource_path(services, MAIL)
+
+
+def resources_of(account: Account) -> tuple[Resource, ...]:
+    """The resources the account is subscribed to: those its grant reaches. An account
+    recorded before its scopes were kept (none recorded) was connected for mail."""
+    return granted_resources(account.scopes) if account.scopes else (MAIL,)
+
+
+def resource_for(subscription: Subscription) -> Resource:
+    """The resource a recorded subscription is of. One whose path is none of the
+    connector's (it never makes one) is taken for mail, the one it always had, whose
+    lifetime is the shorter."""
+    return resource_of(subscription.resource) or MAIL
+
+
+def subscriptions_of(services: Services, account_id: str, resource: Resource) -> list[Subscription]:
+    """The account's recorded subscriptions of ``resource``, whatever their status."""
+    return [s for s in services.subscriptions.for_account(account_id) if resource.owns_path(s.resource)]
 
 
 def mailbox_subscriptions(services: Services, account_id: str) -> list[Subscription]:
-    return [s for s in services.subscriptions.for_account(account_id) if is_mail_resource(s.resource)]
+    return subscriptions_of(services, account_id, MAIL)
 
 
 def is_current(services: Services, subscription: Subscription) -> bool:
-    """Whether the subscription is what the connector creates today: immutable ids, and
-    the resource the watched folders need."""
-    return subscription.immutable_ids and subscription.resource == mailbox_resource(services)
+    """Whether the subscription is what the connector creates today for its resource: the
+    resource path it would ask for now (for mail, the one the watched folders need) and,
+    for mail, immutable ids."""
+    resource = resource_of(subscription.resource)
+    if resource is None:
+        return False
+    if _asks_immutable_ids(resource) and not subscription.immutable_ids:
+        return False
+    return subscription.resource == resource_path(services, resource)
 
 
-def ensure_mailbox_subscription(services: Services, account: Account, auth: GraphAuth) -> Subscription:
-    """The account's inbox subscription, alive in Graph and recorded in the store.
+def ensure_subscription(services: Services, account: Account, auth: GraphAuth, resource: Resource) -> Subscription:
+    """The account's subscription of ``resource``, alive in Graph and recorded in the store.
 
-    A recorded, active subscription is renewed (a PATCH also reauthorizes it with the
-    current token); one that Graph no longer knows, or that is recorded as removed or
-    failed, is deleted and replaced. A 409 on creation means Graph still has a
-    subscription of ours for this mailbox that the store has lost track of: the ones
-    recorded for the account are deleted in Graph and creation is tried once more.
+    A recorded, active and current subscription is renewed (a PATCH also reauthorizes it
+    with the current token); one that Graph no longer knows, or that is recorded as removed
+    or failed, is deleted and replaced. A 409 on creation means Graph still has a
+    subscription of ours for this resource that the store has lost track of: the ones
+    recorded for the account and resource are deleted in Graph and creation is tried once
+    more.
     """
     now = services.clock.now()
-    for existing in mailbox_subscriptions(services, account.account_id):
+    for existing in subscriptions_of(services, account.account_id, resource):
         if existing.status == SubscriptionStatus.ACTIVE and is_current(services, existing):
-            renewed = _renew(services, existing, auth, now)
+            renewed = _renew(services, existing, auth, now, resource)
             if renewed is not None:
                 return renewed
         _discard(services, existing, auth, keep_undeleted=True)
     try:
-        return _create(services, account, auth, now)
+        return _create(services, account, auth, now, resource)
     except GraphError as exc:
         if exc.status != 409:
             raise
-        log.warning("account %s: Graph already has an inbox subscription; replacing it", account.account_id)
-        for leftover in mailbox_subscriptions(services, account.account_id):
+        log.warning(
+            "account %s: Graph already has a %s subscription; replacing it", account.account_id, resource.kind.value
+        )
+        for leftover in subscriptions_of(services, account.account_id, resource):
             _discard(services, leftover, auth, keep_undeleted=True)
-        return _create(services, account, auth, now)
+        return _create(services, account, auth, now, resource)
 
 
-def remove_mailbox_subscriptions(services: Services, account: Account, auth: GraphAuth | None) -> int:
-    """Delete the account's subscriptions in Graph (when a token is at hand) and in the
-    store; idempotent. Without a token the Graph side simply expires (at most 7 days), and
-    its notifications no longer match an active account. Returns how many were removed."""
+def ensure_mailbox_subscription(services: Services, account: Account, auth: GraphAuth) -> Subscription:
+    """The account's mail subscription (``ensure_subscription`` for mail)."""
+    return ensure_subscription(services, account, auth, MAIL)
+
+
+def ensure_subscriptions(
+    services: Services, account: Account, auth: GraphAuth
+) -> list[tuple[Resource, Subscription | ConnectorError]]:
+    """``ensure_subscription`` for every resource the account's grant reaches
+    (``resources_of``), mail first: each resource with its subscription, or with the error
+    that kept it from having one. Each is tried even when another failed: a refused drive
+    subscription does not cost the mail its own."""
+    outcomes: list[tuple[Resource, Subscription | ConnectorError]] = []
+    for resource in resources_of(account):
+        try:
+            outcomes.append((resource, ensure_subscription(services, account, auth, resource)))
+        except ConnectorError as exc:
+            outcomes.append((resource, exc))
+    return outcomes
+
+
+def remove_subscriptions(services: Services, account: Account, auth: GraphAuth | None) -> int:
+    """Delete every subscription of the account, of any resource, in Graph (when a token is
+    at hand) and in the store; idempotent. Without a token the Graph side simply expires (a
+    mail subscription within 7 days, a drive's within 30), and its notifications no longer
+    match an active account. Returns how many were removed."""
     removed = 0
     for subscription in services.subscriptions.for_account(account.account_id):
         _discard(services, subscription, auth)
@@ -130,10 +211,13 @@ def remove_mailbox_subscriptions(services: Services, account: Account, auth: Gra
     return removed
 
 
+remove_mailbox_subscriptions = remove_subscriptions  # its earlier name
+
+
 def _renew(
-    services: Services, subscription: Subscription, auth: GraphAuth, now: dt.datetime
+    services: Services, subscription: Subscription, auth: GraphAuth, now: dt.datetime, resource: Resource
 ) -> Subscription | None:
-    expires_at = mailbox_subscription_expiry(now)
+    expires_at = resource.expiry(now)
     try:
         answer = services.graph.renew_subscription(auth, subscription.subscription_id, expires_at)
     except NotFoundError:
@@ -193,17 +277,19 @@ def _discard(
     services.subscriptions.delete(subscription.account_id, subscription.subscription_id)
 
 
-def _create(services: Services, account: Account, auth: GraphAuth, now: dt.datetime) -> Subscription:
+def _create(
+    services: Services, account: Account, auth: GraphAuth, now: dt.datetime, resource: Resource
+) -> Subscription:
     settings = services.settings
-    resource = mailbox_resource(services)
-    expires_at = mailbox_subscription_expiry(now)
+    path = resource_path(services, resource)
+    expires_at = resource.expiry(now)
     nonce = new_nonce()  # recorded below: processing accepts this subscription's clientState only
     for attempt in range(1, VALIDATION_ATTEMPTS + 1):
         try:
             answer: dict[str, Any] = services.graph.create_subscription(
                 auth,
-                resource=resource,
-                change_type=MAILBOX_CHANGE_TYPES,
+                resource=path,
+                change_type=resource.change_types,
                 notification_url=settings.notification_url,
                 lifecycle_notification_url=settings.lifecycle_notification_url,
                 expires_at=expires_at,
@@ -222,14 +308,14 @@ def _create(services: Services, account: Account, auth: GraphAuth, now: dt.datet
     subscription = Subscription(
         subscription_id=str(answer["id"]),
         account_id=account.account_id,
-        resource=resource,
-        change_type=MAILBOX_CHANGE_TYPES,
+        resource=path,
+        change_type=resource.change_types,
         expires_at=parse_graph_datetime(answer.get("expirationDateTime"), expires_at),
         status=SubscriptionStatus.ACTIVE,
         last_renewed_at=now,
         client_state_nonce=nonce,
         client_state_key_id=key_id(settings.client_state_key),
-        immutable_ids=True,
+        immutable_ids=_asks_immutable_ids(resource),
     )
     try:
         saved = services.subscriptions.save(subscription)
@@ -237,8 +323,16 @@ def _create(services: Services, account: Account, auth: GraphAuth, now: dt.datet
         # Not recorded means never renewed and a 409 on the next try: undo it in Graph.
         _discard_unrecorded(services, subscription, auth)
         raise
-    log.info("account %s: subscription %s created", account.account_id, subscription.subscription_id)
+    log.info(
+        "account %s: %s subscription %s created", account.account_id, resource.kind.value, subscription.subscription_id
+    )
     return saved
+
+
+def _asks_immutable_ids(resource: Resource) -> bool:
+    """Immutable ids are Outlook's (learn.microsoft.com/graph/outlook-immutable-id); a drive
+    item's id never changes anyway."""
+    return resource is MAIL
 
 
 def _is_validation_failure(exc: GraphError) -> bool:
@@ -258,9 +352,9 @@ def _discard_unrecorded(services: Services, subscription: Subscription, auth: Gr
         )
 
 
-def grants_mail(scopes: tuple[str, ...] | list[str]) -> bool:
+def grants_mail(scopes: Sequence[str]) -> bool:
     """Whether a grant reaches mail (``Mail.Read``, ``Mail.ReadWrite``, ...): only then does
-    the account get a mail subscription and delta syncs. A product that asks only
+    the account get a mail subscription and mail delta syncs. A product that asks only
     ``User.Read Files.ReadWrite.All`` connects accounts without either; Graph would refuse
     their mail subscription with 403 (docs/graph-notes.md "Subscriptions")."""
-    return any(scope.lower().startswith("mail.") for scope in scopes)
+    return MAIL.granted(scopes)

@@ -43,14 +43,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from shared.delta_round import LEASE_RENEW_AFTER, DeltaRound, RoundMode, SyncLease, SyncResult
-from shared.errors import DeltaTokenExpiredError
+from shared.delta_round import LEASE_RENEW_AFTER, SyncLease, SyncResult, run_round
 from shared.ledger import LeaseLostError, SyncProgress
 from shared.mail_folders import INBOX, WatchedFolders, watched_folders
+from shared.mail_round import MailItems
 from shared.models import Account, AccountStatus
 from shared.resources import MAIL
 from shared.retry import update_with_etag
@@ -204,49 +203,20 @@ def _folder_round(
 ) -> bool | None:
     """One folder's round: None when it stopped for time (its place kept), else whether the
     deltaLink it ended with was kept (False: the account was disconnected meanwhile)."""
-    saved = resumed or stale
-    if resumed is not None:
-        result.resumed = True
-        mode, link, round_id = resumed.mode, resumed.link, resumed.round_id
-    elif link is None:
-        mode, round_id = RoundMode.FIRST, uuid.uuid4().hex
-    else:
-        mode, round_id = RoundMode.INCREMENTAL, uuid.uuid4().hex
-
-    def new_round(mode: str, round_id: str) -> DeltaRound:
-        return DeltaRound(services, account, auth, result, mode, round_id, emit_history, lease, saved, watched, folder)
-
-    round_ = new_round(mode, round_id)
-    try:
-        delta_link = round_.run(link)
-    except DeltaTokenExpiredError:
-        log.warning("delta link of account %s, folder %s expired (410): full round", account.account_id, folder)
-        result.restarted = True
-        round_ = new_round(RoundMode.FULL, uuid.uuid4().hex)
-        delta_link = round_.run(None)
+    items = MailItems(services, account, auth, emit_history, watched, folder)
+    key = MAIL.sync_key(account.account_id)
+    round_, delta_link = run_round(
+        services, key, items, result, lease, link=link, resumed=resumed, saved=resumed or stale, place=folder
+    )
     if delta_link is None:
         return None
-    if round_.mode == RoundMode.FULL:
-        round_.publish_vanished()
-    result.rounds += 1
-    # Saved within LEASE_RENEW_AFTER of a proof: no other holder can have saved a newer one.
-    round_.prove_lease()
     if folder == INBOX:
         kept = _save_delta_link(services, account, delta_link, notified_at)
     else:
         services.folder_deltas.save(account.account_id, folder, delta_link, account.connected_at)
         kept = True
-    if round_.saved is not None:
-        services.ledger.commit(account.account_id, lease.holder, services.clock.now(), [], None)
+    round_.finish()
     return kept
-
-
-
-
-
-
-
-
 
 
 def _save_delta_link(

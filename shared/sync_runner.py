@@ -296,6 +296,23 @@ def with_lease(
 
 
 
+def seize_lease(
+    services: Services, key: str, *, sleep: Callable[[float], None] = time.sleep
+) -> None:
+    """Take the sync lease of ``key`` (a sync key) whoever holds it, for good (a disconnect):
+    a round running under it finds its next fenced write refused and writes nothing more.
+    Returns once that round can no longer publish either: its last proof of the lease plus
+    ``PUBLISH_FENCE``."""
+    holder = "disconnect-" + uuid.uuid4().hex
+    last_proof = services.ledger.seize_lease(key, holder, services.clock.now())
+    if last_proof is None:
+        return
+    wait = (last_proof + PUBLISH_FENCE - services.clock.now()).total_seconds()
+    if wait > 0:
+        log.info("%s: a round was running; waiting %.1fs until it can publish no more", key, wait)
+        sleep(min(wait, PUBLISH_FENCE.total_seconds()))
+
+
 def _hand_over(services: Services, resource: Resource, result: SyncResult, reason: str) -> None:
     request_sync(services, result.account_id, reason=reason, resource=resource)
     result.handed_over = True

@@ -27,6 +27,9 @@ STACK_SETTINGS = {
     "MAX_ATTACHMENT_BYTES": "1048576",
 }
 
+# The document tool's stack: a product that asks only for the user's files, no mail.
+DOCUMENT_TOOL_SETTINGS = {**STACK_SETTINGS, "GRAPH_SCOPES": "User.Read Files.ReadWrite.All", "MAIL_ACTIONS_ENABLED": "false"}
+
 
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:

@@ -9,7 +9,8 @@ the same against the real adapters:
 - the subscription store keeps an expiry index of copies as the Table adapter does
   (tests/integration/test_subscription_store_contract.py runs the same assertions on both);
 - the Graph fake answers 409 to a duplicate subscription, 404 for an unknown one, keeps to
-  the 10,080-minute limit and raises the 45-minute minimum (docs/graph-notes.md "Subscriptions").
+  the 10,080-minute limit (42,300 for a drive) and raises the 45-minute minimum
+  (docs/graph-notes.md "Subscriptions").
 
 ``make_services(**overrides)`` builds ``Services`` entirely from fakes.
 """
@@ -373,6 +374,19 @@ class FakeGraphSubscription:
         }
 
 
+def enter_call(
+    lock: threading.Lock, calls: list[tuple[str, str]], fail: dict[str, list[Exception]], method: str, account_id: str
+) -> None:
+    """What a fake does on each call: record (method, account id), then raise the next
+    failure planned for that method (first in, first out), if any."""
+    with lock:
+        calls.append((method, account_id))
+        pending = fail.get(method)
+        failure = pending.pop(0) if pending else None
+    if failure is not None:
+        raise failure
+
+
 class FakeGraphApi:
     """Graph for one app; a mailbox is identified by ``GraphAuth.account_id``.
 
@@ -382,6 +396,7 @@ class FakeGraphApi:
     """
 
     MAX_LIFETIME = dt.timedelta(minutes=10_080)
+    MAX_DRIVE_LIFETIME = dt.timedelta(minutes=42_300)  # drive items (resource /me/drive/root)
     MIN_LIFETIME = dt.timedelta(minutes=45)
 
     def __init__(self, clock: Any = None) -> None:
@@ -396,12 +411,7 @@ class FakeGraphApi:
         self.located: dict[tuple[str, str], str] = {}  # (account id, message id) -> folder id, for batch reads
 
     def _enter(self, method: str, auth: GraphAuth) -> None:
-        with self._lock:
-            self.calls.append((method, auth.account_id))
-            pending = self.fail.get(method)
-            failure = pending.pop(0) if pending else None
-        if failure is not None:
-            raise failure
+        enter_call(self._lock, self.calls, self.fail, method, auth.account_id)
         if self.valid_tokens is not None and self.valid_tokens.get(auth.account_id) != auth.access_token:
             raise GraphUnauthorizedError("InvalidAuthenticationToken", "Access token is empty or invalid.")
 
@@ -427,7 +437,7 @@ class FakeGraphApi:
         client_state: str,
     ) -> JsonObject:
         self._enter("create_subscription", auth)
-        expires_at = self._checked_expiry(expires_at)
+        expires_at = self._checked_expiry(expires_at, resource)
         with self._lock:
             for existing in self.subscriptions.values():
                 if (existing.account_id, existing.resource, existing.change_type) == (
@@ -453,10 +463,9 @@ class FakeGraphApi:
         self, auth: GraphAuth, subscription_id: str, expires_at: dt.datetime
     ) -> JsonObject:
         self._enter("renew_subscription", auth)
-        expires_at = self._checked_expiry(expires_at)
         with self._lock:
             found = self._owned(auth, subscription_id)
-            found.expires_at = expires_at
+            found.expires_at = self._checked_expiry(expires_at, found.resource)
             return found.as_json()
 
     def reauthorize_subscription(self, auth: GraphAuth, subscription_id: str) -> None:
@@ -516,9 +525,10 @@ class FakeGraphApi:
             raise NotFoundError(f"Graph 404 ResourceNotFound: subscription {subscription_id} not found")
         return found
 
-    def _checked_expiry(self, expires_at: dt.datetime) -> dt.datetime:
+    def _checked_expiry(self, expires_at: dt.datetime, resource: str) -> dt.datetime:
         now = self.clock.now()
-        if expires_at - now > self.MAX_LIFETIME:
+        longest = self.MAX_DRIVE_LIFETIME if resource.startswith("/me/drive") else self.MAX_LIFETIME
+        if expires_at - now > longest:
             raise GraphError(400, "ExtensionError", "expirationDateTime is too far in the future")
         return max(expires_at, now + self.MIN_LIFETIME)
 

@@ -8,6 +8,8 @@ https://learn.microsoft.com/graph/change-notifications-overview):
 - changeType ``updated`` only (anything else: 400); no rich notifications
   (``includeResourceData``: 400);
 - the longest lifetime for a driveItem is 42,300 minutes (under 30 days);
+- a second subscription of the same app for the same resource and change types is a 409,
+  as for every resource (https://learn.microsoft.com/graph/api/subscription-post-subscriptions);
 - a notification carries no resource data, only the subscription's resource: the
   receiver runs the drive delta. Changes close together are coalesced into one
   notification per subscription (``driveNotificationDelayMs``, the window).
@@ -28,7 +30,7 @@ from typing import Any, Protocol
 
 from .delivery import Delivery, Pending
 from .drive_store import Drive, DriveStore
-from .graph_common import delivery_fields
+from .graph_common import delivery_fields, duplicate_subscription
 from .state import SimState, Subscription, User, graph_time_precise, parse_graph_time, utcnow
 from .wire import Request, Response, graph_error
 
@@ -97,20 +99,36 @@ class DriveSubscriptions:
             expiry = expiry_for(str(body["expirationDateTime"]), MAX_DRIVE_SUBSCRIPTION_MINUTES)
         except ValueError as exc:
             return graph_error(400, "InvalidRequest", str(exc))
+        assert caller.user is not None
+        scope = DRIVE_SCOPE + drive.id
+        duplicate = self._duplicate(caller.app_id, caller.user.id, scope)
+        if duplicate is not None:
+            return duplicate
         for url in urls:
             failure = validate(url)
             if failure is not None:
                 return graph_error(400, "ValidationError", failure)
-        assert caller.user is not None
         with self.state.lock:
+            duplicate = self._duplicate(caller.app_id, caller.user.id, scope)
+            if duplicate is not None:
+                return duplicate
             sub = Subscription(
                 id=str(uuid.uuid4()), app_id=caller.app_id, user_id=caller.user.id, delegated=True,
-                resource=str(body["resource"]), folder_id=DRIVE_SCOPE + drive.id, change_types=["updated"],
+                resource=str(body["resource"]), folder_id=scope, change_types=["updated"],
                 notification_url=urls[0], lifecycle_url=urls[1] if len(urls) > 1 else None, expiration=expiry,
                 client_state=None if client_state is None else str(client_state), created=utcnow(),
             )
             self.state.subscriptions[sub.id] = sub
             return Response.json(201, sub.public(), {"Location": f"{graph_url}/subscriptions/{sub.id}"})
+
+    def _duplicate(self, app_id: str, user_id: str, scope: str) -> Response | None:
+        """Graph's 409 for a second subscription of the app to the same drive (drives take
+        ``updated`` only, so the change types always match)."""
+        with self.state.lock:
+            for existing in self.state.live_subscriptions():
+                if existing.app_id == app_id and existing.user_id == user_id and existing.folder_id == scope:
+                    return duplicate_subscription(existing.id)
+        return None
 
     def _drive(self, caller: DriveCaller, resource: str) -> Drive | Response:
         path = _PAREN.sub(lambda m: "/" + m.group(1), resource.strip()).strip("/")

@@ -171,6 +171,14 @@ def collection(context: str, value: list[dict[str, Any]], extra: dict[str, Any] 
                     {"Content-Type": "application/json; charset=utf-8", **(headers or {})})
 
 
+def duplicate_subscription(existing_id: str) -> Response:
+    """Graph's 409 for a second subscription of one app with the same resource and change
+    types (https://learn.microsoft.com/graph/api/subscription-post-subscriptions)."""
+    return graph_error(409, "ExtensionError", "Operation: Create; Exception: [Status Code: Conflict; Reason: "
+                                              f"Subscription Id {existing_id} already exists for the requested "
+                                              "combination]")
+
+
 def delivery_fields(body: dict[str, Any]) -> tuple[list[str], Any] | Response:
     """A new subscription's notification URLs (the lifecycle URL second) and clientState,
     or what Graph answers when it cannot take them (mail and drive alike)."""

@@ -27,6 +27,7 @@ from .graph_common import (
     Caller,
     Preferences,
     delivery_fields,
+    duplicate_subscription,
     json_object,
 )
 from .state import (
@@ -193,9 +194,7 @@ class SubscriptionsApi:
             for existing in self.state.live_subscriptions():
                 if (existing.app_id == caller.app_id and existing.user_id == user.id
                         and existing.folder_id == folder_id and set(existing.change_types) == set(change_types)):
-                    return graph_error(409, "ExtensionError",
-                                       "Operation: Create; Exception: [Status Code: Conflict; Reason: Subscription "
-                                       f"Id {existing.id} already exists for the requested combination]")
+                    return duplicate_subscription(existing.id)
         return None
 
     def validate_endpoint(self, url: str) -> str | None:

@@ -14,23 +14,35 @@ error translation. What the drive needs beyond the mail calls:
   (https://learn.microsoft.com/graph/api/driveitem-get-content);
 - an upload fragment is sent once: a failed one is resumed by the caller from the
   session's ``nextExpectedRanges``, not sent again blindly (a fragment Graph did store
-  would then overlap, 416).
+  would then overlap, 416);
+- the drive delta (``/me/drive/root/delta``: a 410 is ``DeltaTokenExpiredError``) and the
+  reads of the items it named, 20 to a ``$batch`` (``get_items``, for what delta leaves
+  out: docs/graph-notes.md "OneDrive").
 
 Nothing here logs a URL: download and upload URLs are bearer credentials in themselves.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import quote
 
 import requests
 
 from shared.adapters.graph import RequestsGraphApi
-from shared.adapters.graph_client import _odata_error, _retry_after
+from shared.adapters.graph_client import THROTTLED_STATUSES, _odata_error, _raise_status, _retry_after
 from shared.errors import ConflictError, GraphError, ThrottledError, UpstreamError
-from shared.ports import DriveChildrenPage, DriveContent, GraphAuth, JsonObject, UploadProgress
+from shared.ports import (
+    MAX_BATCH_REQUESTS,
+    BatchRequest,
+    DeltaPage,
+    DriveChildrenPage,
+    DriveContent,
+    GraphAuth,
+    JsonObject,
+    UploadProgress,
+)
 
 DOWNLOAD_CHUNK_BYTES = 256 * 1024
 # What the files API shows of an item; Graph's pre-authenticated downloadUrl is left out
@@ -39,6 +51,15 @@ ITEM_FIELDS = (
     "id,name,size,webUrl,eTag,cTag,file,folder,parentReference,createdDateTime,"
     "lastModifiedDateTime,createdBy,lastModifiedBy,root"
 )
+# What the drive's events need of a delta item (https://learn.microsoft.com/graph/api/driveitem-delta):
+# ``deleted`` tells a deletion, ``root`` the root; cTag and parentReference.path may be
+# left out by Graph all the same.
+DELTA_FIELDS = (
+    "id,name,eTag,cTag,size,webUrl,file,folder,parentReference,createdDateTime,"
+    "lastModifiedDateTime,lastModifiedBy,deleted,root"
+)
+# Waited when a batch's inner 429 gave no Retry-After.
+DEFAULT_RETRY_AFTER_SECONDS = 5.0
 
 
 def item_path(path: str) -> str:
@@ -200,6 +221,45 @@ class RequestsDriveApi(RequestsGraphApi):
 
     def delete_item(self, auth: GraphAuth, item_id: str) -> None:
         self._check(self._send("DELETE", _item_url(item_id), auth=auth))
+
+    def drive_delta_page(self, auth: GraphAuth, link: str | None) -> DeltaPage:
+        # Query options are encoded in the next and delta links: given on the first call only.
+        response = self._send("GET", link or f"/me/drive/root/delta?$select={DELTA_FIELDS}", auth=auth)
+        self._raise_for(response, delta=True)
+        body = self._json(response)
+        items = body.get("value")
+        if not isinstance(items, list):
+            raise GraphError(response.status_code, "invalidDelta", "drive delta page has no value array")
+        next_link, delta_link = body.get("@odata.nextLink"), body.get("@odata.deltaLink")
+        return DeltaPage(
+            items=[item for item in items if isinstance(item, dict)],
+            next_link=next_link if isinstance(next_link, str) else None,
+            delta_link=delta_link if isinstance(delta_link, str) else None,
+        )
+
+    def get_items(self, auth: GraphAuth, item_ids: Sequence[str]) -> dict[str, JsonObject | None]:
+        found: dict[str, JsonObject | None] = {}
+        ids = list(dict.fromkeys(item_ids))
+        for start in range(0, len(ids), MAX_BATCH_REQUESTS):
+            chunk = ids[start : start + MAX_BATCH_REQUESTS]
+            wanted = [
+                BatchRequest(id=str(n), method="GET", url=f"{_item_url(item_id)}?$select={ITEM_FIELDS}")
+                for n, item_id in enumerate(chunk)
+            ]
+            for item_id, answer in zip(chunk, self.batch(auth, wanted), strict=True):
+                body = answer.body if isinstance(answer.body, dict) else {}
+                if answer.status == 404:
+                    found[item_id] = None
+                elif answer.status == 200 and isinstance(body.get("id"), str):
+                    found[item_id] = body
+                elif answer.status in THROTTLED_STATUSES:
+                    wait = answer.retry_after if answer.retry_after is not None else DEFAULT_RETRY_AFTER_SECONDS
+                    raise ThrottledError(f"Graph throttled reading drive items of account {auth.account_id}", wait)
+                else:
+                    error = body.get("error")
+                    code = error.get("code", "unknown") if isinstance(error, dict) else "unknown"
+                    _raise_status(answer.status, str(code), "reading a drive item failed")
+        return found
 
 
 def _ranges(body: dict[str, Any]) -> tuple[str, ...]:

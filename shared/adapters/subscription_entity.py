@@ -22,6 +22,7 @@ def subscription_fields(s: Subscription) -> dict[str, Any]:
         "ClientStateNonce": s.client_state_nonce,
         "ClientStateKeyId": s.client_state_key_id,
         "ImmutableIds": s.immutable_ids,
+        "CaughtUpAt": s.caught_up_at,
     }
 
 
@@ -39,6 +40,7 @@ def subscription_with(account_id: str, subscription_id: str, e: Any, etag: str |
         client_state_nonce=e.get("ClientStateNonce") or None,
         client_state_key_id=e.get("ClientStateKeyId") or None,
         immutable_ids=bool(e.get("ImmutableIds", False)),
+        caught_up_at=utc(e.get("CaughtUpAt")),
         etag=etag,
         indexed_expires_at=expires_at,
     )

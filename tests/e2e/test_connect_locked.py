@@ -15,8 +15,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from email.utils import parsedate_to_datetime
-from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -26,43 +24,20 @@ from devstack.stack import LocalStack
 from shared.adapters.keyvault import KeyVaultSecretStore
 from shared.tokens import token_cache_secret_name
 from tests.conftest import STACK_SETTINGS
+from tests.support.faketime import Clock, faketime_env
 from tests.support.sessions import create_session, get_session, sign_in_at
 from tests.support.stack import browser, function_key_headers, new_user, wait_for
 
 pytestmark = pytest.mark.e2e
 
-FAKETIME_LIBRARY = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
 ALLOWED_TENANT = "7e1c0a55-0000-4000-8000-00000000a11d"  # not the simulator's tenant
 PRODUCT = "https://product.test"
 
 
-class Clock:
-    """The devhost's clock offset, through libfaketime's timestamp file."""
-
-    def __init__(self, path: Path, devhost_url: str) -> None:
-        self.path = path
-        self.devhost_url = devhost_url
-        self.set(0)
-
-    def devhost_offset(self) -> float:
-        # The devhost's HTTP server dates its answers with its own (faked) clock.
-        answer = requests.get(f"{self.devhost_url}/admin/host/ping", timeout=10)
-        return parsedate_to_datetime(answer.headers["Date"]).timestamp() - time.time()
-
-    def set(self, seconds: int) -> None:
-        self.path.write_text(f"{seconds:+d}\n")
-        # libfaketime re-reads the file once its cached read is a second old.
-        wait_for(lambda: abs(self.devhost_offset() - seconds) < 3, timeout=30, interval=0.25,
-                 what=f"the devhost's clock to move to {seconds:+d} s")
-
-
 @pytest.fixture(scope="module")
 def locked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalStack, Clock]]:
-    if not FAKETIME_LIBRARY.exists():
-        pytest.fail("libfaketime is not installed (make test installs Debian's faketime)")
     data_dir = tmp_path_factory.mktemp("locked")
     clock_file = data_dir / "faketime"
-    clock_file.write_text("+0\n")
     settings = {
         **STACK_SETTINGS,
         "ALLOW_ANONYMOUS_CONNECT": "false",
@@ -71,14 +46,10 @@ def locked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalStac
         "CONNECT_SESSION_MINUTES": "15",
         # The devhost process only: its clock follows the file; monotonic clocks (timeouts,
         # the HTTP server's waits) stay real.
-        "LD_PRELOAD": str(FAKETIME_LIBRARY),
-        "FAKETIME_TIMESTAMP_FILE": str(clock_file),
-        "FAKETIME_CACHE_DURATION": "1",
-        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-        "FAKETIME_DONT_RESET": "1",
+        **faketime_env(clock_file),
     }
     with LocalStack.on_free_ports(data_dir, extra_settings=settings) as running:
-        clock = Clock(clock_file, running.devhost_url)
+        clock = Clock(clock_file, running)
         yield running, clock
 
 

@@ -43,17 +43,18 @@ def user(files_stack: LocalStack) -> dict[str, Any]:
     return person
 
 
-def test_the_document_tools_connect_succeeds_without_a_mail_subscription(
+def test_the_document_tools_connect_makes_a_drive_subscription_and_no_mail_one(
     files_stack: LocalStack, user: dict[str, Any]
 ) -> None:
     # `User.Read Files.ReadWrite.All` grants no mail: Graph would refuse a mail subscription,
-    # so the connect creates none and the account is active, ready for the files API.
+    # so the connect creates only the drive's, and the account is active, ready for the files API.
     shown = requests.get(
         f"{files_stack.devhost_url}/api/accounts/{account_id(user)}", headers=function_key_headers(files_stack), timeout=30
     )
     assert shown.status_code == 200 and shown.json()["status"] == "active", shown.text
     live = files_stack.sim("GET", "/_sim/subscriptions")["value"]
-    assert [s for s in live if s.get("userId") == user["id"]] == []
+    mine = [(s["resource"], s["changeType"]) for s in live if s.get("userId") == user["id"]]
+    assert mine == [("/me/drive/root", "updated")]
 
 
 class FilesApi:

@@ -201,3 +201,31 @@ def test_a_queued_round_runs_and_a_round_too_long_hands_its_rest_to_the_same_que
 def test_a_message_that_is_not_a_sync_job_goes_to_the_poison_queue(services: Any) -> None:
     handler("run_mail_sync")(message=QueueMessage(id="s-1", body=b'{"v": 1}'))
     assert services.queues.sent["mail-sync-poison"] == ['{"v": 1}']
+
+
+# -- the drive ---------------------------------------------------------------------------
+
+
+def test_a_queued_drive_job_runs_the_drive_round_and_a_drive_notification_its_next(services: Any) -> None:
+    from shared.models import Subscription
+    from shared.resources import DRIVE_ROOT_RESOURCE
+    from tests.drive_delta_fakes import FakeDriveDelta
+
+    services.drive = FakeDriveDelta(services.clock)
+    writer = connected_account(services, name="writer")
+    drive = services.drive.drive(writer.account_id)
+    drive.put("old.docx", b"history", created=EPOCH - dt.timedelta(days=1))
+    drive_sub = "5a1e2b3c-4d5e-4f60-8a7b-9c0d1e2f3a4b"
+    services.subscriptions.save(
+        Subscription(drive_sub, writer.account_id, DRIVE_ROOT_RESOURCE, "updated", EPOCH + dt.timedelta(days=20))
+    )
+    job = json.dumps({"v": 1, "accountId": writer.account_id, "reason": "connect", "resource": "drive"}).encode()
+    handler("run_mail_sync")(message=QueueMessage(id="s-1", body=job))  # the connect's first drive round
+    assert services.queues.sent.get("drive-events", []) == []  # history
+    assert services.graph.calls.count(("delta_page", writer.account_id)) == 0  # no mail round
+
+    item_id = drive.put("new.docx", b"written after the connect")
+    run(notification(writer.account_id, drive_sub, change_type="updated", resource=DRIVE_ROOT_RESOURCE))
+    [event] = [json.loads(m) for m in services.queues.sent["drive-events"]]
+    assert event["type"] == "com.microsoft.graph.driveItem.created" and event["subject"] == item_id
+    assert events_of(services) == []

@@ -68,7 +68,9 @@ def _current(store: SubscriptionStore, sub: Subscription) -> Subscription:
 
 
 def test_a_new_subscription_is_created_once_and_read_back_with_its_etag(store: SubscriptionStore) -> None:
-    sub = _new(_account_id(), dt.timedelta(hours=3), last_renewed_at=NOW, last_reauthorized_at=NOW)
+    sub = _new(
+        _account_id(), dt.timedelta(hours=3), last_renewed_at=NOW, last_reauthorized_at=NOW, caught_up_at=NOW
+    )
     saved = store.save(sub)
     again = _new(sub.account_id, dt.timedelta(days=2), subscription_id=sub.subscription_id)
 

@@ -13,21 +13,23 @@ from typing import Any
 from shared.bootstrap import Services
 from shared.models import Account, Subscription
 from shared.ports import GraphAuth, JsonObject
-from shared.subscriptions import MAILBOX_CHANGE_TYPES, MAILBOX_RESOURCE
+from shared.resources import MAIL, Resource, resource_of
+from shared.subscriptions import MAILBOX_RESOURCE
 from shared.tokens import token_cache_secret_name
 from tests.fakes import EPOCH, FakeGraphApi, FakeUser
 
 
 class RecordingResync:
-    """Stands for ``shared.sync.sync_mailbox``: records (account id, reason)."""
+    """Stands for ``shared.resource_sync.sync_resource``: records (account id, reason) of a
+    mail sync, (account id, reason, kind) of another resource's."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.calls: list[tuple[str, str]] = []
+        self.calls: list[tuple[str, ...]] = []
 
-    def __call__(self, services: Services, account_id: str, *, reason: str) -> None:
+    def __call__(self, services: Services, account_id: str, resource: Resource = MAIL, *, reason: str) -> None:
         with self._lock:
-            self.calls.append((account_id, reason))
+            self.calls.append((account_id, reason) if resource is MAIL else (account_id, reason, resource.kind.value))
 
 
 class SlowGraphApi(FakeGraphApi):
@@ -100,10 +102,11 @@ def add_subscription(
     graph = services.graph
     assert isinstance(graph, FakeGraphApi)
     now = services.clock.now()
+    change_type = (resource_of(resource) or MAIL).change_types
     created = graph.create_subscription(
         GraphAuth(account.account_id, f"token-{account.account_id}"),
         resource=resource,
-        change_type=MAILBOX_CHANGE_TYPES,
+        change_type=change_type,
         notification_url="https://connector.example.test/api/notifications",
         lifecycle_notification_url="https://connector.example.test/api/lifecycle",
         expires_at=now + dt.timedelta(days=1),
@@ -115,7 +118,7 @@ def add_subscription(
             subscription_id=created["id"],
             account_id=account.account_id,
             resource=resource,
-            change_type=MAILBOX_CHANGE_TYPES,
+            change_type=change_type,
             expires_at=now + expires_in,
             last_renewed_at=now - dt.timedelta(days=6),
         )

@@ -346,15 +346,16 @@ def test_the_sweep_gives_an_account_without_subscription_one_and_resyncs_it(serv
     assert resync.calls == [(bare.account_id, "subscription_recreated")]
 
 
-def test_the_sweep_neither_subscribes_nor_catches_up_an_account_granted_no_mail(services, resync):
+def test_the_sweep_gives_an_account_granted_no_mail_its_drive_subscription_and_no_mail_one(services, resync):
     files_only = connect_bare_account(services, 1, heard_ago=dt.timedelta(days=2))
     files_only.scopes = ("User.Read", "Files.ReadWrite.All")
     services.accounts.save(files_only)
 
     report = run(services, resync, policy=policy(sweep_accounts=100), checkpoints=FakeCheckpointStore())
 
-    assert report.swept == 1 and report.subscribed == 0 and report.caught_up == 0 and report.failed == 0
-    assert services.graph.calls == [] and resync.calls == []
+    assert report.swept == 1 and report.subscribed == 1 and report.caught_up == 0 and report.failed == 0
+    assert [s.resource for s in services.graph.for_account(files_only.account_id)] == ["/me/drive/root"]
+    assert resync.calls == [(files_only.account_id, "subscription_recreated", "drive")]
 
 
 def test_the_sweep_catches_up_quiet_accounts_only(services, resync):

@@ -75,7 +75,7 @@ def test_at_100000_accounts_no_quiet_mailbox_goes_longer_than_the_catch_up_perio
     services = make_services(real_tokens=False, accounts=store, subscriptions=LiveSubscriptions())
     clock = services.clock
 
-    def catch_up(services: Any, account_id: str, *, reason: str) -> None:
+    def catch_up(services: Any, account_id: str, resource: Any, *, reason: str) -> None:
         found = store.get(account_id)
         assert found is not None
         found.last_sync_at = clock.now()
