@@ -55,12 +55,12 @@ def process_graph_notifications(message: func.QueueMessage) -> None:
     for outcome in batch.outcomes:
         if outcome.dropped:
             log.warning("account %s: trigger dropped: %s", outcome.account_id, outcome.dropped)
-    for trigger, failure in batch.failures:
-        _log_failure(trigger.account_id, message, failure)
-    error = batch.error()
-    if error is not None:
-        _wait_out_throttling(error)
-        raise error
+    for trigger, reason in batch.failures:
+        _log_failure(trigger.account_id, message, reason)
+    failure = batch.error()
+    if failure is not None:
+        _wait_out_throttling(failure)
+        raise failure
 
 
 @bp.function_name("run_mail_sync")

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from shared.adapters.table_batch import BatchRefusedError, Operation, submit_changeset
 from shared.adapters.table_support import Tables, read_entity, utc, write_entity
 from shared.errors import ConcurrencyError, PersistenceError
 from shared.ledger import LEDGER_TABLE, LeaseLostError, LedgerMark, SyncProgress
@@ -72,6 +73,12 @@ def _mark_entity(account_id: str, mark: LedgerMark) -> dict[str, Any]:
     }
 
 
+def _mark_operation(mark: LedgerMark) -> Operation:
+    entity = _mark_entity("", mark)
+    del entity["PartitionKey"], entity["RowKey"]
+    return Operation("upsert", _row(mark.message_id), entity)
+
+
 @dataclass
 class _Held:
     """What this process knows of a lease it holds: the ETag of its last write, the
@@ -109,17 +116,13 @@ class TableMailLedger:
         return {m: _mark_from(e) for m, e in zip(wanted, entities, strict=True) if e is not None}
 
     def record(self, account_id: str, marks: Sequence[LedgerMark]) -> None:
-        from azure.core.exceptions import AzureError
-
         client = self._client()
-        operations: list[Any] = [
-            ("upsert", _mark_entity(account_id, mark)) for mark in {m.message_id: m for m in marks}.values()
-        ]
+        operations = [_mark_operation(mark) for mark in {m.message_id: m for m in marks}.values()]
         try:
             for start in range(0, len(operations), _BATCH):
-                client.submit_transaction(operations[start : start + _BATCH])
-        except AzureError as exc:
-            raise PersistenceError(f"write to table {LEDGER_TABLE} failed: {type(exc).__name__}") from exc
+                submit_changeset(client, account_id, operations[start : start + _BATCH])
+        except BatchRefusedError as exc:
+            raise PersistenceError(f"write to table {LEDGER_TABLE} failed: {exc}") from exc
 
     def live_message_ids(self, account_id: str, *, unseen_in: str | None = None) -> Iterator[str]:
         for entity in self._partition_marks(self._client(), account_id):
@@ -292,10 +295,6 @@ class TableMailLedger:
         *,
         progress_too: bool = True,
     ) -> None:
-        from azure.core import MatchConditions
-        from azure.core.exceptions import AzureError, HttpResponseError
-        from azure.data.tables import UpdateMode
-
         client = self._client()
         unique = list({m.message_id: m for m in marks}.values())
         chunks = [unique[i : i + _MARKS_PER_COMMIT] for i in range(0, len(unique), _MARKS_PER_COMMIT)] or [[]]
@@ -303,23 +302,18 @@ class TableMailLedger:
             last = number == len(chunks) - 1
             for _ in range(_ATTEMPTS):
                 held = self._known(account_id, holder) or self._current(client, account_id, holder)
-                lease_entity = {"PartitionKey": account_id, "RowKey": _LEASE_ROW}
-                lease_entity.update(self._lease_fields(holder, now, held.pending, held.generation))
-                operations: list[Any] = [
-                    (
-                        "update",
-                        lease_entity,
-                        {"mode": UpdateMode.REPLACE, "etag": held.etag, "match_condition": MatchConditions.IfNotModified},
-                    )
-                ]
-                operations += [("upsert", _mark_entity(account_id, mark)) for mark in chunk]
+                if not held.etag:  # never written unconditionally: that would fence nothing
+                    held = self._current(client, account_id, holder)
+                lease = self._lease_fields(holder, now, held.pending, held.generation)
+                # Replaced under its ETag: the whole changeset fails (412) if the lease changed.
+                operations = [Operation("replace", _LEASE_ROW, lease, held.etag)]
+                operations += [_mark_operation(mark) for mark in chunk]
                 if last and progress_too:
                     operations.append(
-                        (
+                        Operation(
                             "upsert",
+                            _PROGRESS_ROW,
                             {
-                                "PartitionKey": account_id,
-                                "RowKey": _PROGRESS_ROW,
                                 "Link": progress.link if progress else "",
                                 "Mode": progress.mode if progress else "",
                                 "RoundId": progress.round_id if progress else "",
@@ -329,17 +323,15 @@ class TableMailLedger:
                         )
                     )
                 try:
-                    results = client.submit_transaction(operations)
-                except HttpResponseError as exc:
-                    if getattr(exc, "status_code", None) in (404, 409, 412):
+                    etags = submit_changeset(client, account_id, operations)
+                except BatchRefusedError as exc:
+                    if exc.status in (404, 409, 412):
                         # The lease changed: a pending mark (still ours) or a takeover.
                         self._remember(account_id, holder, None)
                         self._current(client, account_id, holder)
                         continue
-                    raise PersistenceError(f"write to table {LEDGER_TABLE} failed: {type(exc).__name__}") from exc
-                except AzureError as exc:
-                    raise PersistenceError(f"write to table {LEDGER_TABLE} failed: {type(exc).__name__}") from exc
-                etag = results[0].get("etag") if results else None
+                    raise PersistenceError(f"write to table {LEDGER_TABLE} failed: {exc}") from exc
+                etag = etags[0] if etags else None
                 self._remember(
                     account_id, holder, _Held(str(etag), held.generation, held.pending) if etag else None
                 )
