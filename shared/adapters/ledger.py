@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from shared.adapters.table_batch import BatchRefusedError, Operation, submit_changeset
+from shared.adapters.table_batch import BatchRefusedError, Operation, read_plain, submit_changeset
 from shared.adapters.table_support import Tables, read_entity, utc, write_entity
 from shared.errors import ConcurrencyError, PersistenceError
 from shared.ledger import LEDGER_TABLE, LeaseLostError, LedgerMark, SyncProgress
@@ -107,7 +107,7 @@ class TableMailLedger:
         wanted = list(dict.fromkeys(message_ids))
 
         def read(message_id: str) -> Any | None:
-            return read_entity(client, account_id, _row(message_id))
+            return read_plain(client, account_id, _row(message_id))
 
         if len(wanted) <= 1:
             entities = [read(m) for m in wanted]

@@ -12,6 +12,7 @@ from shared.adapters.table_batch import (
     BatchRefusedError,
     Operation,
     move_index_entries,
+    read_plain,
     submit_changeset,
 )
 from shared.adapters.table_support import Tables
@@ -105,3 +106,15 @@ def test_a_replace_under_a_stale_etag_refuses_the_changeset_and_each_etag_is_ret
     assert refused.value.status == 412
     assert table.get_entity("p", "lease")["Holder"] == "a"
     assert {e["RowKey"] for e in table.query_entities("PartitionKey eq 'p'")} == {"lease", "m1", "m2"}
+
+
+def test_a_plain_read_returns_the_entity_as_written_and_none_when_there_is_none(table) -> None:  # type: ignore[no-untyped-def]
+    odd = "o'brien & co|sub 1"
+    table.upsert_entity({"PartitionKey": odd, "RowKey": "r", "Name": "x", "Removed": True, "Count": 3})
+
+    entity = read_plain(table, odd, "r")
+
+    assert entity is not None
+    assert (entity["PartitionKey"], entity["Name"], entity["Removed"], entity["Count"]) == (odd, "x", True, 3)
+    assert read_plain(table, odd, "missing") is None
+    assert read_plain(table, "nobody", "r") is None
