@@ -24,7 +24,12 @@ Printed:
 The last line is one JSON object with the figures. Next to the latency: polling every
 5 minutes, what a product would otherwise do.
 
-    python bench/bench_burst.py [--mailboxes 40] [--mails 400] [--senders 8]
+    python bench/bench_burst.py [--mailboxes 40] [--mails 400] [--senders 8] [--profile-devhost FILE]
+
+``--profile-devhost FILE`` samples the devhost during the burst alone with py-spy
+(``pip install py-spy``; it needs ptrace rights) and writes its stacks, collapsed, to FILE:
+where the devhost's CPU goes, by share. Sampling stops the process briefly each time, so a
+profiled run's own figures (rate, latency, CPU) are not comparable with the others.
 """
 
 from __future__ import annotations
@@ -34,7 +39,9 @@ import base64
 import json
 import os
 import re
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -224,6 +231,7 @@ def main() -> int:
     parser.add_argument("--mails", type=int, default=400)
     parser.add_argument("--senders", type=int, default=8, help="threads posting mail to the simulator")
     parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--profile-devhost", metavar="FILE", help="py-spy stacks of the devhost during the burst")
     parser.add_argument(
         "--no-storage-count",
         action="store_true",
@@ -264,6 +272,7 @@ def run(stack: LocalStack, args: argparse.Namespace, storage: StorageLog) -> Bur
     session.delete(f"{endpoints.graphsim}/_sim/requests", timeout=30)
     session.delete(f"{endpoints.graphsim}/_sim/deliveries", timeout=30)
     storage.mark(storage.START)
+    profiler = start_profiler(stack, args.profile_devhost)
     cpu_before = cpu_by_part(stack)
     started = time.perf_counter()
     plan = [(users[n % len(users)]["id"], f"burst {n}") for n in range(args.mails)]
@@ -275,11 +284,30 @@ def run(stack: LocalStack, args: argparse.Namespace, storage: StorageLog) -> Bur
     finished = max((consumer.arrivals[m] for m in ids if m in consumer.arrivals), default=time.perf_counter())
     time.sleep(1.5)  # a doubled event would arrive now
     cpu_after = cpu_by_part(stack)
+    stop_profiler(profiler)
     storage.mark(storage.END)
     graph = graph_requests(session, endpoints.graphsim)
     deliveries = session.get(f"{endpoints.graphsim}/_sim/deliveries", timeout=30).json().get("value", [])
     consumer.stop()
     return Burst(sent, consumer, send_seconds, started, finished, cpu_before, cpu_after, graph, deliveries)
+
+
+def start_profiler(stack: LocalStack, output: str | None) -> subprocess.Popen[bytes] | None:
+    if not output:
+        return None
+    devhost = next(child.process.pid for child in stack.children if child.name == "devhost")
+    profiler = subprocess.Popen(
+        [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(devhost), "--rate", "200",
+         "--format", "raw", "--output", output, "--gil"],
+    )
+    time.sleep(1.0)  # py-spy attaches
+    return profiler
+
+
+def stop_profiler(profiler: subprocess.Popen[bytes] | None) -> None:
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)
+        profiler.wait(timeout=30)
 
 
 @dataclass

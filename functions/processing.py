@@ -1,12 +1,14 @@
-"""Queue triggers: ``graph-notifications`` (one account's trigger -> delta sync -> events)
-and ``mail-sync`` (a delta round the app asked for itself: the first round after a connect,
+"""Queue triggers: ``graph-notifications`` (the triggers of one webhook POST, one per
+account, each -> delta sync -> events, side by side: ``shared.trigger_batch``) and
+``mail-sync`` (a delta round the app asked for itself: the first round after a connect,
 the rest of a round too long for one invocation, pending work handed on; each job names the
 resource it syncs, mail or drive).
 
 An exception hands the message back to the queue: it is retried after the visibility
 timeout and, after host.json's ``maxDequeueCount``, moved to ``graph-notifications-poison``
 by the host, with the reason logged here. A message that can never succeed (not a trigger
-at all) goes to the poison queue at once rather than being retried.
+at all, or one malformed trigger of a message) goes to the poison queue at once rather than
+being retried; the message's other triggers still run.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ import azure.functions as func
 from shared import bootstrap
 from shared.config import MAIL_SYNC_QUEUE, NOTIFICATION_QUEUE
 from shared.errors import InvalidInputError, ThrottledError
-from shared.notifications import process_trigger
 from shared.resource_sync import sync_resource
 from shared.sync_runner import parse_sync_request
-from shared.webhook import parse_trigger
+from shared.trigger_batch import process_triggers
+from shared.webhook import parse_triggers
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
@@ -40,20 +42,28 @@ sleep = time.sleep
 def process_graph_notifications(message: func.QueueMessage) -> None:
     services = bootstrap.services()
     try:
-        trigger = parse_trigger(message.get_body())
+        read = parse_triggers(message.get_body())
     except InvalidInputError as error:
         log.error(
             "message %s is not a notification trigger (%s): moved to %s", message.id, error, POISON_QUEUE
         )
         services.queues.send(POISON_QUEUE, [message.get_body().decode("utf-8", "replace")])
         return
-    try:
-        outcome = process_trigger(services, trigger)
-    except Exception as error:
-        _before_retry(trigger.account_id, message, error)
-        raise
-    if outcome.dropped:
-        log.warning("account %s: trigger dropped: %s", trigger.account_id, outcome.dropped)
+    if read.malformed:
+        log.error(
+            "message %s: %d malformed trigger(s) moved to %s", message.id, len(read.malformed), POISON_QUEUE
+        )
+        services.queues.send(POISON_QUEUE, read.malformed)
+    batch = process_triggers(services, read.triggers)
+    for outcome in batch.outcomes:
+        if outcome.dropped:
+            log.warning("account %s: trigger dropped: %s", outcome.account_id, outcome.dropped)
+    for trigger, reason in batch.failures:
+        _log_failure(trigger.account_id, message, reason)
+    failure = batch.error()
+    if failure is not None:
+        _wait_out_throttling(failure)
+        raise failure
 
 
 @bp.function_name("run_mail_sync")
@@ -78,6 +88,11 @@ def run_mail_sync(message: func.QueueMessage) -> None:
 
 def _before_retry(account_id: str, message: func.QueueMessage, error: Exception) -> None:
     """Log why the message goes back to the queue; after throttling, wait out Retry-After."""
+    _log_failure(account_id, message, error)
+    _wait_out_throttling(error)
+
+
+def _log_failure(account_id: str, message: func.QueueMessage, error: Exception) -> None:
     log.error(
         "account %s: processing failed on attempt %s (%s: %s); the queue retries it",
         account_id,
@@ -85,5 +100,8 @@ def _before_retry(account_id: str, message: func.QueueMessage, error: Exception)
         type(error).__name__,
         error,
     )
+
+
+def _wait_out_throttling(error: Exception) -> None:
     if isinstance(error, ThrottledError):
         sleep(min(error.retry_after, MAX_THROTTLE_WAIT_SECONDS))

@@ -12,19 +12,30 @@ Each item's ``clientState`` is verified in constant time with the keys from the 
 the subscription it was issued for; its ``subscriptionId`` must be a GUID, as Graph's
 are (anything else could not even be a table key). An item that fails either is dropped
 and counted, never echoed, and never costs the valid items of the batch anything. The
-valid items become one *trigger* per account:
+valid items become one *trigger* per account, and the triggers of one POST travel
+together in one queue message (a few when there are many accounts):
 
-    {"v": 2, "accountId": …, "changed": [{"subscriptionId": …, "nonce": …}, …],
-     "changes": n, "lifecycle": [{"subscriptionId": …, "event": "missed", "nonce": …}, …],
-     "receivedAt": epoch ms, "origin": the stamping process}
+    {"v": 3, "receivedAt": epoch ms, "origin": the stamping process,
+     "triggers": [{"accountId": …, "changed": [{"subscriptionId": …, "nonce": …}, …],
+                   "changes": n,
+                   "lifecycle": [{"subscriptionId": …, "event": "missed", "nonce": …}, …]},
+                  …]}
+
+Graph's POSTs carry the items of many mailboxes (docs/graph-notes.md "Change
+notifications"): one message per POST instead of one per account is one queue write, one
+receive share and one delete per POST, where those were the dearest storage operations of a
+burst (docs/design.md "Scale"). A message holds at most ``MAX_TRIGGERS_PER_MESSAGE``
+triggers and about ``MAX_MESSAGE_BYTES`` of JSON, under a Storage queue message's 64 KiB
+once base64-encoded; processing runs its triggers side by side (``shared.trigger_batch``).
 
 A notification is only a trigger: the delta query is the source of truth (docs/design.md
 "Processing"), so the message ids inside the items are not kept. A trigger stays a few
-hundred bytes whatever the batch size, well under a Storage queue message's 64 KiB.
+hundred bytes whatever the batch size.
 Whether the subscription really belongs to the account, and carries that nonce, is
 checked by processing (one point read), not here: the hot path reads no storage.
-Version 1 triggers (``subscriptionIds``, no nonces), written before nonces were kept, are
-still read.
+Messages of one trigger each, version 2 (``{"v": 2, "accountId": …, …, "receivedAt",
+"origin"}``, written before triggers were batched) and version 1 (``subscriptionIds``, no
+nonces, written before nonces were kept), are still read.
 """
 
 from __future__ import annotations
@@ -44,8 +55,13 @@ MAX_VALIDATION_TOKEN_LENGTH = 1024
 # Graph batches items of many subscriptions in one POST; an item is under 1 KiB.
 MAX_BODY_BYTES = 1024 * 1024
 MAX_ITEMS = 1000
+TRIGGER_BATCH_VERSION = 3
 TRIGGER_VERSION = 2
 LEGACY_TRIGGER_VERSION = 1
+# A message's triggers run side by side in one invocation: this many at most, and about this
+# much JSON (base64 makes it 4/3 larger, and a Storage queue message holds 64 KiB).
+MAX_TRIGGERS_PER_MESSAGE = 32
+MAX_MESSAGE_BYTES = 32 * 1024
 # Graph's subscription ids are GUIDs. Nothing else is accepted: a '/', '#', '?' or a control
 # character is refused by Azure Tables in a key, and would fail every read of the trigger.
 _SUBSCRIPTION_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", re.ASCII)
@@ -94,7 +110,8 @@ class _AccountTrigger:
 
 @dataclass(frozen=True)
 class NotificationBatch:
-    """What a POST carried: one queue message per account, and how many items were dropped."""
+    """What a POST carried: its accounts' triggers in as few queue messages as the bounds
+    allow, and how many items were dropped."""
 
     messages: list[str]
     accepted: int
@@ -146,22 +163,37 @@ def read_notification_batch(
             trigger.lifecycle.append({"subscriptionId": subscription_id, "event": event, "nonce": claim.nonce})
 
     stamp = int(time.time() * 1000) if received_at_ms is None else received_at_ms
-    messages = [
+    entries = [
         json.dumps(
             {
-                "v": TRIGGER_VERSION,
                 "accountId": account_id,
                 "changed": [{"subscriptionId": sid, "nonce": nonce} for sid, nonce in trigger.changed],
                 "changes": trigger.changes,
                 "lifecycle": trigger.lifecycle,
-                "receivedAt": stamp,
-                "origin": ORIGIN,
             },
             separators=(",", ":"),
         )
         for account_id, trigger in triggers.items()
     ]
-    return NotificationBatch(messages, accepted=len(items) - dropped, dropped=dropped)
+    return NotificationBatch(_messages(entries, stamp), accepted=len(items) - dropped, dropped=dropped)
+
+
+def _messages(entries: list[str], stamp: int) -> list[str]:
+    """The triggers (JSON texts) packed into version 3 messages within the bounds."""
+    head = f'{{"v":{TRIGGER_BATCH_VERSION},"receivedAt":{stamp},"origin":"{ORIGIN}","triggers":['
+    messages: list[str] = []
+    group: list[str] = []
+    size = len(head)
+    for entry in entries:
+        # One account's trigger alone over the size goes in a message of its own: it was one before.
+        if group and (len(group) >= MAX_TRIGGERS_PER_MESSAGE or size + len(entry) + 1 > MAX_MESSAGE_BYTES):
+            messages.append(head + ",".join(group) + "]}")
+            group, size = [], len(head)
+        group.append(entry)
+        size += len(entry) + 1
+    if group:
+        messages.append(head + ",".join(group) + "]}")
+    return messages
 
 
 def _accept(item: object, keys: tuple[bytes, ...]) -> ClientStateClaim | None:
@@ -227,16 +259,56 @@ class NotificationTrigger:
             object.__setattr__(self, "changed", tuple(SubscriptionChange(s) for s in self.subscription_ids))
 
 
+@dataclass(frozen=True)
+class TriggerMessage:
+    """A queue message of ``graph-notifications`` read back: its well-formed triggers, and
+    each malformed one as the JSON text of a version 2 message (for the poison queue)."""
+
+    triggers: list[NotificationTrigger]
+    malformed: list[str] = field(default_factory=list)
+
+
+def parse_triggers(body: bytes | str) -> TriggerMessage:
+    """Read a message written by ``read_notification_batch`` (or a version 1 or 2 message
+    of one trigger); ``InvalidInputError`` when it is none of those.
+
+    A malformed trigger of a version 3 message is set apart, so it cannot take the other
+    accounts' triggers to the poison queue with it.
+    """
+    document = _document(body)
+    if not isinstance(document, dict) or document.get("v") != TRIGGER_BATCH_VERSION:
+        return TriggerMessage([_read_trigger(document)])
+    entries = document.get("triggers")
+    if not isinstance(entries, list):
+        raise InvalidInputError("trigger message has no triggers list")
+    envelope = {"v": TRIGGER_VERSION, "receivedAt": document.get("receivedAt"), "origin": document.get("origin")}
+    message = TriggerMessage([])
+    for entry in entries:
+        single = {**entry, **envelope} if isinstance(entry, dict) else entry
+        try:
+            message.triggers.append(_read_trigger(single))
+        except InvalidInputError:
+            message.malformed.append(json.dumps(single, separators=(",", ":")))
+    return message
+
+
 def parse_trigger(body: bytes | str) -> NotificationTrigger:
-    """Read a trigger written by ``read_notification_batch``; ``InvalidInputError`` if malformed.
+    """Read a message of one trigger (version 1 or 2); ``InvalidInputError`` if malformed.
 
     An entry whose subscription id is not a Graph id is left out and counted in
     ``rejected`` (it was queued before the webhook checked ids): it must not fail the others.
     """
+    return _read_trigger(_document(body))
+
+
+def _document(body: bytes | str) -> object:
     try:
-        document = json.loads(body)
+        return json.loads(body)
     except (ValueError, RecursionError):
         raise InvalidInputError("trigger is not JSON") from None
+
+
+def _read_trigger(document: object) -> NotificationTrigger:
     if not isinstance(document, dict) or document.get("v") not in (TRIGGER_VERSION, LEGACY_TRIGGER_VERSION):
         raise InvalidInputError("trigger is not a version 1 or 2 object")
     account_id = document.get("accountId")

@@ -33,6 +33,7 @@ from azure.storage.queue import LinearRetry, QueueClient
 from azure.storage.queue import QueueMessage as StorageMessage
 
 from .config import QueueOptions, resolve_setting_refs
+from .queue_rest import ConnectionPool, QueueRestClient, ReceivedMessage, account_of
 
 logger = logging.getLogger("devstack.devhost")
 
@@ -89,14 +90,17 @@ def message_bodies(value: Any) -> list[str | bytes]:
 
 
 class QueueClients:
-    """One long-lived QueueClient per (connection setting, queue), created on first use."""
+    """One long-lived client per (connection setting, queue), created on first use: the
+    devhost's own lean one (queue_rest.py) for a Shared Key connection string, Azurite's
+    included, else the SDK's ``QueueClient``."""
 
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._environ = environ
-        self._clients: dict[tuple[str, str], QueueClient] = {}
+        self._clients: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
         self._senders: ThreadPoolExecutor | None = None
-        self._session: Any = None  # requests.Session, made with the first client
+        self._session: Any = None  # requests.Session, made with the first SDK client
+        self._pool = ConnectionPool(size=64, connect_timeout=5, read_timeout=30)
 
     def connection_string(self, connection: str | None) -> str:
         setting = resolve_setting_refs(connection or DEFAULT_CONNECTION, self._environ)
@@ -105,16 +109,22 @@ class QueueClients:
             raise RuntimeError(f"queue connection setting {setting!r} is not set")
         return value
 
-    def get(self, connection: str | None, queue_name: str) -> QueueClient:
+    def get(self, connection: str | None, queue_name: str) -> Any:
+        """A ``QueueRestClient`` or a ``QueueClient``: the calls the devhost makes are the same."""
         key = (connection or DEFAULT_CONNECTION, queue_name)
         with self._lock:
             client = self._clients.get(key)
         if client is not None:
             return client
         # Created outside the lock: a slow or unreachable account must not hold up the others.
-        client = QueueClient.from_connection_string(
-            self.connection_string(connection), queue_name,
-            retry_policy=fast_retry(), connection_timeout=5, read_timeout=30, transport=self._transport())
+        text = self.connection_string(connection)
+        account = account_of(text)
+        if account is not None:
+            client = QueueRestClient(account, queue_name, self._pool)
+        else:
+            client = QueueClient.from_connection_string(
+                text, queue_name,
+                retry_policy=fast_retry(), connection_timeout=5, read_timeout=30, transport=self._transport())
         ensure_queue(client)
         with self._lock:
             return self._clients.setdefault(key, client)
@@ -170,16 +180,17 @@ class QueueClients:
             if self._session is not None:
                 self._session.close()
                 self._session = None
+        self._pool.close()
 
 
-def ensure_queue(client: QueueClient) -> None:
+def ensure_queue(client: Any) -> None:
     try:
         client.create_queue()
     except ResourceExistsError:
         pass
 
 
-def to_function_message(message: StorageMessage, body: bytes) -> QueueMessage:
+def to_function_message(message: StorageMessage | ReceivedMessage, body: bytes) -> QueueMessage:
     return QueueMessage(
         id=message.id,
         body=body,
@@ -202,8 +213,8 @@ class QueueListener:
     def __init__(
         self,
         function_name: str,
-        client: Callable[[], QueueClient],
-        poison_client: Callable[[], QueueClient],
+        client: Callable[[], Any],
+        poison_client: Callable[[], Any],
         options: QueueOptions,
         process: Callable[[QueueMessage], bool],
         stop: threading.Event,
@@ -283,7 +294,7 @@ class QueueListener:
                 continue
             interval = min(interval * 2, max(self._options.max_polling_interval, MIN_POLLING_INTERVAL))
 
-    def _handle(self, message: StorageMessage) -> None:
+    def _handle(self, message: StorageMessage | ReceivedMessage) -> None:
         try:
             client = self._client()
             if self._stop.is_set():
@@ -311,7 +322,7 @@ class QueueListener:
                 self._in_flight -= 1
                 self._idle.notify_all()
 
-    def _move_to_poison(self, client: QueueClient, message: StorageMessage) -> None:
+    def _move_to_poison(self, client: Any, message: StorageMessage | ReceivedMessage) -> None:
         poison = self._poison_client()
         poison.send_message(message.content)
         client.delete_message(message.id, message.pop_receipt)

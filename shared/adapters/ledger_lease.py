@@ -31,6 +31,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from shared.adapters.table_batch import Operation
 from shared.adapters.table_support import Tables, read_entity, utc, write_entity
 from shared.errors import ConcurrencyError, PersistenceError
 from shared.ledger import LEDGER_TABLE, LeaseLostError
@@ -135,18 +136,15 @@ class TableSyncLease:
         raise _kept_changing(partition)
 
     # --- the fence of a commit ---------------------------------------------------------------
-    def fence(self, partition: str, holder: str, now: dt.datetime) -> tuple[Any, Held]:
+    def fence(self, partition: str, holder: str, now: dt.datetime) -> tuple[Operation, Held]:
         """The transaction operation that renews the lease under the ETag of our last write
         (read once when we know none), and what it was built from; ``LeaseLostError`` when the
         lease is not ours."""
-        from azure.core import MatchConditions
-        from azure.data.tables import UpdateMode
-
         held = self._known(partition, holder) or self._current(partition, holder)
-        entity: dict[str, Any] = {"PartitionKey": partition, "RowKey": LEASE_ROW}
-        entity.update(_fields(holder, now, held.pending, held.generation))
-        condition = {"mode": UpdateMode.REPLACE, "etag": held.etag, "match_condition": MatchConditions.IfNotModified}
-        return ("update", entity, condition), held
+        if not held.etag:  # never written unconditionally: that would fence nothing
+            held = self._current(partition, holder)
+        # Replaced under its ETag: the whole transaction fails (412) if the lease changed.
+        return Operation("replace", LEASE_ROW, _fields(holder, now, held.pending, held.generation), held.etag), held
 
     def fenced(self, partition: str, holder: str, held: Held, etag: str | None) -> None:
         """The transaction carrying ``fence``'s operation went through: ``etag`` is the lease's now."""

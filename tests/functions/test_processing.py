@@ -29,6 +29,7 @@ from tests.unit.pipeline_fakes import (
 )
 
 AFTER = EPOCH + dt.timedelta(minutes=5)
+SUB_2 = "0b6c1f4e-9d0a-4c2b-8e3f-5a6b7c8d9e0f"
 
 
 @pytest.fixture
@@ -229,3 +230,62 @@ def test_a_queued_drive_job_runs_the_drive_round_and_a_drive_notification_its_ne
     [event] = [json.loads(m) for m in services.queues.sent["drive-events"]]
     assert event["type"] == "com.microsoft.graph.driveItem.created" and event["subject"] == item_id
     assert events_of(services) == []
+
+
+# -- one message, the triggers of several accounts ----------------------------------------
+
+
+@pytest.fixture
+def second(services: Any) -> Any:
+    other = connected_account(services, name="bruno")
+    recorded_subscription(services, other, SUB_2)
+    record_initial_delta(services, other, services.tokens.graph_auth(other), emit_history=False)
+    return services.accounts.get(other.account_id)
+
+
+def test_one_post_of_two_mailboxes_is_one_message_and_publishes_both(
+    services: Any, account: Any, second: Any
+) -> None:
+    mine = deliver(services, account, "for adele")
+    theirs = deliver(services, second, "for bruno")
+    batch = read_notification_batch(
+        json.dumps({"value": [notification(account.account_id), notification(second.account_id, SUB_2)]}).encode(),
+        CLIENT_STATE_KEY,
+    )
+    assert len(batch.messages) == 1
+    handler("process_graph_notifications")(message=QueueMessage(id="m-1", body=batch.messages[0].encode()))
+    assert sorted(e["subject"] for e in events_of(services)) == sorted([mine, theirs])
+
+
+def test_a_failing_mailbox_sends_the_message_back_and_its_retry_publishes_nothing_twice(
+    services: Any, account: Any, second: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from functions import processing
+
+    waited: list[float] = []
+    monkeypatch.setattr(processing, "sleep", waited.append)
+    services.graph.fail["delta_page"] = [ThrottledError("429", retry_after=3)]  # whichever mailbox asks first
+    mine = deliver(services, account, "for adele")
+    theirs = deliver(services, second, "for bruno")
+    items = (notification(account.account_id), notification(second.account_id, SUB_2))
+    with pytest.raises(ThrottledError):
+        run(*items)
+    assert waited == [3]
+    assert len(events_of(services)) == 1  # the other mailbox's round ran and published
+    run(*items, dequeue_count=2)
+    assert sorted(e["subject"] for e in events_of(services)) == sorted([mine, theirs])
+
+
+def test_a_malformed_trigger_of_a_message_goes_to_the_poison_queue_and_the_others_run(
+    services: Any, account: Any
+) -> None:
+    mine = deliver(services, account, "for adele")
+    [message] = read_notification_batch(
+        json.dumps({"value": [notification(account.account_id)]}).encode(), CLIENT_STATE_KEY
+    ).messages
+    document = json.loads(message)
+    document["triggers"].append({"accountId": "x", "changed": "not a list"})
+    handler("process_graph_notifications")(message=QueueMessage(id="m-1", body=json.dumps(document).encode()))
+    assert [e["subject"] for e in events_of(services)] == [mine]
+    [poisoned] = services.queues.sent["graph-notifications-poison"]
+    assert json.loads(poisoned)["accountId"] == "x"

@@ -7,7 +7,14 @@ import uuid
 
 import pytest
 
-from shared.adapters.table_batch import MAX_OPERATIONS, BatchRefusedError, move_index_entries
+from shared.adapters.table_batch import (
+    MAX_OPERATIONS,
+    BatchRefusedError,
+    Operation,
+    move_index_entries,
+    read_plain,
+    submit_changeset,
+)
 from shared.adapters.table_support import Tables
 
 WHEN = dt.datetime(2026, 11, 27, 9, 30, 15, 123456, tzinfo=dt.UTC)
@@ -71,6 +78,43 @@ def test_an_entry_is_replaced_as_a_whole_with_its_strings_and_date_times(table) 
     assert "Version" not in replaced  # None leaves the property out, and the old value is gone
 
 
-def test_only_strings_and_date_times_are_written(table) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(TypeError, match="Count"):
-        move_index_entries(table, "2026112714", upserts=[("a|1", {"Count": 3})])
+def test_only_strings_booleans_integers_and_date_times_are_written(table) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(TypeError, match="Ratio"):
+        move_index_entries(table, "2026112714", upserts=[("a|1", {"Ratio": 0.5})])
+
+
+def test_integers_read_back_as_the_sdk_wrote_them(table) -> None:  # type: ignore[no-untyped-def]
+    submit_changeset(table, "p", [Operation("upsert", "r", {"Small": 7, "Big": 2**40, "Flag": False})])
+    entity = table.get_entity("p", "r")
+    assert (entity["Small"], entity["Flag"]) == (7, False)  # Edm.Int32, as the SDK writes an int
+    assert entity["Big"].value == 2**40  # Edm.Int64 (the SDK refuses to write an int that large)
+
+
+def test_a_replace_under_a_stale_etag_refuses_the_changeset_and_each_etag_is_returned(table) -> None:  # type: ignore[no-untyped-def]
+    [first, second] = submit_changeset(
+        table, "p", [Operation("upsert", "lease", {"Holder": "a"}), Operation("upsert", "m1", {"Seen": True})]
+    )
+    assert first and second and first == table.get_entity("p", "lease").metadata["etag"]
+    [renewed, _] = submit_changeset(
+        table, "p", [Operation("replace", "lease", {"Holder": "a"}, first), Operation("upsert", "m2", {})]
+    )
+    assert renewed == table.get_entity("p", "lease").metadata["etag"] != first
+
+    with pytest.raises(BatchRefusedError) as refused:
+        submit_changeset(table, "p", [Operation("replace", "lease", {"Holder": "b"}, first), Operation("upsert", "m3", {})])
+
+    assert refused.value.status == 412
+    assert table.get_entity("p", "lease")["Holder"] == "a"
+    assert {e["RowKey"] for e in table.query_entities("PartitionKey eq 'p'")} == {"lease", "m1", "m2"}
+
+
+def test_a_plain_read_returns_the_entity_as_written_and_none_when_there_is_none(table) -> None:  # type: ignore[no-untyped-def]
+    odd = "o'brien & co|sub 1"
+    table.upsert_entity({"PartitionKey": odd, "RowKey": "r", "Name": "x", "Removed": True, "Count": 3})
+
+    entity = read_plain(table, odd, "r")
+
+    assert entity is not None
+    assert (entity["PartitionKey"], entity["Name"], entity["Removed"], entity["Count"]) == (odd, "x", True, 3)
+    assert read_plain(table, odd, "missing") is None
+    assert read_plain(table, "nobody", "r") is None

@@ -236,6 +236,6 @@ def test_the_trigger_format_carries_its_origin():
     import json
 
     batch = webhook.read_notification_batch(json.dumps({"value": [item]}).encode(), key, received_at_ms=1)
-    parsed = webhook.parse_trigger(batch.messages[0])
+    [parsed] = webhook.parse_triggers(batch.messages[0]).triggers
     assert parsed.origin == webhook.ORIGIN
     assert webhook.parse_trigger(json.dumps({"v": 2, "accountId": "a", "changed": []})).origin is None

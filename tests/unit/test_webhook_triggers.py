@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
 
+from shared import webhook
 from shared.errors import InvalidInputError, PayloadTooLargeError
-from shared.webhook import parse_trigger, read_notification_batch
+from shared.webhook import parse_trigger, parse_triggers, read_notification_batch
 from tests.unit.pipeline_fakes import CLIENT_STATE_KEY, lifecycle, notification
 
 ADELE = "adele-oid.tenant-1"
@@ -26,7 +28,7 @@ def test_a_trigger_round_trips_through_the_queue_body() -> None:
         received_at_ms=1_700_000_000_000,
     )
     [message] = batch.messages
-    trigger = parse_trigger(message)
+    [trigger] = parse_triggers(message).triggers
     assert trigger.account_id == ADELE
     assert trigger.subscription_ids == (S1, S2)
     assert trigger.changes == 2
@@ -106,7 +108,7 @@ def test_a_subscription_id_that_is_not_a_guid_is_a_counted_drop_and_spares_the_r
     bad_lifecycle = lifecycle(ADELE, "subscriptionRemoved", bad_id)
     batch = read_notification_batch(body(bad, good, bad_lifecycle), CLIENT_STATE_KEY)
     assert (batch.accepted, batch.dropped) == (1, 2)
-    [trigger] = [parse_trigger(m) for m in batch.messages]
+    [trigger] = [t for m in batch.messages for t in parse_triggers(m).triggers]
     assert trigger.subscription_ids == (S1,) and trigger.lifecycle == ()
 
 
@@ -120,3 +122,66 @@ def test_a_queued_trigger_naming_a_bad_subscription_id_keeps_its_valid_entries()
     assert trigger.subscription_ids == (S1,)
     assert trigger.lifecycle == ()
     assert trigger.rejected == 2
+
+
+def test_the_triggers_of_one_post_travel_in_one_message_with_its_stamp() -> None:
+    accounts = [f"user{n}-oid.tenant-1" for n in range(3)]
+    batch = read_notification_batch(
+        body(*[notification(a, S1) for a in accounts], notification(accounts[0], S2)),
+        CLIENT_STATE_KEY,
+        received_at_ms=1_700_000_000_000,
+    )
+    [message] = batch.messages
+    read = parse_triggers(message)
+    assert read.malformed == []
+    assert [t.account_id for t in read.triggers] == accounts
+    assert read.triggers[0].subscription_ids == (S1, S2)
+    assert {t.received_at_ms for t in read.triggers} == {1_700_000_000_000}
+    assert {t.origin for t in read.triggers} == {webhook.ORIGIN}
+
+
+def test_many_accounts_are_split_over_messages_a_queue_takes() -> None:
+    accounts = [f"user{n}-oid.tenant-1" for n in range(1000)]
+    batch = read_notification_batch(body(*[notification(a, S1) for a in accounts]), CLIENT_STATE_KEY)
+    read = [parse_triggers(m).triggers for m in batch.messages]
+    assert [t.account_id for triggers in read for t in triggers] == accounts  # each once, none lost
+    assert max(len(triggers) for triggers in read) <= webhook.MAX_TRIGGERS_PER_MESSAGE
+    assert len(batch.messages) == -(-1000 // webhook.MAX_TRIGGERS_PER_MESSAGE)
+    # A Storage queue message holds 64 KiB of (here base64) text.
+    assert max(len(base64.b64encode(m.encode())) for m in batch.messages) < 64 * 1024
+
+
+def test_large_triggers_are_split_by_size() -> None:
+    # Lifecycle events are kept one by one: 40 accounts with 20 each are too big for one message.
+    accounts = [f"user{n}-oid.tenant-1" for n in range(40)]
+    items = [lifecycle(a, "missed", S1) for a in accounts for _ in range(20)]
+    batch = read_notification_batch(body(*items), CLIENT_STATE_KEY)
+    assert len(batch.messages) > 2
+    assert all(len(m) <= webhook.MAX_MESSAGE_BYTES for m in batch.messages)
+    read = [t for m in batch.messages for t in parse_triggers(m).triggers]
+    assert [len(t.lifecycle) for t in read] == [20] * 40
+
+
+def test_a_message_of_one_trigger_written_before_batching_is_still_read() -> None:
+    read = parse_triggers(json.dumps({"v": 2, "accountId": ADELE, "changed": [{"subscriptionId": S1, "nonce": "n"}],
+                                      "changes": 1, "lifecycle": [], "receivedAt": 5, "origin": "o"}))
+    [trigger] = read.triggers
+    assert (trigger.account_id, trigger.subscription_ids, trigger.received_at_ms) == (ADELE, (S1,), 5)
+
+
+def test_a_malformed_trigger_of_a_message_is_set_apart_from_the_others() -> None:
+    read = parse_triggers(json.dumps({"v": 3, "receivedAt": 5, "origin": "o", "triggers": [
+        {"accountId": ADELE, "changed": [{"subscriptionId": S1, "nonce": "n"}], "changes": 1, "lifecycle": []},
+        {"accountId": "", "changed": []},
+        "not a trigger",
+    ]}))
+    assert [t.account_id for t in read.triggers] == [ADELE]
+    assert len(read.malformed) == 2
+    with pytest.raises(InvalidInputError):
+        parse_trigger(read.malformed[0])  # as it will be found in the poison queue: a version 2 message
+
+
+@pytest.mark.parametrize("raw", [b'{"v": 3}', b'{"v": 3, "triggers": {}}'])
+def test_a_message_without_a_triggers_list_is_refused(raw: bytes) -> None:
+    with pytest.raises(InvalidInputError):
+        parse_triggers(raw)
