@@ -126,9 +126,3 @@ def resource_of(path: str) -> Resource | None:
 def granted_resources(scopes: Sequence[str]) -> tuple[Resource, ...]:
     """The resources an account's grant reaches, mail first."""
     return tuple(resource for resource in RESOURCES if resource.granted(scopes))
-
-
-def split_sync_key(key: str) -> tuple[str, Resource]:
-    """(account id, resource) of a key made by ``Resource.sync_key``."""
-    account_id, bar, kind = key.partition("|")
-    return account_id, (by_kind(kind) if bar else MAIL)

@@ -20,7 +20,6 @@ A drive subscription is a :class:`Subscription` whose ``folder_id`` is
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import threading
 import time
@@ -30,12 +29,11 @@ from typing import Any, Protocol
 
 from .delivery import Delivery, Pending
 from .drive_store import Drive, DriveStore
-from .graph_common import delivery_fields, duplicate_subscription
-from .state import SimState, Subscription, User, graph_time_precise, parse_graph_time, utcnow
+from .graph_common import delivery_fields, duplicate_subscription, subscription_expiry
+from .state import SimState, Subscription, User, graph_time_precise, utcnow
 from .wire import Request, Response, graph_error
 
 MAX_DRIVE_SUBSCRIPTION_MINUTES = 42_300
-MIN_SUBSCRIPTION_MINUTES = 45
 DRIVE_SCOPE = "drive:"
 FILES_READ = {"Files.Read", "Files.Read.All", "Files.ReadWrite", "Files.ReadWrite.All"}
 _PAREN = re.compile(r"\('([^']*)'\)")
@@ -96,7 +94,7 @@ class DriveSubscriptions:
             if isinstance(drive, Response):
                 return drive
         try:
-            expiry = expiry_for(str(body["expirationDateTime"]), MAX_DRIVE_SUBSCRIPTION_MINUTES)
+            expiry = subscription_expiry(str(body["expirationDateTime"]), MAX_DRIVE_SUBSCRIPTION_MINUTES)
         except ValueError as exc:
             return graph_error(400, "InvalidRequest", str(exc))
         assert caller.user is not None
@@ -183,17 +181,3 @@ class DriveSubscriptions:
             }
             pending = Pending(sub.notification_url, "change", sub.id, item, time.time())
         self.delivery.enqueue(pending)
-
-
-def expiry_for(text: str, maximum_minutes: int) -> dt.datetime:
-    """Graph's expiry rules: in the future, at most ``maximum_minutes``, at least 45 minutes."""
-    try:
-        value = parse_graph_time(text)
-    except ValueError as exc:
-        raise ValueError(f"Invalid expirationDateTime '{text}'.") from exc
-    now = utcnow()
-    if value <= now:
-        raise ValueError("Subscription expiration date time cannot be in the past.")
-    if value > now + dt.timedelta(minutes=maximum_minutes):
-        raise ValueError(f"Subscription expiration can only be {maximum_minutes} minutes in the future.")
-    return max(value, now + dt.timedelta(minutes=MIN_SUBSCRIPTION_MINUTES))

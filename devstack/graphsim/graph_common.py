@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from collections.abc import Callable
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from .state import User
+from .state import User, parse_graph_time, utcnow
 from .wire import Request, Response, graph_error
 
 MAIL_READ = {"Mail.Read", "Mail.ReadBasic", "Mail.ReadWrite"}
@@ -24,6 +25,21 @@ MAX_TOP = 1000  # Outlook's largest $top / odata.maxpagesize
 _PAREN = re.compile(r"\('([^']*)'\)")
 DENIED = "Access is denied. Check credentials and try again."
 CONTEXT = "https://graph.microsoft.com/v1.0/$metadata#"
+
+
+def subscription_expiry(text: str, maximum_minutes: int) -> dt.datetime:
+    """Graph's expiry rules for any resource: in the future, at most ``maximum_minutes``
+    (the resource's own maximum), at least 45 minutes."""
+    try:
+        value = parse_graph_time(text)
+    except ValueError as exc:
+        raise ValueError(f"Invalid expirationDateTime '{text}'.") from exc
+    now = utcnow()
+    if value <= now:
+        raise ValueError("Subscription expiration date time cannot be in the past.")
+    if value > now + dt.timedelta(minutes=maximum_minutes):
+        raise ValueError(f"Subscription expiration can only be {maximum_minutes} minutes in the future.")
+    return max(value, now + dt.timedelta(minutes=MIN_SUBSCRIPTION_MINUTES))
 
 
 @dataclass

@@ -23,18 +23,17 @@ from .graph_common import (
     MAIL_READ,
     MAX_MAIL_SUBSCRIPTION_MINUTES,
     MAX_SUBSCRIPTIONS_PER_MAILBOX,
-    MIN_SUBSCRIPTION_MINUTES,
     Caller,
     Preferences,
     delivery_fields,
     duplicate_subscription,
     json_object,
+    subscription_expiry,
 )
 from .state import (
     Folder,
     Subscription,
     User,
-    parse_graph_time,
     utcnow,
 )
 from .wire import Request, Response, graph_error
@@ -91,16 +90,7 @@ class SubscriptionsApi:
 
     @staticmethod
     def expiry(text: str, maximum_minutes: int = MAX_MAIL_SUBSCRIPTION_MINUTES) -> dt.datetime:
-        try:
-            value = parse_graph_time(text)
-        except ValueError as exc:
-            raise ValueError(f"Invalid expirationDateTime '{text}'.") from exc
-        now = utcnow()
-        if value <= now:
-            raise ValueError("Subscription expiration date time cannot be in the past.")
-        if value > now + dt.timedelta(minutes=maximum_minutes):
-            raise ValueError(f"Subscription expiration can only be {maximum_minutes} minutes in the future.")
-        return max(value, now + dt.timedelta(minutes=MIN_SUBSCRIPTION_MINUTES))
+        return subscription_expiry(text, maximum_minutes)
 
     def parse_resource(self, caller: Caller, resource: str) -> tuple[User, Folder | None] | Response:
         path = _PAREN.sub(lambda m: "/" + m.group(1), resource.strip()).strip("/")
