@@ -248,11 +248,19 @@ class ControlApi:
                 del self.state.subscriptions[sub.id]
                 return Response.empty(204)
             if not rest and request.method == "PATCH":
-                # bypasses Graph's expiry rules, so that tests can make a subscription expire now or soon
-                try:
-                    sub.expiration = parse_graph_time(str(body["expirationDateTime"]))
-                except (KeyError, ValueError):
-                    return _bad("expirationDateTime (ISO 8601) is required")
+                # Bypasses Graph's rules: tests make a subscription expire now or soon, or send
+                # its notifications to another instance of the app (as a front end in front of
+                # several instances spreads Graph's POSTs over them).
+                url = body.get("notificationUrl")
+                if url is not None and (not isinstance(url, str) or not url.startswith(("http://", "https://"))):
+                    return _bad("notificationUrl must be an http(s) URL")
+                if "expirationDateTime" in body or url is None:
+                    try:
+                        sub.expiration = parse_graph_time(str(body["expirationDateTime"]))
+                    except (KeyError, ValueError):
+                        return _bad("expirationDateTime (ISO 8601) is required")
+                if url is not None:
+                    sub.notification_url = url
                 out = self._subscription_public(sub)
                 self.state.live_subscription(sub.id)  # an expiry in the past removes it at once
                 return Response.json(200, out)

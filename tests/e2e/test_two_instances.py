@@ -204,6 +204,13 @@ def mailboxes(pair: Pair) -> list[dict[str, Any]]:
     for user in users:
         wait_for(lambda u=user: pair.account(account_id_of(u))["lastSyncAt"], timeout=60, what="first rounds")
         wait_for(lambda u=user: subscriptions_of(pair, u), what="the inbox subscription")
+    # One public address in front of both instances spreads Graph's POSTs over them: half the
+    # mailboxes' notifications go to the second (each instance then runs queue work of its own
+    # webhooks as well as the other's, whichever polls first).
+    for user in users[1::2]:
+        for subscription in subscriptions_of(pair, user):
+            pair.stack.sim("PATCH", f"/_sim/subscriptions/{subscription['id']}",
+                           json={"notificationUrl": urljoin(pair.second_url, "/api/notifications")})
     return users
 
 

@@ -96,3 +96,20 @@ def test_bulk_seeding_keeps_graphs_rules_and_validates_unless_told_not_to(sim: C
     without = sim.post("/bulk", json={"users": 2})
     assert without.status_code == 201
     assert [s["subscriptionId"] for s in without.json()["value"]] == [None, None]
+
+
+def test_a_subscriptions_notifications_can_be_sent_to_another_address(sim: ControlSession):
+    expiry = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    [seeded] = sim.post("/bulk", json={
+        "users": 1,
+        "subscription": {"notificationUrl": "https://one.example.test/api/notifications", "expirationDateTime": expiry,
+                         "clientState": "bulk"},
+        "skipValidation": True,
+    }).json()["value"]
+    path = f"/subscriptions/{seeded['subscriptionId']}"
+    assert sim.patch(path, json={"notificationUrl": "ftp://two.example.test/n"}).status_code == 400
+    moved = sim.patch(path, json={"notificationUrl": "https://two.example.test/api/notifications"})
+    assert moved.status_code == 200
+    assert moved.json()["notificationUrl"] == "https://two.example.test/api/notifications"
+    assert sim.get(path).json()["expirationDateTime"] == moved.json()["expirationDateTime"]  # kept
+    assert sim.patch(path, json={}).status_code == 400
