@@ -248,9 +248,8 @@ class ControlApi:
                 del self.state.subscriptions[sub.id]
                 return Response.empty(204)
             if not rest and request.method == "PATCH":
-                # Bypasses Graph's rules: tests make a subscription expire now or soon, or send
-                # its notifications to another instance of the app (as a front end in front of
-                # several instances spreads Graph's POSTs over them).
+                # Bypasses Graph's rules: tests make a subscription expire now or soon, or send its
+                # notifications to another instance (as a front end spreads Graph's POSTs).
                 url = body.get("notificationUrl")
                 if url is not None and (not isinstance(url, str) or not url.startswith(("http://", "https://"))):
                     return _bad("notificationUrl must be an http(s) URL")
