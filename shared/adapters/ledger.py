@@ -28,9 +28,9 @@ from shared.adapters.table_batch import (
     MAX_OPERATIONS,
     BatchRefusedError,
     Operation,
-    read_plain,
     submit_changeset,
 )
+from shared.adapters.table_plain import read_plain
 from shared.adapters.table_support import Tables, read_entity
 from shared.errors import ConcurrencyError, PersistenceError
 from shared.ledger import LEDGER_TABLE, LeaseLostError, LedgerMark, SyncProgress

@@ -32,8 +32,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shared.adapters.table_batch import Operation
+from shared.adapters.table_plain import delete_plain
 from shared.adapters.table_support import Tables, read_entity, utc, write_entity
-from shared.errors import ConcurrencyError, PersistenceError
+from shared.errors import ConcurrencyError
 from shared.ledger import LEDGER_TABLE, LeaseLostError
 
 if TYPE_CHECKING:
@@ -191,20 +192,7 @@ class TableSyncLease:
 
     @staticmethod
     def _delete(client: TableClient, partition: str, etag: str) -> bool:
-        from azure.core import MatchConditions
-        from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNotFoundError
-
-        try:
-            client.delete_entity(partition, LEASE_ROW, etag=etag, match_condition=MatchConditions.IfNotModified)
-            return True
-        except ResourceNotFoundError:
-            return True
-        except ResourceModifiedError:
-            return False
-        except AzureError as exc:
-            if getattr(exc, "status_code", None) == 412:
-                return False
-            raise PersistenceError(f"delete from table {LEDGER_TABLE} failed: {type(exc).__name__}") from exc
+        return delete_plain(client, partition, LEASE_ROW, etag)
 
     def _remember(self, partition: str, holder: str, held: Held | None) -> None:
         with self._lock:

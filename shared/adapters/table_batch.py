@@ -11,10 +11,11 @@ properties). Their batch body is plain text (Table service "Performing entity gr
 transactions"), whether the changeset succeeded is told by the status lines of the
 answer, and each operation's new ETag by the header of its part.
 
-``read_plain`` is the ledger's point read (one per changed message of a round) made the same
-way: through the SDK it costs 1.05-1.15 ms of CPU, most of it turning the JSON into a
-``TableEntity`` and, for the usual miss, building the ``ResourceNotFoundError``; here
-0.72 ms (Azurite, one thread, 500 reads, December 2026).
+Single entities (the ledger's point read of each changed message, the account, the lease)
+are read and written the same way, in ``shared.adapters.table_plain``: through the SDK a
+point read costs 1.05-1.15 ms of CPU, most of it turning the JSON into a ``TableEntity`` and,
+for the usual miss, building the ``ResourceNotFoundError``; by hand 0.72 ms (Azurite, one
+thread, 500 reads, December 2026).
 
 The request goes through the table client's own pipeline (shared key or managed identity,
 retries, the pooled transport): ``TableClient._client`` is the generated client, whose
@@ -24,15 +25,14 @@ in requirements.txt).
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import quote
 
+from shared.adapters.table_plain import entity_json, key_literal
 from shared.errors import PersistenceError
 
 if TYPE_CHECKING:
@@ -43,7 +43,6 @@ _STATUS_LINE = re.compile(rb"^HTTP/1\.1 (\d{3})", re.MULTILINE)
 # A part of the answer: its status line and its headers, up to the blank line.
 _PART = re.compile(rb"^HTTP/1\.1 (\d{3})[^\r\n]*\r?\n((?:[^\r\n]+\r?\n)*)", re.MULTILINE)
 _ETAG = re.compile(rb"^ETag:[ \t]*([^\r\n]+)", re.MULTILINE | re.IGNORECASE)
-_INT32 = range(-(2**31), 2**31)
 
 
 class BatchRefusedError(PersistenceError):
@@ -52,38 +51,6 @@ class BatchRefusedError(PersistenceError):
     def __init__(self, status: int) -> None:
         super().__init__(f"entity group transaction refused ({status})")
         self.status = status
-
-
-def _key(value: str) -> str:
-    # OData string literal in the URL: quotes doubled, then percent-encoded.
-    return quote(value.replace("'", "''"), safe="")
-
-
-def _edm_datetime(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _entity(partition: str, row: str, properties: Mapping[str, Any]) -> dict[str, Any]:
-    """The JSON of an entity: strings and booleans as they are, date-times typed ``Edm.DateTime`` (with
-    microseconds), None left out (an absent property reads back as None)."""
-    entity: dict[str, Any] = {"PartitionKey": partition, "RowKey": row}
-    for name, value in properties.items():
-        if value is None:
-            continue
-        if isinstance(value, dt.datetime):
-            entity[name] = _edm_datetime(value)
-            entity[f"{name}@odata.type"] = "Edm.DateTime"
-        elif isinstance(value, (str, bool)):  # a JSON boolean is an Edm.Boolean
-            entity[name] = value
-        elif isinstance(value, int):  # as the SDK writes an int: Edm.Int32 when it fits
-            if value in _INT32:
-                entity[name] = value
-            else:
-                entity[name] = str(value)
-                entity[f"{name}@odata.type"] = "Edm.Int64"
-        else:
-            raise TypeError(f"property {name}: only strings, booleans, integers and date-times are written here")
-    return entity
 
 
 @dataclass(frozen=True)
@@ -132,7 +99,7 @@ def submit_changeset(client: TableClient, partition: str, operations: Sequence[O
     changeset = f"changeset_{uuid.uuid4()}"
     parts: list[str] = []
     for operation in operations:
-        address = f"{base}/{table}(PartitionKey='{_key(partition)}',RowKey='{_key(operation.row)}') HTTP/1.1\r\n"
+        address = f"{base}/{table}(PartitionKey='{key_literal(partition)}',RowKey='{key_literal(operation.row)}') HTTP/1.1\r\n"
         if operation.kind == "delete":
             parts.append(
                 f"DELETE {address}"
@@ -142,7 +109,7 @@ def submit_changeset(client: TableClient, partition: str, operations: Sequence[O
                 "\r\n"
             )
             continue
-        entity = _entity(partition, operation.row, operation.properties or {})
+        entity = entity_json(partition, operation.row, operation.properties or {})
         condition = f"If-Match: {operation.etag}\r\n" if operation.kind == "replace" else ""
         parts.append(
             f"PUT {address}"
@@ -191,36 +158,3 @@ def submit_changeset(client: TableClient, partition: str, operations: Sequence[O
     if len(etags) != len(operations):
         raise PersistenceError(f"entity group transaction answered {len(etags)} of {len(operations)} operations")
     return etags
-
-
-def read_plain(client: TableClient, partition: str, row: str) -> dict[str, Any] | None:
-    """The entity at (``partition``, ``row``) as its JSON says it, None when there is none.
-
-    Strings, booleans and Int32 numbers come back as such; a property of another type as its
-    JSON text with its ``<name>@odata.type`` beside. Raises ``PersistenceError``."""
-    from azure.core.exceptions import AzureError
-    from azure.core.rest import HttpRequest
-
-    base, _, sas = client.url.partition("?")  # a SAS connection string's token rides in the URL
-    address = f"{base.rstrip('/')}/{client.table_name}(PartitionKey='{_key(partition)}',RowKey='{_key(row)}')"
-    request = HttpRequest(
-        "GET",
-        address + (f"?{sas}" if sas else ""),
-        headers={
-            "Accept": "application/json;odata=minimalmetadata",
-            "x-ms-version": client.api_version,
-            "DataServiceVersion": "3.0",
-        },
-    )
-    try:
-        response = client._client.send_request(request)  # noqa: SLF001 - see the module docstring
-    except AzureError as exc:
-        raise PersistenceError(f"read from table {client.table_name} failed: {type(exc).__name__}") from exc
-    if response.status_code == 404:
-        return None
-    if response.status_code != 200:
-        raise PersistenceError(f"read from table {client.table_name} failed: {response.status_code}")
-    entity = json.loads(response.content)
-    if not isinstance(entity, dict):
-        raise PersistenceError(f"read from table {client.table_name}: not an entity")
-    return entity

@@ -1,5 +1,5 @@
 """What every Table Storage adapter shares: the table clients of a connection, key checks,
-ETag-conditional writes, point reads and deletes with the SDK's errors translated.
+ETag-conditional writes, point reads and deletes (by hand: ``shared.adapters.table_plain``).
 
 Writes that can race use ETags: a stale write raises ``ConcurrencyError``, never
 overwrites silently. The SDK is imported lazily: the webhook's cold path never loads it.
@@ -14,7 +14,8 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from shared.adapters.storage_http import storage_service_client
-from shared.errors import ConcurrencyError, InvalidInputError, PersistenceError
+from shared.adapters.table_plain import PlainEntity, delete_plain, read_typed, write_plain
+from shared.errors import InvalidInputError, PersistenceError
 
 if TYPE_CHECKING:
     from azure.data.tables import TableClient, TableServiceClient
@@ -83,52 +84,19 @@ class Tables:
 
 
 def write_entity(client: TableClient, entity: dict[str, Any], etag: str | None) -> str:
-    """Create (no etag) or replace-if-unchanged (etag); returns the new ETag."""
-    from azure.core import MatchConditions
-    from azure.core.exceptions import (
-        AzureError,
-        ResourceExistsError,
-        ResourceModifiedError,
-        ResourceNotFoundError,
-    )
-    from azure.data.tables import UpdateMode
-
-    try:
-        if etag is None:
-            meta = client.create_entity(entity)
-        else:
-            meta = client.update_entity(
-                entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
-            )
-    except ResourceExistsError as exc:
-        raise ConcurrencyError(f"{client.table_name} entity already exists") from exc
-    except (ResourceModifiedError, ResourceNotFoundError) as exc:
-        raise ConcurrencyError(f"{client.table_name} entity changed since it was read") from exc
-    except AzureError as exc:
-        raise PersistenceError(f"write to table {client.table_name} failed: {type(exc).__name__}") from exc
-    return str(meta["etag"])
+    """Create (no etag) or replace-if-unchanged (etag); returns the new ETag
+    (``ConcurrencyError`` when it exists, or changed since it was read)."""
+    return write_plain(client, entity, etag)
 
 
-def read_entity(client: TableClient, partition: str, row: str) -> Any | None:
-    from azure.core.exceptions import AzureError, ResourceNotFoundError
-
-    try:
-        return client.get_entity(partition, row)
-    except ResourceNotFoundError:
-        return None
-    except AzureError as exc:
-        raise PersistenceError(f"read from table {client.table_name} failed: {type(exc).__name__}") from exc
+def read_entity(client: TableClient, partition: str, row: str) -> PlainEntity | None:
+    """The entity, typed as the SDK types it (``table_plain.typed``), or None."""
+    return read_typed(client, partition, row)
 
 
 def delete_entity(client: TableClient, partition: str, row: str) -> None:
-    from azure.core.exceptions import AzureError, ResourceNotFoundError
-
-    try:
-        client.delete_entity(partition, row)
-    except ResourceNotFoundError:
-        pass
-    except AzureError as exc:
-        raise PersistenceError(f"delete from table {client.table_name} failed: {type(exc).__name__}") from exc
+    """Delete the entity whatever it is now; one already gone is fine."""
+    delete_plain(client, partition, row)
 
 
 # A page's continuation (the SDK's dict of next keys) as one opaque URL-safe string, and back.

@@ -12,9 +12,9 @@ from shared.adapters.table_batch import (
     BatchRefusedError,
     Operation,
     move_index_entries,
-    read_plain,
     submit_changeset,
 )
+from shared.adapters.table_plain import read_plain
 from shared.adapters.table_support import Tables
 
 WHEN = dt.datetime(2026, 11, 27, 9, 30, 15, 123456, tzinfo=dt.UTC)
