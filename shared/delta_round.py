@@ -92,6 +92,14 @@ class SyncLease:
     monotonic: Callable[[], float]
     # The last round began in this invocation and saved its deltaLink (``served_already``).
     served: bool = False
+    # Rounds that ended under this hold (``shared.sync_runner.with_lease``): each dropped
+    # its kept place, and nobody else writes the partition while the lease is ours, so the
+    # next round starts with no place kept and need not read it.
+    rounds_done: int = 0
+    # The account as the last round under this hold read or saved it (None: read it).
+    # Another writer's change since then shows as an ETag conflict on the next save, which
+    # reads it again; a disconnect seizes the lease itself.
+    account: Account | None = None
 
     def out_of_time(self) -> bool:
         return self.monotonic() >= self.deadline

@@ -77,7 +77,8 @@ def _rounds(
     True when it ended with the deltaLink saved, False when it stopped for time (place kept).
     ``emit_history`` is the mail's setting: a drive's first round never publishes history."""
     key = DRIVE.sync_key(account.account_id)
-    progress = services.ledger.progress(key)
+    # A further round of the same hold starts where the last one ended: no place kept.
+    progress = None if lease.rounds_done else services.ledger.progress(key)
     lease.served = False
     link = None if progress is not None else drive_delta_link(services, account)
     items = DriveItems(services, account, auth)

@@ -150,7 +150,8 @@ def _rounds(
     """One round per watched folder, from the place an earlier invocation kept (its
     folder first) or from each folder's deltaLink. True when every folder ended with a saved
     deltaLink, False when a round stopped for time (place kept)."""
-    progress = services.ledger.progress(account.account_id)
+    # A further round of the same hold starts where the last one ended: no place kept.
+    progress = None if lease.rounds_done else services.ledger.progress(account.account_id)
     lease.served = False
     watched = watched_folders(services, auth)
     links: dict[str, str] = {}
@@ -179,7 +180,9 @@ def _rounds(
         kept_all = kept_all and done
         stale = None
     if INBOX not in watched.keys:
-        kept_all = _save_delta_link(services, account, None, notified_at) and kept_all
+        saved = _save_delta_link(services, account, None, notified_at)
+        lease.account = saved
+        kept_all = saved is not None and kept_all
     lease.served = fresh and kept_all
     return True
 
@@ -209,7 +212,9 @@ def _folder_round(
     if delta_link is None:
         return None
     if folder == INBOX:
-        kept = _save_delta_link(services, account, delta_link, notified_at)
+        saved = _save_delta_link(services, account, delta_link, notified_at)
+        lease.account = saved
+        kept = saved is not None
     else:
         services.folder_deltas.save(account.account_id, folder, delta_link, account.connected_at)
         kept = True
@@ -219,15 +224,17 @@ def _folder_round(
 
 def _save_delta_link(
     services: Services, account: Account, delta_link: str | None, notified_at: dt.datetime | None
-) -> bool:
+) -> Account | None:
     """Store the new deltaLink with the account's ETag; on a conflict (another writer changed
     another field) reload and apply again: we hold the sync lease, our link is the latest,
     unless the account was disconnected or connected anew meanwhile (then the link belongs
-    to a past connection and is dropped)."""
+    to a past connection and is dropped). Returns the account as saved, None when dropped."""
+    dropped = False
 
     def change(current: Account) -> bool:
-        if current.status is AccountStatus.DISCONNECTED or current.connected_at != account.connected_at:
-            log.info("account %s was disconnected or reconnected during its round: deltaLink dropped", account.account_id)
+        nonlocal dropped
+        dropped = current.status is AccountStatus.DISCONNECTED or current.connected_at != account.connected_at
+        if dropped:
             return False
         if delta_link is not None:  # None: the inbox is not watched, only the sync's time is kept
             current.delta_link = delta_link
@@ -247,10 +254,10 @@ def _save_delta_link(
         attempts=_SAVE_ATTEMPTS,
         what=f"account {account.account_id} (its deltaLink)",
     )
-    if saved is None:
+    if saved is None or dropped:
         log.info("account %s was disconnected or reconnected during its round: deltaLink dropped", account.account_id)
-        return False
-    return True
+        return None
+    return saved
 
 
 

@@ -158,8 +158,10 @@ def _sync_once(
     emit_history = services.settings.emit_history_on_connect
 
     def run(lease: SyncLease) -> bool:
-        # Read under the lease: the deltaLink is the one the previous holder saved.
-        account = services.accounts.get(account_id)
+        # Read under the lease: the deltaLink is the one the previous holder saved (or, in a
+        # further round of this hold, the one our last round saved: no read needed).
+        account = lease.account or services.accounts.get(account_id)
+        lease.account = account
         if account is None:
             result.skipped = "unknown_account"
             return True
@@ -253,7 +255,10 @@ def with_lease(
                 joiners.begin()
             resumed_before = result.resumed
             began = services.clock.now()
-            if not run(lease):
+            finished = run(lease)
+            if finished:
+                lease.rounds_done += 1
+            if not finished:
                 # Let go first: the queued round must find the lease free, not mark it pending.
                 ledger.release_lease(key, holder, abandon=True)
                 _hand_over(services, resource, result, "continue")

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from shared import webhook
+from shared import notifications, webhook
 from shared.client_state import issue_client_state, key_id
 from shared.notifications import process_trigger
 from shared.sync import OTHER_CLOCK_ALLOWANCE, record_initial_delta, sync_mailbox
@@ -26,6 +26,13 @@ from tests.unit.pipeline_fakes import (
 )
 
 AFTER = EPOCH + dt.timedelta(minutes=5)
+
+
+@pytest.fixture(autouse=True)
+def no_cached_records():
+    # The subscription records cached by an earlier test's services: a new services object
+    # may be given the same id, and would find them.
+    notifications._record_cache.clear()
 
 
 @pytest.fixture
@@ -121,6 +128,29 @@ def test_a_round_that_failed_serves_no_later_trigger(services, account):
     assert process_trigger(services, trigger(account, round_began - dt.timedelta(seconds=1))).published == 1
 
 
+def test_a_round_whose_link_was_dropped_for_a_reconnect_serves_no_earlier_trigger(services, account, monkeypatch):
+    services.clock.advance(seconds=10)
+    round_began = services.clock.now()
+    real_delta = services.graph.delta_page
+
+    def reconnected_meanwhile(*args, **kwargs):  # the user connects the mailbox anew during the round
+        monkeypatch.setattr(services.graph, "delta_page", real_delta)
+        current = services.accounts.get(account.account_id)
+        current.connected_at = round_began
+        services.accounts.save(current)
+        return real_delta(*args, **kwargs)
+
+    monkeypatch.setattr(services.graph, "delta_page", reconnected_meanwhile)
+    sync_mailbox(services, account.account_id, reason="notification")
+    calls = delta_calls(services, account)
+
+    # The round's deltaLink belonged to the past connection and was dropped: a trigger
+    # received before it began still runs a round for the new one.
+    services.clock.advance(seconds=1)
+    process_trigger(services, trigger(account, round_began - dt.timedelta(milliseconds=1)))
+    assert delta_calls(services, account) == calls + 1
+
+
 def test_lifecycle_events_are_never_skipped_and_read_the_subscription(services, account, monkeypatch):
     services.graph.deliver(account.account_id, "first", AFTER)
     round_began = services.clock.now()
@@ -198,6 +228,43 @@ def test_triggers_that_arrive_during_a_round_join_it_instead_of_running_one_each
     published = created(services)
     assert sorted(published) == sorted([*mails, published[0]])
     assert len(published) == len(set(published)) == 4
+
+
+def test_a_further_round_of_one_hold_reads_neither_the_account_nor_a_kept_place(account):
+    services = make_services(real_tokens=False, graph=DeltaGraphApi(page_size=50, latency=0.3))
+    connected = connected_account(services)
+    auth = services.tokens.graph_auth(connected)
+    record_initial_delta(services, services.accounts.get(connected.account_id), auth, emit_history=False)
+    reads = {"account": 0, "progress": 0}
+    account_get, progress = services.accounts.get, services.ledger.progress
+
+    def counted(name, read):
+        def call(*args, **kwargs):
+            reads[name] += 1
+            return read(*args, **kwargs)
+        return call
+
+    services.accounts.get = counted("account", account_get)
+    services.ledger.progress = counted("progress", progress)
+    first = services.graph.deliver(connected.account_id, "first", AFTER)
+    leader = threading.Thread(
+        target=lambda: sync_mailbox(services, connected.account_id, reason="notification", join=True)
+    )
+    leader.start()
+    time.sleep(0.1)  # the leader's delta call is under way
+    second = services.graph.deliver(connected.account_id, "second", AFTER)
+    follower = threading.Thread(
+        target=lambda: sync_mailbox(services, connected.account_id, reason="notification", join=True)
+    )
+    follower.start()
+    for thread in (leader, follower):
+        thread.join(timeout=10)
+
+    # Two rounds under one hold (the follower joined), each mail published once; the second
+    # round started from what the first saved.
+    assert services.graph.calls.count(("delta_page", connected.account_id)) == 1 + 2
+    assert sorted(created(services)) == sorted([first, second])
+    assert reads == {"account": 1, "progress": 1}
 
 
 def test_a_joined_trigger_gets_the_error_of_the_round_it_waited_for(account):
