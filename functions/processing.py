@@ -6,9 +6,10 @@ resource it syncs, mail or drive).
 
 An exception hands the message back to the queue: it is retried after the visibility
 timeout and, after host.json's ``maxDequeueCount``, moved to ``graph-notifications-poison``
-by the host, with the reason logged here. A message that can never succeed (not a trigger
-at all, or one malformed trigger of a message) goes to the poison queue at once rather than
-being retried; the message's other triggers still run.
+by the host, with the reason logged here. When only some triggers of a message fail, they
+alone are queued again (``shared.trigger_batch.settle``). A message that can never succeed
+(not a trigger at all, or one malformed trigger of a message) goes to the poison queue at
+once rather than being retried; the message's other triggers still run.
 """
 
 from __future__ import annotations
@@ -23,13 +24,12 @@ from shared.config import MAIL_SYNC_QUEUE, NOTIFICATION_QUEUE
 from shared.errors import InvalidInputError, ThrottledError
 from shared.resource_sync import sync_resource
 from shared.sync_runner import parse_sync_request
-from shared.trigger_batch import process_triggers
+from shared.trigger_batch import MAX_ATTEMPTS, POISON_QUEUE, process_triggers, settle
 from shared.webhook import parse_triggers
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
 
-POISON_QUEUE = f"{NOTIFICATION_QUEUE}-poison"
 SYNC_POISON_QUEUE = f"{MAIL_SYNC_QUEUE}-poison"
 # Graph's Retry-After is honoured before the message goes back to the queue, whose own
 # retry comes after host.json's visibilityTimeout only (docs/graph-notes.md "Throttling").
@@ -60,10 +60,17 @@ def process_graph_notifications(message: func.QueueMessage) -> None:
             log.warning("account %s: trigger dropped: %s", outcome.account_id, outcome.dropped)
     for trigger, reason in batch.failures:
         _log_failure(trigger.account_id, message, reason)
-    failure = batch.error()
-    if failure is not None:
-        _wait_out_throttling(failure)
-        raise failure
+    settled = settle(services, read, batch, message.dequeue_count or 1)
+    if settled.retried:
+        log.warning(
+            "message %s: %d failed trigger(s) of %d queued again on their own, in %d s",
+            message.id, settled.retried, len(read.triggers), settled.delay_seconds,
+        )
+    if settled.poisoned:
+        log.error("message %s: %d trigger(s) failed %d times: moved to %s", message.id, settled.poisoned, MAX_ATTEMPTS, POISON_QUEUE)
+    if settled.error is not None:
+        _wait_out_throttling(settled.error)
+        raise settled.error
 
 
 @bp.function_name("run_mail_sync")

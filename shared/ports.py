@@ -178,8 +178,9 @@ class SecretStore(Protocol):
 
 
 class QueueSender(Protocol):
-    def send(self, queue: str, messages: Sequence[str]) -> None:
-        """Put each message on the queue (base64, as the Functions host reads them)."""
+    def send(self, queue: str, messages: Sequence[str], *, delay_seconds: int = 0) -> None:
+        """Put each message on the queue (base64, as the Functions host reads them), visible
+        to receivers after ``delay_seconds`` (Put Message's ``visibilitytimeout``)."""
         ...
 
 

@@ -21,6 +21,9 @@ together in one queue message (a few when there are many accounts):
                    "lifecycle": [{"subscriptionId": …, "event": "missed", "nonce": …}, …]},
                   …]}
 
+(plus ``"attempts": n`` on triggers that failed in an earlier message whose other triggers
+succeeded, sent again on their own: ``shared.trigger_batch.settle``.)
+
 Graph's POSTs carry the items of many mailboxes (docs/graph-notes.md "Change
 notifications"): one message per POST instead of one per account is one queue write, one
 receive share and one delete per POST, where those were the dearest storage operations of a
@@ -178,9 +181,44 @@ def read_notification_batch(
     return NotificationBatch(_messages(entries, stamp), accepted=len(items) - dropped, dropped=dropped)
 
 
-def _messages(entries: list[str], stamp: int) -> list[str]:
+def _entry(trigger: NotificationTrigger) -> dict[str, object]:
+    def signed(entry: dict[str, str], nonce: str | None) -> dict[str, str]:
+        return {**entry, "nonce": nonce} if nonce is not None else entry
+
+    return {
+        "accountId": trigger.account_id,
+        "changed": [signed({"subscriptionId": c.subscription_id}, c.nonce) for c in trigger.changed],
+        "changes": trigger.changes,
+        "lifecycle": [
+            signed({"subscriptionId": s.subscription_id, "event": s.event}, s.nonce) for s in trigger.lifecycle
+        ],
+    }
+
+
+def retry_messages(triggers: Sequence[NotificationTrigger], attempts: int) -> list[str]:
+    """Triggers of one message that failed, packed again (version 3, ``attempts`` carried)
+    so that they alone are tried again. They keep the message's receivedAt and origin: a
+    round that began after they were received still serves them (``shared.sync_joining``)."""
+    if not triggers:
+        return []
+    entries = [json.dumps(_entry(t), separators=(",", ":")) for t in triggers]
+    first = triggers[0]
+    return _messages(entries, first.received_at_ms, first.origin, attempts)
+
+
+def single_trigger_json(trigger: NotificationTrigger) -> str:
+    """One trigger as a version 2 message (what the poison queue holds of a batch)."""
+    document = {"v": TRIGGER_VERSION, **_entry(trigger), "receivedAt": trigger.received_at_ms, "origin": trigger.origin}
+    return json.dumps(document, separators=(",", ":"))
+
+
+def _messages(entries: list[str], stamp: int | None, origin: str | None = ORIGIN, attempts: int = 0) -> list[str]:
     """The triggers (JSON texts) packed into version 3 messages within the bounds."""
-    head = f'{{"v":{TRIGGER_BATCH_VERSION},"receivedAt":{stamp},"origin":"{ORIGIN}","triggers":['
+    retried = f',"attempts":{attempts}' if attempts else ""
+    head = (
+        f'{{"v":{TRIGGER_BATCH_VERSION},"receivedAt":{json.dumps(stamp)},"origin":{json.dumps(origin)}'
+        f'{retried},"triggers":['
+    )
     messages: list[str] = []
     group: list[str] = []
     size = len(head)
@@ -266,6 +304,9 @@ class TriggerMessage:
 
     triggers: list[NotificationTrigger]
     malformed: list[str] = field(default_factory=list)
+    # Deliveries of these triggers before this message: they failed in an earlier message
+    # whose other triggers succeeded, and were sent again on their own (``retry_messages``).
+    attempts: int = 0
 
 
 def parse_triggers(body: bytes | str) -> TriggerMessage:
@@ -282,7 +323,10 @@ def parse_triggers(body: bytes | str) -> TriggerMessage:
     if not isinstance(entries, list):
         raise InvalidInputError("trigger message has no triggers list")
     envelope = {"v": TRIGGER_VERSION, "receivedAt": document.get("receivedAt"), "origin": document.get("origin")}
-    message = TriggerMessage([])
+    attempts = document.get("attempts", 0)
+    if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 0:
+        raise InvalidInputError("trigger message attempts must be a count")
+    message = TriggerMessage([], attempts=attempts)
     for entry in entries:
         single = {**entry, **envelope} if isinstance(entry, dict) else entry
         try:

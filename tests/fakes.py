@@ -345,10 +345,12 @@ class FakeQueueSender:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.sent: dict[str, list[str]] = {}
+        self.delays: dict[str, list[int]] = {}  # per queue, each message's delay_seconds
 
-    def send(self, queue: str, messages: Sequence[str]) -> None:
+    def send(self, queue: str, messages: Sequence[str], *, delay_seconds: int = 0) -> None:
         with self._lock:
             self.sent.setdefault(queue, []).extend(messages)
+            self.delays.setdefault(queue, []).extend([delay_seconds] * len(messages))
 
 
 @dataclass

@@ -65,7 +65,7 @@ class StorageQueueSender:
                 self._clients[name] = client
             return self._clients[name]
 
-    def send(self, queue: str, messages: Sequence[str]) -> None:
+    def send(self, queue: str, messages: Sequence[str], *, delay_seconds: int = 0) -> None:
         """Every message is written when this returns. Storage queues take one message per
         request (there is no batch send), so the messages of one call (the events of a
         delta page) are written side by side; a Storage queue keeps no order anyway."""
@@ -75,9 +75,9 @@ class StorageQueueSender:
             client = self._queue(queue)
             if len(messages) <= 1:
                 for message in messages:
-                    _put_message(client, message)
+                    _put_message(client, message, delay_seconds)
                 return
-            for future in [self._senders().submit(_put_message, client, m) for m in messages]:
+            for future in [self._senders().submit(_put_message, client, m, delay_seconds) for m in messages]:
                 future.result()
         except AzureError as exc:
             raise PersistenceError(f"sending to queue {queue} failed: {type(exc).__name__}") from exc
@@ -92,16 +92,18 @@ class StorageQueueSender:
         next(iter(self._service.list_queues(results_per_page=1).by_page()), None)
 
 
-def _put_message(client: QueueClient, text: str) -> None:
+def _put_message(client: QueueClient, text: str, delay_seconds: int = 0) -> None:
     """Put Message (Microsoft docs "Put Message"), the text base64-encoded as
-    ``TextBase64EncodePolicy`` encodes it: base64 needs no XML escaping."""
+    ``TextBase64EncodePolicy`` encodes it: base64 needs no XML escaping. ``visibilitytimeout``
+    keeps it hidden for that long (at most 7 days, and less than its time to live)."""
     from azure.core.rest import HttpRequest
 
     encoded = base64.b64encode(text.encode("utf-8")).decode("ascii")
     base, _, sas = client.url.partition("?")  # a SAS connection string's token rides in the URL
+    query = "&".join(q for q in (sas, f"visibilitytimeout={delay_seconds}" if delay_seconds > 0 else "") if q)
     request = HttpRequest(
         "POST",
-        f"{base.rstrip('/')}/messages" + (f"?{sas}" if sas else ""),
+        f"{base.rstrip('/')}/messages" + (f"?{query}" if query else ""),
         headers={"Content-Type": "application/xml; charset=utf-8", "x-ms-version": client.api_version},
         content=(
             f"<?xml version='1.0' encoding='utf-8'?>\n<QueueMessage><MessageText>{encoded}</MessageText></QueueMessage>"

@@ -257,7 +257,12 @@ def test_one_post_of_two_mailboxes_is_one_message_and_publishes_both(
     assert sorted(e["subject"] for e in events_of(services)) == sorted([mine, theirs])
 
 
-def test_a_failing_mailbox_sends_the_message_back_and_its_retry_publishes_nothing_twice(
+def resent(services: Any) -> list[Any]:
+    """The trigger messages the queue function itself put back on graph-notifications."""
+    return [json.loads(m) for m in services.queues.sent.get("graph-notifications", [])]
+
+
+def test_a_failing_mailbox_alone_is_queued_again_and_its_retry_publishes_nothing_twice(
     services: Any, account: Any, second: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from functions import processing
@@ -267,13 +272,65 @@ def test_a_failing_mailbox_sends_the_message_back_and_its_retry_publishes_nothin
     services.graph.fail["delta_page"] = [ThrottledError("429", retry_after=3)]  # whichever mailbox asks first
     mine = deliver(services, account, "for adele")
     theirs = deliver(services, second, "for bruno")
-    items = (notification(account.account_id), notification(second.account_id, SUB_2))
-    with pytest.raises(ThrottledError):
-        run(*items)
-    assert waited == [3]
-    assert len(events_of(services)) == 1  # the other mailbox's round ran and published
-    run(*items, dequeue_count=2)
+    run(notification(account.account_id), notification(second.account_id, SUB_2))  # done: no exception
+
+    [published] = events_of(services)  # the other mailbox's round ran and published
+    [again] = resent(services)
+    [failed] = again["triggers"]
+    assert failed["accountId"] != (account.account_id if published["subject"] == mine else second.account_id)
+    assert again["attempts"] == 1 and services.queues.delays["graph-notifications"] == [5]
+    assert waited == []  # the retry waits on the queue, not in the function
+    calls = len(services.graph.calls)
+
+    handler("process_graph_notifications")(message=QueueMessage(id="m-2", body=json.dumps(again).encode()))
     assert sorted(e["subject"] for e in events_of(services)) == sorted([mine, theirs])
+    # Only the failed mailbox ran a round again.
+    assert {c[1] for c in services.graph.calls[calls:] if c[0] == "delta_page"} == {failed["accountId"]}
+
+
+def test_a_retry_after_longer_than_the_queue_delay_is_waited_out_on_the_queue(
+    services: Any, account: Any, second: Any
+) -> None:
+    services.graph.fail["delta_page"] = [ThrottledError("429", retry_after=41.5)]
+    deliver(services, account, "for adele")
+    deliver(services, second, "for bruno")
+    run(notification(account.account_id), notification(second.account_id, SUB_2))
+    assert len(resent(services)) == 1 and services.queues.delays["graph-notifications"] == [42]
+
+
+def test_a_trigger_that_keeps_failing_goes_to_the_poison_queue_alone_after_five_attempts(
+    services: Any, account: Any, second: Any
+) -> None:
+    from shared.webhook import parse_trigger
+
+    services.graph.fail["delta_page"] = [RuntimeError("mailbox broken")]
+    deliver(services, account, "for adele")
+    deliver(services, second, "for bruno")
+    run(notification(account.account_id), notification(second.account_id, SUB_2))
+    [message] = resent(services)
+    failing = message["triggers"][0]["accountId"]
+    for attempt in range(2, 6):  # the queue hands the re-sent message out; it fails again
+        services.graph.fail["delta_page"] = [RuntimeError("mailbox broken")]
+        body = json.dumps(message).encode()
+        if attempt < 5:
+            handler("process_graph_notifications")(message=QueueMessage(id=f"m-{attempt}", body=body))
+            message = resent(services)[-1]
+            assert message["attempts"] == attempt
+        else:
+            handler("process_graph_notifications")(message=QueueMessage(id="m-5", body=body))
+    assert len(resent(services)) == 4  # tried 5 times in all: the first message and 4 sent again
+    [poisoned] = services.queues.sent["graph-notifications-poison"]
+    assert parse_trigger(poisoned).account_id == failing
+    assert len(events_of(services)) == 1  # the other mailbox's mail, once
+
+
+def test_a_message_whose_every_trigger_fails_goes_back_to_the_queue_as_it_is(
+    services: Any, account: Any, second: Any
+) -> None:
+    services.graph.fail["delta_page"] = [RuntimeError("down"), RuntimeError("down")]
+    with pytest.raises(RuntimeError):
+        run(notification(account.account_id), notification(second.account_id, SUB_2))
+    assert resent(services) == [] and "graph-notifications-poison" not in services.queues.sent
 
 
 def test_a_malformed_trigger_of_a_message_goes_to_the_poison_queue_and_the_others_run(

@@ -36,3 +36,18 @@ def test_a_queue_deleted_under_the_sender_is_a_persistence_error(azurite) -> Non
 
     with pytest.raises(PersistenceError, match="404"):
         sender.send(queue, ["second"])
+
+
+def test_a_delayed_message_stays_hidden_until_its_delay_has_passed(azurite) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    queue = f"retries-{uuid.uuid4().hex[:10]}"
+    sender = StorageQueueSender(azurite.connection_string)
+    reader = consumer(azurite.connection_string, queue)
+
+    sender.send(queue, ["later", "later too"], delay_seconds=2)
+    sender.send(queue, ["now"])
+
+    assert [m.content for m in reader.receive_messages(messages_per_page=32, visibility_timeout=30)] == ["now"]
+    time.sleep(2.5)
+    assert sorted(m.content for m in reader.receive_messages(messages_per_page=32)) == ["later", "later too"]

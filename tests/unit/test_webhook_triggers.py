@@ -185,3 +185,26 @@ def test_a_malformed_trigger_of_a_message_is_set_apart_from_the_others() -> None
 def test_a_message_without_a_triggers_list_is_refused(raw: bytes) -> None:
     with pytest.raises(InvalidInputError):
         parse_triggers(raw)
+
+
+def test_failed_triggers_sent_again_read_back_as_they_were_with_their_attempts() -> None:
+    batch = read_notification_batch(
+        body(notification(ADELE, S1), notification(ADELE, S2), lifecycle(ADELE, "missed", S1),
+             notification("bruno-oid.tenant-1", S1)),
+        CLIENT_STATE_KEY,
+        received_at_ms=1_700_000_000_000,
+    )
+    [failed, _] = parse_triggers(batch.messages[0]).triggers
+
+    [again] = webhook.retry_messages([failed], 3)
+    read = parse_triggers(again)
+
+    assert read.attempts == 3 and read.triggers == [failed]  # stamp, origin, nonces and lifecycle kept
+    assert parse_triggers(batch.messages[0]).attempts == 0
+    assert parse_trigger(webhook.single_trigger_json(failed)) == failed  # as the poison queue keeps it
+
+
+@pytest.mark.parametrize("attempts", ["2", -1, True, 1.5])
+def test_a_message_with_a_bad_attempt_count_is_refused(attempts: object) -> None:
+    with pytest.raises(InvalidInputError, match="attempts"):
+        parse_triggers(json.dumps({"v": 3, "attempts": attempts, "triggers": []}))
