@@ -291,6 +291,14 @@ def _upsert_account(
         previous_owner = None
         if not existed:
             return True
+        # A fresh start (first connect, or after a disconnect) unless a round of this
+        # connection kept its deltaLink: then the history goes on from it, and what came in
+        # while the account waited for its user to sign in again is still news.
+        fresh = (
+            existing.status == AccountStatus.DISCONNECTED
+            or existing.connected_at is None
+            or not _history_kept(services, existing)
+        )
         existing.tenant_id = grant.tenant_id or existing.tenant_id
         existing.user_id = grant.object_id or existing.user_id
         existing.user_principal_name = principal or existing.user_principal_name
@@ -302,20 +310,24 @@ def _upsert_account(
         previous_owner = existing.owner_id if owner_id is not None and existing.owner_id != owner_id else None
         if owner_id is not None:
             existing.owner_id = owner_id
-        if (
-            existing.status == AccountStatus.DISCONNECTED
-            or existing.delta_link is None
-            or existing.connected_at is None
-        ):
-            # A fresh start (first connect, or after a disconnect). Otherwise the mailbox's
-            # history continues from the stored deltaLink: mail that came in while the
-            # account waited for its user to sign in again is still new mail.
+        if fresh:
             existing.connected_at = now
         return True
 
     saved = update_with_etag(read, change, services.accounts.save, what=f"account {account_id} (connecting)")
     assert saved is not None  # read() never gives None
     return saved, existed, previous_owner
+
+
+def _history_kept(services: Services, account: Account) -> bool:
+    """Whether a round of the account's present connection kept a deltaLink: the mailbox's
+    on the account, the drive's in the drive's ledger partition (a grant without Mail has
+    only that one)."""
+    if account.delta_link:
+        return True
+    from shared.drive_sync import drive_delta_link  # only for accounts with no mail history
+
+    return drive_delta_link(services, account) is not None
 
 
 def _record_error(services: Services, account_id: str, message: str) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from shared.client_state import key_id, read_client_state
 from shared.connect import complete_connect, disconnect_account, start_connect
+from shared.drive_sync import DRIVE_LINK_KEY, drive_delta_link
 from shared.errors import GraphError
 from shared.models import AccountStatus, SubscriptionStatus
 from shared.ports import GraphAuth
@@ -117,6 +118,36 @@ def test_a_reconnect_renews_the_drive_subscription_in_place():
     assert graph_sub.expires_at == DRIVE.expiry(services.clock.now())
     [stored] = services.subscriptions.for_account(first.account.account_id)
     assert stored.last_renewed_at == services.clock.now()
+
+
+def test_a_files_only_account_signing_in_again_after_reauth_goes_on_from_its_drive_link():
+    services = services_asking("User.Read Files.ReadWrite.All")
+    first = sign_in(services).account
+    link = "https://graph.microsoft.com/v1.0/me/drive/root/delta?token=kept"
+    services.folder_deltas.save(DRIVE.sync_key(first.account_id), DRIVE_LINK_KEY, link, first.connected_at)
+    waiting = services.accounts.get(first.account_id)
+    waiting.status = AccountStatus.REAUTH_REQUIRED  # its refresh token died
+    services.accounts.save(waiting)
+    services.clock.advance(hours=5)
+
+    second = sign_in(services).account
+
+    # The files changed while it waited are published by the next round, from the kept link.
+    assert second.connected_at == first.connected_at
+    assert drive_delta_link(services, second) == link
+
+
+def test_a_files_only_account_signing_in_again_after_a_disconnect_starts_afresh():
+    services = services_asking("User.Read Files.ReadWrite.All")
+    first = sign_in(services).account
+    services.folder_deltas.save(DRIVE.sync_key(first.account_id), DRIVE_LINK_KEY, "https://kept", first.connected_at)
+    disconnect_account(services, first.account_id)
+    services.clock.advance(hours=5)
+
+    second = sign_in(services).account
+
+    assert second.connected_at == services.clock.now()
+    assert drive_delta_link(services, second) is None
 
 
 def test_a_drive_subscription_graph_forgot_is_recreated_on_reconnect():
