@@ -27,7 +27,7 @@ The last line is one JSON object with the figures. Next to the latency: polling 
     python bench/bench_burst.py [--mailboxes 40] [--mails 400] [--senders 8] [--profile-devhost FILE]
 
 ``--profile-devhost FILE`` samples the devhost during the burst alone with py-spy
-(``pip install py-spy``; it needs ptrace rights) and writes its stacks, collapsed, to FILE:
+(a test dependency, in requirements-dev.txt; it needs ptrace rights) and writes its stacks, collapsed, to FILE:
 where the devhost's CPU goes, by share. Sampling stops the process briefly each time, so a
 profiled run's own figures (rate, latency, CPU) are not comparable with the others.
 """
