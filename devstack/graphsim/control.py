@@ -24,6 +24,7 @@ from .mailstore import Message
 from .seeding import BulkSeeding
 from .state import (
     Faults,
+    SimState,
     User,
     graph_time_precise,
     parse_graph_time,
@@ -276,23 +277,42 @@ class ControlApi:
         return _bad(f"no control endpoint {request.method} {request.path}", 404)
 
     def _set_faults(self, body: dict[str, Any]) -> Response:
-        faults = Faults()
         try:
-            for key, attr in (("dropRate", "drop_rate"), ("duplicateRate", "duplicate_rate"),
-                              ("throttleRate", "throttle_rate"), ("failRate", "fail_rate")):
-                value = float(body.get(key, 0.0))
-                if not 0.0 <= value <= 1.0:
-                    return _bad(f"{key} must be between 0 and 1")
-                setattr(faults, attr, value)
-            faults.reorder = bool(body.get("reorder", False))
-            faults.delay_ms = int(body.get("delayMs", 0))
-            seed = body.get("seed")
-            faults.seed = None if seed is None else int(seed)
-        except (TypeError, ValueError) as exc:
+            faults = faults_from(body, self.state)
+        except ValueError as exc:
             return _bad(str(exc))
-        unknown = set(body) - {"dropRate", "duplicateRate", "reorder", "delayMs", "throttleRate", "failRate", "seed"}
-        if unknown:
-            return _bad(f"unknown fault keys: {', '.join(sorted(unknown))}")
         self.state.faults = faults
         self.sim.delivery.reseed(faults.seed)
         return Response.json(200, faults.public())
+
+
+_FAULT_KEYS = {"dropRate", "duplicateRate", "reorder", "delayMs", "throttleRate", "failRate", "seed", "failMailboxes"}
+
+
+def faults_from(body: dict[str, Any], state: SimState) -> Faults:
+    """The faults a ``PUT /_sim/faults`` body asks for; ``ValueError`` with the reason."""
+    faults = Faults()
+    try:
+        for key, attr in (("dropRate", "drop_rate"), ("duplicateRate", "duplicate_rate"),
+                          ("throttleRate", "throttle_rate"), ("failRate", "fail_rate")):
+            value = float(body.get(key, 0.0))
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{key} must be between 0 and 1")
+            setattr(faults, attr, value)
+        faults.reorder = bool(body.get("reorder", False))
+        faults.delay_ms = int(body.get("delayMs", 0))
+        seed = body.get("seed")
+        faults.seed = None if seed is None else int(seed)
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+    failing = body.get("failMailboxes", [])
+    if not isinstance(failing, list) or not all(isinstance(ref, str) for ref in failing):
+        raise ValueError("failMailboxes must be a list of user ids or userPrincipalNames")
+    users = [state.find_user(ref) for ref in failing]
+    if None in users:
+        raise ValueError("failMailboxes names a user the simulator does not have")
+    faults.failing_mailboxes = frozenset(user.id for user in users if user is not None)
+    unknown = set(body) - _FAULT_KEYS
+    if unknown:
+        raise ValueError(f"unknown fault keys: {', '.join(sorted(unknown))}")
+    return faults

@@ -133,6 +133,8 @@ class GraphApi:
                                    {"Retry-After": "1"})
             return graph_error(500, "InternalServerError", "An internal server error occurred.")
         key = (caller.app_id, self._mailbox_of(caller, segments))
+        if key[1] in faults.failing_mailboxes:
+            return graph_error(500, "InternalServerError", "An internal server error occurred.")
         refused = self.throttle.enter(key)
         if refused is not None:
             return refused

@@ -273,9 +273,12 @@ class Faults:
     throttle_rate: float = 0.0
     fail_rate: float = 0.0
     seed: int | None = None
+    # User ids whose every Graph request answers 500 (one mailbox broken, the others not).
+    failing_mailboxes: frozenset[str] = frozenset()
 
     def public(self) -> dict[str, Any]:
         return {
+            "failMailboxes": sorted(self.failing_mailboxes),
             "dropRate": self.drop_rate,
             "duplicateRate": self.duplicate_rate,
             "reorder": self.reorder,

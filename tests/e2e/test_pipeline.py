@@ -225,6 +225,51 @@ def test_a_trigger_that_keeps_failing_ends_in_the_poison_queue_and_a_resync_reco
     events.wait("created", sent, timeout=30)
 
 
+def delta_calls(stack: LocalStack, user: dict[str, Any]) -> int:
+    return sum(
+        1 for r in stack.sim("GET", "/_sim/requests")["value"] if r.get("userId") == user["id"] and "delta" in r["path"]
+    )
+
+
+def test_a_failing_mailbox_of_a_post_is_tried_alone_and_poisoned_alone(stack: LocalStack, mailbox: Any) -> None:
+    broken_user, broken_events = mailbox
+    fine_user = new_user(stack, "pipeline")
+    assert connect_user(stack, fine_user["userPrincipalName"]).status_code == 200
+    fine_events = Events(stack, f"{fine_user['id']}.{fine_user['tenantId']}")
+    wait_for(lambda: first_round_done(stack, fine_events.account_id), what="the second mailbox's first round")
+    window = stack.sim("GET", "/_sim/settings")["deliveryBatchWindowMs"]
+    stack.sim("PUT", "/_sim/settings", json={"deliveryBatchWindowMs": 400})  # both mails in one POST
+    try:
+        stack.sim("PUT", "/_sim/faults", json={"failMailboxes": [broken_user["id"]]})  # its Graph calls: 500
+        broken = send_mail(stack, broken_user["id"], "for the broken mailbox")["immutableId"]
+        fine = send_mail(stack, fine_user["id"], "for the working one")["immutableId"]
+
+        fine_events.wait("created", fine)
+        [post] = [d for d in stack.sim("GET", "/_sim/deliveries")["value"] if d.get("itemCount") == 2][-1:]
+        assert len(post["subscriptionIds"]) == 2  # one POST carried both mailboxes' notifications
+        fine_rounds = delta_calls(stack, fine_user)
+        poisoned: list[Any] = []
+
+        def broken_trigger_poisoned() -> bool:
+            poisoned.extend(m for m in read_queue(stack, "graph-notifications-poison") if isinstance(m, dict))
+            return any(m.get("accountId") == broken_events.account_id for m in poisoned)
+
+        # Tried 5 times in all (5 s apart), then the poison queue: its trigger alone, not the POST's message.
+        wait_for(broken_trigger_poisoned, timeout=90, interval=0.5, what="the broken mailbox's trigger in the poison queue")
+        assert not any(fine_events.account_id in json.dumps(m) for m in poisoned)
+        assert len(fine_events.of("created", fine)) == 1
+        assert delta_calls(stack, fine_user) == fine_rounds  # the working mailbox ran no round again
+
+        stack.sim("DELETE", "/_sim/faults")  # the mailbox works again; a resync publishes its mail
+        [subscription] = subscriptions_of(stack, broken_user)
+        stack.sim("POST", f"/_sim/subscriptions/{subscription['id']}/lifecycle", json={"event": "missed"})
+        broken_events.wait("created", broken, timeout=30)
+        time.sleep(QUIET)
+        assert len(broken_events.of("created", broken)) == 1
+    finally:
+        stack.sim("PUT", "/_sim/settings", json={"deliveryBatchWindowMs": window})
+
+
 def test_after_an_expired_delta_token_only_what_is_new_is_published(stack: LocalStack, mailbox: Any) -> None:
     user, events = mailbox
     kept = send_mail(stack, user["id"], "kept")["immutableId"]

@@ -199,3 +199,22 @@ def test_throttle_and_fail_faults_answer_429_and_5xx(graphsim, sim: ControlSessi
     assert {graph.get(f"{graphsim.graph_url}/me", timeout=10).status_code for _ in range(6)} <= {500, 503}
     sim.delete("/faults").raise_for_status()
     assert graph.get(f"{graphsim.graph_url}/me", timeout=10).status_code == 200
+
+
+def test_a_failing_mailbox_answers_500_while_the_others_are_served(graphsim, sim: ControlSession, sim_user,
+                                                                    confidential_app):
+    other = sim.post("/users", json={"userPrincipalName": f"o{time.time_ns()}@contoso.test"}).json()
+    token = confidential_app.acquire_token_for_client(["https://graph.microsoft.com/.default"])["access_token"]
+
+    def inbox(user: dict[str, Any]) -> int:
+        return requests.get(f"{graphsim.graph_url}/users/{user['id']}/mailFolders('Inbox')/messages",
+                            headers={"Authorization": f"Bearer {token}"}, timeout=10).status_code
+
+    shown = sim.put("/faults", json={"failMailboxes": [sim_user["userPrincipalName"]]})
+    assert shown.status_code == 200 and shown.json()["failMailboxes"] == [sim_user["id"]]
+    assert (inbox(sim_user), inbox(other)) == (500, 200)
+    assert sim.put("/faults", json={"failMailboxes": ["nobody@contoso.test"]}).status_code == 400
+    assert sim.put("/faults", json={"failMailboxes": sim_user["id"]}).status_code == 400
+    sim.delete("/faults").raise_for_status()
+    assert inbox(sim_user) == 200
+
