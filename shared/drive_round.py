@@ -22,8 +22,10 @@ So, for one page:
 - ``contentChanged``: the mark's content tag against the same kind of tag of the item now
   (a cTag with a cTag, a quickXorHash with a quickXorHash; never one with the other); a
   tag of that kind that the item no longer has counts as changed; folders have no content;
-- a ``deleted`` item with a live mark is ``deleted`` once; one never published nor
-  baselined is nothing; the root never gives an event.
+- a ``deleted`` item with a live mark is ``deleted`` once, with the name and path its mark
+  kept (delta tells only a deleted item's ids; a mark keeps what was last published or,
+  for a baseline, what delta showed); one never published nor baselined is nothing; the
+  root never gives an event.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.config import DRIVE_EVENT_QUEUE
 from shared.delta_round import DeltaRound, PageWork, RoundMode, connect_baseline, parse_graph_time
-from shared.events import Change, drive_event, encode_event
+from shared.events import Change, drive_event, drive_item_path, encode_event
 from shared.ledger import LedgerMark
 from shared.models import Account
 
@@ -89,7 +91,11 @@ class DriveItems:
             mark = known.get(item_id)
             if "deleted" in item:
                 if mark is not None and not mark.removed:
-                    event = self._event(item, Change.DELETED, version=mark.change_key or "", content_changed=False)
+                    # Delta tells only the ids of a deleted item: its name and path are the mark's.
+                    last = {"name": mark.name, "path": mark.path}
+                    event = self._event(
+                        item, Change.DELETED, version=mark.change_key or "", content_changed=False, known=last
+                    )
                     work.publish(event, Change.DELETED, dataclasses.replace(mark, removed=True, seen_in=seen))
                 continue
             if mark is None:
@@ -140,13 +146,18 @@ class DriveItems:
             work.publish(
                 self._event(item, change, version=version, content_changed=content_changed),
                 change,
-                LedgerMark(item["id"], etag, False, seen, None, tag),
+                LedgerMark(item["id"], etag, False, seen, None, tag, _name(item), drive_item_path(item)),
             )
 
-    def _event(self, item: JsonObject, change: Change, *, version: str, content_changed: bool) -> str:
+    def _event(
+        self, item: JsonObject, change: Change, *, version: str, content_changed: bool,
+        known: dict[str, str | None] | None = None,
+    ) -> str:
         now = self.services.clock.now()
         return encode_event(
-            drive_event(self.account, item, change, now=now, content_changed=content_changed, version=version)
+            drive_event(
+                self.account, item, change, now=now, content_changed=content_changed, version=version, known=known
+            )
         )
 
     def _is_new(self, item: JsonObject, mode: str) -> bool:
@@ -187,6 +198,14 @@ def _content_tags(item: dict[str, Any]) -> dict[str, str]:
 
 
 def _mark(item: JsonObject, seen: str | None) -> LedgerMark:
-    """An item's mark as delta shows it, with no event (a baseline)."""
+    """An item's mark as delta shows it, with no event (a baseline: its name, and its path
+    where delta gives one)."""
     etag = item.get("eTag") if isinstance(item.get("eTag"), str) else None
-    return LedgerMark(item["id"], etag, "deleted" in item, seen, None, content_tag(item))
+    return LedgerMark(
+        item["id"], etag, "deleted" in item, seen, None, content_tag(item), _name(item), drive_item_path(item)
+    )
+
+
+def _name(item: JsonObject) -> str | None:
+    name = item.get("name")
+    return name if isinstance(name, str) and name else None

@@ -212,9 +212,12 @@ def drive_event(
     now: dt.datetime,
     content_changed: bool,
     version: str,
+    known: dict[str, str | None] | None = None,
 ) -> dict[str, Any]:
     """The CloudEvent for one drive item (docs/design.md "Drive events"): ``item`` as Graph
-    shows it (a deletion: what delta tells of it, often no more than its ids)."""
+    shows it (a deletion: what delta tells of it, often no more than its ids); ``known``:
+    its ``name`` and ``path`` as last published, for what the item no longer tells."""
+    known = known or {}
     item_id = str(item["id"])
     raw_parent = item.get("parentReference")
     parent: dict[str, Any] = raw_parent if isinstance(raw_parent, dict) else {}
@@ -227,8 +230,8 @@ def drive_event(
             "driveId": parent.get("driveId"),
             "itemId": item_id,
             "changeType": change.value,
-            "name": item.get("name"),
-            "path": drive_item_path(item),
+            "name": item.get("name") or known.get("name"),
+            "path": drive_item_path(item) or known.get("path"),
             "parentId": parent.get("id"),
             "webUrl": item.get("webUrl"),
             "size": item.get("size"),

@@ -295,6 +295,10 @@ class LedgerMark:
     # drive item's cTag): a mark whose change_key (eTag) differs but content_tag is the
     # same is a rename or another metadata change.
     content_tag: str | None = None
+    # What a deletion can still tell of the item, as it was last published or baselined (a
+    # drive item's name and path): Graph's delta gives no more than the ids of a deleted item.
+    name: str | None = None
+    path: str | None = None
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,8 @@ def _mark_from(entity: Any) -> LedgerMark:
         entity.get("SeenIn") or None,
         entity.get("Folder") or None,
         entity.get("ContentTag") or None,
+        entity.get("Name") or None,
+        entity.get("Path") or None,
     )
 
 
@@ -72,6 +74,8 @@ def _mark_entity(partition: str, mark: LedgerMark) -> dict[str, Any]:
         "SeenIn": mark.seen_in or "",
         "Folder": mark.folder or "",
         "ContentTag": mark.content_tag or "",
+        "Name": mark.name,  # None: left out (a mail mark keeps none)
+        "Path": mark.path,
     }
 
 

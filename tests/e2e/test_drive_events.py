@@ -137,6 +137,8 @@ def test_the_document_tools_flow_upload_edit_rename_delete(stack: LocalStack) ->
     tool.delete(item_id)
     deleted = tool.wait("deleted", item_id)
     assert deleted["data"]["itemId"] == item_id
+    # Graph's delta tells only the ids of a deleted item: its name and path as last published.
+    assert (deleted["data"]["name"], deleted["data"]["path"]) == ("lease signed.docx", "/Contracts/lease signed.docx")
     time.sleep(QUIET)
     assert [e["type"].removeprefix(TYPE) for e in tool.of(item_id)] == ["created", "updated", "updated", "deleted"]
     assert all(e["specversion"] == "1.0" and e["source"] == f"/accounts/{tool.account_id}/drive"

@@ -2,7 +2,7 @@
 the fake of the unit tests (tests/fakes.py) and the Table Storage adapter on a real Azurite,
 so that a unit test passing against the fake means the same against the adapter.
 
-What is checked: marks (every field, the content tag included, ids a table key cannot
+What is checked: marks (every field, the content tag, name and path included, ids a table key cannot
 hold, many at once), ``live_message_ids``, the sync lease (one holder at a time, the
 pending mark, takeover of a stale lease and not of a live one, ``seize_lease``), ``commit``
 under the lease (it renews the lease, keeps a pending mark, and a holder that lost the
@@ -56,13 +56,16 @@ def test_marks_are_recorded_and_read_back_by_message_id(ledger: MailLedger, acco
 
 
 def test_a_mark_keeps_every_field_and_the_last_write_of_a_message_wins(ledger: MailLedger, account_id: str) -> None:
-    first = LedgerMark("m-1", "ck1", seen_in="full-1", folder="inbox", content_tag="ctag-1")
+    first = LedgerMark(
+        "m-1", "ck1", seen_in="full-1", folder="inbox", content_tag="ctag-1", name="Q3 report.docx",
+        path="/Docs/Q3 report.docx",
+    )
     ledger.record(account_id, [first])
     assert ledger.marks(account_id, ["m-1"]) == {"m-1": first}
 
     moved = LedgerMark("m-1", "ck2", seen_in="full-2", folder="archive", content_tag="ctag-2")
     ledger.record(account_id, [LedgerMark("m-1", "ck-between"), moved])
-    assert ledger.marks(account_id, ["m-1", "m-1"]) == {"m-1": moved}
+    assert ledger.marks(account_id, ["m-1", "m-1"]) == {"m-1": moved}  # name and path gone with the write
 
 
 def test_a_large_lookup_and_a_large_record_span_several_transactions(ledger: MailLedger, account_id: str) -> None:

@@ -120,6 +120,24 @@ def test_an_edit_is_a_content_change_a_rename_is_not_and_a_delete_is_deleted(ser
     assert len({e["id"] for e in events}) == 3
 
 
+def test_a_deletion_tells_the_name_and_path_last_published_or_baselined(services, account, drive):
+    old = drive.put("Docs/old.docx", b"v1", created=BEFORE)  # there before the connect: a baseline
+    sync(services, account)
+    fresh = drive.put("Docs/fresh.docx", b"v1")
+    sync(services, account)
+    drive.rename(fresh, "renamed.docx")
+    sync(services, account)
+    drive.delete(fresh)
+    drive.delete(old)
+    sync(services, account)
+
+    deleted = {e["subject"]: e["data"] for e in drive_events(services) if e["type"].endswith(".deleted")}
+    # Delta tells only a deleted item's ids: what the event names comes from the ledger mark.
+    assert (deleted[fresh]["name"], deleted[fresh]["path"]) == ("renamed.docx", "/Docs/renamed.docx")
+    # A baseline keeps what delta showed: OneDrive for Business's delta gives a name, no path.
+    assert (deleted[old]["name"], deleted[old]["path"]) == ("old.docx", None)
+
+
 def test_parent_folders_that_come_with_a_changed_child_publish_nothing(services, account, drive):
     deep = drive.put("A/B/C/deep.docx", b"v1", created=BEFORE)
     sync(services, account)
