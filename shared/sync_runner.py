@@ -255,16 +255,14 @@ def with_lease(
                 joiners.begin()
             resumed_before = result.resumed
             began = services.clock.now()
-            finished = run(lease)
-            if finished:
-                lease.rounds_done += 1
-            if not finished:
+            if not run(lease):
                 # Let go first: the queued round must find the lease free, not mark it pending.
                 ledger.release_lease(key, holder, abandon=True)
                 _hand_over(services, resource, result, "continue")
                 if joiners is not None:
                     joiners.done(result)
                 return
+            lease.rounds_done += 1
             if joiners is not None:
                 joiners.done(result)
             if result.skipped is not None:
