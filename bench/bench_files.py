@@ -36,10 +36,9 @@ sys.path.insert(0, str(ROOT))
 
 import requests  # noqa: E402
 
+from bench.support import access_token  # noqa: E402
 from devstack.stack import LocalStack  # noqa: E402
-from shared.adapters.keyvault import KeyVaultSecretStore  # noqa: E402
 from shared.drive_files import UPLOAD_FRAGMENT_BYTES  # noqa: E402
-from shared.tokens import token_cache_secret_name  # noqa: E402
 from tests.support.stack import connect_user, function_key_headers, new_user  # noqa: E402
 
 MIB = 1024 * 1024
@@ -72,16 +71,6 @@ def streamed_sha256(session: requests.Session, url: str, size: int) -> str:
             received += len(piece)
     assert received == size, (received, size)
     return hasher.hexdigest()
-
-
-def access_token(stack: LocalStack, account_id: str) -> str:
-    """The account's access token, from its MSAL cache in the Key Vault emulator."""
-    vault = KeyVaultSecretStore(stack.keyvault_url, ca_bundle=str(stack.ca_file))
-    cache = json.loads(vault.get(token_cache_secret_name(account_id)) or "{}")
-    tokens = sorted(cache.get("AccessToken", {}).values(), key=lambda t: int(t.get("expires_on", 0)))
-    if not tokens:
-        raise SystemExit("no access token in the account's cache")
-    return str(tokens[-1]["secret"])
 
 
 def main() -> None:

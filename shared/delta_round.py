@@ -105,6 +105,13 @@ class SyncLease:
         return self.monotonic() >= self.deadline
 
 
+def kept_place(services: Services, key: str, lease: SyncLease) -> SyncProgress | None:
+    """Where an unfinished round of ``key`` resumes, read from the ledger; None without a
+    read in a further round of one hold (the last round dropped its place, and nobody else
+    writes the partition while the lease is ours)."""
+    return None if lease.rounds_done else services.ledger.progress(key)
+
+
 @dataclass
 class PageWork:
     """What one page (or one batch of vanished items) comes to: the encoded events in the

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from shared.delta_round import SyncLease, SyncResult, run_round
+from shared.delta_round import SyncLease, SyncResult, kept_place, run_round
 from shared.drive_round import DriveItems
 from shared.models import Account
 from shared.resources import DRIVE
@@ -77,8 +77,7 @@ def _rounds(
     True when it ended with the deltaLink saved, False when it stopped for time (place kept).
     ``emit_history`` is the mail's setting: a drive's first round never publishes history."""
     key = DRIVE.sync_key(account.account_id)
-    # A further round of the same hold starts where the last one ended: no place kept.
-    progress = None if lease.rounds_done else services.ledger.progress(key)
+    progress = kept_place(services, key, lease)
     lease.served = False
     link = None if progress is not None else drive_delta_link(services, account)
     items = DriveItems(services, account, auth)

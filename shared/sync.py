@@ -46,7 +46,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from shared.delta_round import LEASE_RENEW_AFTER, SyncLease, SyncResult, run_round
+from shared.delta_round import LEASE_RENEW_AFTER, SyncLease, SyncResult, kept_place, run_round
 from shared.ledger import LeaseLostError, SyncProgress
 from shared.mail_folders import INBOX, WatchedFolders, watched_folders
 from shared.mail_round import MailItems
@@ -150,8 +150,7 @@ def _rounds(
     """One round per watched folder, from the place an earlier invocation kept (its
     folder first) or from each folder's deltaLink. True when every folder ended with a saved
     deltaLink, False when a round stopped for time (place kept)."""
-    # A further round of the same hold starts where the last one ended: no place kept.
-    progress = None if lease.rounds_done else services.ledger.progress(account.account_id)
+    progress = kept_place(services, account.account_id, lease)
     lease.served = False
     watched = watched_folders(services, auth)
     links: dict[str, str] = {}
