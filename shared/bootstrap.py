@@ -8,6 +8,7 @@ never imports or connects the heavy SDKs on a cold start. Tests build their own
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
@@ -16,6 +17,7 @@ from shared.clock import SystemClock
 from shared.config import Settings
 
 if TYPE_CHECKING:
+    from shared.models import Subscription
     from shared.ports import (
         AccountOwnerIndex,
         AccountStore,
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
         SubscriptionStore,
         TokenProvider,
     )
+    from shared.sync_joining import BurstBook
 
 
 class Services:
@@ -154,6 +157,28 @@ class Services:
         from shared.tokens import CachedTokenProvider
 
         return CachedTokenProvider(self)
+
+    # In-process state of the notification path, kept with the services it was read
+    # through (not in module globals keyed by id(), which a new services object given a
+    # freed one's address would find). ``setdefault`` on the instance dict: two threads
+    # asking first get one object.
+
+    @cached_property
+    def subscription_records(self) -> dict[tuple[str, str], tuple[Subscription, dt.datetime]]:
+        """Subscription records read for change notifications, by account and subscription
+        id, with when they were read (shared/notifications.py)."""
+        records: dict[tuple[str, str], tuple[Subscription, dt.datetime]] = self.__dict__.setdefault(
+            "subscription_records", {}
+        )
+        return records
+
+    @cached_property
+    def bursts(self) -> BurstBook:
+        """Triggers served already and rounds they join (shared/sync_joining.py)."""
+        from shared.sync_joining import BurstBook
+
+        book: BurstBook = self.__dict__.setdefault("bursts", BurstBook())
+        return book
 
 
 _lock = threading.Lock()

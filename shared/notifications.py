@@ -62,7 +62,6 @@ REAUTHORIZE_QUIET_PERIOD = GRAPH_COOLDOWN
 # Subscription records read for change notifications, kept this long per process.
 RECORD_CACHE_TTL = dt.timedelta(seconds=30)
 RECORD_CACHE_SIZE = 65_536
-_record_cache: dict[tuple[int, str, str], tuple[Subscription, dt.datetime]] = {}
 
 
 @dataclass
@@ -252,10 +251,11 @@ def _recorded(
     not one per trigger. At worst a change notification of a subscription deleted within
     that time still runs a delta round, which publishes only what the mailbox really
     changed. Lifecycle events always read the record: they act on it."""
-    key = (id(services), account_id, subscription_id)
+    records = services.subscription_records
+    key = (account_id, subscription_id)
     now = services.clock.now()
     if cached:
-        hit = _record_cache.get(key)
+        hit = records.get(key)
         if hit is not None and now - hit[1] < RECORD_CACHE_TTL:
             return hit[0]
     try:
@@ -265,16 +265,16 @@ def _recorded(
         log.warning("account %s: a trigger entry names an impossible subscription id; ignored", account_id)
         return False
     if subscription is None:
-        _record_cache.pop(key, None)
+        records.pop(key, None)
     else:
-        if len(_record_cache) >= RECORD_CACHE_SIZE:
-            _record_cache.clear()
-        _record_cache[key] = (subscription, now)
+        if len(records) >= RECORD_CACHE_SIZE:
+            records.clear()
+        records[key] = (subscription, now)
     return subscription
 
 
 def _forget_record(services: Services, subscription: Subscription) -> None:
-    _record_cache.pop((id(services), subscription.account_id, subscription.subscription_id), None)
+    services.subscription_records.pop((subscription.account_id, subscription.subscription_id), None)
 
 
 def _signed_outdated(services: Services, subscription: Subscription) -> bool:

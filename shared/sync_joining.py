@@ -1,9 +1,10 @@
 """Burst bookkeeping of one process: triggers a finished round served already, and
 triggers that join a round running in this process instead of running one each.
 
-Both are in-process only (no storage write is added) and keyed by the sync key of an
-account's resource (``shared.resources.Resource.sync_key``): the mail of an account and its
-drive are bookkept apart.
+Both are in-process only (no storage write is added), kept in the process's ``Services``
+(``Services.bursts``, one ``BurstBook``), and keyed by the sync key of an account's resource
+(``shared.resources.Resource.sync_key``): the mail of an account and its drive are bookkept
+apart.
 """
 
 from __future__ import annotations
@@ -29,27 +30,37 @@ if TYPE_CHECKING:
 # process is taken as received ``OTHER_CLOCK_ALLOWANCE`` later than it says.
 
 OTHER_CLOCK_ALLOWANCE = dt.timedelta(seconds=2)
-_served_since: dict[tuple[int, str], dt.datetime] = {}
-_served_lock = threading.Lock()
 _SERVED_SIZE = 65_536
+
+
+class BurstBook:
+    """One process's burst bookkeeping, by sync key: when its last round that saved a
+    deltaLink began, and the rounds running with the triggers that wait for them."""
+
+    def __init__(self) -> None:
+        self.served_since: dict[str, dt.datetime] = {}
+        self.served_lock = threading.Lock()
+        self.joiners: dict[str, Joiners] = {}
+        self.joiners_lock = threading.Lock()
 
 
 def mark_served(services: Services, sync_key: str, began: dt.datetime) -> None:
     """A round of this process that began at ``began`` ended with its deltaLink saved."""
-    key = (id(services), sync_key)
-    with _served_lock:
-        known = _served_since.get(key)
+    book = services.bursts
+    with book.served_lock:
+        known = book.served_since.get(sync_key)
         if known is None or began > known:
-            if known is None and len(_served_since) >= _SERVED_SIZE:
-                _served_since.clear()
-            _served_since[key] = began
+            if known is None and len(book.served_since) >= _SERVED_SIZE:
+                book.served_since.clear()
+            book.served_since[sync_key] = began
 
 
 def served_already(services: Services, sync_key: str, received_at: dt.datetime, *, same_clock: bool) -> bool:
     """Whether a round of this process that began after ``received_at`` has ended with its
     deltaLink saved: then the changes a trigger received at that time announces are out."""
-    with _served_lock:
-        since = _served_since.get((id(services), sync_key))
+    book = services.bursts
+    with book.served_lock:
+        since = book.served_since.get(sync_key)
     if since is None:
         return False
     return (received_at if same_clock else received_at + OTHER_CLOCK_ALLOWANCE) < since
@@ -119,10 +130,6 @@ class Joiners:
         return latest
 
 
-_joiners: dict[tuple[int, str], Joiners] = {}
-_joiners_lock = threading.Lock()
-
-
 def joined(
     services: Services,
     sync_key: str,
@@ -133,9 +140,9 @@ def joined(
 ) -> SyncResult:
     """Wait for the next round a call of this process runs for ``sync_key``, or, when none
     is running, lead: ``run_once`` runs a sync with this state until no trigger waits."""
-    key = (id(services), sync_key)
-    with _joiners_lock:
-        state = _joiners.setdefault(key, Joiners())
+    book = services.bursts
+    with book.joiners_lock:
+        state = book.joiners.setdefault(sync_key, Joiners())
     with state.cond:
         if state.leading:
             need = state.started + 1
@@ -168,8 +175,8 @@ def joined(
         with state.cond:
             state.leading = False
             state.cond.notify_all()
-        with _joiners_lock:
+        with book.joiners_lock:
             with state.cond:
                 idle = not state.leading and state.wanted <= max(state.ok, state.failed)
-            if idle and _joiners.get(key) is state:
-                del _joiners[key]
+            if idle and book.joiners.get(sync_key) is state:
+                del book.joiners[sync_key]

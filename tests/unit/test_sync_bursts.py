@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from shared import notifications, webhook
+from shared import webhook
 from shared.client_state import issue_client_state, key_id
 from shared.notifications import process_trigger
 from shared.sync import OTHER_CLOCK_ALLOWANCE, record_initial_delta, sync_mailbox
@@ -28,13 +28,6 @@ from tests.unit.pipeline_fakes import (
 AFTER = EPOCH + dt.timedelta(minutes=5)
 
 
-@pytest.fixture(autouse=True)
-def no_cached_records():
-    # The subscription records cached by an earlier test's services: a new services object
-    # may be given the same id, and would find them.
-    notifications._record_cache.clear()
-
-
 @pytest.fixture
 def services():
     return make_services(real_tokens=False, graph=DeltaGraphApi(page_size=50))
@@ -45,6 +38,10 @@ NONCE = "nonce-1"
 
 @pytest.fixture
 def account(services):
+    return ready_account(services)
+
+
+def ready_account(services):
     account = connected_account(services)
     # Issued under the current key with a nonce, with immutable ids: nothing to re-issue
     # after a round.
@@ -183,6 +180,33 @@ def test_change_notifications_of_a_burst_read_the_subscription_once(services, ac
     services.graph.deliver(account.account_id, "later", AFTER)
     process_trigger(services, trigger(account, services.clock.now()))
     assert len(reads) == 2
+
+
+def test_records_cached_through_one_services_object_are_not_seen_by_another():
+    # Tests and tools build several services in one process, each over its own stores: the
+    # cache is kept with the services (an earlier cache keyed by id() answered for a new
+    # object given a freed one's address).
+    first = make_services(real_tokens=False, graph=DeltaGraphApi(page_size=50))
+    account = connected_account(first)
+    first.subscriptions.save(recorded_subscription(first, account))
+    assert process_trigger(first, trigger(account, first.clock.now())).unknown_subscriptions == 0
+    second = make_services(real_tokens=False, graph=DeltaGraphApi(page_size=50))
+    connected_account(second)  # the same account, with no subscription record
+    outcome = process_trigger(second, trigger(account, second.clock.now()))
+    assert outcome.unknown_subscriptions == 1
+    assert events_of(second) == []
+
+
+def test_a_round_run_through_one_services_object_serves_no_trigger_of_another(services, account):
+    services.graph.deliver(account.account_id, "first", AFTER)
+    services.clock.advance(seconds=10)
+    process_trigger(services, trigger(account, services.clock.now()))
+    other = make_services(real_tokens=False, graph=DeltaGraphApi(page_size=50))
+    ready_account(other)
+    mail = other.graph.deliver(account.account_id, "elsewhere", AFTER)
+    outcome = process_trigger(other, trigger(account, EPOCH))
+    assert outcome.sync is not None and not outcome.sync.joined
+    assert created(other) == [mail]
 
 
 def test_a_deleted_subscription_is_not_served_from_the_cache_for_lifecycle_events(services, account):
