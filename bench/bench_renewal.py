@@ -143,7 +143,10 @@ def settings_for(storage: str, graph_url: str, concurrency: int) -> Any:
 
 
 def seed_tables(services: Any, mailboxes: list[dict[str, str]]) -> None:
-    """Accounts and their subscriptions, due within the next 20 hours (several index buckets)."""
+    """Accounts and their subscriptions, due within the next 20 hours (several index buckets),
+    each recorded as the connector makes it (current key, a nonce, immutable ids): renewed by
+    a PATCH, not re-issued."""
+    from shared.client_state import key_id, new_nonce
     from shared.models import Account, Subscription
     from shared.subscriptions import MAILBOX_CHANGE_TYPES, MAILBOX_RESOURCE
 
@@ -171,6 +174,9 @@ def seed_tables(services: Any, mailboxes: list[dict[str, str]]) -> None:
                 change_type=MAILBOX_CHANGE_TYPES,
                 expires_at=now + dt.timedelta(minutes=rng.randint(60, 20 * 60)),
                 last_renewed_at=now - dt.timedelta(days=6),
+                client_state_nonce=new_nonce(),
+                client_state_key_id=key_id(services.settings.client_state_key),
+                immutable_ids=True,
             )
         )
         services.tokens.remember(account_id, m["token"], 3600)

@@ -42,12 +42,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from shared.client_state import key_id
 from shared.errors import ConnectorError, GraphError, InvalidInputError, NotFoundError, ReauthRequiredError
 from shared.models import Account, AccountStatus, Subscription, SubscriptionStatus
 from shared.resource_sync import sync_resource
 from shared.resources import MAIL, Resource, ResourceKind, resource_of
-from shared.subscriptions import GRAPH_COOLDOWN, resource_for
+from shared.subscriptions import GRAPH_COOLDOWN, needs_reissue, resource_for
 from shared.sync import SyncResult, served_already, sync_mailbox
 from shared.webhook import ORIGIN, NotificationTrigger
 
@@ -111,7 +110,7 @@ def process_trigger(services: Services, trigger: NotificationTrigger) -> Trigger
             changed = True
             resource = resource_of(subscription.resource) or MAIL
             resources.setdefault(resource.kind, resource)
-            if _signed_outdated(services, subscription):
+            if needs_reissue(services, subscription):
                 outdated[subscription.subscription_id] = subscription
     if outcome.unknown_subscriptions:
         log.warning(
@@ -275,19 +274,6 @@ def _recorded(
 
 def _forget_record(services: Services, subscription: Subscription) -> None:
     services.subscription_records.pop((subscription.account_id, subscription.subscription_id), None)
-
-
-def _signed_outdated(services: Services, subscription: Subscription) -> bool:
-    """Whether the subscription must be re-issued: its clientState is not one the current
-    key issued with a nonce, or it is not what the connector creates today (immutable ids,
-    the watched folders' resource)."""
-    from shared.subscriptions import is_current
-
-    return (
-        subscription.client_state_nonce is None
-        or subscription.client_state_key_id != key_id(services.settings.client_state_key)
-        or not is_current(services, subscription)
-    )
 
 
 def _reissue_outdated(

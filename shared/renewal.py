@@ -22,7 +22,10 @@ A Graph subscription to Outlook mail lives at most 10,080 minutes, one to a driv
    copies (``recheck``).
 2. **Heals** along the way: a subscription Graph no longer knows (404) is recreated for
    the same resource and that resource resynced by delta, so no change is lost in between;
-   an account whose refresh token is dead is marked ``reauth_required`` (by the token
+   a due one signed with a retired clientState key or without a nonce, or made for
+   another resource path, is replaced the same way instead of PATCHed (``reissued``): a
+   PATCH cannot change either, and a mailbox that gets no mail has no notification to
+   re-issue it; an account whose refresh token is dead is marked ``reauth_required`` (by the token
    provider) and skipped from then on.
 3. **Sweeps** a slice of the accounts table (``RENEWAL_SWEEP_ACCOUNTS`` per run, resumed
    from a stored continuation token): an active account with no live subscription of a

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 class Outcome(enum.Enum):
     RENEWED = "renewed"
     RECREATED = "recreated"  # Graph had dropped it: a new one made, the mailbox resynced
+    REISSUED = "reissued"  # signed with a retired key or not current: replaced, resynced
     FAILED = "failed"
     SKIPPED = "skipped"  # not due, in its cooldown, or no active account to renew for
     REAUTH_REQUIRED = "reauth_required"  # the account must sign in again
@@ -80,6 +81,10 @@ class RenewalReport:
         return self.counts[Outcome.RECREATED]
 
     @property
+    def reissued(self) -> int:
+        return self.counts[Outcome.REISSUED]
+
+    @property
     def failed(self) -> int:
         return self.counts[Outcome.FAILED]
 
@@ -105,7 +110,7 @@ class RenewalReport:
 
     def summary(self) -> str:
         return (
-            f"renewed={self.renewed} recreated={self.recreated} failed={self.failed} "
+            f"renewed={self.renewed} recreated={self.recreated} reissued={self.reissued} failed={self.failed} "
             f"skipped={self.skipped} reauth_required={self.reauth_required} deferred={self.deferred} "
             f"caught_up={self.caught_up} subscribed={self.subscribed} swept={self.swept} "
             f"throttled={self.throttled} past_due={self.past_due} another_run={self.another_run} "

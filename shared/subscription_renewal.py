@@ -6,7 +6,8 @@ it (see ``shared.renewal`` for the run around it). On the way it keeps Graph's r
 PATCH within 10 minutes of a reauthorize (or of another PATCH) of the same subscription,
 one request at a time per mailbox from this run, a refused access token replaced once; a
 subscription Graph no longer knows (404) is recreated for the same resource and that
-resource resynced by delta. Each subscription is renewed to its resource's lifetime
+resource resynced by delta, and so is one due that ``needs_reissue`` (signed with a retired
+key or without a nonce, or made for another resource path). Each subscription is renewed to its resource's lifetime
 (``shared.resources``: a mail subscription's 10,080 minutes, a drive's 42,300, each less
 the margin).
 The renewed expiry is written under the ETag of the index's copy; the index entries are
@@ -35,7 +36,7 @@ from shared.renewal_report import Outcome, RenewalReport
 from shared.resources import MAIL, Resource
 from shared.retry import update_with_etag, with_fresh_token
 from shared.runner import KeyedGates, Retry
-from shared.subscriptions import GRAPH_COOLDOWN, parse_graph_datetime, resource_for
+from shared.subscriptions import GRAPH_COOLDOWN, needs_reissue, parse_graph_datetime, resource_for
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
@@ -117,6 +118,17 @@ class SubscriptionRenewal:
         try:
             if sub.status != SubscriptionStatus.ACTIVE:
                 return self._recreate(job)
+            if needs_reissue(self.services, sub):
+                # Signed with a key being retired (or without a nonce), or made for another
+                # resource path: a PATCH would keep that for another lifetime. Due now, it
+                # is replaced instead, so a mailbox that gets no mail still leaves the
+                # previous key within one lifetime.
+                log.info(
+                    "renewal: account %s subscription %s is re-issued under the current key and resource",
+                    sub.account_id,
+                    sub.subscription_id,
+                )
+                return self._recreate(job, Outcome.REISSUED)
             expires_at = resource_for(sub).expiry(now)
             try:
                 answer = self._patch(job, expires_at)
@@ -194,7 +206,7 @@ class SubscriptionRenewal:
             self.services.subscriptions.delete(sub.account_id, sub.subscription_id)
         return Outcome.SKIPPED
 
-    def _recreate(self, job: RenewalJob) -> Outcome | Retry:
+    def _recreate(self, job: RenewalJob, outcome: Outcome = Outcome.RECREATED) -> Outcome | Retry:
         services = self.services
         store = services.subscriptions
         # Rare, and it replaces the record: it starts from the record, not the index's copy.
@@ -223,7 +235,7 @@ class SubscriptionRenewal:
             created.subscription_id,
         )
         resync_account(services, self.resync, account.account_id, "subscription_recreated", resource)
-        return Outcome.RECREATED
+        return outcome
 
     def _keep_in_index(self, sub: Subscription, resource: Resource) -> None:
         """After a failed recreation: the old record may be deleted already (recreation

@@ -148,19 +148,32 @@ def is_current(services: Services, subscription: Subscription) -> bool:
     return subscription.resource == resource_path(services, resource)
 
 
+def needs_reissue(services: Services, subscription: Subscription) -> bool:
+    """Whether the subscription must be replaced rather than renewed: its clientState is not
+    one the current key issued with a nonce (a key rotation, or a subscription made before
+    nonces were kept), or it is not what the connector creates today for its resource
+    (``is_current``). A PATCH cannot change either: only a new subscription can."""
+    return (
+        subscription.client_state_nonce is None
+        or subscription.client_state_key_id != key_id(services.settings.client_state_key)
+        or not is_current(services, subscription)
+    )
+
+
 def ensure_subscription(services: Services, account: Account, auth: GraphAuth, resource: Resource) -> Subscription:
     """The account's subscription of ``resource``, alive in Graph and recorded in the store.
 
-    A recorded, active and current subscription is renewed (a PATCH also reauthorizes it
-    with the current token); one that Graph no longer knows, or that is recorded as removed
-    or failed, is deleted and replaced. A 409 on creation means Graph still has a
+    A recorded, active subscription that needs no re-issue is renewed (a PATCH also
+    reauthorizes it with the current token); one that Graph no longer knows, that is
+    recorded as removed or failed, or that ``needs_reissue`` (signed with a retired key or
+    without a nonce, or made for another resource path), is deleted and replaced. A 409 on creation means Graph still has a
     subscription of ours for this resource that the store has lost track of: the ones
     recorded for the account and resource are deleted in Graph and creation is tried once
     more.
     """
     now = services.clock.now()
     for existing in subscriptions_of(services, account.account_id, resource):
-        if existing.status == SubscriptionStatus.ACTIVE and is_current(services, existing):
+        if existing.status == SubscriptionStatus.ACTIVE and not needs_reissue(services, existing):
             renewed = _renew(services, existing, auth, now, resource)
             if renewed is not None:
                 return renewed

@@ -24,7 +24,7 @@ from shared.config import Settings
 from shared.models import AccountStatus, Subscription
 from shared.renewal import RenewalPolicy, renew_subscriptions
 from shared.subscriptions import MAILBOX_SUBSCRIPTION_LIFETIME, parse_graph_datetime
-from tests.support.stack import connect_user, new_user, wait_for
+from tests.support.stack import connect_user, new_user, read_queue, send_mail, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -129,6 +129,41 @@ def test_a_subscription_deleted_in_graph_is_recreated(stack: LocalStack) -> None
     mine = [s for s in live if s["userId"] == user["id"]]
     assert [s["id"] for s in mine] == [new.subscription_id]
     assert new.expires_at > now() + dt.timedelta(days=6)
+
+
+def test_a_due_subscription_made_before_nonces_were_kept_is_reissued_and_mail_still_flows(
+    stack: LocalStack,
+) -> None:
+    # As a record of an older release is found: no nonce, no key id. A PATCH would keep its
+    # clientState for another week; the renewal replaces the subscription instead.
+    user, account_id = connect(stack, "reissue")
+    first_round_done(stack, account_id)
+    store = TableSubscriptionStore(stack.storage_connection)
+    old = make_due(stack, account_id)
+    old.client_state_nonce, old.client_state_key_id = None, None
+    old = store.save(old)
+
+    fire_renewal(stack)
+
+    def replacement() -> Subscription | None:
+        [current] = store.for_account(account_id)
+        return current if current.subscription_id != old.subscription_id else None
+
+    new = wait_for(replacement, timeout=60, what="the re-issued subscription")
+    assert new.client_state_nonce and new.client_state_key_id
+    assert new.expires_at > now() + dt.timedelta(days=6)
+    live = [s for s in stack.sim("GET", "/_sim/subscriptions")["value"] if s["userId"] == user["id"]]
+    assert [s["id"] for s in live] == [new.subscription_id]  # the old one deleted in Graph
+
+    # The new subscription's notifications are accepted: a mail becomes its event.
+    sent = send_mail(stack, user["id"], "after the re-issue")
+    seen: list[Any] = []
+
+    def created() -> list[Any]:
+        seen.extend(e for e in read_queue(stack, "mail-events") if isinstance(e, dict))
+        return [e for e in seen if e.get("subject") == sent["immutableId"] and e["type"].endswith(".created")]
+
+    assert len(wait_for(created, timeout=30, what="the mail's created event")) == 1
 
 
 def test_a_user_whose_sign_in_was_revoked_is_marked_reauth_required(stack: LocalStack) -> None:

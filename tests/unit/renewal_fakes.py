@@ -11,6 +11,7 @@ from collections import Counter
 from typing import Any
 
 from shared.bootstrap import Services
+from shared.client_state import issue_client_state, key_id, new_nonce
 from shared.models import Account, Subscription
 from shared.ports import GraphAuth, JsonObject
 from shared.resources import MAIL, Resource, resource_of
@@ -97,12 +98,23 @@ def connect_bare_account(
 
 
 def add_subscription(
-    services: Services, account: Account, *, expires_in: dt.timedelta, resource: str = MAILBOX_RESOURCE
+    services: Services,
+    account: Account,
+    *,
+    expires_in: dt.timedelta,
+    resource: str = MAILBOX_RESOURCE,
+    key: bytes | None = None,
+    nonce: str | None = "",
 ) -> Subscription:
+    """A live subscription as the connector makes it: its clientState issued by ``key``
+    (the current one unless given) with a nonce (none when ``nonce`` is None)."""
     graph = services.graph
     assert isinstance(graph, FakeGraphApi)
     now = services.clock.now()
-    change_type = (resource_of(resource) or MAIL).change_types
+    kind = resource_of(resource) or MAIL
+    change_type = kind.change_types
+    key = key or services.settings.client_state_key
+    nonce = new_nonce() if nonce == "" else nonce
     created = graph.create_subscription(
         GraphAuth(account.account_id, f"token-{account.account_id}"),
         resource=resource,
@@ -110,7 +122,7 @@ def add_subscription(
         notification_url="https://connector.example.test/api/notifications",
         lifecycle_notification_url="https://connector.example.test/api/lifecycle",
         expires_at=now + dt.timedelta(days=1),
-        client_state="state",
+        client_state=issue_client_state(key, account.account_id, nonce),
     )
     graph.subscriptions[created["id"]].expires_at = now + expires_in
     return services.subscriptions.save(
@@ -121,6 +133,9 @@ def add_subscription(
             change_type=change_type,
             expires_at=now + expires_in,
             last_renewed_at=now - dt.timedelta(days=6),
+            client_state_nonce=nonce,
+            client_state_key_id=key_id(key),
+            immutable_ids=kind is MAIL,
         )
     )
 

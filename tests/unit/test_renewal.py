@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from shared.client_state import key_id, read_client_state
 from shared.errors import GraphError, GraphUnauthorizedError, ThrottledError
 from shared.models import AccountStatus, SubscriptionStatus
 from shared.renewal import (
@@ -22,6 +23,7 @@ from shared.renewal import (
     SweepCheckpoint,
     renew_subscriptions,
 )
+from shared.resources import DRIVE_ROOT_RESOURCE
 from shared.subscriptions import MAILBOX_RESOURCE, MAX_MAIL_SUBSCRIPTION_LIFETIME, mailbox_subscription_expiry
 from tests.fakes import EPOCH, FakeCheckpointStore, FakeGraphApi, make_services
 from tests.unit.renewal_fakes import (
@@ -115,6 +117,73 @@ def test_a_subscription_graph_no_longer_knows_is_recreated_and_the_mailbox_resyn
     assert recorded[0].status == SubscriptionStatus.ACTIVE
     assert recorded[0].resource == MAILBOX_RESOURCE
     assert resync.calls == [(account.account_id, "subscription_recreated")]
+
+
+RETIRED_KEY = b"the clientState key before the rotation, 32+ bytes"
+
+
+def reissued_in_place_of(services: Any, account: Any, old: Any) -> Any:
+    """The account's one subscription, recorded and live in Graph, once ``old`` is gone."""
+    [recorded] = services.subscriptions.for_account(account.account_id)
+    [live] = services.graph.for_account(account.account_id)
+    assert recorded.subscription_id == live.id != old.subscription_id
+    assert old.subscription_id not in services.graph.subscriptions
+    return recorded, live
+
+
+def test_a_due_subscription_signed_with_a_retired_key_is_reissued_under_the_current_one(services, resync):
+    account = connect_bare_account(services, 1)
+    old = add_subscription(services, account, expires_in=dt.timedelta(hours=3), key=RETIRED_KEY)
+
+    report = run(services, resync)
+
+    assert report.reissued == 1 and report.renewed == 0 and report.failed == 0
+    assert patches(services) == 0  # a PATCH would keep the old clientState another week
+    recorded, live = reissued_in_place_of(services, account, old)
+    current = services.settings.client_state_key
+    claim = read_client_state(current, live.client_state)
+    assert claim is not None and claim.account_id == account.account_id
+    assert read_client_state(RETIRED_KEY, live.client_state) is None
+    assert recorded.client_state_key_id == key_id(current) and recorded.client_state_nonce == claim.nonce
+    assert recorded.expires_at == mailbox_subscription_expiry(EPOCH)
+    # What arrived between the old subscription's deletion and the new one's creation.
+    assert resync.calls == [(account.account_id, "subscription_recreated")]
+
+
+def test_a_due_subscription_made_before_nonces_were_kept_is_reissued_with_one(services, resync):
+    account = connect_bare_account(services, 1)
+    old = add_subscription(services, account, expires_in=dt.timedelta(hours=3), nonce=None)
+
+    report = run(services, resync)
+
+    assert report.reissued == 1
+    recorded, live = reissued_in_place_of(services, account, old)
+    claim = read_client_state(services.settings.client_state_key, live.client_state)
+    assert claim is not None and recorded.client_state_nonce == claim.nonce
+
+
+def test_a_subscription_of_a_retired_key_is_left_alone_until_it_is_due(services, resync):
+    account = connect_bare_account(services, 1)
+    old = add_subscription(services, account, expires_in=WINDOW + dt.timedelta(hours=1), key=RETIRED_KEY)
+    calls = len(services.graph.calls)  # its creation
+
+    report = run(services, resync)
+
+    assert report.reissued == 0 and len(services.graph.calls) == calls
+    assert [s.subscription_id for s in services.subscriptions.for_account(account.account_id)] == [old.subscription_id]
+
+
+def test_a_reissue_whose_creation_failed_is_done_by_the_next_run(services, resync):
+    account = connect_bare_account(services, 1)
+    old = add_subscription(services, account, expires_in=dt.timedelta(hours=3), key=RETIRED_KEY)
+    services.graph.fail["create_subscription"] = [GraphError(500, "InternalServerError", "boom")]
+
+    first = run(services, resync)
+    second = run(services, resync)
+
+    assert first.failed == 1 and second.recreated == 1
+    recorded, _ = reissued_in_place_of(services, account, old)
+    assert recorded.client_state_key_id == key_id(services.settings.client_state_key)
 
 
 def test_a_failed_recreation_leaves_the_subscription_for_the_next_run(services, resync):
@@ -218,12 +287,12 @@ def test_requests_are_bounded_overall_and_one_at_a_time_per_mailbox(resync):
     services: Any = make_services(real_tokens=False, graph=SlowGraphApi(latency=0.02))
     for n in range(30):
         account, _ = connect_account(services, n)
-        for extra in range(2):  # three subscriptions per mailbox
-            add_subscription(services, account, expires_in=dt.timedelta(hours=1), resource=f"/me/r{extra}")
+        # Mail and drive: two subscriptions per mailbox.
+        add_subscription(services, account, expires_in=dt.timedelta(hours=1), resource=DRIVE_ROOT_RESOURCE)
 
     report = run(services, resync, policy=policy(concurrency=6))
 
-    assert report.renewed == 90
+    assert report.renewed == 60
     assert services.graph.peak_per_mailbox == 1
     assert 1 < services.graph.peak_overall <= 6
 
@@ -435,7 +504,7 @@ def test_the_summary_line_keeps_its_figures_in_the_order_operators_read_them():
     report.count_swept(5)
 
     assert report.summary() == (
-        "renewed=3 recreated=0 failed=0 skipped=0 reauth_required=1 deferred=1 caught_up=0 "
+        "renewed=3 recreated=0 reissued=0 failed=0 skipped=0 reauth_required=1 deferred=1 caught_up=0 "
         "subscribed=0 swept=5 throttled=1 past_due=True another_run=False stopped_early=False "
         "duration=12.3s"
     )
