@@ -4,6 +4,10 @@
     GET    /api/accounts/{id}/drive/root:/{path}:               the item at a path
     GET    /api/accounts/{id}/drive/items/{itemId}/children     a page of a folder (``?size=``, ``continuation``)
     PUT    /api/accounts/{id}/drive/root:/{path}:/content       upload (``?conflict=replace|rename|fail``)
+    POST   /api/accounts/{id}/drive/root:/{path}:/createUploadSession  a resumable upload -> ``uploadId``
+    PUT    /api/accounts/{id}/drive/uploads/{uploadId}          one fragment (``Content-Range``): 202, then the item
+    GET    /api/accounts/{id}/drive/uploads/{uploadId}          ``nextExpectedRanges``
+    DELETE /api/accounts/{id}/drive/uploads/{uploadId}          cancel the upload, 204
     GET    /api/accounts/{id}/drive/items/{itemId}/content      the bytes, streamed (``Range`` honoured)
     POST   /api/accounts/{id}/drive/items/{itemId}/createLink   ``{"type", "scope"}`` -> a sharing link
     DELETE /api/accounts/{id}/drive/items/{itemId}              204
@@ -11,7 +15,7 @@
 The by-path routes are one catch-all route, ``drive/root:/{*path}``: a catch-all parameter
 takes the rest of the path, slashes included, and must be the last segment of an ASP.NET
 Core route template, so the ``:`` and ``:/content`` that end Graph's path syntax are read
-here. Errors are ``{"error": {"code", "message"}}``; the status is
+here (and ``:/createUploadSession``). Errors are ``{"error": {"code", "message"}}``; the status is
 ``functions.api_errors.status_for``'s, the body's code is chosen in ``_failure``.
 
 A download is answered with a ``StreamingResponse`` (HTTP streams, functions/http.py): its
@@ -32,7 +36,7 @@ from azurefunctions.extensions.http.fastapi import StreamingResponse
 
 from functions.api_errors import status_for
 from functions.http import secured
-from shared import bootstrap, drive_files
+from shared import bootstrap, drive_files, drive_uploads
 from shared.errors import (
     ConflictError,
     ConnectorError,
@@ -45,6 +49,7 @@ from shared.errors import (
     ReauthRequiredError,
     ThrottledError,
     UnknownAccountError,
+    UnknownUploadError,
 )
 
 bp = func.Blueprint()
@@ -52,6 +57,7 @@ log = logging.getLogger(__name__)
 
 ITEM_ROUTE = "accounts/{account_id}/drive/items/{item_id}"
 CONTENT_SUFFIX = ":/content"
+UPLOAD_SESSION_SUFFIX = ":/createUploadSession"
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
@@ -67,6 +73,9 @@ def _failure(exc: ConnectorError, account_id: str, what: str) -> func.HttpRespon
     if isinstance(exc, MissingScopeError):
         return _error(status, "missing_scope", f"the account was not granted any of {', '.join(exc.needed)}; "
                                                "connect it again with a Files scope")
+    if isinstance(exc, UnknownUploadError):
+        return _error(status, "not_found", "no such upload session: it expired, was cancelled or ended, "
+                                           "or the id is not one this API gave for this account")
     if isinstance(exc, NotFoundError):
         return _error(status, "not_found", "no such account" if isinstance(exc, UnknownAccountError) else "no such item")
     if isinstance(exc, ConflictError):
@@ -166,7 +175,7 @@ def files_create_link(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @bp.function_name("files_by_path")
-@bp.route(route="accounts/{account_id}/drive/root:/{*path}", methods=["GET", "PUT"],
+@bp.route(route="accounts/{account_id}/drive/root:/{*path}", methods=["GET", "PUT", "POST"],
           auth_level=func.AuthLevel.FUNCTION)
 @secured
 def files_by_path(req: func.HttpRequest) -> func.HttpResponse:
@@ -174,6 +183,14 @@ def files_by_path(req: func.HttpRequest) -> func.HttpResponse:
     raw = req.route_params.get("path") or ""
     services = bootstrap.services()
     try:
+        if req.method.upper() == "POST":
+            if not raw.endswith(UPLOAD_SESSION_SUFFIX):
+                return _error(400, "invalid_path", "open an upload session at root:/{path}:/createUploadSession")
+            session = drive_uploads.open_upload(
+                services, account_id, _path(raw[: -len(UPLOAD_SESSION_SUFFIX)]),
+                conflict=req.params.get("conflict") or "replace",
+            )
+            return _json(session)
         if req.method.upper() == "PUT":
             if not raw.endswith(CONTENT_SUFFIX):
                 return _error(400, "invalid_path", "upload to root:/{path}:/content")
@@ -187,6 +204,37 @@ def files_by_path(req: func.HttpRequest) -> func.HttpResponse:
         return _json(drive_files.get_item_by_path(services, account_id, _path(raw[:-1])))
     except ConnectorError as exc:
         return _failure(exc, account_id, f"{req.method.upper()} by path")
+
+
+@bp.function_name("files_upload")
+@bp.route(route="accounts/{account_id}/drive/uploads/{upload_id}", methods=["GET", "PUT", "DELETE"],
+          auth_level=func.AuthLevel.FUNCTION)
+@secured
+def files_upload(req: func.HttpRequest) -> func.HttpResponse:
+    # The upload id is a handle to write the file: it is never logged.
+    account_id = req.route_params.get("account_id", "")
+    upload_id = req.route_params.get("upload_id", "")
+    services = bootstrap.services()
+    method = req.method.upper()
+    try:
+        if method == "DELETE":
+            drive_uploads.cancel_upload(services, account_id, upload_id)
+            return func.HttpResponse(status_code=204)
+        if method == "GET":
+            return _json({"nextExpectedRanges": list(drive_uploads.upload_status(services, account_id, upload_id))})
+        result = drive_uploads.put_fragment(
+            services, account_id, upload_id, req.get_body(), req.headers.get("content-range")
+        )
+    except GraphError as exc:
+        if exc.status == 416:
+            return _error(416, "invalid_range", "the session expects other bytes (an overlap or a gap); "
+                                                "GET the upload for its nextExpectedRanges")
+        return _failure(exc, account_id, f"{method} upload fragment")
+    except ConnectorError as exc:
+        return _failure(exc, account_id, f"{method} upload fragment")
+    if result.item is None:
+        return _json({"nextExpectedRanges": list(result.next_expected_ranges)}, 202)
+    return _json(result.item, 201 if result.created else 200)
 
 
 def _path(text: str) -> str:

@@ -11,7 +11,8 @@ pre-authenticated ``@microsoft.graph.downloadUrl`` is never handed out.
   Graph requires). A fragment that fails (a 5xx, a 429, a broken connection) is resumed:
   the session's ``nextExpectedRanges`` says where Graph stands, and the upload goes on
   from there (https://learn.microsoft.com/graph/api/driveitem-createuploadsession
-  "Resuming an in-progress upload"), at most ``MAX_UPLOAD_RESUMES`` times.
+  "Resuming an in-progress upload"), at most ``MAX_UPLOAD_RESUMES`` times. A file larger
+  than one request carries goes up in the product's own fragments (shared/drive_uploads.py).
 - Downloads come from the download URL Graph redirects to and are handed on unread:
   ``download`` returns the bytes as an iterator of chunks, which the route streams out
   (HTTP streams, functions/files.py), so no file is ever held whole and none is too large.
@@ -47,7 +48,7 @@ from shared.errors import (
     UnknownAccountError,
     UpstreamError,
 )
-from shared.models import AccountStatus
+from shared.models import Account, AccountStatus
 from shared.ports import DriveContent, GraphAuth, JsonObject
 
 if TYPE_CHECKING:
@@ -174,16 +175,23 @@ def require_files_scope(account_id: str, granted: Iterable[str], *, write: bool)
         raise MissingScopeError(account_id, needed)
 
 
-def _as_account(services: Services, account_id: str, call: Callable[[GraphAuth], T], *, write: bool) -> T:
-    """``call`` with the account's Graph token, once the account may. A token Graph refuses
-    (401: revoked, say) is dropped and ``call`` runs once more with a fresh one, whose
-    refresh tells a dead refresh token (``ReauthRequiredError``) from a hiccup."""
+def permitted_account(services: Services, account_id: str, *, write: bool) -> Account:
+    """The account, once it may use its drive: it exists, needs no new sign-in and consented
+    to a Files scope (a ``ReadWrite`` one to ``write``)."""
     account = services.accounts.get(account_id)
     if account is None:
         raise UnknownAccountError(f"account {account_id} does not exist")
     if account.status in (AccountStatus.REAUTH_REQUIRED, AccountStatus.DISCONNECTED):
         raise ReauthRequiredError(account_id, account.status.value)
     require_files_scope(account_id, account.scopes, write=write)
+    return account
+
+
+def as_account(services: Services, account_id: str, call: Callable[[GraphAuth], T], *, write: bool) -> T:
+    """``call`` with the account's Graph token, once the account may. A token Graph refuses
+    (401: revoked, say) is dropped and ``call`` runs once more with a fresh one, whose
+    refresh tells a dead refresh token (``ReauthRequiredError``) from a hiccup."""
+    account = permitted_account(services, account_id, write=write)
     try:
         return call(services.tokens.graph_auth(account))
     except GraphError as exc:
@@ -253,13 +261,13 @@ def public_link(raw: JsonObject) -> JsonObject:
 
 
 def get_item(services: Services, account_id: str, item_id: str) -> JsonObject:
-    return public_item(_as_account(services, account_id, lambda auth: services.drive.get_item(auth, item_id),
+    return public_item(as_account(services, account_id, lambda auth: services.drive.get_item(auth, item_id),
                                    write=False))
 
 
 def get_item_by_path(services: Services, account_id: str, path: str) -> JsonObject:
     checked = drive_path(path)
-    return public_item(_as_account(services, account_id, lambda auth: services.drive.get_item_by_path(auth, checked),
+    return public_item(as_account(services, account_id, lambda auth: services.drive.get_item_by_path(auth, checked),
                                    write=False))
 
 
@@ -270,7 +278,7 @@ def list_children(
     """One page of the folder's children (``item_id`` ``root`` for the drive's root) and the
     continuation of the next page (None at the end)."""
     next_link = _open_continuation(services, item_id, continuation) if continuation else None
-    page = _as_account(
+    page = as_account(
         services, account_id,
         lambda auth: services.drive.list_children(auth, item_id, page_size=size, next_link=next_link), write=False,
     )
@@ -316,7 +324,7 @@ def upload_file(
             return UploadResult(public_item(item), created, session=False, fragments=0, resumes=0)
         return _upload_in_session(services, auth, checked, content, behavior, sleep)
 
-    return _as_account(services, account_id, upload, write=True)
+    return as_account(services, account_id, upload, write=True)
 
 
 def _upload_in_session(
@@ -324,7 +332,7 @@ def _upload_in_session(
     sleep: Callable[[float], None],
 ) -> UploadResult:
     drive = services.drive
-    upload_url = drive.create_upload_session(auth, path, conflict)
+    upload_url = drive.create_upload_session(auth, path, conflict).url
     total = len(content)
     view = memoryview(content)
     offset, fragments, resumes = 0, 0, 0
@@ -381,7 +389,7 @@ def download(services: Services, account_id: str, item_id: str, *, range_header:
     ``Content-Length`` Graph announced raises ``UpstreamError`` from the iteration, so a
     streamed answer is cut off (and the client sees it short) rather than ended as if whole."""
     wanted = byte_range(range_header)
-    content = _as_account(
+    content = as_account(
         services, account_id, lambda auth: services.drive.open_content(auth, item_id, byte_range=wanted), write=False
     )
     return DriveContent(content.status, content.size, content.content_type, _checked(content), content.close,
@@ -409,14 +417,14 @@ def read_whole(content: DriveContent) -> bytes:
 
 
 def create_link(services: Services, account_id: str, item_id: str, *, link_type: str, scope: str) -> JsonObject:
-    return public_link(_as_account(
+    return public_link(as_account(
         services, account_id,
         lambda auth: services.drive.create_link(auth, item_id, link_type=link_type, scope=scope), write=True,
     ))
 
 
 def delete_item(services: Services, account_id: str, item_id: str) -> None:
-    _as_account(services, account_id, lambda auth: services.drive.delete_item(auth, item_id), write=True)
+    as_account(services, account_id, lambda auth: services.drive.delete_item(auth, item_id), write=True)
 
 
 def retry_after_seconds(exc: ThrottledError) -> int:

@@ -10,7 +10,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from shared.models import DeltaPage, DriveChildrenPage, DriveContent, GraphAuth, JsonObject, UploadProgress
+from shared.models import (
+    DeltaPage,
+    DriveChildrenPage,
+    DriveContent,
+    GraphAuth,
+    JsonObject,
+    UploadProgress,
+    UploadSession,
+)
 
 
 class DriveApi(Protocol):
@@ -34,8 +42,8 @@ class DriveApi(Protocol):
         """A simple upload (``PUT .../content``); the item and whether it was created."""
         ...
 
-    def create_upload_session(self, auth: GraphAuth, path: str, conflict: str) -> str:
-        """A new upload session for ``path``; its pre-authenticated ``uploadUrl``."""
+    def create_upload_session(self, auth: GraphAuth, path: str, conflict: str) -> UploadSession:
+        """A new upload session for ``path``: its pre-authenticated ``uploadUrl`` and expiry."""
         ...
 
     def upload_fragment(self, upload_url: str, fragment: bytes, start: int, total: int) -> UploadProgress:

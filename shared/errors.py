@@ -10,7 +10,8 @@
     │   └── AuthFlowError               unknown, expired or reused OAuth state; an error
     │                                   returned by Microsoft on the callback (-> 400 page)
     ├── NotFoundError                   the account / subscription / secret does not exist
-    │   └── UnknownAccountError         ... the account, named by an API caller
+    │   ├── UnknownAccountError         ... the account, named by an API caller
+    │   └── UnknownUploadError          ... an upload session (expired, or an id not ours)
     ├── ConflictError                   the item exists and the caller asked not to replace it
     ├── ConcurrencyError                an ETag did not match: somebody else wrote first
     ├── ReauthRequiredError             the account's refresh token is dead (invalid_grant)
@@ -80,6 +81,11 @@ class NotFoundError(ConnectorError):
 
 class UnknownAccountError(NotFoundError):
     """No account has the id a caller gave."""
+
+
+class UnknownUploadError(NotFoundError):
+    """No upload session has the id a caller gave: not one the files API gave for this
+    account, or one Graph has let expire or that was cancelled."""
 
 
 class ConflictError(ConnectorError):

@@ -255,6 +255,16 @@ class DriveChildrenPage:
 
 
 @dataclass(frozen=True)
+class UploadSession:
+    """A Graph upload session: ``url`` takes the file's byte ranges with no Authorization
+    header (it is a credential for this one upload: never logged), until ``expires_at``
+    (Graph's ``expirationDateTime``, as it gave it; each fragment pushes it on)."""
+
+    url: str
+    expires_at: str | None = None
+
+
+@dataclass(frozen=True)
 class UploadProgress:
     """What Graph answered to one fragment of an upload session: the item once the last
     byte is in (``created`` tells a new file from a replaced one), else the ranges it still

@@ -44,6 +44,7 @@ from shared.models import MessagePage as MessagePage
 from shared.models import SyncProgress as SyncProgress
 from shared.models import TokenGrant as TokenGrant
 from shared.models import UploadProgress as UploadProgress
+from shared.models import UploadSession as UploadSession
 
 
 class Clock(Protocol):

@@ -42,6 +42,7 @@ from shared.ports import (
     GraphAuth,
     JsonObject,
     UploadProgress,
+    UploadSession,
 )
 
 DOWNLOAD_CHUNK_BYTES = 256 * 1024
@@ -162,13 +163,14 @@ class RequestsDriveApi(RequestsGraphApi):
         )
         return self._item(response), response.status_code == 201
 
-    def create_upload_session(self, auth: GraphAuth, path: str, conflict: str) -> str:
+    def create_upload_session(self, auth: GraphAuth, path: str, conflict: str) -> UploadSession:
         body = {"item": {"@microsoft.graph.conflictBehavior": conflict}}
         session = self._item(self._send("POST", f"{item_path(path)}/createUploadSession", auth=auth, json_body=body))
         upload_url = session.get("uploadUrl")
         if not isinstance(upload_url, str) or not upload_url.startswith(("https://", "http://")):
             raise GraphError(200, "invalidUploadSession", "the upload session has no uploadUrl")
-        return upload_url
+        expires_at = session.get("expirationDateTime")
+        return UploadSession(upload_url, expires_at if isinstance(expires_at, str) else None)
 
     def upload_fragment(self, upload_url: str, fragment: bytes, start: int, total: int) -> UploadProgress:
         end = start + len(fragment) - 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,12 @@ class FilesApi:
 
     def children(self, item_id: str, **params: str) -> requests.Response:
         return self.http.get(f"{self.base}/items/{item_id}/children", params=params, timeout=30)
+
+    def open_upload(self, path: str, **params: str) -> requests.Response:
+        return self.http.post(f"{self.base}/root:/{path}:/createUploadSession", params=params, timeout=30)
+
+    def upload(self, upload_id: str, method: str = "GET", data: bytes = b"", **headers: str) -> requests.Response:
+        return self.http.request(method, f"{self.base}/uploads/{upload_id}", data=data, headers=headers, timeout=60)
 
     def create_link(self, item_id: str, body: Any = None, *, data: bytes | None = None) -> requests.Response:
         return self.http.post(f"{self.base}/items/{item_id}/createLink", json=body, data=data, timeout=30)
@@ -161,6 +168,52 @@ def test_an_upload_resumes_after_a_failed_fragment(files_stack: LocalStack, user
     assert api.content(created.json()["id"]).content == data
     stored = files_stack.sim("GET", f"/_sim/users/{user['id']}/drive/items/{created.json()['id']}")
     assert stored["size"] == len(data)
+
+
+def test_a_product_uploads_a_file_in_fragments_and_resumes_after_a_failed_one(
+    files_stack: LocalStack, user: dict[str, Any], api: FilesApi
+) -> None:
+    # As a product would send a file larger than one request may carry: its own fragments,
+    # through the connector, never holding Graph's upload URL.
+    data = content_of(3 * MB + 12345, seed=4)
+    fragment = 4 * FRAGMENT_MULTIPLE
+    files_stack.sim("DELETE", "/_sim/requests")
+    opened = api.open_upload("Video/site visit.mp4")
+    assert opened.status_code == 200, opened.text
+    session = opened.json()
+    upload_id = session["uploadId"]
+    assert "_files/upload" not in opened.text and session["nextExpectedRanges"] == ["0-"]
+    assert session["expirationDateTime"]  # as the simulator gave it
+    files_stack.sim("POST", f"/_sim/users/{user['id']}/drive/uploads/failures", json={"count": 1, "status": 503})
+
+    answers, offset, resumed = [], 0, 0
+    while True:
+        last = min(offset + fragment, len(data)) - 1
+        sent = api.upload(upload_id, "PUT", data[offset:last + 1], **{"Content-Range": f"bytes {offset}-{last}/{len(data)}"})
+        answers.append(sent.status_code)
+        if sent.status_code in (429, 502):  # Graph did not take it: ask where the session stands
+            resumed += 1
+            time.sleep(min(float(sent.headers.get("Retry-After", "0")), 1.0))
+            status = api.upload(upload_id)
+            assert status.status_code == 200
+            offset = int(status.json()["nextExpectedRanges"][0].split("-")[0])
+            continue
+        assert sent.status_code in (200, 201, 202), sent.text
+        if sent.status_code != 202:
+            break
+        offset = int(sent.json()["nextExpectedRanges"][0].split("-")[0])
+
+    item = sent.json()
+    assert answers[0] == 429 and resumed == 1 and answers[-1] == 201
+    assert item["path"] == "/Video/site visit.mp4" and item["size"] == len(data)
+    assert api.content(item["id"]).content == data
+    fragments = uploads(requests_of(files_stack, user))
+    assert [status for status, _ in fragments] == [503] + [202] * (len(fragments) - 2) + [201]
+    # The session is over: its id opens to nothing now.
+    over = api.upload(upload_id)
+    assert (over.status_code, error(over)) == (404, "not_found")
+    assert files_stack.log_dir is not None
+    assert "_files/upload" not in (files_stack.log_dir / "devhost.log").read_text(errors="replace")
 
 
 def test_a_range_of_the_content(api: FilesApi) -> None:

@@ -71,6 +71,14 @@ def on_item(name: str, method: str, item_id: str, *, data: bytes = b"", account:
     return call_endpoint(name, request, context=None)
 
 
+def on_upload(method: str, upload_id: str, *, data: bytes = b"", content_range: str | None = None,
+              account: str = ACCOUNT) -> Response:
+    headers = {"Content-Range": content_range} if content_range else None
+    request = streams_request(method, f"{BASE}/accounts/{account}/drive/uploads/{upload_id}", body=data,
+                              headers=headers, route_params={"account_id": account, "upload_id": upload_id})
+    return call_endpoint("files_upload", request, context=None)
+
+
 def _query(params: dict[str, str] | None) -> str:
     return "?" + urlencode(params) if params else ""
 
@@ -86,7 +94,8 @@ def test_routes_are_registered_with_a_function_key_as_the_host_reads_them() -> N
         "files_children": ("accounts/{account_id}/drive/items/{item_id}/children", ["GET"], "FUNCTION"),
         "files_content": ("accounts/{account_id}/drive/items/{item_id}/content", ["GET"], "FUNCTION"),
         "files_create_link": ("accounts/{account_id}/drive/items/{item_id}/createLink", ["POST"], "FUNCTION"),
-        "files_by_path": ("accounts/{account_id}/drive/root:/{*path}", ["GET", "PUT"], "FUNCTION"),
+        "files_by_path": ("accounts/{account_id}/drive/root:/{*path}", ["GET", "POST", "PUT"], "FUNCTION"),
+        "files_upload": ("accounts/{account_id}/drive/uploads/{upload_id}", ["DELETE", "GET", "PUT"], "FUNCTION"),
     }
 
 
@@ -107,6 +116,47 @@ def test_upload_answers_201_then_200_with_the_item(services: Services) -> None:
     assert (created.status_code, replaced.status_code) == (201, 200)
     assert body(created)["id"] == body(replaced)["id"] and body(replaced)["size"] == 5
     assert created.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_a_resumable_upload_opens_takes_fragments_and_answers_with_the_item(services: Services) -> None:
+    multiple = 327_680
+    data = bytes(i % 249 for i in range(multiple + 100))
+    opened = by_path("POST", "Big/video.mp4:/createUploadSession")
+    assert opened.status_code == 200
+    session = body(opened)
+    upload_id = session["uploadId"]
+    assert session["fragmentMultiple"] == multiple and "upload.example.test" not in json.dumps(session)
+
+    part = on_upload("PUT", upload_id, data=data[:multiple], content_range=f"bytes 0-{multiple - 1}/{len(data)}")
+    assert (part.status_code, body(part)) == (202, {"nextExpectedRanges": [f"{multiple}-"]})
+    assert body(on_upload("GET", upload_id)) == {"nextExpectedRanges": [f"{multiple}-"]}
+    gap = on_upload("PUT", upload_id, data=data[-10:], content_range=f"bytes {len(data) - 10}-{len(data) - 1}/{len(data)}")
+    assert (gap.status_code, error_code(gap)) == (416, "invalid_range")
+    done = on_upload("PUT", upload_id, data=data[multiple:],
+                     content_range=f"bytes {multiple}-{len(data) - 1}/{len(data)}")
+    assert done.status_code == 201 and body(done)["path"] == "/Big/video.mp4" and body(done)["size"] == len(data)
+    assert services.drive.find("Big/video.mp4").content == data  # type: ignore[attr-defined]
+
+    cancelled = body(by_path("POST", "Big/other.mp4:/createUploadSession"))["uploadId"]
+    assert on_upload("DELETE", cancelled).status_code == 204
+    gone = on_upload("GET", cancelled)
+    assert (gone.status_code, error_code(gone)) == (404, "not_found")
+    assert "upload session" in body(gone)["error"]["message"]
+
+
+@pytest.mark.parametrize(("call", "status", "code"), [
+    (lambda: by_path("POST", "a.bin"), 400, "invalid_path"),
+    (lambda: by_path("POST", "a:b.bin:/createUploadSession"), 400, "invalid_path"),
+    (lambda: by_path("POST", "a.bin:/createUploadSession", params={"conflict": "overwrite"}), 400, "invalid_request"),
+    (lambda: on_upload("GET", "forged"), 404, "not_found"),
+    (lambda: on_upload("PUT", "forged", data=b"x", content_range="bytes 0-0/1"), 404, "not_found"),
+    (lambda: on_upload("PUT", "forged", data=b"x"), 400, "invalid_request"),
+    (lambda: on_upload("PUT", "forged", data=b"xy", content_range="bytes 0-0/2"), 400, "invalid_request"),
+    (lambda: on_upload("GET", "forged", account="nobody"), 404, "not_found"),
+])
+def test_bad_upload_input_gets_a_json_error(services: Services, call: Any, status: int, code: str) -> None:
+    response = call()
+    assert (response.status_code, error_code(response)) == (status, code)
 
 
 def test_get_by_path_by_id_content_children_link_and_delete(services: Services) -> None:

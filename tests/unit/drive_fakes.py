@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.errors import ConflictError, GraphError, NotFoundError, ThrottledError
-from shared.ports import DriveChildrenPage, DriveContent, GraphAuth, JsonObject, UploadProgress
+from shared.ports import DriveChildrenPage, DriveContent, GraphAuth, JsonObject, UploadProgress, UploadSession
 
 ENDPOINT = "https://graph.example.test/v1.0"
 FRAGMENT_MULTIPLE = 320 * 1024
@@ -162,13 +162,13 @@ class FakeDriveApi:
         item, created = self._put(path, content, conflict)
         return self._render(item), created
 
-    def create_upload_session(self, auth: GraphAuth, path: str, conflict: str) -> str:
+    def create_upload_session(self, auth: GraphAuth, path: str, conflict: str) -> UploadSession:
         self._enter(auth)
         if conflict == "fail" and self.find(path) is not None:
             raise ConflictError("Graph 409 nameAlreadyExists")
         url = f"https://upload.example.test/session-{next(self._ids)}"
         self.sessions[url] = _Session(path, conflict)
-        return url
+        return UploadSession(url, "2026-11-20T12:15:00Z")
 
     def upload_fragment(self, upload_url: str, fragment: bytes, start: int, total: int) -> UploadProgress:
         session = self.sessions.get(upload_url)
@@ -180,7 +180,8 @@ class FakeDriveApi:
             if self.fail_status == 429:
                 raise ThrottledError("fragment throttled", 0.5)
             raise GraphError(self.fail_status, "serviceNotAvailable", "the fragment was not stored")
-        assert start == len(session.received), "Graph answers 416 to a gap or an overlap"
+        if start != len(session.received):
+            raise GraphError(416, "invalidRange", "a gap or an overlap")
         last = start + len(fragment) == total
         assert last or len(fragment) % FRAGMENT_MULTIPLE == 0, "Graph answers 400 to such a fragment"
         assert len(fragment) < 60 * 1024 * 1024
