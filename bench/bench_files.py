@@ -10,13 +10,18 @@ the simulator with the account's own access token, as a client of Graph would: a
 download URL Graph redirects to. Each figure is the median of ``--runs`` transfers; the
 ratio says how much longer the files API takes than the floor.
 
+A resumable upload (``--resumable-mb`` MiB, 24 by default) goes up as a product sends one:
+``POST .../root:/{path}:/createUploadSession`` on the files API, then the file's 5 MiB
+fragments to ``PUT .../uploads/{uploadId}``; its floor is the same session and fragments
+sent straight to the simulator's upload URL.
+
 Then the large download: a ``--large-mb`` MB file (300 by default, made by the simulator's
 ``generate``) read through the files API as a stream, next to the same file read straight
 from its download URL, each read in 1 MiB pieces and hashed, never held; the median of
 ``--large-runs``, and how far the devhost's resident memory rose above where it was before
 (its peak, VmHWM, reset first).
 
-    python bench/bench_files.py [--runs 7] [--large-mb 300] [--large-runs 3]
+    python bench/bench_files.py [--runs 7] [--resumable-mb 24] [--large-mb 300] [--large-runs 3]
 """
 
 from __future__ import annotations
@@ -76,6 +81,7 @@ def streamed_sha256(session: requests.Session, url: str, size: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--resumable-mb", type=int, default=24)
     parser.add_argument("--large-mb", type=int, default=300)
     parser.add_argument("--large-runs", type=int, default=3)
     args = parser.parse_args()
@@ -118,16 +124,7 @@ def main() -> None:
                         graph.put(f"{graph_base}/root:/{path}.direct:/content", data=data,
                                   timeout=120).raise_for_status()
                         return
-                    session = graph.post(f"{graph_base}/root:/{path}.direct:/createUploadSession",
-                                         json={"item": {"@microsoft.graph.conflictBehavior": "replace"}},
-                                         timeout=60)
-                    session.raise_for_status()
-                    url = session.json()["uploadUrl"]
-                    for start in range(0, len(data), UPLOAD_FRAGMENT_BYTES):
-                        fragment = data[start:start + UPLOAD_FRAGMENT_BYTES]
-                        end = start + len(fragment) - 1
-                        files.put(url, data=fragment, timeout=120,
-                                  headers={"Content-Range": f"bytes {start}-{end}/{len(data)}"}).raise_for_status()
+                    session_upload(graph, f"{graph_base}/root:/{path}.direct:", files, data)
 
                 def direct_download(item: dict[str, str] = item, size: int = size) -> None:
                     redirect = graph.get(f"{graph_base}/items/{item['id']}/content", allow_redirects=False,
@@ -142,6 +139,18 @@ def main() -> None:
                 down_direct = median_seconds(direct_download, args.runs)
                 rows.append((label, "upload", size, up_api, up_direct))
                 rows.append((label, "download", size, down_api, down_direct))
+
+            resumable = bytes(i % 241 for i in range(args.resumable_mb * MIB))
+            resumable_path = f"{base}/root:/bench/resumable.bin:"
+
+            def api_resumable() -> None:
+                session_upload(api, resumable_path, api, resumable, upload_base=f"{base}/uploads/")
+
+            def direct_resumable() -> None:
+                session_upload(graph, f"{graph_base}/root:/bench/resumable.bin.direct:", files, resumable)
+
+            rows.append((f"{args.resumable_mb} MiB", "resumable", len(resumable),
+                         median_seconds(api_resumable, args.runs), median_seconds(direct_resumable, args.runs)))
 
             large = large_download(stack, user, api, base, graph, graph_base, files, args.large_mb * 1000 * 1000,
                                    args.large_runs)
@@ -159,6 +168,23 @@ def main() -> None:
             print(json.dumps({"large_download_mb": args.large_mb, "api_seconds": round(through, 3),
                               "floor_seconds": round(floor, 3), "ratio": round(through / floor, 2),
                               "devhost_rss_growth_mib": round(grew / 1024, 1)}))
+
+
+def session_upload(opener: requests.Session, item_url: str, sender: requests.Session, data: bytes,
+                   *, upload_base: str | None = None) -> None:
+    """Open an upload session at ``item_url`` (``.../root:/{path}:``) and send ``data`` in
+    the connector's 5 MiB fragments: to Graph's ``uploadUrl`` or, with ``upload_base``, to
+    the files API's ``uploads/{uploadId}``."""
+    session = opener.post(f"{item_url}/createUploadSession", json={"item": {"@microsoft.graph.conflictBehavior":
+                                                                            "replace"}}, timeout=60)
+    session.raise_for_status()
+    opened = session.json()
+    url = f"{upload_base}{opened['uploadId']}" if upload_base else opened["uploadUrl"]
+    for start in range(0, len(data), UPLOAD_FRAGMENT_BYTES):
+        fragment = data[start:start + UPLOAD_FRAGMENT_BYTES]
+        end = start + len(fragment) - 1
+        sender.put(url, data=fragment, timeout=120,
+                   headers={"Content-Range": f"bytes {start}-{end}/{len(data)}"}).raise_for_status()
 
 
 def large_download(stack: LocalStack, user: dict[str, str], api: requests.Session, base: str,

@@ -225,20 +225,23 @@ def test_disconnect_removes_the_subscription_and_the_secret(stack: LocalStack) -
 def test_a_revoked_refresh_token_turns_the_account_reauth_required(stack: LocalStack) -> None:
     user = new_user(stack, "revoked")
     # Access tokens shorter than the provider's 5-minute margin: every use refreshes.
+    # Kept that short until the resync below: a token refreshed meanwhile (a run the
+    # devhost's timer fires, say) would otherwise live an hour and the resync never meet
+    # the dead refresh token.
     before = sim_settings(stack, accessTokenLifetimeSeconds=240)
     try:
         assert connect(stack, user).status_code == 200
         # The first delta round runs on the queue after the callback: let it finish first.
         wait_for(lambda: account(stack, user).json()["lastSyncAt"], what="the first delta round")
+        stack.sim("POST", f"/_sim/users/{user['id']}/revoke")
+
+        resync = requests.post(
+            f"{stack.devhost_url}/api/accounts/{account_id(user)}/resync",
+            headers=function_key_headers(stack),
+            timeout=60,
+        )
     finally:
         stack.sim("PUT", "/_sim/settings", json=before)
-    stack.sim("POST", f"/_sim/users/{user['id']}/revoke")
-
-    resync = requests.post(
-        f"{stack.devhost_url}/api/accounts/{account_id(user)}/resync",
-        headers=function_key_headers(stack),
-        timeout=60,
-    )
 
     assert resync.status_code == 200, resync.text
     assert resync.json()["skipped"] == "reauth_required"

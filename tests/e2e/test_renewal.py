@@ -170,26 +170,26 @@ def test_a_user_whose_sign_in_was_revoked_is_marked_reauth_required(stack: Local
     # Access tokens issued with 5 minutes to live are never cached by the connector (it keeps
     # a 5-minute margin), so the renewal must redeem the refresh token: that is what a
     # revocation kills, as Entra ID does after a password reset.
+    # They stay that short until the account is marked: a token refreshed meanwhile (the
+    # connect's delta round, a run the devhost's timer fires) would otherwise live an hour.
     stack.sim("PUT", "/_sim/settings", json={"accessTokenLifetimeSeconds": 300})
-    try:
-        user, account_id = connect(stack)
-        # The connect's first delta round runs on the queue and may refresh the token: only
-        # once it is done can tokens live long again, or it could cache a 1-hour one.
-        first_round_done(stack, account_id)
-    finally:
-        stack.sim("PUT", "/_sim/settings", json={"accessTokenLifetimeSeconds": 3600})
-    due = make_due(stack, account_id)
-    stack.sim("POST", f"/_sim/users/{user['id']}/revoke")
-
-    fire_renewal(stack)
-
     accounts = TableAccountStore(stack.storage_connection)
 
     def marked() -> Any:
         account = accounts.get(account_id)
         return account if account is not None and account.status == AccountStatus.REAUTH_REQUIRED else None
 
-    wait_for(marked, timeout=60, what="the account to become reauth_required")
+    try:
+        user, account_id = connect(stack)
+        first_round_done(stack, account_id)
+        due = make_due(stack, account_id)
+        stack.sim("POST", f"/_sim/users/{user['id']}/revoke")
+
+        fire_renewal(stack)
+
+        wait_for(marked, timeout=60, what="the account to become reauth_required")
+    finally:
+        stack.sim("PUT", "/_sim/settings", json={"accessTokenLifetimeSeconds": 3600})
     stored = subscription_of(stack, account_id)
     assert stored.subscription_id == due.subscription_id
     assert stored.expires_at == due.expires_at  # not renewed, not leased
