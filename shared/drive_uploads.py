@@ -29,7 +29,7 @@ from shared.drive_files import (
     permitted_account,
     public_item,
 )
-from shared.errors import InvalidInputError, NotFoundError, UnknownAccountError, UnknownUploadError
+from shared.errors import InvalidInputError, NotFoundError, UnknownUploadError
 from shared.models import JsonObject
 
 if TYPE_CHECKING:
@@ -126,8 +126,6 @@ def _upload_url(services: Services, account_id: str, upload_id: str) -> str:
 def _in_session(call: Callable[[], T]) -> T:
     try:
         return call()
-    except UnknownAccountError:
-        raise
     except NotFoundError:
         # Not the file: the session, which Graph lets expire when no fragment comes.
         raise UnknownUploadError("the upload session expired or was cancelled") from None
